@@ -1,0 +1,195 @@
+//! Builds the running application: pool, migrations, keys, background upkeep and the server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_htmx::HtmxMiddleware;
+use actix_session::SessionMiddleware;
+use actix_session::config::{BrowserSession, CookieContentSecurity};
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Server;
+use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use hkdf::Hkdf;
+use sha2::Sha256;
+
+use crate::auth::csrf::CsrfKey;
+use crate::auth::password::Passwords;
+use crate::auth::session_store::DbSessionStore;
+use crate::auth::throttle::IpLimiter;
+use crate::clock::SharedClock;
+use crate::config::{Config, MasterKey};
+use crate::db::{self, Db};
+use crate::error::AppError;
+use crate::routes;
+
+/// What handlers share.
+pub struct AppState {
+    pub db: Db,
+    pub clock: SharedClock,
+    pub passwords: Passwords,
+    pub csrf: CsrfKey,
+    pub login_ip_limiter: IpLimiter,
+    pub settings: WebSettings,
+}
+
+pub struct WebSettings {
+    pub public_url: Option<String>,
+    pub trust_proxy: bool,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    db: Db,
+}
+
+/// Keys derived from the master key, one per purpose, so none can stand in for another.
+struct DerivedKeys {
+    cookie: Key,
+    csrf: CsrfKey,
+}
+
+fn derive_keys(master: &MasterKey) -> DerivedKeys {
+    let hkdf = Hkdf::<Sha256>::new(Some(b"mcp-platform"), master.expose());
+    let mut cookie = [0u8; 64];
+    let mut csrf = [0u8; 32];
+    hkdf.expand(b"session-cookie-v1", &mut cookie)
+        .expect("64 bytes is a valid HKDF length");
+    hkdf.expand(b"csrf-v1", &mut csrf)
+        .expect("32 bytes is a valid HKDF length");
+    DerivedKeys {
+        cookie: Key::from(&cookie),
+        csrf: CsrfKey::new(csrf),
+    }
+}
+
+const SESSION_COOKIE: &str = "mcp_session";
+/// The `__Host-` prefix makes browsers insist on Secure, Path=/ and no Domain.
+const SECURE_SESSION_COOKIE: &str = "__Host-mcp_session";
+
+impl Application {
+    pub async fn build(
+        config: Config,
+        master: MasterKey,
+        clock: SharedClock,
+    ) -> anyhow::Result<Application> {
+        let db = Db::connect(&config.database).await?;
+        db.migrate().await?;
+        db.ensure_log_partitions(clock.now()).await?;
+        let listener = TcpListener::bind(config.bind)
+            .with_context(|| format!("MCP_PLATFORM_BIND: cannot listen on {}", config.bind))?;
+        let port = listener.local_addr()?.port();
+        let keys = derive_keys(&master);
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            clock: clock.clone(),
+            passwords: Passwords::new()?,
+            csrf: keys.csrf,
+            login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
+            settings: WebSettings {
+                public_url: config.public_url.clone(),
+                trust_proxy: config.trust_proxy,
+            },
+        });
+        spawn_upkeep(state.clone().into_inner());
+
+        let store = DbSessionStore::new(db.clone(), clock);
+        let cookie_key = keys.cookie;
+        let secure = config.cookie_secure;
+        let hsts = config.serves_tls();
+        let server = HttpServer::new(move || {
+            let session = SessionMiddleware::builder(store.clone(), cookie_key.clone())
+                .cookie_name(
+                    if secure {
+                        SECURE_SESSION_COOKIE
+                    } else {
+                        SESSION_COOKIE
+                    }
+                    .to_owned(),
+                )
+                .cookie_secure(secure)
+                .cookie_http_only(true)
+                .cookie_same_site(SameSite::Lax)
+                .cookie_content_security(CookieContentSecurity::Private)
+                .session_lifecycle(BrowserSession::default())
+                .build();
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+                .default_service(web::to(|| async {
+                    Err::<actix_web::HttpResponse, _>(AppError::NotFound)
+                }))
+                .wrap(HtmxMiddleware)
+                .wrap(session)
+                .wrap(security_headers(hsts))
+                .wrap(
+                    Logger::new("%a \"%r\" %s %b %Dms")
+                        .exclude("/healthz")
+                        .exclude("/readyz"),
+                )
+        })
+        .workers(config.workers)
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server, db })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and closes the pool.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.db.close().await;
+        result
+    }
+}
+
+fn security_headers(hsts: bool) -> DefaultHeaders {
+    let headers = DefaultHeaders::new()
+        .add((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; \
+             base-uri 'self'; form-action 'self'",
+        ))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "strict-origin-when-cross-origin"))
+        .add(("X-Frame-Options", "DENY"))
+        // Pages are per user; assets set their own caching.
+        .add(("Cache-Control", "no-store"));
+    if hsts {
+        headers.add((
+            "Strict-Transport-Security",
+            "max-age=63072000; includeSubDomains",
+        ))
+    } else {
+        headers
+    }
+}
+
+/// Deletes expired sessions and old sign-in failures, and trims the per-IP limiter.
+fn spawn_upkeep(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            if let Err(e) = upkeep(&state).await {
+                tracing::warn!(error = ?e, "upkeep failed");
+            }
+        }
+    });
+}
+
+async fn upkeep(state: &AppState) -> anyhow::Result<()> {
+    let now = state.clock.now();
+    let mut conn = state.db.acquire().await?;
+    db::sessions::delete_expired(conn.conn(), now).await?;
+    db::login_failures::delete_before(conn.conn(), now - chrono::Duration::hours(1)).await?;
+    state.login_ip_limiter.forget_idle();
+    state.db.ensure_log_partitions(now).await?;
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! The command line: `serve` (the default), `migrate` and `admin create`.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use tracing_subscriber::EnvFilter;
+use uuid::Uuid;
+
+use crate::app::Application;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError, Settings, load_secret};
+use crate::db::{self, Db};
+use crate::domain::{Email, NewPassword, OrganizationName, Role};
+
+#[derive(Parser)]
+#[command(
+    name = "mcp-platform",
+    version,
+    about = "MCP services for your organization, safely"
+)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the dashboard and the gateway (the default)
+    Serve,
+    /// Apply database migrations and exit
+    Migrate,
+    /// Manage accounts from the command line
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin; the organization is created when no organization has this name.
+    /// The password is read from standard input.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+/// Errors that end the process: bad configuration (exit 2) or a failure while running (exit 1).
+enum Failure {
+    Config(ConfigError),
+    Run(anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Run(e)
+    }
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut settings = cli.settings;
+    settings.secret_key = std::env::var("MCP_PLATFORM_SECRET_KEY")
+        .ok()
+        .map(SecretString::from);
+    let result = Config::from_settings(settings)
+        .map_err(Failure::from)
+        .and_then(|config| {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(execute(cli.command.unwrap_or(Command::Serve), config))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(e)) => {
+            eprintln!("error: invalid configuration: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command, config: Config) -> Result<(), Failure> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let db = Db::connect(&config.database).await?;
+            db.migrate().await?;
+            db.close().await;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::Create { org, email },
+        } => admin_create(config, &org, &email).await,
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Failure> {
+    let (master, created) = load_secret(&config.secret)?;
+    if let Some(path) = created {
+        eprintln!(
+            "created a new secret key in {} (mode 0600); keep it safe and back it up",
+            path.display()
+        );
+    }
+    let app = Application::build(config.clone(), master, Arc::new(SystemClock)).await?;
+    eprintln!(
+        "MCP Platform is running: open {}",
+        config.display_url(app.port())
+    );
+    app.run_until_stopped().await.context("server failed")?;
+    Ok(())
+}
+
+async fn admin_create(config: Config, org: &str, email: &str) -> Result<(), Failure> {
+    let name = OrganizationName::parse(org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let password = read_password(&email)?;
+    let password = NewPassword::parse(&password).map_err(|e| anyhow::anyhow!("password: {e}"))?;
+
+    let db = Db::connect(&config.database).await?;
+    db.migrate().await?;
+    let passwords = crate::auth::password::Passwords::new()?;
+    let hash = passwords.hash(password.into_secret()).await?;
+    let now = SystemClock.now();
+    let mut tx = db.begin().await.context("cannot start a transaction")?;
+    let slug = name.slug();
+    let organization_id = match db::organizations::find_by_slug(tx.conn(), &slug)
+        .await
+        .context("lookup failed")?
+    {
+        Some(existing) => existing.id,
+        None => {
+            let id = Uuid::now_v7();
+            db::organizations::insert(tx.conn(), id, name.as_str(), &slug, email.as_str(), now)
+                .await
+                .context("cannot create the organization")?;
+            id
+        }
+    };
+    let user = db::users::NewUser {
+        id: Uuid::now_v7(),
+        organization_id,
+        email: &email,
+        password_hash: &hash,
+        role: Role::Admin,
+    };
+    if let Err(e) = db::users::insert(tx.conn(), user, now).await {
+        if db::unique_violation(&e).is_some() {
+            return Err(
+                anyhow::anyhow!("--email: a user with the email {email} already exists").into(),
+            );
+        }
+        return Err(anyhow::Error::new(e)
+            .context("cannot create the user")
+            .into());
+    }
+    db::organizations::claim_installation(tx.conn(), now)
+        .await
+        .context("cannot record the installation")?;
+    tx.commit().await.context("cannot commit")?;
+    db.close().await;
+    eprintln!(
+        "created admin {email} in organization \"{}\"",
+        name.as_str()
+    );
+    Ok(())
+}
+
+/// Reads the password from standard input without echo on a terminal, or as one line from a pipe.
+fn read_password(email: &Email) -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password(format!("Password for {email}: "))
+            .context("cannot read the password");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

@@ -1,0 +1,417 @@
+//! Typed configuration, read from the environment and flags and validated once at start.
+//! Every error names the setting it is about, in one line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use clap::Args;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./data";
+const SECRET_KEY_FILE_NAME: &str = "secret.key";
+const SECRET_KEY_BYTES: usize = 64;
+
+/// Raw settings as they arrive; `Config::from_settings` turns them into a checked `Config`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Settings {
+    /// Database: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite under the data dir]
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Address to serve on [default: 127.0.0.1:8080]
+    #[arg(long, env = "MCP_PLATFORM_BIND", global = true)]
+    pub bind: Option<String>,
+    /// Directory for the SQLite database and the generated secret key [default: ./data]
+    #[arg(long, env = "MCP_PLATFORM_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// File holding the secret key (base64, 64 bytes) [default: DATA_DIR/secret.key, created if missing]
+    #[arg(long, env = "MCP_PLATFORM_SECRET_KEY_FILE", global = true)]
+    pub secret_key_file: Option<PathBuf>,
+    /// The secret key itself, base64 (environment only, so it never shows in a process list)
+    #[arg(skip)]
+    pub secret_key: Option<SecretString>,
+    /// The address users reach the platform at, e.g. https://mcp.example.com
+    #[arg(long, env = "MCP_PLATFORM_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Mark the session cookie Secure (true/false) [default: false only on a loopback address over http]
+    #[arg(long, env = "MCP_PLATFORM_COOKIE_SECURE", global = true)]
+    pub cookie_secure: Option<String>,
+    /// HTTP worker threads [default: number of cores]
+    #[arg(long, env = "MCP_PLATFORM_WORKERS", global = true)]
+    pub workers: Option<String>,
+    /// Sign-in attempts allowed per client IP per minute [default: 30]
+    #[arg(long, env = "MCP_PLATFORM_LOGIN_IP_LIMIT", global = true)]
+    pub login_ip_limit: Option<String>,
+    /// Take the client IP from X-Forwarded-For (only behind a proxy you run) [default: false]
+    #[arg(long, env = "MCP_PLATFORM_TRUST_PROXY", global = true)]
+    pub trust_proxy: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+fn bad(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database URL whose scheme has been checked. The URL may hold a password, so it is
+/// kept secret and never printed.
+#[derive(Debug, Clone)]
+pub struct DatabaseUrl {
+    pub backend: Backend,
+    url: SecretString,
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<DatabaseUrl, ConfigError> {
+        let scheme = raw.split_once(':').map(|(s, _)| s).unwrap_or("");
+        let backend = match scheme {
+            "sqlite" => Backend::Sqlite,
+            "postgres" | "postgresql" => Backend::Postgres,
+            "" => {
+                return Err(bad(
+                    "DATABASE_URL",
+                    "has no scheme (expected sqlite:// or postgres://)",
+                ));
+            }
+            other => {
+                let shown: String = other.chars().take(20).collect();
+                return Err(bad(
+                    "DATABASE_URL",
+                    format!("unsupported scheme \"{shown}\" (expected sqlite:// or postgres://)"),
+                ));
+            }
+        };
+        Ok(DatabaseUrl {
+            backend,
+            url: SecretString::from(raw.to_owned()),
+        })
+    }
+
+    pub fn expose(&self) -> &str {
+        self.url.expose_secret()
+    }
+}
+
+/// Where the secret key comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    Inline(SecretString),
+    /// A file; `explicit` is false for the default path, which is created when missing.
+    File {
+        path: PathBuf,
+        explicit: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseUrl,
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub secret: SecretSource,
+    pub public_url: Option<String>,
+    pub cookie_secure: bool,
+    pub workers: usize,
+    pub login_ip_limit: u32,
+    pub trust_proxy: bool,
+}
+
+impl Config {
+    pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
+        let data_dir = s
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        if data_dir.as_os_str().is_empty() {
+            return Err(bad("MCP_PLATFORM_DATA_DIR", "is empty"));
+        }
+        let database = match s.database_url.as_deref().map(str::trim) {
+            None | Some("") => DatabaseUrl::parse(&default_sqlite_url(&data_dir))?,
+            Some(raw) => DatabaseUrl::parse(raw)?,
+        };
+        let bind_raw = s.bind.as_deref().unwrap_or(DEFAULT_BIND);
+        let bind = SocketAddr::from_str(bind_raw.trim()).map_err(|_| {
+            bad(
+                "MCP_PLATFORM_BIND",
+                format!("\"{bind_raw}\" is not an address like 127.0.0.1:8080"),
+            )
+        })?;
+        let public_url = s.public_url.as_deref().map(parse_public_url).transpose()?;
+        let cookie_secure = match s.cookie_secure.as_deref() {
+            Some(raw) => parse_bool("MCP_PLATFORM_COOKIE_SECURE", raw)?,
+            None => match &public_url {
+                Some(url) => url.starts_with("https://"),
+                None => !bind.ip().is_loopback(),
+            },
+        };
+        let workers = match s.workers.as_deref() {
+            Some(raw) => parse_positive("MCP_PLATFORM_WORKERS", raw, 256)? as usize,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+        let login_ip_limit = match s.login_ip_limit.as_deref() {
+            Some(raw) => parse_positive("MCP_PLATFORM_LOGIN_IP_LIMIT", raw, 100_000)?,
+            None => 30,
+        };
+        let trust_proxy = match s.trust_proxy.as_deref() {
+            Some(raw) => parse_bool("MCP_PLATFORM_TRUST_PROXY", raw)?,
+            None => false,
+        };
+        let secret = match (s.secret_key, s.secret_key_file) {
+            (Some(key), _) => SecretSource::Inline(key),
+            (None, Some(path)) => SecretSource::File {
+                path,
+                explicit: true,
+            },
+            (None, None) => SecretSource::File {
+                path: data_dir.join(SECRET_KEY_FILE_NAME),
+                explicit: false,
+            },
+        };
+        Ok(Config {
+            database,
+            bind,
+            data_dir,
+            secret,
+            public_url,
+            cookie_secure,
+            workers,
+            login_ip_limit,
+            trust_proxy,
+        })
+    }
+
+    /// The URL to print at start.
+    pub fn display_url(&self, port: u16) -> String {
+        match &self.public_url {
+            Some(url) => format!("{url}/"),
+            None => format!("http://{}/", SocketAddr::new(self.bind.ip(), port)),
+        }
+    }
+
+    pub fn serves_tls(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+    }
+}
+
+fn default_sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("mcp-platform.db").display())
+}
+
+fn parse_public_url(raw: &str) -> Result<String, ConfigError> {
+    let url = raw.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => {
+            Ok(url.to_owned())
+        }
+        _ => Err(bad(
+            "MCP_PLATFORM_PUBLIC_URL",
+            format!("\"{raw}\" is not an origin like https://mcp.example.com"),
+        )),
+    }
+}
+
+fn parse_bool(setting: &'static str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(bad(setting, format!("\"{raw}\" is not true or false"))),
+    }
+}
+
+fn parse_positive(setting: &'static str, raw: &str, max: u32) -> Result<u32, ConfigError> {
+    match raw.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(bad(
+            setting,
+            format!("\"{raw}\" is not a whole number from 1 to {max}"),
+        )),
+    }
+}
+
+/// The platform's master secret; every other key is derived from it.
+pub struct MasterKey(SecretBox<[u8; SECRET_KEY_BYTES]>);
+
+impl MasterKey {
+    pub fn generate() -> MasterKey {
+        let mut bytes = [0u8; SECRET_KEY_BYTES];
+        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+        MasterKey(SecretBox::new(Box::new(bytes)))
+    }
+
+    fn decode(setting: &'static str, text: &str) -> Result<MasterKey, ConfigError> {
+        let text = text.trim();
+        let bytes = STANDARD
+            .decode(text)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+            .map_err(|_| bad(setting, "is not valid base64"))?;
+        let bytes: [u8; SECRET_KEY_BYTES] = bytes.try_into().map_err(|_| {
+            bad(
+                setting,
+                format!("must decode to exactly {SECRET_KEY_BYTES} bytes"),
+            )
+        })?;
+        Ok(MasterKey(SecretBox::new(Box::new(bytes))))
+    }
+
+    pub fn encode(&self) -> String {
+        STANDARD.encode(self.0.expose_secret())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        self.0.expose_secret()
+    }
+}
+
+/// Reads the secret key, creating the default key file (mode 0600) on first start.
+/// Returns the key and, when a file was created, its path so the caller can say so.
+pub fn load_secret(source: &SecretSource) -> Result<(MasterKey, Option<PathBuf>), ConfigError> {
+    match source {
+        SecretSource::Inline(key) => Ok((
+            MasterKey::decode("MCP_PLATFORM_SECRET_KEY", key.expose_secret())?,
+            None,
+        )),
+        SecretSource::File { path, explicit } => {
+            const SETTING: &str = "MCP_PLATFORM_SECRET_KEY_FILE";
+            match std::fs::read_to_string(path) {
+                Ok(text) => Ok((MasterKey::decode(SETTING, &text)?, None)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                    let key = MasterKey::generate();
+                    write_private_file(path, &key.encode()).map_err(|e| {
+                        bad(SETTING, format!("cannot create {}: {e}", path.display()))
+                    })?;
+                    Ok((key, Some(path.clone())))
+                }
+                Err(e) => Err(bad(SETTING, format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+    }
+}
+
+fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_scheme_is_checked() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://x.db").unwrap().backend,
+            Backend::Sqlite
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u@h/d").unwrap().backend,
+            Backend::Postgres
+        );
+        let err = DatabaseUrl::parse("mysql://root:hunter2@db/x").unwrap_err();
+        let line = err.to_string();
+        assert!(
+            line.starts_with("DATABASE_URL: unsupported scheme \"mysql\""),
+            "{line}"
+        );
+        assert!(
+            !line.contains("hunter2"),
+            "the URL's password must not be echoed"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = Config::from_settings(Settings {
+            bind: Some("nowhere".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.setting, "MCP_PLATFORM_BIND");
+        let err = Config::from_settings(Settings {
+            cookie_secure: Some("maybe".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.setting, "MCP_PLATFORM_COOKIE_SECURE");
+    }
+
+    #[test]
+    fn cookies_are_secure_except_on_loopback_http() {
+        let local = Config::from_settings(Settings::default()).unwrap();
+        assert!(!local.cookie_secure);
+        let public = Config::from_settings(Settings {
+            bind: Some("0.0.0.0:8080".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(public.cookie_secure);
+        let tls = Config::from_settings(Settings {
+            public_url: Some("https://mcp.example.com/".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(tls.cookie_secure && tls.serves_tls());
+    }
+
+    #[test]
+    fn default_secret_file_is_created_private() {
+        let dir = std::env::temp_dir().join(format!("mcp-secret-{}", uuid::Uuid::now_v7()));
+        let source = SecretSource::File {
+            path: dir.join("secret.key"),
+            explicit: false,
+        };
+        let (key, created) = load_secret(&source).unwrap();
+        assert!(created.is_some());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("secret.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, created) = load_secret(&source).unwrap();
+        assert!(created.is_none());
+        assert_eq!(key.expose(), again.expose());
+        let explicit = SecretSource::File {
+            path: dir.join("missing.key"),
+            explicit: true,
+        };
+        assert_eq!(
+            load_secret(&explicit).err().unwrap().setting,
+            "MCP_PLATFORM_SECRET_KEY_FILE"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

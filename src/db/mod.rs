@@ -1,0 +1,204 @@
+//! Storage on SQLite or PostgreSQL from one set of SQL (`$N` placeholders work on both).
+//!
+//! `Db` is the pool; `Conn` is one borrowed connection of either kind, from the pool or from a
+//! transaction, so every query function is written once and takes a `Conn`. The `on_conn!`
+//! macro expands a query body once per backend.
+
+pub mod login_failures;
+pub mod organizations;
+pub mod services;
+pub mod sessions;
+pub mod usage;
+pub mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Datelike, Months, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+use crate::config::{Backend, DatabaseUrl};
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// One connection of either backend.
+pub enum Conn<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+/// Runs `$body` with `$c` bound to the backend's own connection type.
+#[macro_export]
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::db::Conn::Sqlite($c) => $body,
+            $crate::db::Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+pub enum PooledConn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl PooledConn {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            PooledConn::Sqlite(c) => Conn::Sqlite(c),
+            PooledConn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Sqlite(t) => Conn::Sqlite(t),
+            Tx::Postgres(t) => Conn::Postgres(t),
+        }
+    }
+
+    pub async fn commit(self) -> sqlx::Result<()> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+    }
+}
+
+/// The name of the unique index a write violated, so callers can turn it into a form error.
+pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
+    let db_err = err.as_database_error()?;
+    if !db_err.is_unique_violation() {
+        return None;
+    }
+    // PostgreSQL names the constraint; SQLite names the columns ("users.email").
+    db_err.constraint().map(str::to_owned).or_else(|| {
+        let msg = db_err.message();
+        msg.strip_prefix("UNIQUE constraint failed: ")
+            .map(str::to_owned)
+    })
+}
+
+impl Db {
+    pub async fn connect(url: &DatabaseUrl) -> anyhow::Result<Db> {
+        match url.backend {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url.expose())
+                    .context("DATABASE_URL: not a valid sqlite:// URL")?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                if let Some(dir) = options.get_filename().parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("cannot create {}", dir.display()))?;
+                    }
+                }
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(options)
+                    .await
+                    .context("cannot open the SQLite database")?;
+                Ok(Db::Sqlite(pool))
+            }
+            Backend::Postgres => {
+                let options = PgConnectOptions::from_str(url.expose())
+                    .context("DATABASE_URL: not a valid postgres:// URL")?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .context("cannot connect to PostgreSQL")?;
+                Ok(Db::Postgres(pool))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+        }
+        .context("database migration failed")
+    }
+
+    pub async fn acquire(&self) -> sqlx::Result<PooledConn> {
+        Ok(match self {
+            Db::Sqlite(pool) => PooledConn::Sqlite(pool.acquire().await?),
+            Db::Postgres(pool) => PooledConn::Postgres(pool.acquire().await?),
+        })
+    }
+
+    pub async fn begin(&self) -> sqlx::Result<Tx> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        match self {
+            Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+            Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// On PostgreSQL, creates the monthly `request_logs` partitions for this month and the next
+    /// two, so rows never pile up in the default partition. Nothing to do on SQLite.
+    pub async fn ensure_log_partitions(&self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let Db::Postgres(pool) = self else {
+            return Ok(());
+        };
+        let first = now.date_naive().with_day(1).context("first of month")?;
+        for ahead in 0..3 {
+            let from = first + Months::new(ahead);
+            let to = from + Months::new(1);
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS request_logs_y{}m{:02} PARTITION OF request_logs \
+                 FOR VALUES FROM ('{from}') TO ('{to}')",
+                from.year(),
+                from.month()
+            );
+            // Built only from dates computed above, never from input.
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await
+                .with_context(|| format!("cannot create the request_logs partition for {from}"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! The `organizations` table and the one-row `installation` marker.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Conn;
+use crate::on_conn;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub contact_email: Option<String>,
+    pub plan: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert(
+    conn: Conn<'_>,
+    id: Uuid,
+    name: &str,
+    slug: &str,
+    contact_email: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO organizations (id, name, slug, contact_email, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(slug)
+    .bind(contact_email)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn find(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<Organization>> {
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT id, name, slug, contact_email, plan, created_at FROM organizations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)
+}
+
+pub async fn find_by_slug(conn: Conn<'_>, slug: &str) -> sqlx::Result<Option<Organization>> {
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT id, name, slug, contact_email, plan, created_at FROM organizations WHERE slug = $1",
+    )
+    .bind(slug)
+    .fetch_optional(c)
+    .await)
+}
+
+/// Marks the installation as set up. Returns false when it already was, which makes the
+/// first-run setup happen exactly once even when two requests race.
+pub async fn claim_installation(conn: Conn<'_>, now: DateTime<Utc>) -> sqlx::Result<bool> {
+    let done = on_conn!(conn, c => sqlx::query(
+        "INSERT INTO installation (id, completed_at) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(done == 1)
+}

@@ -1,0 +1,189 @@
+//! The `users` table. Lookups for the dashboard take the organization id from the session.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Conn;
+use crate::domain::{Email, Role};
+use crate::on_conn;
+
+/// A member as the dashboard shows them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub email: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub is_active: bool,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The signed-in user with the organization they belong to, read once per request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionUser {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub organization_name: String,
+    pub email: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    pub is_active: bool,
+}
+
+/// What sign-in needs to check a password.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Credentials {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub password_hash: String,
+    pub is_active: bool,
+}
+
+pub struct NewUser<'a> {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub email: &'a Email,
+    pub password_hash: &'a str,
+    pub role: Role,
+}
+
+pub async fn insert(conn: Conn<'_>, user: NewUser<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO users (id, organization_id, email, password_hash, role, is_active, \
+         password_changed_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6, $6)",
+    )
+    .bind(user.id)
+    .bind(user.organization_id)
+    .bind(user.email.as_str())
+    .bind(user.password_hash)
+    .bind(user.role.as_str())
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn any_exists(conn: Conn<'_>) -> sqlx::Result<bool> {
+    let row: Option<(i32,)> = on_conn!(conn, c => sqlx::query_as("SELECT 1 FROM users LIMIT 1")
+        .fetch_optional(c)
+        .await)?;
+    Ok(row.is_some())
+}
+
+pub async fn credentials_by_email(
+    conn: Conn<'_>,
+    email: &Email,
+) -> sqlx::Result<Option<Credentials>> {
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT id, organization_id, password_hash, is_active FROM users WHERE email = $1",
+    )
+    .bind(email.as_str())
+    .fetch_optional(c)
+    .await)
+}
+
+pub async fn password_hash(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<String>> {
+    let row: Option<(String,)> = on_conn!(conn, c => sqlx::query_as(
+        "SELECT password_hash FROM users WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)?;
+    Ok(row.map(|(hash,)| hash))
+}
+
+pub async fn session_user(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<SessionUser>> {
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT u.id, u.organization_id, o.name AS organization_name, u.email, u.role, u.is_active \
+         FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(c)
+    .await)
+}
+
+pub async fn set_password_hash(
+    conn: Conn<'_>,
+    id: Uuid,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(hash)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+/// Replaces a hash made with older parameters; leaves `password_changed_at` alone.
+pub async fn upgrade_password_hash(conn: Conn<'_>, id: Uuid, hash: &str) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(id)
+        .bind(hash)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn record_login(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn set_active(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    id: Uuid,
+    active: bool,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let done = on_conn!(conn, c => sqlx::query(
+        "UPDATE users SET is_active = $3, updated_at = $4 WHERE organization_id = $1 AND id = $2",
+    )
+    .bind(organization_id)
+    .bind(id)
+    .bind(active)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(done == 1)
+}
+
+pub async fn list_members(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<User>> {
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT id, organization_id, email, role, is_active, last_login_at, created_at \
+         FROM users WHERE organization_id = $1 ORDER BY email LIMIT 500",
+    )
+    .bind(organization_id)
+    .fetch_all(c)
+    .await)
+}
+
+/// Active members per role.
+pub async fn count_active_by_role(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+) -> sqlx::Result<Vec<(String, i64)>> {
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT role, COUNT(*) FROM users WHERE organization_id = $1 AND is_active = TRUE \
+         GROUP BY role ORDER BY role",
+    )
+    .bind(organization_id)
+    .fetch_all(c)
+    .await)
+}

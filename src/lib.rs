@@ -1,0 +1,13 @@
+//! MCP Platform: a gateway for Model Context Protocol services and the dashboard that runs it.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod routes;
+pub mod web;

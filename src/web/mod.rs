@@ -1,0 +1,76 @@
+//! Dashboard handlers, one module per area, and what their pages share.
+
+pub mod account;
+pub mod assets;
+pub mod health;
+pub mod home;
+pub mod login;
+pub mod members;
+pub mod setup;
+
+use actix_web::HttpResponse;
+use actix_web::http::{StatusCode, header};
+use askama::Template;
+
+use crate::app::AppState;
+use crate::auth::gate::CurrentUser;
+use crate::auth::session::WebSession;
+use crate::error::AppError;
+use crate::routes::{NavLink, nav_for};
+
+/// What the base layout needs: the page title, the CSRF token for forms and htmx, and for
+/// signed-in users their organization, email and the navigation their role may use.
+pub struct Layout {
+    pub title: &'static str,
+    pub path: &'static str,
+    pub csrf_token: String,
+    pub user: Option<CurrentUser>,
+    pub nav: Vec<NavLink>,
+}
+
+impl Layout {
+    pub fn signed_in(
+        title: &'static str,
+        path: &'static str,
+        user: &CurrentUser,
+        state: &AppState,
+    ) -> Layout {
+        Layout {
+            title,
+            path,
+            csrf_token: state.csrf.token(user.session_id),
+            user: Some(user.clone()),
+            nav: nav_for(user.role),
+        }
+    }
+
+    pub fn public(
+        title: &'static str,
+        path: &'static str,
+        session: &WebSession,
+        state: &AppState,
+    ) -> Layout {
+        Layout {
+            title,
+            path,
+            csrf_token: state.csrf.token(session.id()),
+            user: None,
+            nav: Vec::new(),
+        }
+    }
+}
+
+/// Renders a page with a status other than 200, e.g. a form sent back with its errors.
+pub fn render<T: Template>(status: StatusCode, page: &T) -> Result<HttpResponse, AppError> {
+    let html = page.render().map_err(|e| AppError::Unexpected(e.into()))?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(html))
+}
+
+/// The answer to a successful form post: go to `to` (Post/Redirect/Get).
+pub fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
