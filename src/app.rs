@@ -141,6 +141,10 @@ impl Application {
         self.port
     }
 
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and closes the pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;

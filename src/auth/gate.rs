@@ -232,10 +232,10 @@ async fn form_token(req: &mut ServiceRequest) -> Option<String> {
 /// Browsers say where a request comes from; anything cross-site is refused outright.
 fn same_origin(state: &AppState, req: &HttpRequest) -> bool {
     let headers = req.headers();
-    if let Some(site) = headers.get("Sec-Fetch-Site").and_then(|v| v.to_str().ok()) {
-        if !matches!(site, "same-origin" | "none") {
-            return false;
-        }
+    if let Some(site) = headers.get("Sec-Fetch-Site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return false;
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;

@@ -1,0 +1,339 @@
+//! `spawn_app()`: the real server on a random port against a fresh database, and a
+//! cookie-aware client. Every test runs on SQLite, and on PostgreSQL when
+//! `TEST_POSTGRES_URL` is set (required when `CI=true`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mcp_platform::app::Application;
+use mcp_platform::clock::OffsetClock;
+use mcp_platform::config::{Config, MasterKey, Settings};
+use mcp_platform::db::{self, Db};
+use mcp_platform::domain::{Email, OrganizationName, Role};
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// The PostgreSQL backend, or `None` (test skipped) outside CI when it is not configured.
+    pub fn postgres() -> Option<Backend> {
+        match std::env::var("TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
+            _ if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!(
+                    "CI=true but TEST_POSTGRES_URL is not set: the PostgreSQL tests must run in CI"
+                )
+            }
+            _ => {
+                eprintln!("TEST_POSTGRES_URL not set: skipping the PostgreSQL variant");
+                None
+            }
+        }
+    }
+}
+
+/// Generates one test per backend for each named `async fn(Backend)` in the calling module.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::helpers::Backend::postgres() {
+                        super::$name(backend).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Removes the test's database when the test ends.
+enum Cleanup {
+    SqliteDir(PathBuf),
+    PostgresDatabase { admin_url: String, name: String },
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        match self {
+            Cleanup::SqliteDir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::PostgresDatabase { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Drop runs inside the test's runtime: do the async work on a thread of its own.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async {
+                        if let Ok(pool) = sqlx::PgPool::connect(&admin_url).await {
+                            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                            pool.close().await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: Db,
+    /// The server's own pool, to take the database away from it.
+    pub server_db: Db,
+    pub database_url: String,
+    pub clock: Arc<OffsetClock>,
+    pub data_dir: PathBuf,
+    _cleanup: Cleanup,
+}
+
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub password: String,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Settings::default()).await
+}
+
+/// Starts the server with these settings on top of the test defaults.
+pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp {
+    let data_dir =
+        std::env::temp_dir().join(format!("mcp-platform-test-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let (database_url, cleanup) = match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", data_dir.join("test.db").display());
+            (url, Cleanup::SqliteDir(data_dir.clone()))
+        }
+        Backend::Postgres(admin_url) => {
+            let name = format!("mcp_test_{}", Uuid::now_v7().simple());
+            let pool = sqlx::PgPool::connect(&admin_url)
+                .await
+                .expect("TEST_POSTGRES_URL must be reachable");
+            let sql = format!("CREATE DATABASE \"{name}\"");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            let url = with_database(&admin_url, &name);
+            (url, Cleanup::PostgresDatabase { admin_url, name })
+        }
+    };
+    settings.database_url = Some(database_url.clone());
+    settings.bind = Some("127.0.0.1:0".into());
+    settings.data_dir = Some(data_dir.clone());
+    settings.workers.get_or_insert_with(|| "1".into());
+    let config = Config::from_settings(settings).unwrap();
+    let clock = Arc::new(OffsetClock::default());
+    let app = Application::build(config.clone(), MasterKey::generate(), clock.clone())
+        .await
+        .unwrap();
+    let port = app.port();
+    let server_db = app.db().clone();
+    tokio::spawn(app.run_until_stopped());
+    let db = Db::connect(&config.database).await.unwrap();
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        db,
+        server_db,
+        database_url,
+        clock,
+        data_dir,
+        _cleanup: cleanup,
+    }
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(slash) => &base[..after_scheme + slash],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .user_agent("mcp-platform-tests/1.0")
+        .build()
+        .unwrap()
+}
+
+/// The CSRF token embedded in a page.
+pub fn csrf_token(html: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no CSRF token in page:\n{html}"))
+        + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+/// The value of the session cookie a response sets, if it sets one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(SET_COOKIE).iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        let pair = v.split(';').next()?;
+        let (name, value) = pair.split_once('=')?;
+        (name.trim() == "mcp_session" && !value.is_empty()).then(|| value.to_owned())
+    })
+}
+
+pub fn location(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, client: &reqwest::Client, path: &str) -> reqwest::Response {
+        client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// GETs `page` to obtain a CSRF token, then POSTs `fields` and the token to `path`.
+    pub async fn post_form(
+        &self,
+        client: &reqwest::Client,
+        page: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let html = self.get(client, page).await.text().await.unwrap();
+        let token = csrf_token(&html);
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        form.push(("csrf_token", &token));
+        client
+            .post(self.url(path))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn create_organization(&self, name: &str) -> Uuid {
+        let id = Uuid::now_v7();
+        let name = OrganizationName::parse(name).unwrap();
+        let mut conn = self.db.acquire().await.unwrap();
+        db::organizations::insert(
+            conn.conn(),
+            id,
+            name.as_str(),
+            &format!("{}-{}", name.slug(), id.simple()),
+            "owner@example.com",
+            self.clock_now(),
+        )
+        .await
+        .unwrap();
+        db::organizations::claim_installation(conn.conn(), self.clock_now())
+            .await
+            .unwrap();
+        id
+    }
+
+    pub async fn create_user(&self, organization_id: Uuid, role: Role) -> TestUser {
+        let id = Uuid::now_v7();
+        let email = format!("{}-{}@example.com", role.as_str(), id.simple());
+        let passwords = mcp_platform::auth::password::Passwords::new().unwrap();
+        let hash = passwords.hash(SecretString::from(PASSWORD)).await.unwrap();
+        let parsed = Email::parse(&email).unwrap();
+        let user = db::users::NewUser {
+            id,
+            organization_id,
+            email: &parsed,
+            password_hash: &hash,
+            role,
+        };
+        db::users::insert(
+            self.db.acquire().await.unwrap().conn(),
+            user,
+            self.clock_now(),
+        )
+        .await
+        .unwrap();
+        TestUser {
+            id,
+            email,
+            password: PASSWORD.to_owned(),
+        }
+    }
+
+    pub async fn login(
+        &self,
+        client: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        self.post_form(
+            client,
+            "/login",
+            "/login",
+            &[("email", email), ("password", password)],
+        )
+        .await
+    }
+
+    /// A new client signed in as `user`.
+    pub async fn signed_in(&self, user: &TestUser) -> reqwest::Client {
+        let client = client();
+        let response = self.login(&client, &user.email, &user.password).await;
+        assert_eq!(response.status(), 303, "sign-in of {} failed", user.email);
+        assert_eq!(location(&response).as_deref(), Some("/"));
+        client
+    }
+
+    pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        use mcp_platform::clock::Clock;
+        self.clock.now()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match &self.db {
+            Db::Sqlite(pool) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+        }
+    }
+}

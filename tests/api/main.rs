@@ -1,0 +1,12 @@
+//! The integration suite: the real server over HTTP, on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod cli;
+mod csrf;
+mod headers;
+mod health;
+mod login;
+mod routes;
+mod sessions;
+mod setup;
