@@ -56,14 +56,9 @@ fn derive_keys(master: &MasterKey) -> DerivedKeys {
     let hkdf = Hkdf::<Sha256>::new(Some(b"mcp-platform"), master.expose());
     let mut cookie = [0u8; 64];
     let mut csrf = [0u8; 32];
-    hkdf.expand(b"session-cookie-v1", &mut cookie)
-        .expect("64 bytes is a valid HKDF length");
-    hkdf.expand(b"csrf-v1", &mut csrf)
-        .expect("32 bytes is a valid HKDF length");
-    DerivedKeys {
-        cookie: Key::from(&cookie),
-        csrf: CsrfKey::new(csrf),
-    }
+    hkdf.expand(b"session-cookie-v1", &mut cookie).expect("64 bytes is a valid HKDF length");
+    hkdf.expand(b"csrf-v1", &mut csrf).expect("32 bytes is a valid HKDF length");
+    DerivedKeys { cookie: Key::from(&cookie), csrf: CsrfKey::new(csrf) }
 }
 
 const SESSION_COOKIE: &str = "mcp_session";
@@ -71,11 +66,7 @@ const SESSION_COOKIE: &str = "mcp_session";
 const SECURE_SESSION_COOKIE: &str = "__Host-mcp_session";
 
 impl Application {
-    pub async fn build(
-        config: Config,
-        master: MasterKey,
-        clock: SharedClock,
-    ) -> anyhow::Result<Application> {
+    pub async fn build(config: Config, master: MasterKey, clock: SharedClock) -> anyhow::Result<Application> {
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
         db.ensure_log_partitions(clock.now()).await?;
@@ -89,10 +80,7 @@ impl Application {
             passwords: Passwords::new()?,
             csrf: keys.csrf,
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
-            settings: WebSettings {
-                public_url: config.public_url.clone(),
-                trust_proxy: config.trust_proxy,
-            },
+            settings: WebSettings { public_url: config.public_url.clone(), trust_proxy: config.trust_proxy },
         });
         spawn_upkeep(state.clone().into_inner());
 
@@ -102,14 +90,7 @@ impl Application {
         let hsts = config.serves_tls();
         let server = HttpServer::new(move || {
             let session = SessionMiddleware::builder(store.clone(), cookie_key.clone())
-                .cookie_name(
-                    if secure {
-                        SECURE_SESSION_COOKIE
-                    } else {
-                        SESSION_COOKIE
-                    }
-                    .to_owned(),
-                )
+                .cookie_name(if secure { SECURE_SESSION_COOKIE } else { SESSION_COOKIE }.to_owned())
                 .cookie_secure(secure)
                 .cookie_http_only(true)
                 .cookie_same_site(SameSite::Lax)
@@ -119,17 +100,11 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .configure(routes::configure)
-                .default_service(web::to(|| async {
-                    Err::<actix_web::HttpResponse, _>(AppError::NotFound)
-                }))
+                .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(AppError::NotFound) }))
                 .wrap(HtmxMiddleware)
                 .wrap(session)
                 .wrap(security_headers(hsts))
-                .wrap(
-                    Logger::new("%a \"%r\" %s %b %Dms")
-                        .exclude("/healthz")
-                        .exclude("/readyz"),
-                )
+                .wrap(Logger::new("%a \"%r\" %s %b %Dms").exclude("/healthz").exclude("/readyz"))
         })
         .workers(config.workers)
         .listen(listener)?
@@ -166,10 +141,7 @@ fn security_headers(hsts: bool) -> DefaultHeaders {
         // Pages are per user; assets set their own caching.
         .add(("Cache-Control", "no-store"));
     if hsts {
-        headers.add((
-            "Strict-Transport-Security",
-            "max-age=63072000; includeSubDomains",
-        ))
+        headers.add(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
     } else {
         headers
     }

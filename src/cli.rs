@@ -17,11 +17,7 @@ use crate::db::{self, Db};
 use crate::domain::{Email, NewPassword, OrganizationName, Role};
 
 #[derive(Parser)]
-#[command(
-    name = "mcp-platform",
-    version,
-    about = "MCP services for your organization, safely"
-)]
+#[command(name = "mcp-platform", version, about = "MCP services for your organization, safely")]
 struct Cli {
     #[command(flatten)]
     settings: Settings,
@@ -81,16 +77,11 @@ pub fn run() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let mut settings = cli.settings;
-    settings.secret_key = std::env::var("MCP_PLATFORM_SECRET_KEY")
-        .ok()
-        .map(SecretString::from);
-    let result = Config::from_settings(settings)
-        .map_err(Failure::from)
-        .and_then(|config| {
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(execute(cli.command.unwrap_or(Command::Serve), config))
-        });
+    settings.secret_key = std::env::var("MCP_PLATFORM_SECRET_KEY").ok().map(SecretString::from);
+    let result = Config::from_settings(settings).map_err(Failure::from).and_then(|config| {
+        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        runtime.block_on(execute(cli.command.unwrap_or(Command::Serve), config))
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(e)) => {
@@ -114,25 +105,19 @@ async fn execute(command: Command, config: Config) -> Result<(), Failure> {
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Admin {
-            command: AdminCommand::Create { org, email },
-        } => admin_create(config, &org, &email).await,
+        Command::Admin { command: AdminCommand::Create { org, email } } => {
+            admin_create(config, &org, &email).await
+        }
     }
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
     let (master, created) = load_secret(&config.secret)?;
     if let Some(path) = created {
-        eprintln!(
-            "created a new secret key in {} (mode 0600); keep it safe and back it up",
-            path.display()
-        );
+        eprintln!("created a new secret key in {} (mode 0600); keep it safe and back it up", path.display());
     }
     let app = Application::build(config.clone(), master, Arc::new(SystemClock)).await?;
-    eprintln!(
-        "MCP Platform is running: open {}",
-        config.display_url(app.port())
-    );
+    eprintln!("MCP Platform is running: open {}", config.display_url(app.port()));
     app.run_until_stopped().await.context("server failed")?;
     Ok(())
 }
@@ -150,19 +135,17 @@ async fn admin_create(config: Config, org: &str, email: &str) -> Result<(), Fail
     let now = SystemClock.now();
     let mut tx = db.begin().await.context("cannot start a transaction")?;
     let slug = name.slug();
-    let organization_id = match db::organizations::find_by_slug(tx.conn(), &slug)
-        .await
-        .context("lookup failed")?
-    {
-        Some(existing) => existing.id,
-        None => {
-            let id = Uuid::now_v7();
-            db::organizations::insert(tx.conn(), id, name.as_str(), &slug, email.as_str(), now)
-                .await
-                .context("cannot create the organization")?;
-            id
-        }
-    };
+    let organization_id =
+        match db::organizations::find_by_slug(tx.conn(), &slug).await.context("lookup failed")? {
+            Some(existing) => existing.id,
+            None => {
+                let id = Uuid::now_v7();
+                db::organizations::insert(tx.conn(), id, name.as_str(), &slug, email.as_str(), now)
+                    .await
+                    .context("cannot create the organization")?;
+                id
+            }
+        };
     let user = db::users::NewUser {
         id: Uuid::now_v7(),
         organization_id,
@@ -172,23 +155,14 @@ async fn admin_create(config: Config, org: &str, email: &str) -> Result<(), Fail
     };
     if let Err(e) = db::users::insert(tx.conn(), user, now).await {
         if db::unique_violation(&e).is_some() {
-            return Err(
-                anyhow::anyhow!("--email: a user with the email {email} already exists").into(),
-            );
+            return Err(anyhow::anyhow!("--email: a user with the email {email} already exists").into());
         }
-        return Err(anyhow::Error::new(e)
-            .context("cannot create the user")
-            .into());
+        return Err(anyhow::Error::new(e).context("cannot create the user").into());
     }
-    db::organizations::claim_installation(tx.conn(), now)
-        .await
-        .context("cannot record the installation")?;
+    db::organizations::claim_installation(tx.conn(), now).await.context("cannot record the installation")?;
     tx.commit().await.context("cannot commit")?;
     db.close().await;
-    eprintln!(
-        "created admin {email} in organization \"{}\"",
-        name.as_str()
-    );
+    eprintln!("created admin {email} in organization \"{}\"", name.as_str());
     Ok(())
 }
 
@@ -199,9 +173,6 @@ fn read_password(email: &Email) -> anyhow::Result<String> {
             .context("cannot read the password");
     }
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the password from standard input")?;
+    std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }

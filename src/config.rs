@@ -58,10 +58,7 @@ pub struct ConfigError {
 }
 
 fn bad(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting,
-        message: message.into(),
-    }
+    ConfigError { setting, message: message.into() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,10 +82,7 @@ impl DatabaseUrl {
             "sqlite" => Backend::Sqlite,
             "postgres" | "postgresql" => Backend::Postgres,
             "" => {
-                return Err(bad(
-                    "DATABASE_URL",
-                    "has no scheme (expected sqlite:// or postgres://)",
-                ));
+                return Err(bad("DATABASE_URL", "has no scheme (expected sqlite:// or postgres://)"));
             }
             other => {
                 let shown: String = other.chars().take(20).collect();
@@ -98,10 +92,7 @@ impl DatabaseUrl {
                 ));
             }
         };
-        Ok(DatabaseUrl {
-            backend,
-            url: SecretString::from(raw.to_owned()),
-        })
+        Ok(DatabaseUrl { backend, url: SecretString::from(raw.to_owned()) })
     }
 
     pub fn expose(&self) -> &str {
@@ -135,9 +126,7 @@ pub struct Config {
 
 impl Config {
     pub fn from_settings(s: Settings) -> Result<Config, ConfigError> {
-        let data_dir = s
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         if data_dir.as_os_str().is_empty() {
             return Err(bad("MCP_PLATFORM_DATA_DIR", "is empty"));
         }
@@ -147,10 +136,7 @@ impl Config {
         };
         let bind_raw = s.bind.as_deref().unwrap_or(DEFAULT_BIND);
         let bind = SocketAddr::from_str(bind_raw.trim()).map_err(|_| {
-            bad(
-                "MCP_PLATFORM_BIND",
-                format!("\"{bind_raw}\" is not an address like 127.0.0.1:8080"),
-            )
+            bad("MCP_PLATFORM_BIND", format!("\"{bind_raw}\" is not an address like 127.0.0.1:8080"))
         })?;
         let public_url = s.public_url.as_deref().map(parse_public_url).transpose()?;
         let cookie_secure = match s.cookie_secure.as_deref() {
@@ -174,14 +160,8 @@ impl Config {
         };
         let secret = match (s.secret_key, s.secret_key_file) {
             (Some(key), _) => SecretSource::Inline(key),
-            (None, Some(path)) => SecretSource::File {
-                path,
-                explicit: true,
-            },
-            (None, None) => SecretSource::File {
-                path: data_dir.join(SECRET_KEY_FILE_NAME),
-                explicit: false,
-            },
+            (None, Some(path)) => SecretSource::File { path, explicit: true },
+            (None, None) => SecretSource::File { path: data_dir.join(SECRET_KEY_FILE_NAME), explicit: false },
         };
         Ok(Config {
             database,
@@ -205,9 +185,7 @@ impl Config {
     }
 
     pub fn serves_tls(&self) -> bool {
-        self.public_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"))
+        self.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
     }
 }
 
@@ -217,13 +195,9 @@ fn default_sqlite_url(data_dir: &Path) -> String {
 
 fn parse_public_url(raw: &str) -> Result<String, ConfigError> {
     let url = raw.trim().trim_end_matches('/');
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     match rest {
-        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => {
-            Ok(url.to_owned())
-        }
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => Ok(url.to_owned()),
         _ => Err(bad(
             "MCP_PLATFORM_PUBLIC_URL",
             format!("\"{raw}\" is not an origin like https://mcp.example.com"),
@@ -242,10 +216,7 @@ fn parse_bool(setting: &'static str, raw: &str) -> Result<bool, ConfigError> {
 fn parse_positive(setting: &'static str, raw: &str, max: u32) -> Result<u32, ConfigError> {
     match raw.trim().parse::<u32>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
-        _ => Err(bad(
-            setting,
-            format!("\"{raw}\" is not a whole number from 1 to {max}"),
-        )),
+        _ => Err(bad(setting, format!("\"{raw}\" is not a whole number from 1 to {max}"))),
     }
 }
 
@@ -265,12 +236,9 @@ impl MasterKey {
             .decode(text)
             .or_else(|_| URL_SAFE_NO_PAD.decode(text))
             .map_err(|_| bad(setting, "is not valid base64"))?;
-        let bytes: [u8; SECRET_KEY_BYTES] = bytes.try_into().map_err(|_| {
-            bad(
-                setting,
-                format!("must decode to exactly {SECRET_KEY_BYTES} bytes"),
-            )
-        })?;
+        let bytes: [u8; SECRET_KEY_BYTES] = bytes
+            .try_into()
+            .map_err(|_| bad(setting, format!("must decode to exactly {SECRET_KEY_BYTES} bytes")))?;
         Ok(MasterKey(SecretBox::new(Box::new(bytes))))
     }
 
@@ -287,19 +255,17 @@ impl MasterKey {
 /// Returns the key and, when a file was created, its path so the caller can say so.
 pub fn load_secret(source: &SecretSource) -> Result<(MasterKey, Option<PathBuf>), ConfigError> {
     match source {
-        SecretSource::Inline(key) => Ok((
-            MasterKey::decode("MCP_PLATFORM_SECRET_KEY", key.expose_secret())?,
-            None,
-        )),
+        SecretSource::Inline(key) => {
+            Ok((MasterKey::decode("MCP_PLATFORM_SECRET_KEY", key.expose_secret())?, None))
+        }
         SecretSource::File { path, explicit } => {
             const SETTING: &str = "MCP_PLATFORM_SECRET_KEY_FILE";
             match std::fs::read_to_string(path) {
                 Ok(text) => Ok((MasterKey::decode(SETTING, &text)?, None)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
                     let key = MasterKey::generate();
-                    write_private_file(path, &key.encode()).map_err(|e| {
-                        bad(SETTING, format!("cannot create {}: {e}", path.display()))
-                    })?;
+                    write_private_file(path, &key.encode())
+                        .map_err(|e| bad(SETTING, format!("cannot create {}: {e}", path.display())))?;
                     Ok((key, Some(path.clone())))
                 }
                 Err(e) => Err(bad(SETTING, format!("cannot read {}: {e}", path.display()))),
@@ -329,39 +295,22 @@ mod tests {
 
     #[test]
     fn database_url_scheme_is_checked() {
-        assert_eq!(
-            DatabaseUrl::parse("sqlite://x.db").unwrap().backend,
-            Backend::Sqlite
-        );
-        assert_eq!(
-            DatabaseUrl::parse("postgres://u@h/d").unwrap().backend,
-            Backend::Postgres
-        );
+        assert_eq!(DatabaseUrl::parse("sqlite://x.db").unwrap().backend, Backend::Sqlite);
+        assert_eq!(DatabaseUrl::parse("postgres://u@h/d").unwrap().backend, Backend::Postgres);
         let err = DatabaseUrl::parse("mysql://root:hunter2@db/x").unwrap_err();
         let line = err.to_string();
-        assert!(
-            line.starts_with("DATABASE_URL: unsupported scheme \"mysql\""),
-            "{line}"
-        );
-        assert!(
-            !line.contains("hunter2"),
-            "the URL's password must not be echoed"
-        );
+        assert!(line.starts_with("DATABASE_URL: unsupported scheme \"mysql\""), "{line}");
+        assert!(!line.contains("hunter2"), "the URL's password must not be echoed");
     }
 
     #[test]
     fn bad_settings_are_named() {
-        let err = Config::from_settings(Settings {
-            bind: Some("nowhere".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let err = Config::from_settings(Settings { bind: Some("nowhere".into()), ..Default::default() })
+            .unwrap_err();
         assert_eq!(err.setting, "MCP_PLATFORM_BIND");
-        let err = Config::from_settings(Settings {
-            cookie_secure: Some("maybe".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
+        let err =
+            Config::from_settings(Settings { cookie_secure: Some("maybe".into()), ..Default::default() })
+                .unwrap_err();
         assert_eq!(err.setting, "MCP_PLATFORM_COOKIE_SECURE");
     }
 
@@ -369,11 +318,9 @@ mod tests {
     fn cookies_are_secure_except_on_loopback_http() {
         let local = Config::from_settings(Settings::default()).unwrap();
         assert!(!local.cookie_secure);
-        let public = Config::from_settings(Settings {
-            bind: Some("0.0.0.0:8080".into()),
-            ..Default::default()
-        })
-        .unwrap();
+        let public =
+            Config::from_settings(Settings { bind: Some("0.0.0.0:8080".into()), ..Default::default() })
+                .unwrap();
         assert!(public.cookie_secure);
         let tls = Config::from_settings(Settings {
             public_url: Some("https://mcp.example.com/".into()),
@@ -386,32 +333,20 @@ mod tests {
     #[test]
     fn default_secret_file_is_created_private() {
         let dir = std::env::temp_dir().join(format!("mcp-secret-{}", uuid::Uuid::now_v7()));
-        let source = SecretSource::File {
-            path: dir.join("secret.key"),
-            explicit: false,
-        };
+        let source = SecretSource::File { path: dir.join("secret.key"), explicit: false };
         let (key, created) = load_secret(&source).unwrap();
         assert!(created.is_some());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("secret.key"))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(dir.join("secret.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let (again, created) = load_secret(&source).unwrap();
         assert!(created.is_none());
         assert_eq!(key.expose(), again.expose());
-        let explicit = SecretSource::File {
-            path: dir.join("missing.key"),
-            explicit: true,
-        };
-        assert_eq!(
-            load_secret(&explicit).err().unwrap().setting,
-            "MCP_PLATFORM_SECRET_KEY_FILE"
-        );
+        let explicit = SecretSource::File { path: dir.join("missing.key"), explicit: true };
+        assert_eq!(load_secret(&explicit).err().unwrap().setting, "MCP_PLATFORM_SECRET_KEY_FILE");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -146,11 +146,7 @@ impl OrganizationName {
             }
         }
         let slug = slug.trim_end_matches('-');
-        if slug.is_empty() {
-            "org".to_owned()
-        } else {
-            slug.to_owned()
-        }
+        if slug.is_empty() { "org".to_owned() } else { slug.to_owned() }
     }
 }
 
@@ -169,19 +165,8 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(
-            Email::parse("  Ada@Example.COM ").unwrap().as_str(),
-            "ada@example.com"
-        );
-        for bad in [
-            "",
-            "ada",
-            "ada@",
-            "@example.com",
-            "ada@example",
-            "a b@example.com",
-            "a@b@c.com",
-        ] {
+        assert_eq!(Email::parse("  Ada@Example.COM ").unwrap().as_str(), "ada@example.com");
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "a@b@c.com"] {
             assert!(Email::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -195,10 +180,7 @@ mod tests {
 
     #[test]
     fn slugs_are_url_safe() {
-        assert_eq!(
-            OrganizationName::parse("Acme, Inc.").unwrap().slug(),
-            "acme-inc"
-        );
+        assert_eq!(OrganizationName::parse("Acme, Inc.").unwrap().slug(), "acme-inc");
         assert_eq!(OrganizationName::parse("!!!").unwrap().slug(), "org");
     }
 }

@@ -87,20 +87,14 @@ impl ResponseError for AppError {
                 ("Something went wrong", "The error has been logged. Please try again.".to_owned())
             }
         };
-        let page = ErrorPage {
-            status: status.as_u16(),
-            title,
-            message,
-        };
+        let page = ErrorPage { status: status.as_u16(), title, message };
         let mut response = HttpResponse::build(status);
         if let AppError::TooManyRequests { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         match page.render() {
             Ok(html) => response.content_type("text/html; charset=utf-8").body(html),
-            Err(_) => response
-                .content_type("text/plain; charset=utf-8")
-                .body(page.message),
+            Err(_) => response.content_type("text/plain; charset=utf-8").body(page.message),
         }
     }
 }

@@ -39,29 +39,19 @@ pub struct RouteSpec {
     handler: fn() -> Route,
 }
 
-const fn page(
-    path: &'static str,
-    access: Access,
-    nav: Option<&'static str>,
-    handler: fn() -> Route,
-) -> RouteSpec {
-    RouteSpec {
-        verb: Verb::Get,
-        path,
-        access,
-        nav,
-        handler,
-    }
-}
-
-const fn action(path: &'static str, access: Access, handler: fn() -> Route) -> RouteSpec {
-    RouteSpec {
-        verb: Verb::Post,
-        path,
-        access,
-        nav: None,
-        handler,
-    }
+/// A table row: `route!(Verb "path", access, handler[, nav = "label"])`.
+macro_rules! route {
+    ($verb:ident $path:literal, $access:expr, $handler:path $(, nav = $nav:literal)?) => {
+        RouteSpec {
+            verb: Verb::$verb,
+            path: $path,
+            access: $access,
+            nav: route!(@nav $($nav)?),
+            handler: || web::route().to($handler),
+        }
+    };
+    (@nav) => { None };
+    (@nav $nav:literal) => { Some($nav) };
 }
 
 const PUBLIC: Access = Access::Public;
@@ -69,36 +59,21 @@ const VIEWER: Access = Access::Role(Role::Viewer);
 const ADMIN: Access = Access::Role(Role::Admin);
 
 pub const ROUTES: &[RouteSpec] = &[
-    page("/healthz", PUBLIC, None, || {
-        web::route().to(health::healthz)
-    }),
-    page("/readyz", PUBLIC, None, || web::route().to(health::readyz)),
-    page("/static/htmx.min.js", PUBLIC, None, || {
-        web::route().to(assets::htmx)
-    }),
-    page("/static/style.css", PUBLIC, None, || {
-        web::route().to(assets::stylesheet)
-    }),
-    page("/setup", PUBLIC, None, || web::route().to(setup::form)),
-    action("/setup", PUBLIC, || web::route().to(setup::submit)),
-    page("/login", PUBLIC, None, || web::route().to(login::form)),
-    action("/login", PUBLIC, || web::route().to(login::submit)),
-    action("/logout", VIEWER, || web::route().to(login::logout)),
-    page("/", VIEWER, Some("Dashboard"), || {
-        web::route().to(home::show)
-    }),
-    page("/members", ADMIN, Some("Members"), || {
-        web::route().to(members::list)
-    }),
-    page("/account", VIEWER, Some("Account"), || {
-        web::route().to(account::show)
-    }),
-    action("/account/password", VIEWER, || {
-        web::route().to(account::change_password)
-    }),
-    action("/account/sessions/{id}/end", VIEWER, || {
-        web::route().to(account::end_session)
-    }),
+    route!(Get "/healthz", PUBLIC, health::healthz),
+    route!(Get "/readyz", PUBLIC, health::readyz),
+    route!(Get "/static/htmx.min.js", PUBLIC, assets::htmx),
+    route!(Get "/static/style.css", PUBLIC, assets::stylesheet),
+    route!(Get "/static/favicon.svg", PUBLIC, assets::favicon),
+    route!(Get "/setup", PUBLIC, setup::form),
+    route!(Post "/setup", PUBLIC, setup::submit),
+    route!(Get "/login", PUBLIC, login::form),
+    route!(Post "/login", PUBLIC, login::submit),
+    route!(Post "/logout", VIEWER, login::logout),
+    route!(Get "/", VIEWER, home::show, nav = "Dashboard"),
+    route!(Get "/members", ADMIN, members::list, nav = "Members"),
+    route!(Get "/account", VIEWER, account::show, nav = "Account"),
+    route!(Post "/account/password", VIEWER, account::change_password),
+    route!(Post "/account/sessions/{id}/end", VIEWER, account::end_session),
 ];
 
 /// Registers every route of the table, each behind the gate with its access rule.
@@ -112,11 +87,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     for path in paths {
         let mut resource = web::resource(path);
         for spec in ROUTES.iter().filter(|s| s.path == path) {
-            resource = resource.route(
-                (spec.handler)()
-                    .method(spec.verb.method())
-                    .wrap(Gate(spec.access)),
-            );
+            resource = resource.route((spec.handler)().method(spec.verb.method()).wrap(Gate(spec.access)));
         }
         cfg.service(resource);
     }
@@ -137,10 +108,7 @@ pub fn nav_for(role: Role) -> Vec<NavLink> {
                 Access::Public => true,
                 Access::Role(needed) => role.allows(needed),
             };
-            allowed.then_some(NavLink {
-                label,
-                path: spec.path,
-            })
+            allowed.then_some(NavLink { label, path: spec.path })
         })
         .collect()
 }
@@ -153,24 +121,14 @@ mod tests {
     fn each_method_and_path_appears_once() {
         for (i, a) in ROUTES.iter().enumerate() {
             for b in &ROUTES[i + 1..] {
-                assert!(
-                    !(a.path == b.path && a.verb == b.verb),
-                    "{:?} {} twice",
-                    a.verb,
-                    a.path
-                );
+                assert!(!(a.path == b.path && a.verb == b.verb), "{:?} {} twice", a.verb, a.path);
             }
         }
     }
 
     #[test]
     fn navigation_follows_the_roles() {
-        let labels = |role| {
-            nav_for(role)
-                .into_iter()
-                .map(|l| l.label)
-                .collect::<Vec<_>>()
-        };
+        let labels = |role| nav_for(role).into_iter().map(|l| l.label).collect::<Vec<_>>();
         assert_eq!(labels(Role::Viewer), ["Dashboard", "Account"]);
         assert_eq!(labels(Role::Developer), ["Dashboard", "Account"]);
         assert_eq!(labels(Role::Admin), ["Dashboard", "Members", "Account"]);

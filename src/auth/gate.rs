@@ -38,12 +38,7 @@ impl FromRequest for CurrentUser {
     type Future = Ready<Result<CurrentUser, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        ready(
-            req.extensions()
-                .get::<CurrentUser>()
-                .cloned()
-                .ok_or(AppError::Unauthenticated),
-        )
+        ready(req.extensions().get::<CurrentUser>().cloned().ok_or(AppError::Unauthenticated))
     }
 }
 
@@ -64,10 +59,7 @@ where
     type Future = Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(GateMiddleware {
-            service: Rc::new(service),
-            access: self.0,
-        }))
+        ready(Ok(GateMiddleware { service: Rc::new(service), access: self.0 }))
     }
 }
 
@@ -92,10 +84,7 @@ where
         let access = self.access;
         Box::pin(async move {
             match admit(access, &mut req).await {
-                Ok(()) => service
-                    .call(req)
-                    .await
-                    .map(ServiceResponse::map_into_left_body),
+                Ok(()) => service.call(req).await.map(ServiceResponse::map_into_left_body),
                 Err(refusal) => Ok(req.into_response(refusal).map_into_right_body()),
             }
         })
@@ -107,13 +96,9 @@ async fn admit(access: Access, req: &mut ServiceRequest) -> Result<(), HttpRespo
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
-        .ok_or_else(|| {
-            AppError::Unexpected(anyhow::anyhow!("application state missing")).error_response()
-        })?;
+        .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("application state missing")).error_response())?;
     let session = WebSession::of(req.request());
-    let user = resolve_user(&state, &session)
-        .await
-        .map_err(|e| e.error_response())?;
+    let user = resolve_user(&state, &session).await.map_err(|e| e.error_response())?;
     if let Some(user) = &user {
         req.extensions_mut().insert(user.clone());
     }
@@ -121,28 +106,19 @@ async fn admit(access: Access, req: &mut ServiceRequest) -> Result<(), HttpRespo
         match &user {
             None => return Err(to_login(req)),
             Some(user) if !user.role.allows(needed) => {
-                return Err(AppError::Forbidden {
-                    needed,
-                    have: user.role,
-                }
-                .error_response());
+                return Err(AppError::Forbidden { needed, have: user.role }.error_response());
             }
             Some(_) => {}
         }
     }
     if !is_safe(req.method()) {
-        check_csrf(&state, &session, req)
-            .await
-            .map_err(|e| e.error_response())?;
+        check_csrf(&state, &session, req).await.map_err(|e| e.error_response())?;
     }
     Ok(())
 }
 
 /// The user behind the session, if any. A session of a deactivated or deleted user is ended.
-async fn resolve_user(
-    state: &AppState,
-    session: &WebSession,
-) -> Result<Option<CurrentUser>, AppError> {
+async fn resolve_user(state: &AppState, session: &WebSession) -> Result<Option<CurrentUser>, AppError> {
     let Some(user_id) = session.user_id() else {
         return Ok(None);
     };
@@ -165,13 +141,9 @@ async fn resolve_user(
 
 fn to_login(req: &ServiceRequest) -> HttpResponse {
     if Htmx::new(req).is_htmx {
-        HttpResponse::Unauthorized()
-            .insert_header(("HX-Redirect", "/login"))
-            .finish()
+        HttpResponse::Unauthorized().insert_header(("HX-Redirect", "/login")).finish()
     } else {
-        HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/login"))
-            .finish()
+        HttpResponse::SeeOther().insert_header((header::LOCATION, "/login")).finish()
     }
 }
 
@@ -190,11 +162,7 @@ async fn check_csrf(
     let Some(session_id) = session.existing_id() else {
         return Err(AppError::Csrf);
     };
-    let token = match req
-        .headers()
-        .get(csrf::HEADER)
-        .and_then(|v| v.to_str().ok())
-    {
+    let token = match req.headers().get(csrf::HEADER).and_then(|v| v.to_str().ok()) {
         Some(token) => Some(token.to_owned()),
         None => form_token(req).await,
     };

@@ -24,13 +24,10 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     pub fn of(req: &HttpRequest) -> ClientInfo {
-        let trust_proxy = req
-            .app_data::<web::Data<AppState>>()
-            .is_some_and(|state| state.settings.trust_proxy);
+        let trust_proxy =
+            req.app_data::<web::Data<AppState>>().is_some_and(|state| state.settings.trust_proxy);
         let ip = if trust_proxy {
-            req.connection_info()
-                .realip_remote_addr()
-                .and_then(parse_ip)
+            req.connection_info().realip_remote_addr().and_then(parse_ip)
         } else {
             req.peer_addr().map(|a| a.ip())
         };
@@ -48,9 +45,7 @@ impl ClientInfo {
 }
 
 fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.parse::<IpAddr>()
-        .ok()
-        .or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+    s.parse::<IpAddr>().ok().or_else(|| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 impl FromRequest for ClientInfo {

@@ -25,9 +25,7 @@ impl Passwords {
     pub fn new() -> anyhow::Result<Passwords> {
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).context("random source failed")?;
-        Ok(Passwords {
-            dummy_hash: hash_blocking(&random)?,
-        })
+        Ok(Passwords { dummy_hash: hash_blocking(&random)? })
     }
 
     pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
@@ -47,13 +45,9 @@ impl Passwords {
         let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
         tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&hash).context("stored password hash is malformed")?;
-            let matches = argon2()
-                .verify_password(candidate.expose_secret().as_bytes(), &parsed)
-                .is_ok();
+            let matches = argon2().verify_password(candidate.expose_secret().as_bytes(), &parsed).is_ok();
             Ok(if matches && is_real {
-                Verification::Valid {
-                    needs_rehash: !uses_current_params(&parsed),
-                }
+                Verification::Valid { needs_rehash: !uses_current_params(&parsed) }
             } else {
                 Verification::Invalid
             })
@@ -64,9 +58,8 @@ impl Passwords {
 }
 
 fn hash_blocking(password: &[u8]) -> anyhow::Result<String> {
-    let hash = argon2()
-        .hash_password(password)
-        .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))?;
+    let hash =
+        argon2().hash_password(password).map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))?;
     Ok(hash.to_string())
 }
 
@@ -87,29 +80,11 @@ mod tests {
     #[tokio::test]
     async fn hashes_verify_and_unknown_accounts_never_match() {
         let passwords = Passwords::new().unwrap();
-        let hash = passwords
-            .hash(SecretString::from("correct horse battery"))
-            .await
-            .unwrap();
-        assert!(
-            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{hash}"
-        );
-        let ok = passwords
-            .verify(
-                SecretString::from("correct horse battery"),
-                Some(hash.clone()),
-            )
-            .await;
-        assert!(matches!(
-            ok.unwrap(),
-            Verification::Valid {
-                needs_rehash: false
-            }
-        ));
-        let wrong = passwords
-            .verify(SecretString::from("wrong horse battery"), Some(hash))
-            .await;
+        let hash = passwords.hash(SecretString::from("correct horse battery")).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        let ok = passwords.verify(SecretString::from("correct horse battery"), Some(hash.clone())).await;
+        assert!(matches!(ok.unwrap(), Verification::Valid { needs_rehash: false }));
+        let wrong = passwords.verify(SecretString::from("wrong horse battery"), Some(hash)).await;
         assert!(matches!(wrong.unwrap(), Verification::Invalid));
         let unknown = passwords.verify(SecretString::from("anything"), None).await;
         assert!(matches!(unknown.unwrap(), Verification::Invalid));
@@ -117,21 +92,13 @@ mod tests {
 
     #[tokio::test]
     async fn weaker_hashes_are_flagged_for_rehash() {
-        let weak = Argon2::new(
-            Algorithm::Argon2id,
-            Version::V0x13,
-            Params::new(8 * 1024, 1, 1, None).unwrap(),
-        )
-        .hash_password(b"correct horse battery")
-        .unwrap()
-        .to_string();
+        let weak =
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8 * 1024, 1, 1, None).unwrap())
+                .hash_password(b"correct horse battery")
+                .unwrap()
+                .to_string();
         let passwords = Passwords::new().unwrap();
-        let result = passwords
-            .verify(SecretString::from("correct horse battery"), Some(weak))
-            .await;
-        assert!(matches!(
-            result.unwrap(),
-            Verification::Valid { needs_rehash: true }
-        ));
+        let result = passwords.verify(SecretString::from("correct horse battery"), Some(weak)).await;
+        assert!(matches!(result.unwrap(), Verification::Valid { needs_rehash: true }));
     }
 }

@@ -72,11 +72,7 @@ impl SessionStore for DbSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<State>, LoadError> {
         let now = self.clock.now();
         let hash = key_hash(session_key.as_ref());
-        let mut conn = self
-            .db
-            .acquire()
-            .await
-            .map_err(|e| LoadError::Other(e.into()))?;
+        let mut conn = self.db.acquire().await.map_err(|e| LoadError::Other(e.into()))?;
         let Some(row) = db::sessions::find_by_key_hash(conn.conn(), &hash)
             .await
             .map_err(|e| LoadError::Other(e.into()))?
@@ -84,9 +80,7 @@ impl SessionStore for DbSessionStore {
             return Ok(None);
         };
         if now >= expires_at(row.created_at, row.last_seen_at) {
-            db::sessions::delete_by_id(conn.conn(), row.id)
-                .await
-                .map_err(|e| LoadError::Other(e.into()))?;
+            db::sessions::delete_by_id(conn.conn(), row.id).await.map_err(|e| LoadError::Other(e.into()))?;
             return Ok(None);
         }
         if now - row.last_seen_at >= TOUCH_INTERVAL {
@@ -94,9 +88,7 @@ impl SessionStore for DbSessionStore {
                 .await
                 .map_err(|e| LoadError::Other(e.into()))?;
         }
-        serde_json::from_str(&row.state)
-            .map(Some)
-            .map_err(|e| LoadError::Deserialization(e.into()))
+        serde_json::from_str(&row.state).map(Some).map_err(|e| LoadError::Deserialization(e.into()))
     }
 
     async fn save(&self, state: State, _ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
@@ -110,13 +102,8 @@ impl SessionStore for DbSessionStore {
         _ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
         let hash = key_hash(session_key.as_ref());
-        let json =
-            serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
-        let mut conn = self
-            .db
-            .acquire()
-            .await
-            .map_err(|e| UpdateError::Other(e.into()))?;
+        let json = serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+        let mut conn = self.db.acquire().await.map_err(|e| UpdateError::Other(e.into()))?;
         let updated = db::sessions::update_state(conn.conn(), &hash, field(&state, USER_ID), &json)
             .await
             .map_err(|e| UpdateError::Other(e.into()))?;
@@ -128,11 +115,7 @@ impl SessionStore for DbSessionStore {
         self.insert(&state).await.map_err(UpdateError::Other)
     }
 
-    async fn update_ttl(
-        &self,
-        _key: &SessionKey,
-        _ttl: &CookieDuration,
-    ) -> Result<(), anyhow::Error> {
+    async fn update_ttl(&self, _key: &SessionKey, _ttl: &CookieDuration) -> Result<(), anyhow::Error> {
         // Idle time is tracked by `load`, which touches the row at most once a minute.
         Ok(())
     }

@@ -43,19 +43,14 @@ pub struct IpLimiter {
 impl IpLimiter {
     pub fn per_minute(limit: u32) -> IpLimiter {
         let limit = NonZeroU32::new(limit).unwrap_or(NonZeroU32::MIN);
-        IpLimiter {
-            limiter: RateLimiter::keyed(Quota::per_minute(limit)),
-        }
+        IpLimiter { limiter: RateLimiter::keyed(Quota::per_minute(limit)) }
     }
 
     /// Takes one attempt from the IP's bucket; the error is the wait in seconds.
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
-        self.limiter.check_key(&ip).map_err(|not_until| {
-            not_until
-                .wait_time_from(DefaultClock::default().now())
-                .as_secs()
-                .max(1)
-        })
+        self.limiter
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()).as_secs().max(1))
     }
 
     /// Forgets IPs whose buckets are full again, so memory stays bounded.
@@ -70,10 +65,7 @@ mod tests {
     use super::*;
 
     fn failures_at(now: DateTime<Utc>, seconds_ago: &[i64]) -> Vec<DateTime<Utc>> {
-        let mut v: Vec<_> = seconds_ago
-            .iter()
-            .map(|s| now - Duration::seconds(*s))
-            .collect();
+        let mut v: Vec<_> = seconds_ago.iter().map(|s| now - Duration::seconds(*s)).collect();
         v.sort();
         v
     }
@@ -81,10 +73,7 @@ mod tests {
     #[test]
     fn five_failures_are_free_then_the_wait_grows() {
         let now = Utc::now();
-        assert_eq!(
-            account_wait(&failures_at(now, &[50, 40, 30, 20]), now),
-            None
-        );
+        assert_eq!(account_wait(&failures_at(now, &[50, 40, 30, 20]), now), None);
         let five = failures_at(now, &[50, 40, 30, 20, 0]);
         assert_eq!(account_wait(&five, now), Some(Duration::seconds(1)));
         let eight = failures_at(now, &[80, 70, 60, 50, 40, 30, 20, 0]);
@@ -108,10 +97,7 @@ mod tests {
         let hundred: Vec<i64> = (0..100).map(|i| 3000 - i * 30).collect();
         let failures = failures_at(now, &hundred);
         let wait = account_wait(&failures, now + Duration::seconds(MAX_DELAY_SECS)).unwrap();
-        assert!(
-            wait > Duration::zero(),
-            "the 101st failure in an hour must wait"
-        );
+        assert!(wait > Duration::zero(), "the 101st failure in an hour must wait");
     }
 
     #[test]
@@ -122,9 +108,6 @@ mod tests {
             assert!(limiter.check(ip).is_ok());
         }
         assert!(limiter.check(ip).is_err());
-        assert!(
-            limiter.check("192.0.2.2".parse().unwrap()).is_ok(),
-            "other IPs are unaffected"
-        );
+        assert!(limiter.check("192.0.2.2".parse().unwrap()).is_ok(), "other IPs are unaffected");
     }
 }

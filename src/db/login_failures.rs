@@ -8,12 +8,7 @@ use super::Conn;
 use crate::domain::Email;
 use crate::on_conn;
 
-pub async fn record(
-    conn: Conn<'_>,
-    email: &Email,
-    ip: Option<&str>,
-    now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+pub async fn record(conn: Conn<'_>, email: &Email, ip: Option<&str>, now: DateTime<Utc>) -> sqlx::Result<()> {
     on_conn!(conn, c => sqlx::query(
         "INSERT INTO login_failures (id, email, ip, created_at) VALUES ($1, $2, $3, $4)",
     )
@@ -28,11 +23,7 @@ pub async fn record(
 }
 
 /// Times of this address's failures since `since`, oldest first.
-pub async fn since(
-    conn: Conn<'_>,
-    email: &Email,
-    since: DateTime<Utc>,
-) -> sqlx::Result<Vec<DateTime<Utc>>> {
+pub async fn since(conn: Conn<'_>, email: &Email, since: DateTime<Utc>) -> sqlx::Result<Vec<DateTime<Utc>>> {
     let rows: Vec<(DateTime<Utc>,)> = on_conn!(conn, c => sqlx::query_as(
         "SELECT created_at FROM login_failures WHERE email = $1 AND created_at > $2 \
          ORDER BY created_at LIMIT 1000",

@@ -90,8 +90,7 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
     // PostgreSQL names the constraint; SQLite names the columns ("users.email").
     db_err.constraint().map(str::to_owned).or_else(|| {
         let msg = db_err.message();
-        msg.strip_prefix("UNIQUE constraint failed: ")
-            .map(str::to_owned)
+        msg.strip_prefix("UNIQUE constraint failed: ").map(str::to_owned)
     })
 }
 

@@ -54,10 +54,7 @@ pub async fn insert(conn: Conn<'_>, s: NewSession<'_>, now: DateTime<Utc>) -> sq
     Ok(())
 }
 
-pub async fn find_by_key_hash(
-    conn: Conn<'_>,
-    key_hash: &[u8],
-) -> sqlx::Result<Option<StoredSession>> {
+pub async fn find_by_key_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<StoredSession>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT id, state, created_at, last_seen_at FROM sessions WHERE key_hash = $1",
     )
@@ -147,11 +144,7 @@ pub async fn delete_for_user(conn: Conn<'_>, user_id: Uuid, id: Uuid) -> sqlx::R
     Ok(done == 1)
 }
 
-pub async fn delete_others_for_user(
-    conn: Conn<'_>,
-    user_id: Uuid,
-    keep: Uuid,
-) -> sqlx::Result<u64> {
+pub async fn delete_others_for_user(conn: Conn<'_>, user_id: Uuid, keep: Uuid) -> sqlx::Result<u64> {
     let done = on_conn!(conn, c => sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
         .bind(user_id)
         .bind(keep)

@@ -73,10 +73,7 @@ pub async fn any_exists(conn: Conn<'_>) -> sqlx::Result<bool> {
     Ok(row.is_some())
 }
 
-pub async fn credentials_by_email(
-    conn: Conn<'_>,
-    email: &Email,
-) -> sqlx::Result<Option<Credentials>> {
+pub async fn credentials_by_email(conn: Conn<'_>, email: &Email) -> sqlx::Result<Option<Credentials>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT id, organization_id, password_hash, is_active FROM users WHERE email = $1",
     )
@@ -105,12 +102,7 @@ pub async fn session_user(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<Sessi
     .await)
 }
 
-pub async fn set_password_hash(
-    conn: Conn<'_>,
-    id: Uuid,
-    hash: &str,
-    now: DateTime<Utc>,
-) -> sqlx::Result<()> {
+pub async fn set_password_hash(conn: Conn<'_>, id: Uuid, hash: &str, now: DateTime<Utc>) -> sqlx::Result<()> {
     on_conn!(conn, c => sqlx::query(
         "UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1",
     )
@@ -175,10 +167,7 @@ pub async fn list_members(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result
 }
 
 /// Active members per role.
-pub async fn count_active_by_role(
-    conn: Conn<'_>,
-    organization_id: Uuid,
-) -> sqlx::Result<Vec<(String, i64)>> {
+pub async fn count_active_by_role(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<(String, i64)>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT role, COUNT(*) FROM users WHERE organization_id = $1 AND is_active = TRUE \
          GROUP BY role ORDER BY role",

@@ -43,12 +43,8 @@ pub struct AccountPage {
 
 async fn sessions_table(state: &AppState, user: &CurrentUser) -> Result<SessionsTable, AppError> {
     let now = state.clock.now();
-    let sessions =
-        db::sessions::list_for_user(state.db.acquire().await?.conn(), user.id, now).await?;
-    Ok(SessionsTable {
-        sessions,
-        current: user.session_id,
-    })
+    let sessions = db::sessions::list_for_user(state.db.acquire().await?.conn(), user.id, now).await?;
+    Ok(SessionsTable { sessions, current: user.session_id })
 }
 
 async fn account_page(
@@ -66,10 +62,7 @@ async fn account_page(
 }
 
 pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    render(
-        StatusCode::OK,
-        &account_page(&state, &user, PasswordErrors::default(), None).await?,
-    )
+    render(StatusCode::OK, &account_page(&state, &user, PasswordErrors::default(), None).await?)
 }
 
 #[derive(Deserialize)]
@@ -91,16 +84,11 @@ pub async fn change_password(
     let form = form.into_inner();
     let mut errors = PasswordErrors::default();
     let stored = db::users::password_hash(state.db.acquire().await?.conn(), user.id).await?;
-    let verified = state
-        .passwords
-        .verify(SecretString::from(form.current_password), stored)
-        .await?;
+    let verified = state.passwords.verify(SecretString::from(form.current_password), stored).await?;
     if matches!(verified, Verification::Invalid) {
         errors.current = Some("This is not your current password.".into());
     }
-    let new = NewPassword::parse(&form.new_password)
-        .map_err(|e| errors.new = Some(e))
-        .ok();
+    let new = NewPassword::parse(&form.new_password).map_err(|e| errors.new = Some(e)).ok();
     if new.is_some() && form.new_password != form.new_password_confirm {
         errors.confirm = Some("The passwords do not match.".into());
     }

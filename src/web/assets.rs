@@ -5,6 +5,7 @@ use actix_web::http::header;
 
 const HTMX: &str = include_str!("../../static/htmx.min.js");
 const STYLESHEET: &str = include_str!("../../static/style.css");
+const FAVICON: &str = include_str!("../../static/favicon.svg");
 
 fn asset(content_type: &str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
@@ -19,4 +20,8 @@ pub async fn htmx() -> HttpResponse {
 
 pub async fn stylesheet() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLESHEET)
+}
+
+pub async fn favicon() -> HttpResponse {
+    asset("image/svg+xml", FAVICON)
 }

@@ -15,7 +15,6 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.db.ping().await {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(json!({ "status": "unavailable", "reason": "database" }))
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "reason": "database" }))
     }
 }

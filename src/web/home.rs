@@ -27,13 +27,8 @@ pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HomeP
     let mut conn = state.db.acquire().await?;
     let members = db::users::count_active_by_role(conn.conn(), user.organization_id).await?;
     let services = db::services::count_available(conn.conn(), user.organization_id).await?;
-    let usage = db::usage::month_totals(
-        conn.conn(),
-        user.organization_id,
-        now.year(),
-        now.month() as i32,
-    )
-    .await?;
+    let usage =
+        db::usage::month_totals(conn.conn(), user.organization_id, now.year(), now.month() as i32).await?;
     Ok(HomePage {
         layout: Layout::signed_in("Dashboard", "/", &user, &state),
         organization: user.organization_name.clone(),

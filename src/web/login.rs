@@ -70,41 +70,28 @@ pub async fn submit(
         state
             .login_ip_limiter
             .check(ip)
-            .map_err(|secs| AppError::TooManyRequests {
-                retry_after_secs: secs,
-            })?;
+            .map_err(|secs| AppError::TooManyRequests { retry_after_secs: secs })?;
     }
-    let LoginForm {
-        email: email_input,
-        password,
-    } = form.into_inner();
+    let LoginForm { email: email_input, password } = form.into_inner();
     let email = match Email::parse(&email_input) {
         Ok(email) => email,
         Err(message) => {
-            let page = LoginPage {
-                email_error: Some(message.into()),
-                ..page(&state, &session, email_input)
-            };
+            let page = LoginPage { email_error: Some(message.into()), ..page(&state, &session, email_input) };
             return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
     };
 
     let now = state.clock.now();
     let mut conn = state.db.acquire().await?;
-    let failures =
-        db::login_failures::since(conn.conn(), &email, now - chrono::Duration::hours(1)).await?;
+    let failures = db::login_failures::since(conn.conn(), &email, now - chrono::Duration::hours(1)).await?;
     if let Some(wait) = throttle::account_wait(&failures, now) {
         let secs = wait.num_seconds().max(1);
         let page = LoginPage {
-            error: Some(format!(
-                "Too many failed sign-ins for this account. Try again in {secs} seconds."
-            )),
+            error: Some(format!("Too many failed sign-ins for this account. Try again in {secs} seconds.")),
             ..page(&state, &session, email_input)
         };
         let mut response = render(StatusCode::TOO_MANY_REQUESTS, &page)?;
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, secs.into());
+        response.headers_mut().insert(header::RETRY_AFTER, secs.into());
         return Ok(response);
     }
     let credentials = db::users::credentials_by_email(conn.conn(), &email).await?;
@@ -112,10 +99,7 @@ pub async fn submit(
     drop(conn);
 
     let stored = credentials.as_ref().map(|c| c.password_hash.clone());
-    let verification = state
-        .passwords
-        .verify(SecretString::from(password.clone()), stored)
-        .await?;
+    let verification = state.passwords.verify(SecretString::from(password.clone()), stored).await?;
     let mut conn = state.db.acquire().await?;
     match (credentials, verification) {
         (Some(user), Verification::Valid { needs_rehash }) if user.is_active => {
@@ -131,10 +115,7 @@ pub async fn submit(
         _ => {
             let ip = client.ip_string();
             db::login_failures::record(conn.conn(), &email, ip.as_deref(), now).await?;
-            let page = LoginPage {
-                error: Some(FAILED.into()),
-                ..page(&state, &session, email_input)
-            };
+            let page = LoginPage { error: Some(FAILED.into()), ..page(&state, &session, email_input) };
             render(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
     }

@@ -18,10 +18,6 @@ pub struct MembersPage {
 }
 
 pub async fn list(user: CurrentUser, state: web::Data<AppState>) -> Result<MembersPage, AppError> {
-    let members =
-        db::users::list_members(state.db.acquire().await?.conn(), user.organization_id).await?;
-    Ok(MembersPage {
-        layout: Layout::signed_in("Members", "/members", &user, &state),
-        members,
-    })
+    let members = db::users::list_members(state.db.acquire().await?.conn(), user.organization_id).await?;
+    Ok(MembersPage { layout: Layout::signed_in("Members", "/members", &user, &state), members })
 }

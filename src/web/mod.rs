@@ -44,33 +44,18 @@ impl Layout {
         }
     }
 
-    pub fn public(
-        title: &'static str,
-        path: &'static str,
-        session: &WebSession,
-        state: &AppState,
-    ) -> Layout {
-        Layout {
-            title,
-            path,
-            csrf_token: state.csrf.token(session.id()),
-            user: None,
-            nav: Vec::new(),
-        }
+    pub fn public(title: &'static str, path: &'static str, session: &WebSession, state: &AppState) -> Layout {
+        Layout { title, path, csrf_token: state.csrf.token(session.id()), user: None, nav: Vec::new() }
     }
 }
 
 /// Renders a page with a status other than 200, e.g. a form sent back with its errors.
 pub fn render<T: Template>(status: StatusCode, page: &T) -> Result<HttpResponse, AppError> {
     let html = page.render().map_err(|e| AppError::Unexpected(e.into()))?;
-    Ok(HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .body(html))
+    Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(html))
 }
 
 /// The answer to a successful form post: go to `to` (Post/Redirect/Get).
 pub fn see_other(to: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .finish()
+    HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish()
 }

@@ -59,10 +59,7 @@ async fn ensure_first_run(state: &AppState) -> Result<(), AppError> {
     Ok(())
 }
 
-pub async fn form(
-    state: web::Data<AppState>,
-    session: WebSession,
-) -> Result<HttpResponse, AppError> {
+pub async fn form(state: web::Data<AppState>, session: WebSession) -> Result<HttpResponse, AppError> {
     ensure_first_run(&state).await?;
     let page = SetupPage {
         layout: Layout::public("Set up", "/setup", &session, &state),
@@ -82,20 +79,14 @@ pub async fn submit(
     ensure_first_run(&state).await?;
     let form = form.into_inner();
     let mut errors = SetupErrors::default();
-    let name = OrganizationName::parse(&form.organization)
-        .map_err(|e| errors.organization = Some(e.into()))
-        .ok();
-    let email = Email::parse(&form.email)
-        .map_err(|e| errors.email = Some(e.into()))
-        .ok();
-    let password = NewPassword::parse(&form.password)
-        .map_err(|e| errors.password = Some(e))
-        .ok();
+    let name =
+        OrganizationName::parse(&form.organization).map_err(|e| errors.organization = Some(e.into())).ok();
+    let email = Email::parse(&form.email).map_err(|e| errors.email = Some(e.into())).ok();
+    let password = NewPassword::parse(&form.password).map_err(|e| errors.password = Some(e)).ok();
     if password.is_some() && form.password != form.password_confirm {
         errors.password_confirm = Some("The passwords do not match.".into());
     }
-    let (Some(name), Some(email), Some(password), false) = (name, email, password, errors.any())
-    else {
+    let (Some(name), Some(email), Some(password), false) = (name, email, password, errors.any()) else {
         let page = SetupPage {
             layout: Layout::public("Set up", "/setup", &session, &state),
             organization: form.organization,
@@ -116,15 +107,8 @@ pub async fn submit(
     {
         return Err(AppError::NotFound);
     }
-    db::organizations::insert(
-        tx.conn(),
-        organization_id,
-        name.as_str(),
-        &name.slug(),
-        email.as_str(),
-        now,
-    )
-    .await?;
+    db::organizations::insert(tx.conn(), organization_id, name.as_str(), &name.slug(), email.as_str(), now)
+        .await?;
     let user = db::users::NewUser {
         id: user_id,
         organization_id,

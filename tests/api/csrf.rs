@@ -12,17 +12,12 @@ async fn state_changes_need_a_valid_token_from_this_site(backend: Backend) {
     let org = app.create_organization("Acme").await;
     let user = app.create_user(org, Role::Developer).await;
     let victim = app.signed_in(&user).await;
-    let other = app
-        .signed_in(&app.create_user(org, Role::Developer).await)
-        .await;
+    let other = app.signed_in(&app.create_user(org, Role::Developer).await).await;
     let own_token = csrf_token(&app.get(&victim, "/account").await.text().await.unwrap());
     let foreign_token = csrf_token(&app.get(&other, "/account").await.text().await.unwrap());
 
-    let fields = [
-        ("current_password", user.password.as_str()),
-        ("new_password", NEW),
-        ("new_password_confirm", NEW),
-    ];
+    let fields =
+        [("current_password", user.password.as_str()), ("new_password", NEW), ("new_password_confirm", NEW)];
     let post = |token: Option<&str>| {
         let mut form: Vec<(&str, &str)> = fields.to_vec();
         if let Some(token) = token {
@@ -34,38 +29,18 @@ async fn state_changes_need_a_valid_token_from_this_site(backend: Backend) {
     // A forged form (the attack CSRF is): no token, a wrong one, or another session's.
     for (what, request) in [
         ("no token", post(None)),
-        (
-            "a made-up token",
-            post(Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
-        ),
+        ("a made-up token", post(Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))),
         ("another session's token", post(Some(&foreign_token))),
-        (
-            "a cross-site origin",
-            post(Some(&own_token)).header("Origin", "http://evil.example"),
-        ),
-        (
-            "a cross-site fetch",
-            post(Some(&own_token)).header("Sec-Fetch-Site", "cross-site"),
-        ),
+        ("a cross-site origin", post(Some(&own_token)).header("Origin", "http://evil.example")),
+        ("a cross-site fetch", post(Some(&own_token)).header("Sec-Fetch-Site", "cross-site")),
     ] {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 403, "{what} must be refused");
-        assert!(
-            response
-                .text()
-                .await
-                .unwrap()
-                .contains("did not come from this site")
-        );
+        assert!(response.text().await.unwrap().contains("did not come from this site"));
     }
     // Nothing changed: the old password still works, the new one does not.
     assert_eq!(app.login(&client(), &user.email, NEW).await.status(), 422);
-    assert_eq!(
-        app.login(&client(), &user.email, &user.password)
-            .await
-            .status(),
-        303
-    );
+    assert_eq!(app.login(&client(), &user.email, &user.password).await.status(), 303);
 
     // The same request with this session's token and a same-origin Origin goes through,
     // whether the token comes in the form or in the htmx header.
@@ -91,29 +66,14 @@ async fn state_changes_need_a_valid_token_from_this_site(backend: Backend) {
     assert_eq!(header_only.status(), 200);
 
     // Sign-out is a state change too.
-    assert_eq!(
-        victim
-            .post(app.url("/logout"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        app.get(&victim, "/").await.status(),
-        200,
-        "a forged sign-out does not sign out"
-    );
+    assert_eq!(victim.post(app.url("/logout")).send().await.unwrap().status(), 403);
+    assert_eq!(app.get(&victim, "/").await.status(), 200, "a forged sign-out does not sign out");
 
     // Public forms are covered as well: a sign-in without a token is refused before any check.
     let stranger = client();
     let response = stranger
         .post(app.url("/login"))
-        .form(&[
-            ("email", user.email.as_str()),
-            ("password", "yet another passphrase"),
-        ])
+        .form(&[("email", user.email.as_str()), ("password", "yet another passphrase")])
         .send()
         .await
         .unwrap();

@@ -8,24 +8,15 @@ async fn health_and_readiness(backend: Backend) {
     let browser = client();
     let health = app.get(&browser, "/healthz").await;
     assert_eq!(health.status(), 200);
-    assert_eq!(
-        health.json::<serde_json::Value>().await.unwrap()["status"],
-        "ok"
-    );
+    assert_eq!(health.json::<serde_json::Value>().await.unwrap()["status"], "ok");
     let ready = app.get(&browser, "/readyz").await;
     assert_eq!(ready.status(), 200);
-    assert_eq!(
-        ready.json::<serde_json::Value>().await.unwrap()["status"],
-        "ready"
-    );
+    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "ready");
 
     // Take the database away from the server: not ready, but still alive.
     app.server_db.close().await;
     let ready = app.get(&browser, "/readyz").await;
     assert_eq!(ready.status(), 503);
-    assert_eq!(
-        ready.json::<serde_json::Value>().await.unwrap()["status"],
-        "unavailable"
-    );
+    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "unavailable");
     assert_eq!(app.get(&browser, "/healthz").await.status(), 200);
 }

@@ -28,9 +28,7 @@ impl Backend {
         match std::env::var("TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
             _ if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!(
-                    "CI=true but TEST_POSTGRES_URL is not set: the PostgreSQL tests must run in CI"
-                )
+                panic!("CI=true but TEST_POSTGRES_URL is not set: the PostgreSQL tests must run in CI")
             }
             _ => {
                 eprintln!("TEST_POSTGRES_URL not set: skipping the PostgreSQL variant");
@@ -81,10 +79,7 @@ impl Drop for Cleanup {
                 let (admin_url, name) = (admin_url.clone(), name.clone());
                 // Drop runs inside the test's runtime: do the async work on a thread of its own.
                 let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap();
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                     rt.block_on(async {
                         if let Ok(pool) = sqlx::PgPool::connect(&admin_url).await {
                             let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
@@ -122,8 +117,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts the server with these settings on top of the test defaults.
 pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp {
-    let data_dir =
-        std::env::temp_dir().join(format!("mcp-platform-test-{}", Uuid::now_v7().simple()));
+    let data_dir = std::env::temp_dir().join(format!("mcp-platform-test-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&data_dir).unwrap();
     let (database_url, cleanup) = match backend {
         Backend::Sqlite => {
@@ -132,14 +126,9 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
         }
         Backend::Postgres(admin_url) => {
             let name = format!("mcp_test_{}", Uuid::now_v7().simple());
-            let pool = sqlx::PgPool::connect(&admin_url)
-                .await
-                .expect("TEST_POSTGRES_URL must be reachable");
+            let pool = sqlx::PgPool::connect(&admin_url).await.expect("TEST_POSTGRES_URL must be reachable");
             let sql = format!("CREATE DATABASE \"{name}\"");
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .execute(&pool)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
             pool.close().await;
             let url = with_database(&admin_url, &name);
             (url, Cleanup::PostgresDatabase { admin_url, name })
@@ -151,9 +140,7 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
     settings.workers.get_or_insert_with(|| "1".into());
     let config = Config::from_settings(settings).unwrap();
     let clock = Arc::new(OffsetClock::default());
-    let app = Application::build(config.clone(), MasterKey::generate(), clock.clone())
-        .await
-        .unwrap();
+    let app = Application::build(config.clone(), MasterKey::generate(), clock.clone()).await.unwrap();
     let port = app.port();
     let server_db = app.db().clone();
     tokio::spawn(app.run_until_stopped());
@@ -194,10 +181,7 @@ pub fn client() -> reqwest::Client {
 /// The CSRF token embedded in a page.
 pub fn csrf_token(html: &str) -> String {
     let marker = "name=\"csrf_token\" value=\"";
-    let start = html
-        .find(marker)
-        .unwrap_or_else(|| panic!("no CSRF token in page:\n{html}"))
-        + marker.len();
+    let start = html.find(marker).unwrap_or_else(|| panic!("no CSRF token in page:\n{html}")) + marker.len();
     html[start..start + html[start..].find('"').unwrap()].to_owned()
 }
 
@@ -212,10 +196,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 pub fn location(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_owned())
+    response.headers().get("location").map(|v| v.to_str().unwrap().to_owned())
 }
 
 impl TestApp {
@@ -239,12 +220,7 @@ impl TestApp {
         let token = csrf_token(&html);
         let mut form: Vec<(&str, &str)> = fields.to_vec();
         form.push(("csrf_token", &token));
-        client
-            .post(self.url(path))
-            .form(&form)
-            .send()
-            .await
-            .unwrap()
+        client.post(self.url(path)).form(&form).send().await.unwrap()
     }
 
     pub async fn create_organization(&self, name: &str) -> Uuid {
@@ -261,9 +237,7 @@ impl TestApp {
         )
         .await
         .unwrap();
-        db::organizations::claim_installation(conn.conn(), self.clock_now())
-            .await
-            .unwrap();
+        db::organizations::claim_installation(conn.conn(), self.clock_now()).await.unwrap();
         id
     }
 
@@ -273,40 +247,13 @@ impl TestApp {
         let passwords = mcp_platform::auth::password::Passwords::new().unwrap();
         let hash = passwords.hash(SecretString::from(PASSWORD)).await.unwrap();
         let parsed = Email::parse(&email).unwrap();
-        let user = db::users::NewUser {
-            id,
-            organization_id,
-            email: &parsed,
-            password_hash: &hash,
-            role,
-        };
-        db::users::insert(
-            self.db.acquire().await.unwrap().conn(),
-            user,
-            self.clock_now(),
-        )
-        .await
-        .unwrap();
-        TestUser {
-            id,
-            email,
-            password: PASSWORD.to_owned(),
-        }
+        let user = db::users::NewUser { id, organization_id, email: &parsed, password_hash: &hash, role };
+        db::users::insert(self.db.acquire().await.unwrap().conn(), user, self.clock_now()).await.unwrap();
+        TestUser { id, email, password: PASSWORD.to_owned() }
     }
 
-    pub async fn login(
-        &self,
-        client: &reqwest::Client,
-        email: &str,
-        password: &str,
-    ) -> reqwest::Response {
-        self.post_form(
-            client,
-            "/login",
-            "/login",
-            &[("email", email), ("password", password)],
-        )
-        .await
+    pub async fn login(&self, client: &reqwest::Client, email: &str, password: &str) -> reqwest::Response {
+        self.post_form(client, "/login", "/login", &[("email", email), ("password", password)]).await
     }
 
     /// A new client signed in as `user`.
@@ -326,14 +273,8 @@ impl TestApp {
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         match &self.db {
-            Db::Sqlite(pool) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_one(pool)
-                .await
-                .unwrap(),
-            Db::Postgres(pool) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_one(pool)
-                .await
-                .unwrap(),
+            Db::Sqlite(pool) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap(),
         }
     }
 }

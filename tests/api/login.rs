@@ -23,45 +23,25 @@ async fn sign_in_succeeds_and_fails(backend: Backend) {
     let user = app.create_user(org, Role::Developer).await;
 
     let browser = client();
-    let wrong = app
-        .login(&browser, &user.email, "not the password at all")
-        .await;
+    let wrong = app.login(&browser, &user.email, "not the password at all").await;
     assert_eq!(wrong.status(), 422);
     let html = wrong.text().await.unwrap();
     assert!(html.contains(FAILED));
-    assert!(
-        html.contains(&format!("value=\"{}\"", user.email)),
-        "the email is kept in the form"
-    );
-    assert_eq!(
-        location(&app.get(&browser, "/").await).as_deref(),
-        Some("/login"),
-        "still signed out"
-    );
+    assert!(html.contains(&format!("value=\"{}\"", user.email)), "the email is kept in the form");
+    assert_eq!(location(&app.get(&browser, "/").await).as_deref(), Some("/login"), "still signed out");
 
-    let ok = app
-        .login(&browser, &user.email.to_uppercase(), &user.password)
-        .await;
+    let ok = app.login(&browser, &user.email.to_uppercase(), &user.password).await;
     assert_eq!(ok.status(), 303, "emails are case-insensitive");
     let home = app.get(&browser, "/").await;
     assert_eq!(home.status(), 200);
     assert!(home.text().await.unwrap().contains(&user.email));
 
     // Signed-in users are sent from the sign-in page to the dashboard.
-    assert_eq!(
-        location(&app.get(&browser, "/login").await).as_deref(),
-        Some("/")
-    );
+    assert_eq!(location(&app.get(&browser, "/login").await).as_deref(), Some("/"));
 
     let bad_email = app.login(&client(), "nobody", "whatever").await;
     assert_eq!(bad_email.status(), 422);
-    assert!(
-        bad_email
-            .text()
-            .await
-            .unwrap()
-            .contains("Enter a valid email address")
-    );
+    assert!(bad_email.text().await.unwrap().contains("Enter a valid email address"));
 }
 
 async fn unknown_email_and_wrong_password_look_the_same(backend: Backend) {
@@ -79,9 +59,7 @@ async fn unknown_email_and_wrong_password_look_the_same(backend: Backend) {
     let started = Instant::now();
     let b = app.login(&browser, &user.email, "some password 1").await;
     let wrong_time = started.elapsed();
-    eprintln!(
-        "sign-in failure timing: unknown email {unknown_time:?}, wrong password {wrong_time:?}"
-    );
+    eprintln!("sign-in failure timing: unknown email {unknown_time:?}, wrong password {wrong_time:?}");
 
     assert_eq!(a.status(), b.status());
     let a = a.text().await.unwrap().replace(unknown, "EMAIL");
@@ -98,65 +76,29 @@ async fn failed_attempts_for_an_account_are_throttled(backend: Backend) {
 
     for attempt in 1..=5 {
         let response = app.login(&browser, &user.email, "guessing wrongly").await;
-        assert_eq!(
-            response.status(),
-            422,
-            "attempt {attempt} is judged normally"
-        );
+        assert_eq!(response.status(), 422, "attempt {attempt} is judged normally");
     }
     // The sixth attempt waits, even with the right password, and says so.
     let throttled = app.login(&browser, &user.email, &user.password).await;
     assert_eq!(throttled.status(), 429);
     assert!(throttled.headers().contains_key("retry-after"));
-    assert!(
-        throttled
-            .text()
-            .await
-            .unwrap()
-            .contains("Too many failed sign-ins for this account")
-    );
+    assert!(throttled.text().await.unwrap().contains("Too many failed sign-ins for this account"));
     // The same holds for an address with no account, so throttling reveals nothing.
     for _ in 1..=5 {
-        app.login(&browser, "ghost@example.com", "guessing wrongly")
-            .await;
+        app.login(&browser, "ghost@example.com", "guessing wrongly").await;
     }
-    assert_eq!(
-        app.login(&browser, "ghost@example.com", "guessing wrongly")
-            .await
-            .status(),
-        429
-    );
+    assert_eq!(app.login(&browser, "ghost@example.com", "guessing wrongly").await.status(), 429);
     // Other accounts are not affected.
     let other = app.create_user(org, Role::Viewer).await;
-    assert_eq!(
-        app.login(&client(), &other.email, &other.password)
-            .await
-            .status(),
-        303
-    );
+    assert_eq!(app.login(&client(), &other.email, &other.password).await.status(), 303);
 
     // After the wait a sixth failure is counted, and the next wait is longer (2 s).
     app.clock.advance(chrono::Duration::seconds(2));
-    assert_eq!(
-        app.login(&browser, &user.email, "guessing wrongly")
-            .await
-            .status(),
-        422
-    );
+    assert_eq!(app.login(&browser, &user.email, "guessing wrongly").await.status(), 422);
     app.clock.advance(chrono::Duration::seconds(1));
-    assert_eq!(
-        app.login(&browser, &user.email, &user.password)
-            .await
-            .status(),
-        429
-    );
+    assert_eq!(app.login(&browser, &user.email, &user.password).await.status(), 429);
     app.clock.advance(chrono::Duration::seconds(2));
-    assert_eq!(
-        app.login(&browser, &user.email, &user.password)
-            .await
-            .status(),
-        303
-    );
+    assert_eq!(app.login(&browser, &user.email, &user.password).await.status(), 303);
 
     // A success clears the count.
     let failures = db::login_failures::since(
@@ -170,32 +112,20 @@ async fn failed_attempts_for_an_account_are_throttled(backend: Backend) {
 }
 
 async fn attempts_from_one_ip_are_limited(backend: Backend) {
-    let settings = Settings {
-        login_ip_limit: Some("3".into()),
-        ..Settings::default()
-    };
+    let settings = Settings { login_ip_limit: Some("3".into()), ..Settings::default() };
     let app = spawn_app_with(backend, settings).await;
     let org = app.create_organization("Acme").await;
     let user = app.create_user(org, Role::Viewer).await;
     let browser = client();
     for i in 0..3 {
-        let response = app
-            .login(
-                &browser,
-                &format!("someone{i}@example.com"),
-                "whatever password",
-            )
-            .await;
+        let response = app.login(&browser, &format!("someone{i}@example.com"), "whatever password").await;
         assert_eq!(response.status(), 422);
     }
     // A fourth attempt from the same address is refused, whichever account it names.
     let refused = app.login(&browser, &user.email, &user.password).await;
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
-    assert_eq!(
-        location(&app.get(&browser, "/").await).as_deref(),
-        Some("/login")
-    );
+    assert_eq!(location(&app.get(&browser, "/").await).as_deref(), Some("/login"));
 }
 
 async fn deactivated_users_cannot_sign_in_and_lose_their_sessions(backend: Backend) {
@@ -207,22 +137,13 @@ async fn deactivated_users_cannot_sign_in_and_lose_their_sessions(backend: Backe
 
     let now = app.clock_now();
     assert!(
-        db::users::set_active(
-            app.db.acquire().await.unwrap().conn(),
-            org,
-            user.id,
-            false,
-            now
-        )
-        .await
-        .unwrap()
+        db::users::set_active(app.db.acquire().await.unwrap().conn(), org, user.id, false, now)
+            .await
+            .unwrap()
     );
 
     // The open session ends at its next request.
-    assert_eq!(
-        location(&app.get(&browser, "/").await).as_deref(),
-        Some("/login")
-    );
+    assert_eq!(location(&app.get(&browser, "/").await).as_deref(), Some("/login"));
     // And signing in again fails with the usual message: nothing says the account exists.
     let response = app.login(&client(), &user.email, &user.password).await;
     assert_eq!(response.status(), 422);

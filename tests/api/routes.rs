@@ -5,9 +5,7 @@ use mcp_platform::config::Settings;
 use mcp_platform::domain::Role;
 use mcp_platform::routes::{ROUTES, Verb};
 
-use crate::helpers::{
-    Backend, TestApp, TestUser, client, csrf_token, location, spawn_app, spawn_app_with,
-};
+use crate::helpers::{Backend, TestApp, TestUser, client, csrf_token, location, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -33,9 +31,10 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 4]> {
     let all = |o| Some([o; 4]);
     let signed_in = |o| Some([ToLogin, o, o, o]);
     match (verb, path) {
-        (Verb::Get, "/healthz" | "/readyz" | "/static/htmx.min.js" | "/static/style.css") => {
-            all(Status(200))
-        }
+        (
+            Verb::Get,
+            "/healthz" | "/readyz" | "/static/htmx.min.js" | "/static/style.css" | "/static/favicon.svg",
+        ) => all(Status(200)),
         (Verb::Get | Verb::Post, "/setup") => all(Status(404)),
         (Verb::Get, "/login") => Some([Status(200), Status(303), Status(303), Status(303)]),
         (Verb::Post, "/login") => all(Status(422)),
@@ -48,12 +47,7 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 4]> {
     }
 }
 
-async fn call(
-    app: &TestApp,
-    actor: Option<&TestUser>,
-    verb: Verb,
-    path: &str,
-) -> reqwest::Response {
+async fn call(app: &TestApp, actor: Option<&TestUser>, verb: Verb, path: &str) -> reqwest::Response {
     let browser = match actor {
         Some(user) => app.signed_in(user).await,
         None => client(),
@@ -62,32 +56,18 @@ async fn call(
     match verb {
         Verb::Get => app.get(&browser, &concrete).await,
         Verb::Post => {
-            let page = if actor.is_some() {
-                "/account"
-            } else {
-                "/login"
-            };
+            let page = if actor.is_some() { "/account" } else { "/login" };
             let token = csrf_token(&app.get(&browser, page).await.text().await.unwrap());
-            browser
-                .post(app.url(&concrete))
-                .form(&[("csrf_token", token)])
-                .send()
-                .await
-                .unwrap()
+            browser.post(app.url(&concrete)).form(&[("csrf_token", token)]).send().await.unwrap()
         }
     }
 }
 
 async fn every_route_answers_each_role_as_the_table_says(backend: Backend) {
     // Each check signs in afresh: allow that many sign-ins from one address.
-    let app = spawn_app_with(
-        backend,
-        Settings {
-            login_ip_limit: Some("1000".into()),
-            ..Settings::default()
-        },
-    )
-    .await;
+    let app =
+        spawn_app_with(backend, Settings { login_ip_limit: Some("1000".into()), ..Settings::default() })
+            .await;
     let org = app.create_organization("Acme").await;
     let viewer = app.create_user(org, Role::Viewer).await;
     let developer = app.create_user(org, Role::Developer).await;
@@ -96,12 +76,8 @@ async fn every_route_answers_each_role_as_the_table_says(backend: Backend) {
 
     let mut checked = 0;
     for spec in ROUTES {
-        let outcomes = expected(spec.verb, spec.path).unwrap_or_else(|| {
-            panic!(
-                "{:?} {} has no row in this test: add one",
-                spec.verb, spec.path
-            )
-        });
+        let outcomes = expected(spec.verb, spec.path)
+            .unwrap_or_else(|| panic!("{:?} {} has no row in this test: add one", spec.verb, spec.path));
         for (actor, (name, want)) in actors.iter().zip(ACTORS.iter().zip(outcomes)) {
             let response = call(&app, *actor, spec.verb, spec.path).await;
             let what = format!("{:?} {} as {name}", spec.verb, spec.path);
@@ -124,23 +100,14 @@ async fn every_route_answers_each_role_as_the_table_says(backend: Backend) {
             checked += 1;
         }
     }
-    eprintln!(
-        "route matrix: {} routes x {} actors = {checked} checks",
-        ROUTES.len(),
-        ACTORS.len()
-    );
+    eprintln!("route matrix: {} routes x {} actors = {checked} checks", ROUTES.len(), ACTORS.len());
     assert_eq!(checked, ROUTES.len() * ACTORS.len());
 }
 
 async fn anonymous_htmx_requests_are_told_to_sign_in(backend: Backend) {
     let app = spawn_app(backend).await;
     app.create_organization("Acme").await;
-    let response = client()
-        .get(app.url("/account"))
-        .header("HX-Request", "true")
-        .send()
-        .await
-        .unwrap();
+    let response = client().get(app.url("/account")).header("HX-Request", "true").send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers().get("hx-redirect").unwrap(), "/login");
 }

@@ -35,11 +35,7 @@ async fn sign_in_renews_the_session_id(backend: Backend) {
     let token = crate::helpers::csrf_token(&login_page.text().await.unwrap());
     let response = browser
         .post(app.url("/login"))
-        .form(&[
-            ("email", user.email.as_str()),
-            ("password", &user.password),
-            ("csrf_token", &token),
-        ])
+        .form(&[("email", user.email.as_str()), ("password", &user.password), ("csrf_token", &token)])
         .send()
         .await
         .unwrap();
@@ -48,10 +44,7 @@ async fn sign_in_renews_the_session_id(backend: Backend) {
     assert_ne!(before, after);
 
     // Session fixation: the id known before sign-in is worth nothing afterwards.
-    assert_eq!(
-        location(&app.get(&replay(&before), "/").await).as_deref(),
-        Some("/login")
-    );
+    assert_eq!(location(&app.get(&replay(&before), "/").await).as_deref(), Some("/login"));
     assert_eq!(app.get(&replay(&after), "/").await.status(), 200);
 }
 
@@ -68,10 +61,7 @@ async fn idle_sessions_expire(backend: Backend) {
     assert_eq!(app.get(&browser, "/").await.status(), 200);
     // ...and 31 idle minutes end it, on the server.
     app.clock.advance(Duration::minutes(31));
-    assert_eq!(
-        location(&app.get(&browser, "/").await).as_deref(),
-        Some("/login")
-    );
+    assert_eq!(location(&app.get(&browser, "/").await).as_deref(), Some("/login"));
     assert_eq!(app.count("sessions WHERE user_id IS NOT NULL").await, 0);
 }
 
@@ -85,17 +75,10 @@ async fn sessions_end_after_twelve_hours_however_active(backend: Backend) {
     while elapsed + Duration::minutes(25) < Duration::hours(12) {
         app.clock.advance(Duration::minutes(25));
         elapsed += Duration::minutes(25);
-        assert_eq!(
-            app.get(&browser, "/").await.status(),
-            200,
-            "still valid after {elapsed}"
-        );
+        assert_eq!(app.get(&browser, "/").await.status(), 200, "still valid after {elapsed}");
     }
     app.clock.advance(Duration::minutes(25));
-    assert_eq!(
-        location(&app.get(&browser, "/").await).as_deref(),
-        Some("/login")
-    );
+    assert_eq!(location(&app.get(&browser, "/").await).as_deref(), Some("/login"));
 }
 
 async fn logout_ends_the_session_on_the_server(backend: Backend) {
@@ -111,10 +94,7 @@ async fn logout_ends_the_session_on_the_server(backend: Backend) {
     assert_eq!(response.status(), 303);
     assert_eq!(location(&response).as_deref(), Some("/login"));
     // Replaying the old cookie does not work: the session is gone from the database.
-    assert_eq!(
-        location(&app.get(&replay(&cookie), "/").await).as_deref(),
-        Some("/login")
-    );
+    assert_eq!(location(&app.get(&replay(&cookie), "/").await).as_deref(), Some("/login"));
     assert_eq!(app.count("sessions WHERE user_id IS NOT NULL").await, 0);
 }
 
@@ -138,18 +118,8 @@ async fn password_change_ends_other_sessions(backend: Backend) {
         )
         .await;
     assert_eq!(wrong.status(), 422);
-    assert!(
-        wrong
-            .text()
-            .await
-            .unwrap()
-            .contains("This is not your current password.")
-    );
-    assert_eq!(
-        app.get(&phone, "/").await.status(),
-        200,
-        "a refused change ends nothing"
-    );
+    assert!(wrong.text().await.unwrap().contains("This is not your current password."));
+    assert_eq!(app.get(&phone, "/").await.status(), 200, "a refused change ends nothing");
 
     let changed = app
         .post_form(
@@ -165,28 +135,11 @@ async fn password_change_ends_other_sessions(backend: Backend) {
         .await;
     assert_eq!(changed.status(), 200);
     assert!(changed.text().await.unwrap().contains("Password changed"));
-    assert_eq!(
-        app.get(&laptop, "/").await.status(),
-        200,
-        "the session that changed it stays"
-    );
-    assert_eq!(
-        location(&app.get(&phone, "/").await).as_deref(),
-        Some("/login")
-    );
+    assert_eq!(app.get(&laptop, "/").await.status(), 200, "the session that changed it stays");
+    assert_eq!(location(&app.get(&phone, "/").await).as_deref(), Some("/login"));
 
-    assert_eq!(
-        app.login(&client(), &user.email, &user.password)
-            .await
-            .status(),
-        422
-    );
-    assert_eq!(
-        app.login(&client(), &user.email, "a brand new passphrase")
-            .await
-            .status(),
-        303
-    );
+    assert_eq!(app.login(&client(), &user.email, &user.password).await.status(), 422);
+    assert_eq!(app.login(&client(), &user.email, "a brand new passphrase").await.status(), 303);
 }
 
 fn session_ids(html: &str) -> Vec<String> {
@@ -215,10 +168,7 @@ async fn account_page_lists_sessions_and_ends_them(backend: Backend) {
     let admin = app.signed_in(&intruder).await;
     for id in &ids {
         let path = format!("/account/sessions/{id}/end");
-        assert_eq!(
-            app.post_form(&admin, "/account", &path, &[]).await.status(),
-            404
-        );
+        assert_eq!(app.post_form(&admin, "/account", &path, &[]).await.status(), 404);
     }
     assert_eq!(app.get(&phone, "/").await.status(), 200);
 
@@ -235,14 +185,8 @@ async fn account_page_lists_sessions_and_ends_them(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), 200);
     let fragment = response.text().await.unwrap();
-    assert!(
-        fragment.starts_with("<table id=\"sessions\">"),
-        "htmx gets the table alone: {fragment}"
-    );
+    assert!(fragment.starts_with("<table id=\"sessions\">"), "htmx gets the table alone: {fragment}");
     assert_eq!(session_ids(&fragment).len(), 1);
-    assert_eq!(
-        location(&app.get(&phone, "/").await).as_deref(),
-        Some("/login")
-    );
+    assert_eq!(location(&app.get(&phone, "/").await).as_deref(), Some("/login"));
     assert_eq!(app.get(&laptop, "/").await.status(), 200);
 }

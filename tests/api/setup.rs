@@ -38,10 +38,7 @@ async fn first_run_leads_to_setup_which_works_once(backend: Backend) {
     let home = app.get(&browser, "/").await;
     assert_eq!(home.status(), 200);
     let html = home.text().await.unwrap();
-    assert!(
-        html.contains("Acme Robotics") && html.contains("ada@example.com"),
-        "{html}"
-    );
+    assert!(html.contains("Acme Robotics") && html.contains("ada@example.com"), "{html}");
 
     // Setup is gone, for the admin and for anyone else, for GET and for POST.
     assert_eq!(app.get(&browser, "/setup").await.status(), 404);
@@ -66,9 +63,7 @@ async fn first_run_leads_to_setup_which_works_once(backend: Backend) {
 
     // And the admin can sign in again with the chosen password.
     let again = client();
-    let response = app
-        .login(&again, "ada@example.com", "correct horse battery")
-        .await;
+    let response = app.login(&again, "ada@example.com", "correct horse battery").await;
     assert_eq!(response.status(), 303);
 }
 
@@ -90,28 +85,12 @@ async fn setup_form_keeps_input_and_creates_nothing_on_error(backend: Backend) {
         .await;
     assert_eq!(response.status(), 422);
     let html = response.text().await.unwrap();
-    assert!(
-        html.contains("value=\"Acme Robotics\""),
-        "organization kept"
-    );
+    assert!(html.contains("value=\"Acme Robotics\""), "organization kept");
     assert!(html.contains("value=\"not-an-email\""), "email kept");
-    assert!(
-        html.contains("Enter a valid email address"),
-        "email error shown"
-    );
-    assert!(
-        html.contains("Use at least 12 characters"),
-        "password error shown"
-    );
-    assert!(
-        !html.contains("short\""),
-        "the password is never echoed back"
-    );
-    assert!(
-        !db::users::any_exists(app.db.acquire().await.unwrap().conn())
-            .await
-            .unwrap()
-    );
+    assert!(html.contains("Enter a valid email address"), "email error shown");
+    assert!(html.contains("Use at least 12 characters"), "password error shown");
+    assert!(!html.contains("short\""), "the password is never echoed back");
+    assert!(!db::users::any_exists(app.db.acquire().await.unwrap().conn()).await.unwrap());
     assert_eq!(app.count("organizations").await, 0);
 
     let mismatch = app
@@ -128,12 +107,6 @@ async fn setup_form_keeps_input_and_creates_nothing_on_error(backend: Backend) {
         )
         .await;
     assert_eq!(mismatch.status(), 422);
-    assert!(
-        mismatch
-            .text()
-            .await
-            .unwrap()
-            .contains("The passwords do not match.")
-    );
+    assert!(mismatch.text().await.unwrap().contains("The passwords do not match."));
     assert_eq!(app.count("users").await, 0);
 }
