@@ -6,14 +6,16 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use secrecy::SecretString;
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, render, see_other};
+use super::{Layout, audit_by, render, see_other};
 use crate::app::AppState;
+use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
 use crate::auth::password::Verification;
 use crate::auth::session::WebSession;
-use crate::db;
+use crate::db::{self, audit};
 use crate::domain::NewPassword;
 use crate::error::AppError;
 
@@ -79,6 +81,7 @@ pub struct PasswordForm {
 pub async fn change_password(
     user: CurrentUser,
     state: web::Data<AppState>,
+    client: ClientInfo,
     form: web::Form<PasswordForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
@@ -101,7 +104,14 @@ pub async fn change_password(
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     db::users::set_password_hash(tx.conn(), user.id, &hash, now).await?;
-    db::sessions::delete_others_for_user(tx.conn(), user.id, user.session_id).await?;
+    let ended = db::sessions::delete_others_for_user(tx.conn(), user.id, user.session_id).await?;
+    let entry = audit::Entry {
+        target_type: Some("user"),
+        target_id: Some(user.id.to_string()),
+        after: Some(json!({ "other_sessions_ended": ended })),
+        ..audit_by("account.password_changed", &user, &client)
+    };
+    audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
     let page = account_page(
         &state,
@@ -118,13 +128,22 @@ pub async fn end_session(
     user: CurrentUser,
     state: web::Data<AppState>,
     session: WebSession,
+    client: ClientInfo,
     htmx: Htmx,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
-    if !db::sessions::delete_for_user(state.db.acquire().await?.conn(), user.id, id).await? {
+    let mut tx = state.db.begin().await?;
+    if !db::sessions::delete_for_user(tx.conn(), user.id, id).await? {
         return Err(AppError::NotFound);
     }
+    let entry = audit::Entry {
+        target_type: Some("session"),
+        target_id: Some(id.to_string()),
+        ..audit_by("account.session_ended", &user, &client)
+    };
+    audit::record(tx.conn(), entry, state.clock.now()).await?;
+    tx.commit().await?;
     if id == user.session_id {
         session.sign_out();
         if htmx.is_htmx {

@@ -7,14 +7,14 @@ use askama::Template;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Layout, render, see_other};
+use super::{Layout, audit_by, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
 use crate::auth::password::Verification;
 use crate::auth::session::WebSession;
 use crate::auth::throttle;
-use crate::db;
+use crate::db::{self, audit};
 use crate::domain::Email;
 use crate::error::AppError;
 
@@ -100,28 +100,53 @@ pub async fn submit(
 
     let stored = credentials.as_ref().map(|c| c.password_hash.clone());
     let verification = state.passwords.verify(SecretString::from(password.clone()), stored).await?;
-    let mut conn = state.db.acquire().await?;
+    let (ip, user_agent) = (client.ip_string(), client.user_agent.clone());
+    let mut entry = audit::Entry {
+        organization_id: credentials.as_ref().map(|c| c.organization_id),
+        actor_user_id: credentials.as_ref().map(|c| c.id),
+        actor_email: Some(email.as_str()),
+        ip: ip.clone(),
+        user_agent,
+        ..audit::Entry::new("auth.sign_in")
+    };
     match (credentials, verification) {
         (Some(user), Verification::Valid { needs_rehash }) if user.is_active => {
-            if needs_rehash {
-                let hash = state.passwords.hash(SecretString::from(password)).await?;
-                db::users::upgrade_password_hash(conn.conn(), user.id, &hash).await?;
+            let upgraded = match needs_rehash {
+                true => Some(state.passwords.hash(SecretString::from(password)).await?),
+                false => None,
+            };
+            let mut tx = state.db.begin().await?;
+            if let Some(hash) = upgraded {
+                db::users::upgrade_password_hash(tx.conn(), user.id, &hash).await?;
             }
-            db::login_failures::clear(conn.conn(), &email).await?;
-            db::users::record_login(conn.conn(), user.id, now).await?;
+            db::login_failures::clear(tx.conn(), &email).await?;
+            db::users::record_login(tx.conn(), user.id, now).await?;
+            audit::record(tx.conn(), entry, now).await?;
+            tx.commit().await?;
             session.sign_in(user.id, &client)?;
             Ok(see_other("/"))
         }
         _ => {
-            let ip = client.ip_string();
-            db::login_failures::record(conn.conn(), &email, ip.as_deref(), now).await?;
+            entry.action = "auth.sign_in_failed";
+            entry.success = false;
+            let mut tx = state.db.begin().await?;
+            db::login_failures::record(tx.conn(), &email, ip.as_deref(), now).await?;
+            audit::record(tx.conn(), entry, now).await?;
+            tx.commit().await?;
             let page = LoginPage { error: Some(FAILED.into()), ..page(&state, &session, email_input) };
             render(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
     }
 }
 
-pub async fn logout(session: WebSession) -> HttpResponse {
+pub async fn logout(
+    state: web::Data<AppState>,
+    session: WebSession,
+    user: CurrentUser,
+    client: ClientInfo,
+) -> Result<HttpResponse, AppError> {
+    let entry = audit_by("auth.sign_out", &user, &client);
+    audit::record(state.db.acquire().await?.conn(), entry, state.clock.now()).await?;
     session.sign_out();
-    see_other("/login")
+    Ok(see_other("/login"))
 }

@@ -13,8 +13,10 @@ use actix_web::http::{StatusCode, header};
 use askama::Template;
 
 use crate::app::AppState;
+use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
 use crate::auth::session::WebSession;
+use crate::db::audit;
 use crate::error::AppError;
 use crate::routes::{NavLink, nav_for};
 
@@ -58,4 +60,16 @@ pub fn render<T: Template>(status: StatusCode, page: &T) -> Result<HttpResponse,
 /// The answer to a successful form post: go to `to` (Post/Redirect/Get).
 pub fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish()
+}
+
+/// An audit entry for something `user` did from `client`.
+pub fn audit_by<'a>(action: &'static str, user: &'a CurrentUser, client: &ClientInfo) -> audit::Entry<'a> {
+    audit::Entry {
+        organization_id: Some(user.organization_id),
+        actor_user_id: Some(user.id),
+        actor_email: Some(&user.email),
+        ip: client.ip_string(),
+        user_agent: client.user_agent.clone(),
+        ..audit::Entry::new(action)
+    }
 }

@@ -4,13 +4,14 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{Layout, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::session::WebSession;
-use crate::db;
+use crate::db::{self, audit};
 use crate::domain::{Email, NewPassword, OrganizationName, Role};
 use crate::error::AppError;
 
@@ -117,6 +118,18 @@ pub async fn submit(
         role: Role::Admin,
     };
     db::users::insert(tx.conn(), user, now).await?;
+    let entry = audit::Entry {
+        organization_id: Some(organization_id),
+        actor_user_id: Some(user_id),
+        actor_email: Some(email.as_str()),
+        target_type: Some("organization"),
+        target_id: Some(organization_id.to_string()),
+        after: Some(json!({ "name": name.as_str(), "admin": email.as_str() })),
+        ip: client.ip_string(),
+        user_agent: client.user_agent.clone(),
+        ..audit::Entry::new("organization.created")
+    };
+    audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
     tracing::info!(organization = %organization_id, "first organization and admin created");
 

@@ -277,4 +277,15 @@ impl TestApp {
             Db::Postgres(pool) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.unwrap(),
         }
     }
+
+    /// Every audit row as (action, success, the whole row as text), oldest first.
+    pub async fn audit_rows(&self) -> Vec<(String, bool, String)> {
+        let sql = "SELECT action, success, COALESCE(actor_email, '') || ' ' || COALESCE(target_id, '') || ' ' || \
+                   COALESCE(CAST(before_state AS TEXT), '') || ' ' || COALESCE(CAST(after_state AS TEXT), '') \
+                   FROM audit_logs ORDER BY created_at, id";
+        match &self.db {
+            Db::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+            Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+        }
+    }
 }

@@ -13,6 +13,7 @@ on_both_backends!(
     failed_attempts_for_an_account_are_throttled,
     attempts_from_one_ip_are_limited,
     deactivated_users_cannot_sign_in_and_lose_their_sessions,
+    sign_ins_and_account_changes_are_audited_without_secrets,
 );
 
 const FAILED: &str = "Email or password is incorrect.";
@@ -148,4 +149,39 @@ async fn deactivated_users_cannot_sign_in_and_lose_their_sessions(backend: Backe
     let response = app.login(&client(), &user.email, &user.password).await;
     assert_eq!(response.status(), 422);
     assert!(response.text().await.unwrap().contains(FAILED));
+}
+
+async fn sign_ins_and_account_changes_are_audited_without_secrets(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let user = app.create_user(org, Role::Developer).await;
+    let browser = client();
+    app.login(&browser, &user.email, "a wrong guess here").await;
+    app.login(&browser, &user.email, &user.password).await;
+    let new_password = "another fine passphrase";
+    let fields = [
+        ("current_password", user.password.as_str()),
+        ("new_password", new_password),
+        ("new_password_confirm", new_password),
+    ];
+    assert_eq!(app.post_form(&browser, "/account", "/account/password", &fields).await.status(), 200);
+    assert_eq!(app.post_form(&browser, "/account", "/logout", &[]).await.status(), 303);
+
+    let rows = app.audit_rows().await;
+    let actions: Vec<(&str, bool)> = rows.iter().map(|(a, ok, _)| (a.as_str(), *ok)).collect();
+    assert_eq!(
+        actions,
+        [
+            ("auth.sign_in_failed", false),
+            ("auth.sign_in", true),
+            ("account.password_changed", true),
+            ("auth.sign_out", true)
+        ]
+    );
+    for (action, _, text) in &rows {
+        assert!(text.contains(&user.email), "{action} names its actor");
+        for secret in ["a wrong guess here", user.password.as_str(), new_password] {
+            assert!(!text.contains(secret), "{action} holds a password: {text}");
+        }
+    }
 }
