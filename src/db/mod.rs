@@ -9,6 +9,7 @@ pub mod login_failures;
 pub mod organizations;
 pub mod services;
 pub mod sessions;
+pub mod token_keys;
 pub mod usage;
 pub mod users;
 

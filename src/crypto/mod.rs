@@ -1,0 +1,12 @@
+//! Secrets at rest and in transit: the API key format, and sealed service tokens.
+//! No plaintext secret leaves this module except to the caller that asked for it.
+
+pub mod api_key;
+pub mod keyring;
+
+/// Fills a buffer from the operating system's random source.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    bytes
+}
