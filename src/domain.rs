@@ -51,6 +51,93 @@ impl TryFrom<String> for Role {
     }
 }
 
+/// API key scopes (DESIGN.md section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    McpRead,
+    McpWrite,
+    LogsRead,
+    AdminUsers,
+    AdminOrganization,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] =
+        [Scope::McpRead, Scope::McpWrite, Scope::LogsRead, Scope::AdminUsers, Scope::AdminOrganization];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::McpRead => "mcp:read",
+            Scope::McpWrite => "mcp:write",
+            Scope::LogsRead => "logs:read",
+            Scope::AdminUsers => "admin:users",
+            Scope::AdminOrganization => "admin:organization",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+
+    /// The least role whose keys may hold this scope; viewers hold no keys at all.
+    pub fn needs(self) -> Role {
+        match self {
+            Scope::McpRead | Scope::McpWrite | Scope::LogsRead => Role::Developer,
+            Scope::AdminUsers | Scope::AdminOrganization => Role::Admin,
+        }
+    }
+
+    pub fn allowed_for(self, role: Role) -> bool {
+        role != Role::Viewer && role.allows(self.needs())
+    }
+}
+
+/// A set of scopes, stored space-separated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scopes(std::collections::BTreeSet<Scope>);
+
+impl Scopes {
+    pub const DEFAULT: [Scope; 2] = [Scope::McpRead, Scope::McpWrite];
+
+    pub fn new(scopes: impl IntoIterator<Item = Scope>) -> Scopes {
+        Scopes(scopes.into_iter().collect())
+    }
+
+    /// Parses a stored or submitted list; unknown names are an error naming them.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Scopes, String> {
+        let mut scopes = Scopes::default();
+        for name in names {
+            let scope = Scope::parse(name).ok_or_else(|| format!("unknown scope \"{name}\""))?;
+            scopes.0.insert(scope);
+        }
+        Ok(scopes)
+    }
+
+    pub fn contains(&self, scope: Scope) -> bool {
+        self.0.contains(&scope)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// Only the scopes `role` may hold.
+    pub fn limited_to(&self, role: Role) -> Scopes {
+        Scopes(self.0.iter().copied().filter(|s| s.allowed_for(role)).collect())
+    }
+}
+
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|s| s.as_str()).collect();
+        f.write_str(&names.join(" "))
+    }
+}
+
 /// An email address, trimmed and lower-cased so that one person has one account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
@@ -161,6 +248,18 @@ mod tests {
         assert!(!Role::Viewer.allows(Role::Developer));
         assert!(!Role::Developer.allows(Role::Admin));
         assert!(Role::parse("owner").is_err());
+    }
+
+    #[test]
+    fn scopes_follow_roles() {
+        assert!(!Scope::McpRead.allowed_for(Role::Viewer), "viewers hold no keys");
+        assert!(Scope::McpWrite.allowed_for(Role::Developer));
+        assert!(!Scope::AdminUsers.allowed_for(Role::Developer));
+        assert!(Scope::AdminOrganization.allowed_for(Role::Admin));
+        let all = Scopes::new(Scope::ALL);
+        assert_eq!(all.limited_to(Role::Developer).to_string(), "mcp:read mcp:write logs:read");
+        assert_eq!(Scopes::parse("mcp:write mcp:read".split(' ')).unwrap().to_string(), "mcp:read mcp:write");
+        assert!(Scopes::parse(["root"]).is_err());
     }
 
     #[test]

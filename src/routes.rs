@@ -7,7 +7,7 @@ use actix_web::{Route, web};
 
 use crate::auth::gate::Gate;
 use crate::domain::Role;
-use crate::web::{account, assets, health, home, login, members, setup};
+use crate::web::{account, assets, health, home, keys, login, members, setup};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -56,6 +56,7 @@ macro_rules! route {
 
 const PUBLIC: Access = Access::Public;
 const VIEWER: Access = Access::Role(Role::Viewer);
+const DEVELOPER: Access = Access::Role(Role::Developer);
 const ADMIN: Access = Access::Role(Role::Admin);
 
 pub const ROUTES: &[RouteSpec] = &[
@@ -64,6 +65,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Get "/static/htmx.min.js", PUBLIC, assets::htmx),
     route!(Get "/static/style.css", PUBLIC, assets::stylesheet),
     route!(Get "/static/favicon.svg", PUBLIC, assets::favicon),
+    route!(Get "/static/app.js", PUBLIC, assets::script),
     route!(Get "/setup", PUBLIC, setup::form),
     route!(Post "/setup", PUBLIC, setup::submit),
     route!(Get "/login", PUBLIC, login::form),
@@ -71,6 +73,12 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/logout", VIEWER, login::logout),
     route!(Get "/", VIEWER, home::show, nav = "Dashboard"),
     route!(Get "/members", ADMIN, members::list, nav = "Members"),
+    route!(Get "/keys", DEVELOPER, keys::list, nav = "API keys"),
+    route!(Post "/keys", DEVELOPER, keys::create),
+    route!(Post "/keys/{id}/revoke", DEVELOPER, keys::revoke),
+    route!(Post "/keys/{id}/roll", DEVELOPER, keys::roll),
+    route!(Get "/organization/keys", ADMIN, keys::organization_keys),
+    route!(Post "/organization/keys/{id}/revoke", ADMIN, keys::organization_revoke),
     route!(Get "/account", VIEWER, account::show, nav = "Account"),
     route!(Post "/account/password", VIEWER, account::change_password),
     route!(Post "/account/sessions/{id}/end", VIEWER, account::end_session),
@@ -130,7 +138,7 @@ mod tests {
     fn navigation_follows_the_roles() {
         let labels = |role| nav_for(role).into_iter().map(|l| l.label).collect::<Vec<_>>();
         assert_eq!(labels(Role::Viewer), ["Dashboard", "Account"]);
-        assert_eq!(labels(Role::Developer), ["Dashboard", "Account"]);
-        assert_eq!(labels(Role::Admin), ["Dashboard", "Members", "Account"]);
+        assert_eq!(labels(Role::Developer), ["Dashboard", "API keys", "Account"]);
+        assert_eq!(labels(Role::Admin), ["Dashboard", "Members", "API keys", "Account"]);
     }
 }

@@ -44,6 +44,7 @@ CREATE TABLE api_keys (
     expires_at      TIMESTAMPTZ,
     last_used_at    TIMESTAMPTZ,
     revoked_at      TIMESTAMPTZ,
+    rolled_at       TIMESTAMPTZ,
     rolled_from_id  UUID REFERENCES api_keys (id) ON DELETE SET NULL,
     created_at      TIMESTAMPTZ NOT NULL
 );

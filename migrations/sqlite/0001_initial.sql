@@ -45,6 +45,7 @@ CREATE TABLE api_keys (
     expires_at      TEXT,
     last_used_at    TEXT,
     revoked_at      TEXT,
+    rolled_at       TEXT,
     rolled_from_id  BLOB REFERENCES api_keys (id) ON DELETE SET NULL,
     created_at      TEXT NOT NULL
 );

@@ -1,6 +1,7 @@
 //! Who is asking: passwords, the session store and its typed wrapper, CSRF, sign-in
 //! throttling, and the gate that enforces the route table's roles before any handler runs.
 
+pub mod api_key;
 pub mod csrf;
 pub mod gate;
 pub mod password;

@@ -187,7 +187,8 @@ impl Keyring {
         binding: Binding<'_>,
     ) -> Result<SecretString, OpenError> {
         let key_id = key_id_of(sealed)?;
-        let cipher = match self.cache.read().expect("keyring lock").get(key_id).cloned() {
+        let cached = self.cache.read().expect("keyring lock").get(key_id).cloned();
+        let cipher = match cached {
             Some(cipher) => cipher,
             None => {
                 let mut conn = db.acquire().await.map_err(anyhow::Error::from)?;

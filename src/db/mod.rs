@@ -4,6 +4,7 @@
 //! transaction, so every query function is written once and takes a `Conn`. The `on_conn!`
 //! macro expands a query body once per backend.
 
+pub mod api_keys;
 pub mod audit;
 pub mod login_failures;
 pub mod organizations;

@@ -5,6 +5,7 @@ use actix_web::http::header;
 
 const HTMX: &str = include_str!("../../static/htmx.min.js");
 const STYLESHEET: &str = include_str!("../../static/style.css");
+const SCRIPT: &str = include_str!("../../static/app.js");
 const FAVICON: &str = include_str!("../../static/favicon.svg");
 
 fn asset(content_type: &str, body: &'static str) -> HttpResponse {
@@ -24,4 +25,8 @@ pub async fn stylesheet() -> HttpResponse {
 
 pub async fn favicon() -> HttpResponse {
     asset("image/svg+xml", FAVICON)
+}
+
+pub async fn script() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", SCRIPT)
 }

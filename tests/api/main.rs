@@ -7,6 +7,7 @@ mod cli;
 mod csrf;
 mod headers;
 mod health;
+mod keys;
 mod login;
 mod routes;
 mod sessions;

@@ -19,10 +19,13 @@ enum Outcome {
     Status(u16),
     /// 303 to the sign-in page.
     ToLogin,
-    /// 403 with the page that names the missing role.
-    Forbidden,
+    /// 403 with the page that names the role needed.
+    Forbidden(Role),
 }
 use Outcome::*;
+
+const NOT_ADMIN: Outcome = Forbidden(Role::Admin);
+const NOT_DEVELOPER: Outcome = Forbidden(Role::Developer);
 
 const ACTORS: [&str; 4] = ["anonymous", "viewer", "developer", "admin"];
 
@@ -33,14 +36,25 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 4]> {
     match (verb, path) {
         (
             Verb::Get,
-            "/healthz" | "/readyz" | "/static/htmx.min.js" | "/static/style.css" | "/static/favicon.svg",
+            "/healthz"
+            | "/readyz"
+            | "/static/htmx.min.js"
+            | "/static/style.css"
+            | "/static/favicon.svg"
+            | "/static/app.js",
         ) => all(Status(200)),
         (Verb::Get | Verb::Post, "/setup") => all(Status(404)),
         (Verb::Get, "/login") => Some([Status(200), Status(303), Status(303), Status(303)]),
         (Verb::Post, "/login") => all(Status(422)),
         (Verb::Post, "/logout") => all(ToLogin),
         (Verb::Get, "/" | "/account") => signed_in(Status(200)),
-        (Verb::Get, "/members") => Some([ToLogin, Forbidden, Forbidden, Status(200)]),
+        (Verb::Get, "/members" | "/organization/keys") => Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(200)]),
+        (Verb::Post, "/organization/keys/{id}/revoke") => Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(404)]),
+        (Verb::Get, "/keys") => Some([ToLogin, NOT_DEVELOPER, Status(200), Status(200)]),
+        (Verb::Post, "/keys") => Some([ToLogin, NOT_DEVELOPER, Status(422), Status(422)]),
+        (Verb::Post, "/keys/{id}/revoke" | "/keys/{id}/roll") => {
+            Some([ToLogin, NOT_DEVELOPER, Status(404), Status(404)])
+        }
         (Verb::Post, "/account/password") => signed_in(Status(422)),
         (Verb::Post, "/account/sessions/{id}/end") => signed_in(Status(404)),
         _ => None,
@@ -87,12 +101,12 @@ async fn every_route_answers_each_role_as_the_table_says(backend: Backend) {
                     assert_eq!(response.status(), 303, "{what}");
                     assert_eq!(location(&response).as_deref(), Some("/login"), "{what}");
                 }
-                Forbidden => {
+                Forbidden(needed) => {
                     assert_eq!(response.status(), 403, "{what}");
                     let page = response.text().await.unwrap();
+                    let says = format!("needs the {needed} role");
                     assert!(
-                        page.contains("needs the admin role")
-                            && page.contains(&format!("signed in as a {name}")),
+                        page.contains(&says) && page.contains(&format!("signed in as a {name}")),
                         "{what}: {page}"
                     );
                 }

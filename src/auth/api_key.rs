@@ -1,0 +1,71 @@
+//! Authenticating a raw API key, for the gateway: either who is calling and with which scopes,
+//! or exactly why the key is refused.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::crypto::api_key::ApiKey;
+use crate::db::{self, Db};
+use crate::domain::{Role, Scopes};
+
+#[derive(Debug, Clone)]
+pub struct KeyPrincipal {
+    pub key_id: Uuid,
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+    pub role: Role,
+    /// The key's scopes, cut down to what the owner's current role allows.
+    pub scopes: Scopes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRejection {
+    #[error("the API key is malformed")]
+    Malformed,
+    #[error("the API key is not known")]
+    Unknown,
+    #[error("the API key has been revoked")]
+    Revoked,
+    #[error("the API key has expired")]
+    Expired,
+    #[error("the API key was replaced and its grace period is over")]
+    Rolled,
+    #[error("the API key's owner is deactivated")]
+    OwnerDeactivated,
+    #[error("the key store is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+pub async fn authenticate_api_key(
+    db: &Db,
+    now: DateTime<Utc>,
+    raw: &str,
+) -> Result<KeyPrincipal, KeyRejection> {
+    // The checksum refuses typos and guesses before the database is asked anything.
+    let key = ApiKey::parse(raw).map_err(|_| KeyRejection::Malformed)?;
+    let mut conn = db.acquire().await.map_err(|e| KeyRejection::Unavailable(e.into()))?;
+    let found = db::api_keys::by_hash(conn.conn(), &key.hash())
+        .await
+        .map_err(|e| KeyRejection::Unavailable(e.into()))?
+        .ok_or(KeyRejection::Unknown)?;
+    if found.revoked_at.is_some() {
+        return Err(KeyRejection::Revoked);
+    }
+    if found.expires_at.is_some_and(|t| t <= now) {
+        return Err(if found.rolled_at.is_some() { KeyRejection::Rolled } else { KeyRejection::Expired });
+    }
+    if !found.owner_active {
+        return Err(KeyRejection::OwnerDeactivated);
+    }
+    let scopes = Scopes::parse(found.scopes.split_whitespace())
+        .map_err(|e| KeyRejection::Unavailable(anyhow::anyhow!("stored scopes: {e}")))?
+        .limited_to(found.owner_role);
+    db::api_keys::touch(conn.conn(), found.id, now).await.map_err(|e| KeyRejection::Unavailable(e.into()))?;
+    Ok(KeyPrincipal {
+        key_id: found.id,
+        organization_id: found.organization_id,
+        user_id: found.user_id,
+        role: found.owner_role,
+        scopes,
+    })
+}

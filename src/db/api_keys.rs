@@ -1,0 +1,197 @@
+//! The `api_keys` table. Keys are found by the SHA-256 of the full key through a unique index;
+//! the dashboard reads them scoped to the organization (and to the owner for their own list).
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use super::Conn;
+use crate::domain::Role;
+use crate::on_conn;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub owner_email: String,
+    pub name: String,
+    pub display_key: String,
+    pub scopes: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub rolled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl KeyRow {
+    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
+        match (self.revoked_at, self.expires_at, self.rolled_at) {
+            (Some(_), _, _) => "revoked",
+            (None, Some(expires), Some(_)) if expires <= now => "replaced",
+            (None, Some(expires), _) if expires <= now => "expired",
+            (None, _, Some(_)) => "replaced, in grace",
+            _ => "active",
+        }
+    }
+}
+
+/// What authentication needs about a key and its owner.
+#[derive(Debug, sqlx::FromRow)]
+pub struct KeyAuth {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+    pub scopes: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub rolled_at: Option<DateTime<Utc>>,
+    pub owner_active: bool,
+    #[sqlx(try_from = "String")]
+    pub owner_role: Role,
+}
+
+pub struct NewKey<'a> {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+    pub name: &'a str,
+    pub key_hash: &'a [u8],
+    pub display_key: &'a str,
+    pub scopes: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rolled_from_id: Option<Uuid>,
+}
+
+pub async fn insert(conn: Conn<'_>, key: NewKey<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO api_keys (id, organization_id, user_id, name, key_hash, display_key, scopes, \
+         expires_at, rolled_from_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(key.id)
+    .bind(key.organization_id)
+    .bind(key.user_id)
+    .bind(key.name)
+    .bind(key.key_hash)
+    .bind(key.display_key)
+    .bind(key.scopes)
+    .bind(key.expires_at)
+    .bind(key.rolled_from_id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+const SELECT_ROW: &str = "SELECT k.id, k.user_id, u.email AS owner_email, k.name, k.display_key, k.scopes, \
+     k.expires_at, k.last_used_at, k.revoked_at, k.rolled_at, k.created_at \
+     FROM api_keys k JOIN users u ON u.id = k.user_id";
+
+/// The user's own keys, newest first.
+pub async fn list_for_user(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    user_id: Uuid,
+) -> sqlx::Result<Vec<KeyRow>> {
+    let sql = format!(
+        "{SELECT_ROW} WHERE k.organization_id = $1 AND k.user_id = $2 ORDER BY k.created_at DESC LIMIT 500"
+    );
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(organization_id)
+        .bind(user_id)
+        .fetch_all(c)
+        .await)
+}
+
+/// Every key of the organization, newest first.
+pub async fn list_for_organization(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<KeyRow>> {
+    let sql = format!("{SELECT_ROW} WHERE k.organization_id = $1 ORDER BY k.created_at DESC LIMIT 1000");
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(organization_id)
+        .fetch_all(c)
+        .await)
+}
+
+/// One key of the organization; with `owner`, only if that user owns it.
+pub async fn find(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    owner: Option<Uuid>,
+    id: Uuid,
+) -> sqlx::Result<Option<KeyRow>> {
+    let sql =
+        format!("{SELECT_ROW} WHERE k.organization_id = $1 AND k.id = $2 AND ($3 IS NULL OR k.user_id = $3)");
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(organization_id)
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(c)
+        .await)
+}
+
+/// Revokes a key that is not revoked yet; false when there was nothing to revoke.
+pub async fn revoke(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let done = on_conn!(conn, c => sqlx::query(
+        "UPDATE api_keys SET revoked_at = $3 WHERE organization_id = $1 AND id = $2 AND revoked_at IS NULL",
+    )
+    .bind(organization_id)
+    .bind(id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// Marks a key as replaced; it keeps working until `grace_until` (never longer than before).
+pub async fn mark_rolled(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+    grace_until: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE api_keys SET rolled_at = $3, \
+         expires_at = CASE WHEN expires_at IS NULL OR expires_at > $4 THEN $4 ELSE expires_at END \
+         WHERE organization_id = $1 AND id = $2",
+    )
+    .bind(organization_id)
+    .bind(id)
+    .bind(now)
+    .bind(grace_until)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn by_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<KeyAuth>> {
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT k.id, k.organization_id, k.user_id, k.scopes, k.expires_at, k.revoked_at, k.rolled_at, \
+         u.is_active AS owner_active, u.role AS owner_role \
+         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1",
+    )
+    .bind(key_hash)
+    .fetch_optional(c)
+    .await)
+}
+
+/// Records use at most once a minute per key, and only ever forward in time.
+pub async fn touch(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<bool> {
+    let done = on_conn!(conn, c => sqlx::query(
+        "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(now - Duration::minutes(1))
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(done == 1)
+}

@@ -1,0 +1,387 @@
+//! API keys: each developer and admin manages their own; admins also see and revoke every key
+//! of the organization. A new key is shown once, on the page that answers its creation.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Layout, audit_by, render, see_other};
+use crate::app::AppState;
+use crate::auth::ClientInfo;
+use crate::auth::gate::CurrentUser;
+use crate::crypto::api_key::ApiKey;
+use crate::db::{self, api_keys::KeyRow, audit};
+use crate::domain::{Scope, Scopes};
+use crate::error::AppError;
+
+const EXPIRY_CHOICES: [&str; 3] = ["30", "90", "365"];
+const DEFAULT_GRACE_HOURS: i64 = 24;
+const MAX_GRACE_HOURS: i64 = 24 * 30;
+
+/// The create form as typed, kept when it comes back with errors.
+pub struct KeyForm {
+    name: String,
+    scopes: Vec<String>,
+    expiry: String,
+    custom_date: String,
+}
+
+impl Default for KeyForm {
+    fn default() -> Self {
+        KeyForm {
+            name: String::new(),
+            scopes: Scopes::DEFAULT.iter().map(|s| s.as_str().to_owned()).collect(),
+            expiry: "365".into(),
+            custom_date: String::new(),
+        }
+    }
+}
+
+impl KeyForm {
+    fn from_pairs(pairs: Vec<(String, String)>) -> KeyForm {
+        let mut form = KeyForm { scopes: Vec::new(), ..KeyForm::default() };
+        for (name, value) in pairs {
+            match name.as_str() {
+                "name" => form.name = value,
+                "scope" => form.scopes.push(value),
+                "expiry" => form.expiry = value,
+                "custom_date" => form.custom_date = value,
+                _ => {}
+            }
+        }
+        form
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+#[derive(Default)]
+pub struct KeyErrors {
+    name: Option<String>,
+    scopes: Option<String>,
+    expiry: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "keys/list.html")]
+pub struct KeysPage {
+    layout: Layout,
+    keys: Vec<KeyRow>,
+    now: DateTime<Utc>,
+    grantable: Vec<&'static str>,
+    form: KeyForm,
+    errors: KeyErrors,
+    /// A refused roll: which key, and why.
+    roll_error: Option<(Uuid, String)>,
+    is_admin: bool,
+}
+
+#[derive(Template)]
+#[template(path = "keys/created.html")]
+pub struct CreatedPage {
+    layout: Layout,
+    name: String,
+    key: String,
+    expires_at: Option<DateTime<Utc>>,
+    rolled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "keys/organization.html")]
+pub struct OrganizationKeysPage {
+    layout: Layout,
+    keys: Vec<KeyRow>,
+    now: DateTime<Utc>,
+}
+
+async fn keys_page(
+    state: &AppState,
+    user: &CurrentUser,
+    form: KeyForm,
+    errors: KeyErrors,
+    roll_error: Option<(Uuid, String)>,
+) -> Result<KeysPage, AppError> {
+    let keys =
+        db::api_keys::list_for_user(state.db.acquire().await?.conn(), user.organization_id, user.id).await?;
+    Ok(KeysPage {
+        layout: Layout::signed_in("API keys", "/keys", user, state),
+        keys,
+        now: state.clock.now(),
+        grantable: Scope::ALL.into_iter().filter(|s| s.allowed_for(user.role)).map(Scope::as_str).collect(),
+        form,
+        errors,
+        roll_error,
+        is_admin: user.role == crate::domain::Role::Admin,
+    })
+}
+
+pub async fn list(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    render(StatusCode::OK, &keys_page(&state, &user, KeyForm::default(), KeyErrors::default(), None).await?)
+}
+
+/// Checks the form; the result is the key's name, scopes and expiry, or the errors to show.
+fn validate(
+    form: &KeyForm,
+    user: &CurrentUser,
+    now: DateTime<Utc>,
+) -> Result<(String, Scopes, DateTime<Utc>), KeyErrors> {
+    let mut errors = KeyErrors::default();
+    let name = form.name.trim();
+    if name.is_empty() {
+        errors.name = Some("Give the key a name, e.g. the machine or tool that uses it.".into());
+    } else if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        errors.name = Some("Use at most 100 printable characters.".into());
+    }
+    let scopes = match Scopes::parse(form.scopes.iter().map(String::as_str)) {
+        Err(e) => {
+            errors.scopes = Some(format!("That is an {e}."));
+            None
+        }
+        Ok(scopes) if scopes.is_empty() => {
+            errors.scopes = Some("Choose at least one scope.".into());
+            None
+        }
+        Ok(scopes) => {
+            let too_much = scopes.iter().find(|s| !s.allowed_for(user.role));
+            if let Some(scope) = too_much {
+                errors.scopes = Some(format!("Your role ({}) cannot grant {}.", user.role, scope.as_str()));
+                None
+            } else {
+                Some(scopes)
+            }
+        }
+    };
+    let expires_at = if EXPIRY_CHOICES.contains(&form.expiry.as_str()) {
+        form.expiry.parse::<i64>().ok().map(|days| now + Duration::days(days))
+    } else if form.expiry == "custom" {
+        match NaiveDate::parse_from_str(form.custom_date.trim(), "%Y-%m-%d") {
+            Err(_) => {
+                errors.expiry = Some("Enter the date as YYYY-MM-DD.".into());
+                None
+            }
+            Ok(date) => {
+                // The key works through the whole chosen day (UTC).
+                let end = date.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
+                match end {
+                    Some(end) if end <= now => {
+                        errors.expiry = Some("The expiry date is in the past.".into());
+                        None
+                    }
+                    Some(end) if end > now + Duration::days(5 * 366) => {
+                        errors.expiry = Some("Choose a date within five years.".into());
+                        None
+                    }
+                    end => end,
+                }
+            }
+        }
+    } else {
+        errors.expiry = Some("Choose when the key expires.".into());
+        None
+    };
+    match (errors.name.is_none(), scopes, expires_at) {
+        (true, Some(scopes), Some(expires_at)) if errors.expiry.is_none() => {
+            Ok((name.to_owned(), scopes, expires_at))
+        }
+        _ => Err(errors),
+    }
+}
+
+pub async fn create(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, AppError> {
+    let form = KeyForm::from_pairs(form.into_inner());
+    let now = state.clock.now();
+    let (name, scopes, expires_at) = match validate(&form, &user, now) {
+        Ok(valid) => valid,
+        Err(errors) => {
+            return render(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &keys_page(&state, &user, form, errors, None).await?,
+            );
+        }
+    };
+    let key = ApiKey::generate();
+    let id = Uuid::now_v7();
+    let display = key.display();
+    let mut tx = state.db.begin().await?;
+    let row = db::api_keys::NewKey {
+        id,
+        organization_id: user.organization_id,
+        user_id: user.id,
+        name: &name,
+        key_hash: &key.hash(),
+        display_key: &display,
+        scopes: &scopes.to_string(),
+        expires_at: Some(expires_at),
+        rolled_from_id: None,
+    };
+    db::api_keys::insert(tx.conn(), row, now).await?;
+    let entry = audit::Entry {
+        target_type: Some("api_key"),
+        target_id: Some(id.to_string()),
+        after: Some(
+            json!({ "name": name, "display": display, "scopes": scopes.to_string(), "expires_at": expires_at }),
+        ),
+        ..audit_by("api_key.created", &user, &client)
+    };
+    audit::record(tx.conn(), entry, now).await?;
+    tx.commit().await?;
+    let page = CreatedPage {
+        layout: Layout::signed_in("API key created", "/keys", &user, &state),
+        name,
+        key: key.expose().to_owned(),
+        expires_at: Some(expires_at),
+        rolled: false,
+    };
+    render(StatusCode::OK, &page)
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(raw).map_err(|_| AppError::NotFound)
+}
+
+async fn revoke_key(
+    state: &AppState,
+    user: &CurrentUser,
+    client: &ClientInfo,
+    owner: Option<Uuid>,
+    id: Uuid,
+) -> Result<(), AppError> {
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let key =
+        db::api_keys::find(tx.conn(), user.organization_id, owner, id).await?.ok_or(AppError::NotFound)?;
+    if db::api_keys::revoke(tx.conn(), user.organization_id, id, now).await? {
+        let entry = audit::Entry {
+            target_type: Some("api_key"),
+            target_id: Some(id.to_string()),
+            before: Some(
+                json!({ "name": key.name, "display": key.display_key, "owner": key.owner_email, "status": key.status(now) }),
+            ),
+            after: Some(json!({ "status": "revoked" })),
+            ..audit_by("api_key.revoked", user, client)
+        };
+        audit::record(tx.conn(), entry, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn revoke(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    revoke_key(&state, &user, &client, Some(user.id), parse_id(&id)?).await?;
+    Ok(see_other("/keys"))
+}
+
+#[derive(serde::Deserialize)]
+pub struct RollForm {
+    #[serde(default)]
+    grace_hours: String,
+}
+
+/// Replaces a key with a new one; the old one keeps working for the chosen grace time.
+pub async fn roll(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    id: web::Path<String>,
+    form: web::Form<RollForm>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let old = db::api_keys::find(tx.conn(), user.organization_id, Some(user.id), id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let grace_hours = match form.grace_hours.trim() {
+        "" => Some(DEFAULT_GRACE_HOURS),
+        raw => raw.parse::<i64>().ok().filter(|h| (0..=MAX_GRACE_HOURS).contains(h)),
+    };
+    let refusal = match grace_hours {
+        None => Some(format!("Enter the grace time in hours, from 0 to {MAX_GRACE_HOURS}.")),
+        Some(_) if old.status(now) != "active" => Some("Only an active key can be rolled.".to_owned()),
+        Some(_) => None,
+    };
+    let (Some(grace_hours), None) = (grace_hours, refusal.clone()) else {
+        drop(tx);
+        let page =
+            keys_page(&state, &user, KeyForm::default(), KeyErrors::default(), refusal.map(|r| (id, r)))
+                .await?;
+        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    };
+    let scopes =
+        Scopes::parse(old.scopes.split_whitespace()).map_err(|e| anyhow::anyhow!(e))?.limited_to(user.role);
+    let lifetime = old.expires_at.map_or(Duration::days(365), |t| t - old.created_at);
+    let expires_at = now + lifetime;
+    let key = ApiKey::generate();
+    let new_id = Uuid::now_v7();
+    let display = key.display();
+    let row = db::api_keys::NewKey {
+        id: new_id,
+        organization_id: user.organization_id,
+        user_id: user.id,
+        name: &old.name,
+        key_hash: &key.hash(),
+        display_key: &display,
+        scopes: &scopes.to_string(),
+        expires_at: Some(expires_at),
+        rolled_from_id: Some(id),
+    };
+    db::api_keys::insert(tx.conn(), row, now).await?;
+    db::api_keys::mark_rolled(tx.conn(), user.organization_id, id, now, now + Duration::hours(grace_hours))
+        .await?;
+    let entry = audit::Entry {
+        target_type: Some("api_key"),
+        target_id: Some(id.to_string()),
+        before: Some(json!({ "name": old.name, "display": old.display_key })),
+        after: Some(json!({ "replaced_by": new_id, "display": display, "grace_hours": grace_hours })),
+        ..audit_by("api_key.rolled", &user, &client)
+    };
+    audit::record(tx.conn(), entry, now).await?;
+    tx.commit().await?;
+    let page = CreatedPage {
+        layout: Layout::signed_in("API key rolled", "/keys", &user, &state),
+        name: old.name,
+        key: key.expose().to_owned(),
+        expires_at: Some(expires_at),
+        rolled: true,
+    };
+    render(StatusCode::OK, &page)
+}
+
+pub async fn organization_keys(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let keys =
+        db::api_keys::list_for_organization(state.db.acquire().await?.conn(), user.organization_id).await?;
+    let page = OrganizationKeysPage {
+        layout: Layout::signed_in("All API keys", "/organization/keys", &user, &state),
+        keys,
+        now: state.clock.now(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+pub async fn organization_revoke(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    revoke_key(&state, &user, &client, None, parse_id(&id)?).await?;
+    Ok(see_other("/organization/keys"))
+}

@@ -1,0 +1,269 @@
+use chrono::Duration;
+use mcp_platform::auth::api_key::{KeyRejection, authenticate_api_key};
+use mcp_platform::db;
+use mcp_platform::domain::{Role, Scope};
+
+use crate::helpers::{Backend, TestApp, csrf_token, spawn_app};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_key_is_shown_once_and_stored_only_as_a_hash,
+    authentication_says_why_a_key_is_refused,
+    last_use_is_recorded_at_most_once_a_minute,
+    bad_key_forms_are_refused_at_the_field,
+    keys_belong_to_their_owner_and_organization,
+);
+
+/// Creates a key through the dashboard and returns the full key from the page that shows it once.
+async fn create_key(app: &TestApp, browser: &reqwest::Client, fields: &[(&str, &str)]) -> String {
+    let response = app.post_form(browser, "/keys", "/keys", fields).await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    let marker = "id=\"new-key\" class=\"secret\" value=\"";
+    let start = html.find(marker).expect("the new key is shown") + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+fn default_key() -> Vec<(&'static str, &'static str)> {
+    vec![("name", "laptop"), ("scope", "mcp:read"), ("scope", "mcp:write"), ("expiry", "90")]
+}
+
+async fn every_text_in_the_database(app: &TestApp) -> String {
+    let sql = "SELECT name || ' ' || display_key || ' ' || scopes || ' ' || hex(key_hash) FROM api_keys";
+    let sql_pg =
+        "SELECT name || ' ' || display_key || ' ' || scopes || ' ' || encode(key_hash, 'hex') FROM api_keys";
+    let keys: Vec<String> = match &app.db {
+        db::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+        db::Db::Postgres(pool) => sqlx::query_scalar(sql_pg).fetch_all(pool).await.unwrap(),
+    };
+    let audit: Vec<String> =
+        app.audit_rows().await.into_iter().map(|(a, _, text)| format!("{a} {text}")).collect();
+    format!("{}\n{}", keys.join("\n"), audit.join("\n"))
+}
+
+async fn a_key_is_shown_once_and_stored_only_as_a_hash(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let browser = app.signed_in(&developer).await;
+
+    let key = create_key(&app, &browser, &default_key()).await;
+    assert!(key.starts_with("mcp_sk_") && key.len() == 56, "{key}");
+
+    // Listed by its display form only.
+    let list = app.get(&browser, "/keys").await.text().await.unwrap();
+    assert!(list.contains(&format!("mcp_sk_{}...{}", &key[7..11], &key[52..])), "{list}");
+    assert!(list.contains("mcp:read mcp:write"));
+    for page in ["/keys", "/", "/account"] {
+        let html = app.get(&browser, page).await.text().await.unwrap();
+        assert!(!html.contains(&key), "{page} shows the full key again");
+    }
+    // Stored as SHA-256 only; the audit row names the key without its secret.
+    let stored = every_text_in_the_database(&app).await;
+    assert!(!stored.contains(&key) && !stored.contains(&key[7..50]), "{stored}");
+    use sha2::Digest;
+    let expected_hash = hex_upper(&sha2::Sha256::digest(key.as_bytes()));
+    assert!(stored.to_uppercase().contains(&expected_hash));
+    let actions: Vec<String> = app.audit_rows().await.into_iter().map(|(a, _, _)| a).collect();
+    assert_eq!(actions.iter().filter(|a| *a == "api_key.created").count(), 1);
+
+    let principal = authenticate_api_key(&app.db, app.clock_now(), &key).await.unwrap();
+    assert_eq!(principal.user_id, developer.id);
+    assert!(principal.scopes.contains(Scope::McpRead) && principal.scopes.contains(Scope::McpWrite));
+    assert!(!principal.scopes.contains(Scope::LogsRead));
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn key_id_from_list(html: &str) -> String {
+    let marker = "action=\"/keys/";
+    let start = html.find(marker).unwrap() + marker.len();
+    html[start..start + 36].to_owned()
+}
+
+async fn authentication_says_why_a_key_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let browser = app.signed_in(&developer).await;
+    let now = || app.clock_now();
+    let reason =
+        |r: Result<_, KeyRejection>| r.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted".into());
+
+    // Malformed: a one-character change breaks the checksum, and no lookup is needed to say so.
+    let key = create_key(&app, &browser, &default_key()).await;
+    let mut typo = key.clone().into_bytes();
+    typo[20] = if typo[20] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo).unwrap();
+    assert!(matches!(authenticate_api_key(&app.db, now(), &typo).await, Err(KeyRejection::Malformed)));
+    assert!(matches!(
+        authenticate_api_key(&app.db, now(), "Bearer nonsense").await,
+        Err(KeyRejection::Malformed)
+    ));
+    // Unknown: well-formed but never issued.
+    let stranger = mcp_platform::crypto::api_key::ApiKey::generate();
+    assert!(matches!(
+        authenticate_api_key(&app.db, now(), stranger.expose()).await,
+        Err(KeyRejection::Unknown)
+    ));
+
+    // Revoked.
+    let id = key_id_from_list(&app.get(&browser, "/keys").await.text().await.unwrap());
+    let response = app.post_form(&browser, "/keys", &format!("/keys/{id}/revoke"), &[]).await;
+    assert_eq!(response.status(), 303);
+    assert!(matches!(authenticate_api_key(&app.db, now(), &key).await, Err(KeyRejection::Revoked)));
+
+    // Expired: a 30-day key, 31 days later.
+    let short =
+        create_key(&app, &browser, &[("name", "short"), ("scope", "mcp:read"), ("expiry", "30")]).await;
+    assert!(authenticate_api_key(&app.db, now(), &short).await.is_ok());
+    app.clock.advance(Duration::days(31));
+    assert_eq!(reason(authenticate_api_key(&app.db, now(), &short).await), "the API key has expired");
+
+    // Rolled: the old key works during the grace time, not after; the new one works.
+    let browser = app.signed_in(&developer).await;
+    let old = create_key(&app, &browser, &default_key()).await;
+    let list = app.get(&browser, "/keys").await.text().await.unwrap();
+    let old_id = key_id_from_list(&list);
+    let response =
+        app.post_form(&browser, "/keys", &format!("/keys/{old_id}/roll"), &[("grace_hours", "2")]).await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    let marker = "value=\"mcp_sk_";
+    let start = html.find(marker).unwrap() + "value=\"".len();
+    let new = html[start..start + 56].to_owned();
+    assert_ne!(new, old);
+    assert!(authenticate_api_key(&app.db, now(), &old).await.is_ok(), "old key works during the grace time");
+    app.clock.advance(Duration::hours(3));
+    assert!(matches!(authenticate_api_key(&app.db, now(), &old).await, Err(KeyRejection::Rolled)));
+    let principal = authenticate_api_key(&app.db, now(), &new).await.unwrap();
+    assert!(principal.scopes.contains(Scope::McpWrite), "the new key keeps the scopes");
+
+    // Owner deactivated: every key stops working.
+    let done =
+        db::users::set_active(app.db.acquire().await.unwrap().conn(), org, developer.id, false, now()).await;
+    assert!(done.unwrap());
+    assert!(matches!(authenticate_api_key(&app.db, now(), &new).await, Err(KeyRejection::OwnerDeactivated)));
+}
+
+async fn last_use_is_recorded_at_most_once_a_minute(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let browser = app.signed_in(&developer).await;
+    let key = create_key(&app, &browser, &default_key()).await;
+    let last_used = || async {
+        let rows = db::api_keys::list_for_user(app.db.acquire().await.unwrap().conn(), org, developer.id)
+            .await
+            .unwrap();
+        rows[0].last_used_at
+    };
+    assert_eq!(last_used().await, None);
+    authenticate_api_key(&app.db, app.clock_now(), &key).await.unwrap();
+    let first = last_used().await.expect("recorded");
+    app.clock.advance(Duration::seconds(30));
+    authenticate_api_key(&app.db, app.clock_now(), &key).await.unwrap();
+    assert_eq!(last_used().await, Some(first), "not rewritten within a minute");
+    app.clock.advance(Duration::seconds(61));
+    authenticate_api_key(&app.db, app.clock_now(), &key).await.unwrap();
+    let later = last_used().await.unwrap();
+    assert!(later > first);
+    // A call that reports an older time (another instance's clock) never moves it back.
+    authenticate_api_key(&app.db, later - Duration::minutes(5), &key).await.unwrap();
+    assert_eq!(last_used().await, Some(later));
+}
+
+async fn bad_key_forms_are_refused_at_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let browser = app.signed_in(&developer).await;
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("name", ""), ("scope", "mcp:read"), ("expiry", "30")], "Give the key a name"),
+        (&[("name", "ci"), ("expiry", "30")], "Choose at least one scope."),
+        (
+            &[("name", "ci"), ("scope", "admin:users"), ("expiry", "30")],
+            "Your role (developer) cannot grant admin:users.",
+        ),
+        (
+            &[("name", "ci"), ("scope", "mcp:read"), ("expiry", "custom"), ("custom_date", "2001-01-01")],
+            "The expiry date is in the past.",
+        ),
+        (
+            &[("name", "ci"), ("scope", "mcp:read"), ("expiry", "custom"), ("custom_date", "soon")],
+            "Enter the date as YYYY-MM-DD.",
+        ),
+    ];
+    for (fields, message) in cases {
+        let response = app.post_form(&browser, "/keys", "/keys", fields).await;
+        assert_eq!(response.status(), 422, "{message}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains(message), "{message}: {html}");
+        if let Some((_, name)) = fields.iter().find(|(k, _)| *k == "name") {
+            assert!(html.contains(&format!("name=\"name\" value=\"{name}\"")), "the name is kept");
+        }
+    }
+    assert_eq!(app.count("api_keys").await, 0, "nothing was created");
+    let far = (app.clock_now() + Duration::days(6 * 366)).format("%Y-%m-%d").to_string();
+    let fields = [("name", "ci"), ("scope", "mcp:read"), ("expiry", "custom"), ("custom_date", far.as_str())];
+    let response = app.post_form(&browser, "/keys", "/keys", &fields).await;
+    assert!(response.text().await.unwrap().contains("Choose a date within five years."));
+    let date = (app.clock_now() + Duration::days(100)).format("%Y-%m-%d").to_string();
+    let fields =
+        [("name", "dated"), ("scope", "logs:read"), ("expiry", "custom"), ("custom_date", date.as_str())];
+    let ok = create_key(&app, &browser, &fields).await;
+    let principal = authenticate_api_key(&app.db, app.clock_now(), &ok).await.unwrap();
+    assert!(principal.scopes.contains(Scope::LogsRead));
+    // A rolled grace time out of range is refused at that key's row.
+    let id = key_id_from_list(&app.get(&browser, "/keys").await.text().await.unwrap());
+    let response =
+        app.post_form(&browser, "/keys", &format!("/keys/{id}/roll"), &[("grace_hours", "-1")]).await;
+    assert_eq!(response.status(), 422);
+    assert!(response.text().await.unwrap().contains("Enter the grace time in hours"));
+    assert_eq!(app.count("api_keys").await, 1);
+}
+
+async fn keys_belong_to_their_owner_and_organization(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let other_org = app.create_organization("Globex").await;
+    let owner = app.create_user(org, Role::Developer).await;
+    let colleague = app.create_user(org, Role::Developer).await;
+    let admin = app.create_user(org, Role::Admin).await;
+    let foreign_admin = app.create_user(other_org, Role::Admin).await;
+
+    let owner_browser = app.signed_in(&owner).await;
+    let key = create_key(&app, &owner_browser, &default_key()).await;
+    let id = key_id_from_list(&app.get(&owner_browser, "/keys").await.text().await.unwrap());
+
+    // A colleague cannot revoke or roll it, and does not see it.
+    let colleague_browser = app.signed_in(&colleague).await;
+    assert!(!app.get(&colleague_browser, "/keys").await.text().await.unwrap().contains(&id));
+    for action in ["revoke", "roll"] {
+        let response = app.post_form(&colleague_browser, "/keys", &format!("/keys/{id}/{action}"), &[]).await;
+        assert_eq!(response.status(), 404, "{action}");
+    }
+    // An admin of another organization sees nothing of it and cannot revoke it.
+    let foreign = app.signed_in(&foreign_admin).await;
+    let list = app.get(&foreign, "/organization/keys").await.text().await.unwrap();
+    assert!(!list.contains(&id) && !list.contains(&owner.email), "{list}");
+    let response = app.post_form(&foreign, "/keys", &format!("/organization/keys/{id}/revoke"), &[]).await;
+    assert_eq!(response.status(), 404);
+    assert!(authenticate_api_key(&app.db, app.clock_now(), &key).await.is_ok());
+
+    // The organization's admin sees it with its owner and can revoke it.
+    let admin_browser = app.signed_in(&admin).await;
+    let list = app.get(&admin_browser, "/organization/keys").await.text().await.unwrap();
+    assert!(list.contains(&id) && list.contains(&owner.email));
+    let token = csrf_token(&list);
+    let response = admin_browser
+        .post(app.url(&format!("/organization/keys/{id}/revoke")))
+        .form(&[("csrf_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert!(matches!(authenticate_api_key(&app.db, app.clock_now(), &key).await, Err(KeyRejection::Revoked)));
+}
