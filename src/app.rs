@@ -12,8 +12,6 @@ use actix_web::dev::Server;
 use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use hkdf::Hkdf;
-use sha2::Sha256;
 
 use crate::auth::csrf::CsrfKey;
 use crate::auth::password::Passwords;
@@ -21,6 +19,7 @@ use crate::auth::session_store::DbSessionStore;
 use crate::auth::throttle::IpLimiter;
 use crate::clock::SharedClock;
 use crate::config::{Config, MasterKey};
+use crate::crypto::keyring::Keyring;
 use crate::db::{self, Db};
 use crate::error::AppError;
 use crate::routes;
@@ -31,6 +30,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub passwords: Passwords,
     pub csrf: CsrfKey,
+    pub keyring: Keyring,
     pub login_ip_limiter: IpLimiter,
     pub settings: WebSettings,
 }
@@ -46,46 +46,35 @@ pub struct Application {
     db: Db,
 }
 
-/// Keys derived from the master key, one per purpose, so none can stand in for another.
-struct DerivedKeys {
-    cookie: Key,
-    csrf: CsrfKey,
-}
-
-fn derive_keys(master: &MasterKey) -> DerivedKeys {
-    let hkdf = Hkdf::<Sha256>::new(Some(b"mcp-platform"), master.expose());
-    let mut cookie = [0u8; 64];
-    let mut csrf = [0u8; 32];
-    hkdf.expand(b"session-cookie-v1", &mut cookie).expect("64 bytes is a valid HKDF length");
-    hkdf.expand(b"csrf-v1", &mut csrf).expect("32 bytes is a valid HKDF length");
-    DerivedKeys { cookie: Key::from(&cookie), csrf: CsrfKey::new(csrf) }
-}
-
 const SESSION_COOKIE: &str = "mcp_session";
 /// The `__Host-` prefix makes browsers insist on Secure, Path=/ and no Domain.
 const SECURE_SESSION_COOKIE: &str = "__Host-mcp_session";
 
 impl Application {
-    pub async fn build(config: Config, master: MasterKey, clock: SharedClock) -> anyhow::Result<Application> {
+    pub async fn build(
+        config: Config,
+        master: &MasterKey,
+        clock: SharedClock,
+    ) -> anyhow::Result<Application> {
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
         db.ensure_log_partitions(clock.now()).await?;
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("MCP_PLATFORM_BIND: cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
-        let keys = derive_keys(&master);
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),
             passwords: Passwords::new()?,
-            csrf: keys.csrf,
+            csrf: CsrfKey::new(master.derive(b"csrf-v1")),
+            keyring: master.token_keyring(),
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
             settings: WebSettings { public_url: config.public_url.clone(), trust_proxy: config.trust_proxy },
         });
         spawn_upkeep(state.clone().into_inner());
 
         let store = DbSessionStore::new(db.clone(), clock);
-        let cookie_key = keys.cookie;
+        let cookie_key = Key::from(&master.derive::<64>(b"session-cookie-v1"));
         let secure = config.cookie_secure;
         let hsts = config.serves_tls();
         let server = HttpServer::new(move || {

@@ -31,6 +31,16 @@ enum Command {
     Serve,
     /// Apply database migrations and exit
     Migrate,
+    /// Add a new key for sealing service tokens and re-seal every stored token with it, in
+    /// batches, while the platform keeps running
+    RotateKey {
+        /// Do not add a key: finish re-sealing under the current one (after an interruption)
+        #[arg(long)]
+        resume: bool,
+        /// Tokens re-sealed per transaction
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_size: i64,
+    },
     /// Manage accounts from the command line
     Admin {
         #[command(subcommand)]
@@ -105,6 +115,7 @@ async fn execute(command: Command, config: Config) -> Result<(), Failure> {
             eprintln!("migrations applied");
             Ok(())
         }
+        Command::RotateKey { resume, batch_size } => rotate_key(config, resume, batch_size).await,
         Command::Admin { command: AdminCommand::Create { org, email } } => {
             admin_create(config, &org, &email).await
         }
@@ -112,13 +123,38 @@ async fn execute(command: Command, config: Config) -> Result<(), Failure> {
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
-    let (master, created) = load_secret(&config.secret)?;
+    let (master, created) = load_secret(&config.secret, true)?;
     if let Some(path) = created {
         eprintln!("created a new secret key in {} (mode 0600); keep it safe and back it up", path.display());
     }
-    let app = Application::build(config.clone(), master, Arc::new(SystemClock)).await?;
+    let app = Application::build(config.clone(), &master, Arc::new(SystemClock)).await?;
     eprintln!("MCP Platform is running: open {}", config.display_url(app.port()));
     app.run_until_stopped().await.context("server failed")?;
+    Ok(())
+}
+
+async fn rotate_key(config: Config, resume: bool, batch_size: i64) -> Result<(), Failure> {
+    let (master, _) = load_secret(&config.secret, false)?;
+    let db = Db::connect(&config.database).await?;
+    db.migrate().await?;
+    let keyring = master.token_keyring();
+    if !resume {
+        let key_id = keyring.add_key(&db, SystemClock.now()).await?;
+        eprintln!("added token key {key_id}; new tokens are sealed with it from now on");
+    }
+    let progress =
+        crate::crypto::rotation::reseal_tokens(&db, &keyring, &SystemClock, batch_size, None).await?;
+    db.close().await;
+    eprintln!(
+        "re-sealed {} tokens; {} could not be opened; {} remain under older keys",
+        progress.resealed, progress.failed, progress.remaining
+    );
+    if progress.failed > 0 || progress.remaining > 0 {
+        return Err(anyhow::anyhow!(
+            "rotation incomplete: see the log above, then run `rotate-key --resume`"
+        )
+        .into());
+    }
     Ok(())
 }
 

@@ -249,11 +249,28 @@ impl MasterKey {
     pub fn expose(&self) -> &[u8] {
         self.0.expose_secret()
     }
+
+    /// A key for one purpose (HKDF-SHA256), so no derived key can stand in for another.
+    pub fn derive<const N: usize>(&self, purpose: &[u8]) -> [u8; N] {
+        let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"mcp-platform"), self.0.expose_secret());
+        let mut out = [0u8; N];
+        hkdf.expand(purpose, &mut out).expect("derived keys are short enough for HKDF");
+        out
+    }
+
+    /// The keyring that seals service tokens.
+    pub fn token_keyring(&self) -> crate::crypto::keyring::Keyring {
+        crate::crypto::keyring::Keyring::new(&self.derive::<32>(b"token-kek-v1"))
+    }
 }
 
-/// Reads the secret key, creating the default key file (mode 0600) on first start.
-/// Returns the key and, when a file was created, its path so the caller can say so.
-pub fn load_secret(source: &SecretSource) -> Result<(MasterKey, Option<PathBuf>), ConfigError> {
+/// Reads the secret key, creating the default key file (mode 0600) on first start when
+/// `create_missing` is set. Returns the key and, when a file was created, its path so the
+/// caller can say so.
+pub fn load_secret(
+    source: &SecretSource,
+    create_missing: bool,
+) -> Result<(MasterKey, Option<PathBuf>), ConfigError> {
     match source {
         SecretSource::Inline(key) => {
             Ok((MasterKey::decode("MCP_PLATFORM_SECRET_KEY", key.expose_secret())?, None))
@@ -262,7 +279,7 @@ pub fn load_secret(source: &SecretSource) -> Result<(MasterKey, Option<PathBuf>)
             const SETTING: &str = "MCP_PLATFORM_SECRET_KEY_FILE";
             match std::fs::read_to_string(path) {
                 Ok(text) => Ok((MasterKey::decode(SETTING, &text)?, None)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit && create_missing => {
                     let key = MasterKey::generate();
                     write_private_file(path, &key.encode())
                         .map_err(|e| bad(SETTING, format!("cannot create {}: {e}", path.display())))?;
@@ -334,7 +351,7 @@ mod tests {
     fn default_secret_file_is_created_private() {
         let dir = std::env::temp_dir().join(format!("mcp-secret-{}", uuid::Uuid::now_v7()));
         let source = SecretSource::File { path: dir.join("secret.key"), explicit: false };
-        let (key, created) = load_secret(&source).unwrap();
+        let (key, created) = load_secret(&source, true).unwrap();
         assert!(created.is_some());
         #[cfg(unix)]
         {
@@ -342,11 +359,13 @@ mod tests {
             let mode = std::fs::metadata(dir.join("secret.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let (again, created) = load_secret(&source).unwrap();
+        let (again, created) = load_secret(&source, true).unwrap();
         assert!(created.is_none());
         assert_eq!(key.expose(), again.expose());
         let explicit = SecretSource::File { path: dir.join("missing.key"), explicit: true };
-        assert_eq!(load_secret(&explicit).err().unwrap().setting, "MCP_PLATFORM_SECRET_KEY_FILE");
+        assert_eq!(load_secret(&explicit, true).err().unwrap().setting, "MCP_PLATFORM_SECRET_KEY_FILE");
+        let not_created = SecretSource::File { path: dir.join("other.key"), explicit: false };
+        assert!(load_secret(&not_created, false).is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

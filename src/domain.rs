@@ -176,6 +176,41 @@ impl fmt::Display for Email {
     }
 }
 
+/// A service name as it appears in URLs and token names: lower-case letters, digits, `-` and
+/// `_`, starting with a letter, at most 64 characters (e.g. `github`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub fn parse(raw: &str) -> Result<ServiceName, &'static str> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err("Enter the service name, e.g. github.");
+        }
+        if s.len() > 64 {
+            return Err("Use at most 64 characters.");
+        }
+        let mut chars = s.chars();
+        let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+        if !starts_with_letter
+            || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err("Use lower-case letters, digits, - and _, starting with a letter.");
+        }
+        Ok(ServiceName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A new password that meets the policy. Existing passwords are checked only by hash.
 pub struct NewPassword(SecretString);
 
@@ -275,6 +310,15 @@ mod tests {
         assert!(NewPassword::parse("short").is_err());
         assert!(NewPassword::parse("twelve chars").is_ok());
         assert!(NewPassword::parse(&"x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn service_names_are_url_safe() {
+        assert_eq!(ServiceName::parse(" github ").unwrap().as_str(), "github");
+        assert!(ServiceName::parse("git-lab_2").is_ok());
+        for bad in ["", "GitHub", "2fa", "a/b", "a b", &"a".repeat(65)] {
+            assert!(ServiceName::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use actix_web::{Route, web};
 
 use crate::auth::gate::Gate;
 use crate::domain::Role;
-use crate::web::{account, assets, health, home, keys, login, members, setup};
+use crate::web::{account, assets, health, home, keys, login, members, setup, tokens};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -79,6 +79,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/keys/{id}/roll", DEVELOPER, keys::roll),
     route!(Get "/organization/keys", ADMIN, keys::organization_keys),
     route!(Post "/organization/keys/{id}/revoke", ADMIN, keys::organization_revoke),
+    route!(Get "/tokens", DEVELOPER, tokens::list, nav = "Service tokens"),
+    route!(Post "/tokens", DEVELOPER, tokens::save),
+    route!(Post "/tokens/{service}/delete", DEVELOPER, tokens::delete),
     route!(Get "/account", VIEWER, account::show, nav = "Account"),
     route!(Post "/account/password", VIEWER, account::change_password),
     route!(Post "/account/sessions/{id}/end", VIEWER, account::end_session),
@@ -138,7 +141,7 @@ mod tests {
     fn navigation_follows_the_roles() {
         let labels = |role| nav_for(role).into_iter().map(|l| l.label).collect::<Vec<_>>();
         assert_eq!(labels(Role::Viewer), ["Dashboard", "Account"]);
-        assert_eq!(labels(Role::Developer), ["Dashboard", "API keys", "Account"]);
-        assert_eq!(labels(Role::Admin), ["Dashboard", "Members", "API keys", "Account"]);
+        assert_eq!(labels(Role::Developer), ["Dashboard", "API keys", "Service tokens", "Account"]);
+        assert_eq!(labels(Role::Admin), ["Dashboard", "Members", "API keys", "Service tokens", "Account"]);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod keyring;
+pub mod rotation;
 
 /// Fills a buffer from the operating system's random source.
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {

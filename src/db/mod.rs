@@ -12,6 +12,7 @@ pub mod services;
 pub mod sessions;
 pub mod token_keys;
 pub mod usage;
+pub mod user_tokens;
 pub mod users;
 
 use std::str::FromStr;

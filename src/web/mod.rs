@@ -8,6 +8,7 @@ pub mod keys;
 pub mod login;
 pub mod members;
 pub mod setup;
+pub mod tokens;
 
 use actix_web::HttpResponse;
 use actix_web::http::{StatusCode, header};

@@ -27,6 +27,11 @@ fn binary(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs the binary with these variables and arguments and no input.
+pub fn run_binary(env: &[(&str, &str)], args: &[&str]) -> Output {
+    binary(env, args, "")
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

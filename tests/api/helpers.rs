@@ -102,6 +102,8 @@ pub struct TestApp {
     pub database_url: String,
     pub clock: Arc<OffsetClock>,
     pub data_dir: PathBuf,
+    /// The server's secret key, for the CLI and for opening sealed tokens in tests.
+    pub master: MasterKey,
     _cleanup: Cleanup,
 }
 
@@ -140,7 +142,8 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
     settings.workers.get_or_insert_with(|| "1".into());
     let config = Config::from_settings(settings).unwrap();
     let clock = Arc::new(OffsetClock::default());
-    let app = Application::build(config.clone(), MasterKey::generate(), clock.clone()).await.unwrap();
+    let master = MasterKey::generate();
+    let app = Application::build(config.clone(), &master, clock.clone()).await.unwrap();
     let port = app.port();
     let server_db = app.db().clone();
     tokio::spawn(app.run_until_stopped());
@@ -152,6 +155,7 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
         database_url,
         clock,
         data_dir,
+        master,
         _cleanup: cleanup,
     }
 }

@@ -12,3 +12,4 @@ mod login;
 mod routes;
 mod sessions;
 mod setup;
+mod tokens;

@@ -1,0 +1,150 @@
+//! Personal service tokens (e.g. a GitHub token), write-only: after saving, only the service
+//! name, the last characters and the dates are ever shown.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Layout, audit_by, render, see_other};
+use crate::app::AppState;
+use crate::auth::ClientInfo;
+use crate::auth::gate::CurrentUser;
+use crate::crypto::keyring::Binding;
+use crate::db::{self, audit, user_tokens::TokenRow};
+use crate::domain::ServiceName;
+use crate::error::AppError;
+
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Tokens shorter than this show no characters at all.
+const SHOW_LAST4_FROM: usize = 16;
+
+#[derive(Deserialize, Default)]
+pub struct TokenForm {
+    #[serde(default)]
+    service_name: String,
+    #[serde(default)]
+    token: String,
+}
+
+#[derive(Default)]
+pub struct TokenErrors {
+    service_name: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "tokens/list.html")]
+pub struct TokensPage {
+    layout: Layout,
+    tokens: Vec<TokenRow>,
+    service_name: String,
+    errors: TokenErrors,
+    notice: Option<String>,
+}
+
+async fn tokens_page(
+    state: &AppState,
+    user: &CurrentUser,
+    service_name: String,
+    errors: TokenErrors,
+    notice: Option<String>,
+) -> Result<TokensPage, AppError> {
+    let tokens =
+        db::user_tokens::list_for_user(state.db.acquire().await?.conn(), user.organization_id, user.id)
+            .await?;
+    Ok(TokensPage {
+        layout: Layout::signed_in("Service tokens", "/tokens", user, state),
+        tokens,
+        service_name,
+        errors,
+        notice,
+    })
+}
+
+pub async fn list(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    render(StatusCode::OK, &tokens_page(&state, &user, String::new(), TokenErrors::default(), None).await?)
+}
+
+/// Sets or replaces the user's token for a service.
+pub async fn save(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    form: web::Form<TokenForm>,
+) -> Result<HttpResponse, AppError> {
+    let TokenForm { service_name, token } = form.into_inner();
+    let mut errors = TokenErrors::default();
+    let name = ServiceName::parse(&service_name).map_err(|e| errors.service_name = Some(e.into())).ok();
+    let token = token.trim();
+    if token.is_empty() {
+        errors.token = Some("Paste the token.".into());
+    } else if token.len() > MAX_TOKEN_LEN {
+        errors.token = Some(format!("A token can be at most {MAX_TOKEN_LEN} bytes."));
+    } else if token.chars().any(char::is_control) {
+        errors.token = Some("The token cannot contain line breaks or control characters.".into());
+    }
+    let (Some(name), None) = (name, &errors.token) else {
+        // The token itself is never sent back.
+        let page = tokens_page(&state, &user, service_name, errors, None).await?;
+        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    };
+
+    let now = state.clock.now();
+    let binding =
+        Binding { organization_id: user.organization_id, user_id: user.id, service_name: name.as_str() };
+    let sealed = state.keyring.seal(&state.db, now, token, binding).await?;
+    let chars: Vec<char> = token.chars().collect();
+    let last4: String = if chars.len() >= SHOW_LAST4_FROM {
+        chars[chars.len() - 4..].iter().collect()
+    } else {
+        String::new()
+    };
+    let mut tx = state.db.begin().await?;
+    let row = db::user_tokens::NewToken {
+        organization_id: user.organization_id,
+        user_id: user.id,
+        service_name: name.as_str(),
+        ciphertext: &sealed.bytes,
+        key_id: &sealed.key_id,
+        last4: &last4,
+    };
+    let replaced = db::user_tokens::upsert(tx.conn(), row, now).await?;
+    let entry = audit::Entry {
+        target_type: Some("service_token"),
+        target_id: Some(name.to_string()),
+        after: Some(json!({ "service_name": name.as_str() })),
+        ..audit_by(if replaced { "service_token.replaced" } else { "service_token.created" }, &user, &client)
+    };
+    audit::record(tx.conn(), entry, now).await?;
+    tx.commit().await?;
+    let notice = format!("Your {name} token is saved.");
+    render(
+        StatusCode::OK,
+        &tokens_page(&state, &user, String::new(), TokenErrors::default(), Some(notice)).await?,
+    )
+}
+
+pub async fn delete(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    service: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = ServiceName::parse(&service).map_err(|_| AppError::NotFound)?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    if !db::user_tokens::delete(tx.conn(), user.organization_id, user.id, name.as_str()).await? {
+        return Err(AppError::NotFound);
+    }
+    let entry = audit::Entry {
+        target_type: Some("service_token"),
+        target_id: Some(name.to_string()),
+        before: Some(json!({ "service_name": name.as_str() })),
+        ..audit_by("service_token.deleted", &user, &client)
+    };
+    audit::record(tx.conn(), entry, now).await?;
+    tx.commit().await?;
+    Ok(see_other("/tokens"))
+}
