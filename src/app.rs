@@ -93,7 +93,14 @@ impl Application {
                 .wrap(HtmxMiddleware)
                 .wrap(session)
                 .wrap(security_headers(hsts))
-                .wrap(Logger::new("%a \"%r\" %s %b %Dms").exclude("/healthz").exclude("/readyz"))
+                .wrap(
+                    Logger::new("%a \"%{request}xi\" %s %b %Dms")
+                        .custom_request_replace("request", |req| {
+                            format!("{} {}", req.method(), loggable_path(req.path()))
+                        })
+                        .exclude("/healthz")
+                        .exclude("/readyz"),
+                )
         })
         .workers(config.workers)
         .listen(listener)?
@@ -115,6 +122,11 @@ impl Application {
         self.db.close().await;
         result
     }
+}
+
+/// The request path as it may appear in a log: invitation tokens are cut out.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/invitations/") { "/invitations/[token]" } else { path }
 }
 
 fn security_headers(hsts: bool) -> DefaultHeaders {

@@ -7,7 +7,7 @@ use actix_web::{Route, web};
 
 use crate::auth::gate::Gate;
 use crate::domain::Role;
-use crate::web::{account, assets, health, home, keys, login, members, setup, tokens};
+use crate::web::{account, assets, health, home, invitations, keys, login, members, setup, tokens};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -72,7 +72,15 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/login", PUBLIC, login::submit),
     route!(Post "/logout", VIEWER, login::logout),
     route!(Get "/", VIEWER, home::show, nav = "Dashboard"),
+    route!(Get "/invitations/{token}", PUBLIC, invitations::form),
+    route!(Post "/invitations/{token}", PUBLIC, invitations::accept),
     route!(Get "/members", ADMIN, members::list, nav = "Members"),
+    route!(Post "/members/invitations", ADMIN, members::invite),
+    route!(Post "/members/invitations/bulk", ADMIN, members::invite_bulk),
+    route!(Post "/members/invitations/{id}/revoke", ADMIN, members::revoke_invitation),
+    route!(Post "/members/{id}/role", ADMIN, members::change_role),
+    route!(Post "/members/{id}/deactivate", ADMIN, members::deactivate),
+    route!(Post "/members/{id}/reactivate", ADMIN, members::reactivate),
     route!(Get "/keys", DEVELOPER, keys::list, nav = "API keys"),
     route!(Post "/keys", DEVELOPER, keys::create),
     route!(Post "/keys/{id}/revoke", DEVELOPER, keys::revoke),

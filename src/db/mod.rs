@@ -6,6 +6,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod invitations;
 pub mod login_failures;
 pub mod organizations;
 pub mod services;

@@ -69,3 +69,15 @@ pub async fn claim_installation(conn: Conn<'_>, now: DateTime<Utc>) -> sqlx::Res
     .map(|done| done.rows_affected()))?;
     Ok(done == 1)
 }
+
+/// Takes the organization's write lock for the rest of the transaction, so checks such as
+/// "is this the last admin" cannot race with each other (row lock on PostgreSQL, the
+/// database write lock on SQLite).
+pub async fn lock(conn: Conn<'_>, id: Uuid) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query("UPDATE organizations SET updated_at = updated_at WHERE id = $1")
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+    Ok(())
+}

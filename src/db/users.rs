@@ -176,3 +176,82 @@ pub async fn count_active_by_role(conn: Conn<'_>, organization_id: Uuid) -> sqlx
     .fetch_all(c)
     .await)
 }
+
+/// Filters of the member directory.
+pub struct MemberFilter<'a> {
+    /// Part of the email, already lower-cased.
+    pub query: &'a str,
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    /// Keyset pagination: emails after this one.
+    pub after: &'a str,
+}
+
+/// One page of the directory, ordered by email; `limit` + 1 rows tell whether more follow.
+pub async fn search(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    filter: &MemberFilter<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<User>> {
+    let pattern = format!("%{}%", filter.query.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT id, organization_id, email, role, is_active, last_login_at, created_at FROM users \
+         WHERE organization_id = $1 AND email LIKE $2 ESCAPE '\\' AND ($3 IS NULL OR role = $3) \
+         AND ($4 IS NULL OR is_active = $4) AND email > $5 ORDER BY email LIMIT $6",
+    )
+    .bind(organization_id)
+    .bind(&pattern)
+    .bind(filter.role.map(Role::as_str))
+    .bind(filter.active)
+    .bind(filter.after)
+    .bind(limit)
+    .fetch_all(c)
+    .await)
+}
+
+pub async fn find_member(conn: Conn<'_>, organization_id: Uuid, id: Uuid) -> sqlx::Result<Option<User>> {
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT id, organization_id, email, role, is_active, last_login_at, created_at FROM users \
+         WHERE organization_id = $1 AND id = $2",
+    )
+    .bind(organization_id)
+    .bind(id)
+    .fetch_optional(c)
+    .await)
+}
+
+pub async fn set_role(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    id: Uuid,
+    role: Role,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query("UPDATE users SET role = $3, updated_at = $4 WHERE organization_id = $1 AND id = $2")
+        .bind(organization_id)
+        .bind(id)
+        .bind(role.as_str())
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn count_active_admins(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<i64> {
+    on_conn!(conn, c => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users WHERE organization_id = $1 AND role = 'admin' AND is_active = TRUE",
+    )
+    .bind(organization_id)
+    .fetch_one(c)
+    .await)
+}
+
+pub async fn email_exists(conn: Conn<'_>, email: &str) -> sqlx::Result<bool> {
+    let row: Option<(i32,)> = on_conn!(conn, c => sqlx::query_as("SELECT 1 FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(c)
+        .await)?;
+    Ok(row.is_some())
+}

@@ -4,6 +4,7 @@ pub mod account;
 pub mod assets;
 pub mod health;
 pub mod home;
+pub mod invitations;
 pub mod keys;
 pub mod login;
 pub mod members;

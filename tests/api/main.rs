@@ -9,6 +9,7 @@ mod headers;
 mod health;
 mod keys;
 mod login;
+mod members;
 mod routes;
 mod sessions;
 mod setup;

@@ -50,6 +50,17 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 4]> {
         (Verb::Get, "/" | "/account") => signed_in(Status(200)),
         (Verb::Get, "/members" | "/organization/keys") => Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(200)]),
         (Verb::Post, "/organization/keys/{id}/revoke") => Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(404)]),
+        (Verb::Get | Verb::Post, "/invitations/{token}") => all(Status(404)),
+        (
+            Verb::Post,
+            "/members/invitations/{id}/revoke"
+            | "/members/{id}/role"
+            | "/members/{id}/deactivate"
+            | "/members/{id}/reactivate",
+        ) => Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(404)]),
+        (Verb::Post, "/members/invitations" | "/members/invitations/bulk") => {
+            Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(422)])
+        }
         (Verb::Get, "/tokens") => Some([ToLogin, NOT_DEVELOPER, Status(200), Status(200)]),
         (Verb::Post, "/tokens") => Some([ToLogin, NOT_DEVELOPER, Status(422), Status(422)]),
         (Verb::Post, "/tokens/{service}/delete") => Some([ToLogin, NOT_DEVELOPER, Status(404), Status(404)]),
@@ -69,7 +80,10 @@ async fn call(app: &TestApp, actor: Option<&TestUser>, verb: Verb, path: &str) -
         Some(user) => app.signed_in(user).await,
         None => client(),
     };
-    let concrete = path.replace("{id}", &uuid::Uuid::now_v7().to_string()).replace("{service}", "github");
+    let concrete = path
+        .replace("{id}", &uuid::Uuid::now_v7().to_string())
+        .replace("{service}", "github")
+        .replace("{token}", "no-such-invitation");
     match verb {
         Verb::Get => app.get(&browser, &concrete).await,
         Verb::Post => {

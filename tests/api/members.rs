@@ -1,0 +1,348 @@
+use chrono::Duration;
+use mcp_platform::auth::api_key::{KeyRejection, authenticate_api_key};
+use mcp_platform::config::Settings;
+use mcp_platform::domain::Role;
+
+use crate::helpers::{Backend, TestApp, TestUser, client, location, spawn_app, spawn_app_with};
+use crate::on_both_backends;
+
+on_both_backends!(
+    an_invitation_link_works_once,
+    expired_and_revoked_invitations_create_nothing,
+    bad_invitations_are_refused_at_the_field,
+    a_csv_with_a_bad_line_invites_no_one,
+    the_last_active_admin_stays,
+    deactivation_ends_sessions_and_keys,
+    the_directory_searches_filters_and_pages,
+    another_organization_gets_404,
+);
+
+/// Invites `email` as `role` and returns the link from the page that shows it once.
+async fn invite(app: &TestApp, admin: &reqwest::Client, email: &str, role: &str) -> String {
+    let response =
+        app.post_form(admin, "/members", "/members/invitations", &[("email", email), ("role", role)]).await;
+    assert_eq!(response.status(), 200, "inviting {email}");
+    links(&response.text().await.unwrap()).remove(0)
+}
+
+fn links(html: &str) -> Vec<String> {
+    html.split("class=\"secret\" value=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+        .collect()
+}
+
+/// Opens an invitation link in a fresh browser and chooses a password.
+async fn accept(app: &TestApp, link: &str, password: &str) -> (reqwest::Client, reqwest::Response) {
+    let path = &link[link.find("/invitations/").unwrap()..];
+    let browser = client();
+    // The token comes from the sign-in page, so used or expired links can be posted to as well.
+    let fields = [("password", password), ("password_confirm", password)];
+    let response = app.post_form(&browser, "/login", path, &fields).await;
+    (browser, response)
+}
+
+async fn admin_of(app: &TestApp, name: &str) -> (uuid::Uuid, TestUser, reqwest::Client) {
+    let org = app.create_organization(name).await;
+    let admin = app.create_user(org, Role::Admin).await;
+    let browser = app.signed_in(&admin).await;
+    (org, admin, browser)
+}
+
+async fn an_invitation_link_works_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, _, admin) = admin_of(&app, "Acme").await;
+    let link = invite(&app, &admin, "New.Person@Example.com", "developer").await;
+    assert!(link.starts_with(&app.address) && link.contains("/invitations/"), "{link}");
+    let token = link.rsplit('/').next().unwrap().to_owned();
+
+    let members = app.get(&admin, "/members").await.text().await.unwrap();
+    assert!(members.contains("new.person@example.com"), "listed as pending");
+    assert!(!members.contains(&token), "the link is shown only once");
+
+    let page = app.get(&client(), &link[app.address.len()..]).await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Join Acme"));
+    let (browser, response) = accept(&app, &link, "my own good password").await;
+    assert_eq!(response.status(), 303);
+    let home = app.get(&browser, "/").await.text().await.unwrap();
+    assert!(home.contains("new.person@example.com") && home.contains("developer"));
+    assert_eq!(app.login(&client(), "new.person@example.com", "my own good password").await.status(), 303);
+
+    // Single use.
+    let (_, again) = accept(&app, &link, "another good password").await;
+    assert_eq!(again.status(), 410);
+    assert_eq!(app.get(&client(), &link[app.address.len()..]).await.status(), 410);
+    assert_eq!(app.count("users").await, 2);
+
+    let rows = app.audit_rows().await;
+    for action in ["invitation.created", "invitation.accepted"] {
+        assert_eq!(rows.iter().filter(|(a, _, _)| a == action).count(), 1, "{action}");
+    }
+    assert!(rows.iter().all(|(_, _, text)| !text.contains(&token)), "no token in the audit trail");
+}
+
+async fn expired_and_revoked_invitations_create_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, _, admin) = admin_of(&app, "Acme").await;
+    let expiring = invite(&app, &admin, "late@example.com", "viewer").await;
+    let revoked = invite(&app, &admin, "revoked@example.com", "viewer").await;
+
+    let html = app.get(&admin, "/members").await.text().await.unwrap();
+    let start = html.find("/members/invitations/").unwrap() + "/members/invitations/".len();
+    let id = &html[start..start + 36];
+    let response = app.post_form(&admin, "/members", &format!("/members/invitations/{id}/revoke"), &[]).await;
+    assert_eq!(response.status(), 303);
+    let remaining = app.get(&admin, "/members").await.text().await.unwrap();
+    let (gone, kept) = if remaining.contains("late@example.com") {
+        (&revoked, "late@example.com")
+    } else {
+        (&expiring, "revoked@example.com")
+    };
+    assert!(remaining.contains(kept));
+    let (_, response) = accept(&app, gone, "a good long password").await;
+    assert_eq!(response.status(), 410, "a revoked invitation");
+
+    app.clock.advance(Duration::days(8));
+    for link in [&expiring, &revoked] {
+        assert_eq!(app.get(&client(), &link[app.address.len()..]).await.status(), 410);
+        let (_, response) = accept(&app, link, "a good long password").await;
+        assert_eq!(response.status(), 410);
+    }
+    assert_eq!(app.count("users").await, 1);
+    assert_eq!(app.get(&client(), "/invitations/not-a-real-token").await.status(), 404);
+}
+
+async fn bad_invitations_are_refused_at_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (org, admin_user, admin) = admin_of(&app, "Acme").await;
+    let member = app.create_user(org, Role::Viewer).await;
+    invite(&app, &admin, "pending@example.com", "viewer").await;
+    for (email, role, message) in [
+        ("not-an-email", "viewer", "Enter a valid email address"),
+        (member.email.as_str(), "viewer", "already has an account"),
+        (admin_user.email.as_str(), "admin", "already has an account"),
+        ("pending@example.com", "viewer", "already has a pending invitation"),
+        ("someone@example.com", "owner", "Choose admin, developer or viewer."),
+    ] {
+        let response = app
+            .post_form(&admin, "/members", "/members/invitations", &[("email", email), ("role", role)])
+            .await;
+        assert_eq!(response.status(), 422, "{message}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains(message), "{message}");
+        assert!(
+            html.contains(&format!("id=\"invite-email\" name=\"email\" type=\"email\" value=\"{email}\"")),
+            "kept"
+        );
+    }
+    assert_eq!(app.count("invitations").await, 1);
+
+    // A password that is too short is refused on the accept form, and nothing is created.
+    let link = invite(&app, &admin, "fresh@example.com", "viewer").await;
+    let (_, response) = accept(&app, &link, "short").await;
+    assert_eq!(response.status(), 422);
+    assert!(response.text().await.unwrap().contains("Use at least 12 characters"));
+    assert_eq!(app.count("users").await, 2);
+}
+
+async fn a_csv_with_a_bad_line_invites_no_one(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (org, _, admin) = admin_of(&app, "Acme").await;
+    let member = app.create_user(org, Role::Viewer).await;
+    let csv = format!(
+        "email,role\na@example.com,developer\nnot-an-email,viewer\nb@example.com,root\n\n{},viewer\na@example.com,viewer\nc@example.com",
+        member.email
+    );
+    let response = app.post_form(&admin, "/members", "/members/invitations/bulk", &[("csv", &csv)]).await;
+    assert_eq!(response.status(), 422);
+    let html = response.text().await.unwrap();
+    for expected in [
+        "Line 3: Enter a valid email address",
+        "Line 4: unknown role &#34;root&#34;",
+        "Line 6: ",
+        "already has an account",
+        "Line 7: a@example.com appears twice",
+        "Line 8: expected email,role",
+        "Nothing was created",
+    ] {
+        assert!(
+            html.contains(expected) || html.contains(&expected.replace("&#34;", "&quot;")),
+            "{expected}: {html}"
+        );
+    }
+    assert!(html.contains("a@example.com,developer"), "the pasted text is kept");
+    assert_eq!(app.count("invitations").await, 0);
+
+    let response = app
+        .post_form(
+            &admin,
+            "/members",
+            "/members/invitations/bulk",
+            &[("csv", "a@example.com,developer\nb@example.com, viewer\n")],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(links(&response.text().await.unwrap()).len(), 2);
+    assert_eq!(app.count("invitations").await, 2);
+}
+
+fn member_id(html: &str, email: &str) -> String {
+    let row = &html[..html.find(&format!("<td>{email}</td>")).unwrap()];
+    let after_row = &html[row.len()..];
+    let start = after_row.find("/members/").unwrap() + "/members/".len();
+    after_row[start..start + 36].to_owned()
+}
+
+async fn the_last_active_admin_stays(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (org, admin_user, admin) = admin_of(&app, "Acme").await;
+    let html = app.get(&admin, "/members").await.text().await.unwrap();
+    let me = member_id(&html, &admin_user.email);
+
+    let demote =
+        app.post_form(&admin, "/members", &format!("/members/{me}/role"), &[("role", "viewer")]).await;
+    assert_eq!(demote.status(), 422);
+    assert!(demote.text().await.unwrap().contains("This is the last active admin"));
+    let deactivate = app.post_form(&admin, "/members", &format!("/members/{me}/deactivate"), &[]).await;
+    assert_eq!(deactivate.status(), 422);
+
+    // With a second admin, the first can be demoted; then the second is the last one.
+    let other = app.create_user(org, Role::Developer).await;
+    let html = app.get(&admin, "/members").await.text().await.unwrap();
+    let other_id = member_id(&html, &other.email);
+    let promote =
+        app.post_form(&admin, "/members", &format!("/members/{other_id}/role"), &[("role", "admin")]).await;
+    assert_eq!(promote.status(), 303);
+    let demote =
+        app.post_form(&admin, "/members", &format!("/members/{me}/role"), &[("role", "developer")]).await;
+    assert_eq!(demote.status(), 303);
+    // The demoted user lost the admin pages at once.
+    assert_eq!(app.get(&admin, "/members").await.status(), 403);
+    let second = app.signed_in(&other).await;
+    let response =
+        app.post_form(&second, "/members", &format!("/members/{other_id}/role"), &[("role", "viewer")]).await;
+    assert_eq!(response.status(), 422);
+    let actions: Vec<String> = app.audit_rows().await.into_iter().map(|(a, _, _)| a).collect();
+    assert_eq!(actions.iter().filter(|a| *a == "member.role_changed").count(), 2);
+}
+
+async fn deactivation_ends_sessions_and_keys(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (org, _, admin) = admin_of(&app, "Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let dev_browser = app.signed_in(&developer).await;
+    let response = app
+        .post_form(&dev_browser, "/keys", "/keys", &[("name", "ci"), ("scope", "mcp:read"), ("expiry", "30")])
+        .await;
+    let html = response.text().await.unwrap();
+    let start = html.find("value=\"mcp_sk_").unwrap() + 7;
+    let key = html[start..start + 56].to_owned();
+    let second = app
+        .post_form(
+            &dev_browser,
+            "/keys",
+            "/keys",
+            &[("name", "old"), ("scope", "mcp:read"), ("expiry", "30")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let start = second.find("value=\"mcp_sk_").unwrap() + 7;
+    let revoked_key = second[start..start + 56].to_owned();
+    let list = app.get(&dev_browser, "/keys").await.text().await.unwrap();
+    let start = list.find("action=\"/keys/").unwrap() + "action=\"/keys/".len();
+    let newest_id = &list[start..start + 36];
+    app.post_form(&dev_browser, "/keys", &format!("/keys/{newest_id}/revoke"), &[]).await;
+
+    let html = app.get(&admin, "/members").await.text().await.unwrap();
+    let id = member_id(&html, &developer.email);
+    let response = app.post_form(&admin, "/members", &format!("/members/{id}/deactivate"), &[]).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&app.get(&dev_browser, "/").await).as_deref(), Some("/login"), "signed out at once");
+    assert_eq!(
+        app.count(
+            "sessions WHERE user_id IS NOT NULL AND user_id IN (SELECT id FROM users WHERE is_active = FALSE)"
+        )
+        .await,
+        0
+    );
+    assert!(matches!(
+        authenticate_api_key(&app.db, app.clock_now(), &key).await,
+        Err(KeyRejection::OwnerDeactivated)
+    ));
+    assert_eq!(app.login(&client(), &developer.email, &developer.password).await.status(), 422);
+
+    let response = app.post_form(&admin, "/members", &format!("/members/{id}/reactivate"), &[]).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(app.login(&client(), &developer.email, &developer.password).await.status(), 303);
+    assert!(authenticate_api_key(&app.db, app.clock_now(), &key).await.is_ok());
+    assert!(matches!(
+        authenticate_api_key(&app.db, app.clock_now(), &revoked_key).await,
+        Err(KeyRejection::Revoked)
+    ));
+    let actions: Vec<String> = app.audit_rows().await.into_iter().map(|(a, _, _)| a).collect();
+    assert!(
+        actions.contains(&"member.deactivated".to_owned())
+            && actions.contains(&"member.reactivated".to_owned())
+    );
+}
+
+async fn the_directory_searches_filters_and_pages(backend: Backend) {
+    let app =
+        spawn_app_with(backend, Settings { login_ip_limit: Some("1000".into()), ..Settings::default() })
+            .await;
+    let (org, _, admin) = admin_of(&app, "Acme").await;
+    for i in 0..55 {
+        let user = app.create_user(org, if i % 5 == 0 { Role::Viewer } else { Role::Developer }).await;
+        let _ = user;
+    }
+    let page1 = app.get(&admin, "/members").await.text().await.unwrap();
+    assert_eq!(page1.matches("@example.com</td>").count(), 50);
+    let start = page1.find("href=\"/members?").expect("a next page link") + "href=\"".len();
+    let next = page1[start..start + page1[start..].find('"').unwrap()].replace("&amp;", "&");
+    let page2 = app.get(&admin, &next).await.text().await.unwrap();
+    assert_eq!(page2.matches("@example.com</td>").count(), 6, "55 members and the admin");
+    assert!(!page2.contains("Next page"));
+
+    let viewers = app.get(&admin, "/members?role=viewer").await.text().await.unwrap();
+    assert_eq!(viewers.matches("@example.com</td>").count(), 11);
+    let admins = app.get(&admin, "/members?q=admin-").await.text().await.unwrap();
+    assert_eq!(admins.matches("@example.com</td>").count(), 1);
+    let none = app.get(&admin, "/members?q=%25").await.text().await.unwrap();
+    assert!(none.contains("No member matches."), "% is searched literally");
+    let deactivated = app.get(&admin, "/members?status=deactivated").await.text().await.unwrap();
+    assert!(deactivated.contains("No member matches."));
+}
+
+async fn another_organization_gets_404(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (org, _, admin) = admin_of(&app, "Acme").await;
+    let member = app.create_user(org, Role::Developer).await;
+    invite(&app, &admin, "pending@example.com", "viewer").await;
+    let html = app.get(&admin, "/members").await.text().await.unwrap();
+    let member_id = member_id(&html, &member.email);
+    let start = html.find("/members/invitations/").unwrap() + "/members/invitations/".len();
+    let invitation_id = html[start..start + 36].to_owned();
+
+    let (_, _, foreign) = admin_of(&app, "Globex").await;
+    let directory = app.get(&foreign, "/members").await.text().await.unwrap();
+    assert!(!directory.contains(&member.email) && !directory.contains("pending@example.com"));
+    for (path, fields) in [
+        (format!("/members/{member_id}/role"), vec![("role", "viewer")]),
+        (format!("/members/{member_id}/deactivate"), vec![]),
+        (format!("/members/{member_id}/reactivate"), vec![]),
+        (format!("/members/invitations/{invitation_id}/revoke"), vec![]),
+    ] {
+        let response = app.post_form(&foreign, "/members", &path, &fields).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(&member.email) && !body.contains(&member_id), "{path} leaks");
+    }
+    assert_eq!(
+        app.signed_in(&member).await.get(app.url("/")).send().await.unwrap().status(),
+        200,
+        "still active"
+    );
+}
