@@ -7,7 +7,10 @@ use actix_web::{Route, web};
 
 use crate::auth::gate::Gate;
 use crate::domain::Role;
-use crate::web::{account, assets, health, home, invitations, keys, login, members, setup, tokens};
+use crate::web::{
+    account, assets, audit_trail, health, home, invitations, keys, login, members, organization, setup,
+    tokens,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -85,6 +88,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/keys", DEVELOPER, keys::create),
     route!(Post "/keys/{id}/revoke", DEVELOPER, keys::revoke),
     route!(Post "/keys/{id}/roll", DEVELOPER, keys::roll),
+    route!(Get "/organization", ADMIN, organization::show, nav = "Organization"),
+    route!(Post "/organization", ADMIN, organization::save),
+    route!(Get "/audit", ADMIN, audit_trail::list, nav = "Audit trail"),
     route!(Get "/organization/keys", ADMIN, keys::organization_keys),
     route!(Post "/organization/keys/{id}/revoke", ADMIN, keys::organization_revoke),
     route!(Get "/tokens", DEVELOPER, tokens::list, nav = "Service tokens"),
@@ -150,6 +156,9 @@ mod tests {
         let labels = |role| nav_for(role).into_iter().map(|l| l.label).collect::<Vec<_>>();
         assert_eq!(labels(Role::Viewer), ["Dashboard", "Account"]);
         assert_eq!(labels(Role::Developer), ["Dashboard", "API keys", "Service tokens", "Account"]);
-        assert_eq!(labels(Role::Admin), ["Dashboard", "Members", "API keys", "Service tokens", "Account"]);
+        assert_eq!(
+            labels(Role::Admin),
+            ["Dashboard", "Members", "API keys", "Organization", "Audit trail", "Service tokens", "Account"]
+        );
     }
 }

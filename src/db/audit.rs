@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::Conn;
+use super::{Conn, like_pattern};
 use crate::on_conn;
 
 /// Key names whose values never reach an audit row, whatever a caller passes.
@@ -101,6 +101,61 @@ pub async fn record(conn: Conn<'_>, entry: Entry<'_>, now: DateTime<Utc>) -> sql
     .await
     .map(|done| done.rows_affected()))?;
     Ok(())
+}
+
+/// An audit row as the audit page shows it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: Uuid,
+    pub actor_email: Option<String>,
+    pub action: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub before_state: Option<Json<Value>>,
+    pub after_state: Option<Json<Value>>,
+    pub ip: Option<String>,
+    pub success: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct AuditFilter<'a> {
+    /// Part of the actor's email, lower-cased.
+    pub actor: &'a str,
+    /// An action, or the start of one (`member.`).
+    pub action: &'a str,
+    pub from: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Keyset pagination: rows older than this (time, id).
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// One page of the organization's audit trail, newest first; `limit` + 1 rows tell whether
+/// more follow.
+pub async fn search(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    filter: &AuditFilter<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<AuditRow>> {
+    let (before_time, before_id) = filter.before.map_or((None, None), |(t, id)| (Some(t), Some(id)));
+    on_conn!(conn, c => sqlx::query_as(
+        "SELECT id, actor_email, action, target_type, target_id, before_state, after_state, ip, success, created_at \
+         FROM audit_logs WHERE organization_id = $1 \
+         AND COALESCE(actor_email, '') LIKE $2 ESCAPE '\\' AND action LIKE $3 ESCAPE '\\' \
+         AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at < $5) \
+         AND ($6 IS NULL OR created_at < $6 OR (created_at = $6 AND id < $7)) \
+         ORDER BY created_at DESC, id DESC LIMIT $8",
+    )
+    .bind(organization_id)
+    .bind(like_pattern(filter.actor, false))
+    .bind(like_pattern(filter.action, true))
+    .bind(filter.from)
+    .bind(filter.until)
+    .bind(before_time)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(c)
+    .await)
 }
 
 #[cfg(test)]

@@ -86,6 +86,12 @@ impl Tx {
     }
 }
 
+/// A LIKE pattern (used with `ESCAPE '\\'`) matching `text` literally: anywhere, or at the start.
+pub(crate) fn like_pattern(text: &str, prefix_only: bool) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    if prefix_only { format!("{escaped}%") } else { format!("%{escaped}%") }
+}
+
 /// The name of the unique index a write violated, so callers can turn it into a form error.
 pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
     let db_err = err.as_database_error()?;

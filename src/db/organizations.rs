@@ -1,6 +1,8 @@
 //! The `organizations` table and the one-row `installation` marker.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Conn;
@@ -13,7 +15,61 @@ pub struct Organization {
     pub slug: String,
     pub contact_email: Option<String>,
     pub plan: String,
+    pub settings: Json<Settings>,
     pub created_at: DateTime<Utc>,
+}
+
+/// The organization's settings, stored as JSON but edited as typed fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Preselected expiry for new API keys: 30, 90 or 365 days.
+    pub default_key_expiry_days: u16,
+    /// How long request logs are kept.
+    pub log_retention_days: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { default_key_expiry_days: 365, log_retention_days: 90 }
+    }
+}
+
+/// Limits of each plan, shown to admins.
+pub struct PlanLimits {
+    pub members: Option<u32>,
+    pub services: Option<u32>,
+    pub requests_per_day: Option<u32>,
+}
+
+pub fn plan_limits(plan: &str) -> PlanLimits {
+    match plan {
+        "team" => PlanLimits { members: Some(100), services: Some(25), requests_per_day: Some(1_000_000) },
+        "enterprise" => PlanLimits { members: None, services: None, requests_per_day: None },
+        _ => PlanLimits { members: Some(10), services: Some(3), requests_per_day: Some(10_000) },
+    }
+}
+
+pub async fn update(
+    conn: Conn<'_>,
+    id: Uuid,
+    name: &str,
+    contact_email: &str,
+    settings: Settings,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE organizations SET name = $2, contact_email = $3, settings = $4, updated_at = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(contact_email)
+    .bind(Json(settings))
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
 }
 
 pub async fn insert(
@@ -41,7 +97,7 @@ pub async fn insert(
 
 pub async fn find(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<Organization>> {
     on_conn!(conn, c => sqlx::query_as(
-        "SELECT id, name, slug, contact_email, plan, created_at FROM organizations WHERE id = $1",
+        "SELECT id, name, slug, contact_email, plan, settings, created_at FROM organizations WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(c)
@@ -50,7 +106,7 @@ pub async fn find(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<Organization>
 
 pub async fn find_by_slug(conn: Conn<'_>, slug: &str) -> sqlx::Result<Option<Organization>> {
     on_conn!(conn, c => sqlx::query_as(
-        "SELECT id, name, slug, contact_email, plan, created_at FROM organizations WHERE slug = $1",
+        "SELECT id, name, slug, contact_email, plan, settings, created_at FROM organizations WHERE slug = $1",
     )
     .bind(slug)
     .fetch_optional(c)

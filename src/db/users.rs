@@ -194,7 +194,7 @@ pub async fn search(
     filter: &MemberFilter<'_>,
     limit: i64,
 ) -> sqlx::Result<Vec<User>> {
-    let pattern = format!("%{}%", filter.query.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let pattern = super::like_pattern(filter.query, false);
     on_conn!(conn, c => sqlx::query_as(
         "SELECT id, organization_id, email, role, is_active, last_login_at, created_at FROM users \
          WHERE organization_id = $1 AND email LIKE $2 ESCAPE '\\' AND ($3 IS NULL OR role = $3) \

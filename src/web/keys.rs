@@ -121,7 +121,10 @@ async fn keys_page(
 }
 
 pub async fn list(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    render(StatusCode::OK, &keys_page(&state, &user, KeyForm::default(), KeyErrors::default(), None).await?)
+    let org = db::organizations::find(state.db.acquire().await?.conn(), user.organization_id).await?;
+    let expiry = org.map_or(365, |o| o.settings.default_key_expiry_days).to_string();
+    let form = KeyForm { expiry, ..KeyForm::default() };
+    render(StatusCode::OK, &keys_page(&state, &user, form, KeyErrors::default(), None).await?)
 }
 
 /// Checks the form; the result is the key's name, scopes and expiry, or the errors to show.

@@ -2,12 +2,14 @@
 
 pub mod account;
 pub mod assets;
+pub mod audit_trail;
 pub mod health;
 pub mod home;
 pub mod invitations;
 pub mod keys;
 pub mod login;
 pub mod members;
+pub mod organization;
 pub mod setup;
 pub mod tokens;
 

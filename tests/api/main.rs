@@ -10,6 +10,7 @@ mod health;
 mod keys;
 mod login;
 mod members;
+mod organization;
 mod routes;
 mod sessions;
 mod setup;

@@ -48,7 +48,10 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 4]> {
         (Verb::Post, "/login") => all(Status(422)),
         (Verb::Post, "/logout") => all(ToLogin),
         (Verb::Get, "/" | "/account") => signed_in(Status(200)),
-        (Verb::Get, "/members" | "/organization/keys") => Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(200)]),
+        (Verb::Get, "/members" | "/organization/keys" | "/organization" | "/audit") => {
+            Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(200)])
+        }
+        (Verb::Post, "/organization") => Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(422)]),
         (Verb::Post, "/organization/keys/{id}/revoke") => Some([ToLogin, NOT_ADMIN, NOT_ADMIN, Status(404)]),
         (Verb::Get | Verb::Post, "/invitations/{token}") => all(Status(404)),
         (

@@ -1,0 +1,144 @@
+//! Organization settings (admins): name, contact email, the plan's limits (read-only) and the
+//! settings as typed fields.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Layout, audit_by, render};
+use crate::app::AppState;
+use crate::auth::ClientInfo;
+use crate::auth::gate::CurrentUser;
+use crate::db::organizations::{Organization, PlanLimits, Settings, plan_limits};
+use crate::db::{self, audit};
+use crate::domain::{Email, OrganizationName};
+use crate::error::AppError;
+
+pub const KEY_EXPIRY_CHOICES: [u16; 3] = [30, 90, 365];
+const RETENTION_RANGE: std::ops::RangeInclusive<u16> = 7..=730;
+
+#[derive(Deserialize, Default)]
+pub struct SettingsForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    contact_email: String,
+    #[serde(default)]
+    default_key_expiry_days: String,
+    #[serde(default)]
+    log_retention_days: String,
+}
+
+#[derive(Default)]
+pub struct SettingsErrors {
+    name: Option<String>,
+    contact_email: Option<String>,
+    default_key_expiry_days: Option<String>,
+    log_retention_days: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "organization/settings.html")]
+pub struct SettingsPage {
+    layout: Layout,
+    plan: String,
+    limits: PlanLimits,
+    form: SettingsForm,
+    errors: SettingsErrors,
+    expiry_choices: [u16; 3],
+    notice: Option<&'static str>,
+}
+
+fn form_of(org: &Organization) -> SettingsForm {
+    SettingsForm {
+        name: org.name.clone(),
+        contact_email: org.contact_email.clone().unwrap_or_default(),
+        default_key_expiry_days: org.settings.default_key_expiry_days.to_string(),
+        log_retention_days: org.settings.log_retention_days.to_string(),
+    }
+}
+
+async fn organization(state: &AppState, user: &CurrentUser) -> Result<Organization, AppError> {
+    db::organizations::find(state.db.acquire().await?.conn(), user.organization_id)
+        .await?
+        .ok_or(AppError::NotFound)
+}
+
+fn page(
+    state: &AppState,
+    user: &CurrentUser,
+    org: &Organization,
+    form: SettingsForm,
+    errors: SettingsErrors,
+) -> SettingsPage {
+    SettingsPage {
+        layout: Layout::signed_in("Organization", "/organization", user, state),
+        plan: org.plan.clone(),
+        limits: plan_limits(&org.plan),
+        form,
+        errors,
+        expiry_choices: KEY_EXPIRY_CHOICES,
+        notice: None,
+    }
+}
+
+pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let org = organization(&state, &user).await?;
+    render(StatusCode::OK, &page(&state, &user, &org, form_of(&org), SettingsErrors::default()))
+}
+
+pub async fn save(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    client: ClientInfo,
+    form: web::Form<SettingsForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    let org = organization(&state, &user).await?;
+    let mut errors = SettingsErrors::default();
+    let name = OrganizationName::parse(&form.name).map_err(|e| errors.name = Some(e.into())).ok();
+    let contact = Email::parse(&form.contact_email).map_err(|e| errors.contact_email = Some(e.into())).ok();
+    let expiry =
+        form.default_key_expiry_days.trim().parse::<u16>().ok().filter(|d| KEY_EXPIRY_CHOICES.contains(d));
+    if expiry.is_none() {
+        errors.default_key_expiry_days = Some("Choose 30, 90 or 365 days.".into());
+    }
+    let retention =
+        form.log_retention_days.trim().parse::<u16>().ok().filter(|d| RETENTION_RANGE.contains(d));
+    if retention.is_none() {
+        errors.log_retention_days = Some(format!(
+            "Enter a number of days from {} to {}.",
+            RETENTION_RANGE.start(),
+            RETENTION_RANGE.end()
+        ));
+    }
+    let (Some(name), Some(contact), Some(expiry), Some(retention)) = (name, contact, expiry, retention)
+    else {
+        return render(StatusCode::UNPROCESSABLE_ENTITY, &page(&state, &user, &org, form, errors));
+    };
+    let settings = Settings { default_key_expiry_days: expiry, log_retention_days: retention };
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    db::organizations::update(tx.conn(), org.id, name.as_str(), contact.as_str(), settings, now).await?;
+    let entry = audit::Entry {
+        target_type: Some("organization"),
+        target_id: Some(org.id.to_string()),
+        before: Some(
+            json!({ "name": org.name, "contact_email": org.contact_email, "settings": *org.settings }),
+        ),
+        after: Some(
+            json!({ "name": name.as_str(), "contact_email": contact.as_str(), "settings": settings }),
+        ),
+        ..audit_by("organization.updated", &user, &client)
+    };
+    audit::record(tx.conn(), entry, now).await?;
+    tx.commit().await?;
+    let org = organization(&state, &user).await?;
+    // The signed-in user's layout shows the new name at once.
+    let user = CurrentUser { organization_name: org.name.clone(), ..user };
+    let mut saved = page(&state, &user, &org, form_of(&org), SettingsErrors::default());
+    saved.notice = Some("Settings saved.");
+    render(StatusCode::OK, &saved)
+}
