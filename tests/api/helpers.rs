@@ -107,6 +107,16 @@ pub struct TestApp {
     _cleanup: Cleanup,
 }
 
+/// One argon2 hash of `PASSWORD`, shared by every test user: hashing is the slow part.
+async fn password_hash() -> &'static str {
+    static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    HASH.get_or_init(|| async {
+        let passwords = mcp_platform::auth::password::Passwords::new().unwrap();
+        passwords.hash(SecretString::from(PASSWORD)).await.unwrap()
+    })
+    .await
+}
+
 pub struct TestUser {
     pub id: Uuid,
     pub email: String,
@@ -248,10 +258,9 @@ impl TestApp {
     pub async fn create_user(&self, organization_id: Uuid, role: Role) -> TestUser {
         let id = Uuid::now_v7();
         let email = format!("{}-{}@example.com", role.as_str(), id.simple());
-        let passwords = mcp_platform::auth::password::Passwords::new().unwrap();
-        let hash = passwords.hash(SecretString::from(PASSWORD)).await.unwrap();
+        let hash = password_hash().await;
         let parsed = Email::parse(&email).unwrap();
-        let user = db::users::NewUser { id, organization_id, email: &parsed, password_hash: &hash, role };
+        let user = db::users::NewUser { id, organization_id, email: &parsed, password_hash: hash, role };
         db::users::insert(self.db.acquire().await.unwrap().conn(), user, self.clock_now()).await.unwrap();
         TestUser { id, email, password: PASSWORD.to_owned() }
     }

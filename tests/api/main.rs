@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod authorization;
 mod browser;
 mod cli;
 mod csrf;
@@ -11,7 +12,6 @@ mod keys;
 mod login;
 mod members;
 mod organization;
-mod routes;
 mod sessions;
 mod setup;
 mod tokens;
