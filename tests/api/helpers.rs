@@ -16,6 +16,48 @@ use uuid::Uuid;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// Everything the platform logs during the test run (all tests share it), so tests can assert
+/// that no secret ever reaches a log line.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+fn log_buffer() -> &'static LogBuffer {
+    static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = LogBuffer::default();
+        let filter = tracing_subscriber::EnvFilter::new("info,mcp_platform=trace,sqlx=debug,actix_web=debug");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(buffer.clone())
+            .try_init();
+        buffer
+    })
+}
+
+/// The log lines captured so far, from every test of this run.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().0.lock().unwrap()).into_owned()
+}
+
 #[derive(Debug, Clone)]
 pub enum Backend {
     Sqlite,
@@ -129,6 +171,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts the server with these settings on top of the test defaults.
 pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp {
+    log_buffer();
     let data_dir = std::env::temp_dir().join(format!("mcp-platform-test-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&data_dir).unwrap();
     let (database_url, cleanup) = match backend {

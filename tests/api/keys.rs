@@ -69,6 +69,9 @@ async fn a_key_is_shown_once_and_stored_only_as_a_hash(backend: Backend) {
 
     let principal = authenticate_api_key(&app.db, app.clock_now(), &key).await.unwrap();
     assert_eq!(principal.user_id, developer.id);
+    let logs = crate::helpers::captured_logs();
+    assert!(logs.contains("POST /keys"), "the access log was captured");
+    assert!(!logs.contains(&key[7..50]), "the key reached a log line");
     assert!(principal.scopes.contains(Scope::McpRead) && principal.scopes.contains(Scope::McpWrite));
     assert!(!principal.scopes.contains(Scope::LogsRead));
 }

@@ -178,6 +178,10 @@ async fn sign_ins_and_account_changes_are_audited_without_secrets(backend: Backe
             ("auth.sign_out", true)
         ]
     );
+    let logs = crate::helpers::captured_logs();
+    for secret in ["a wrong guess here", user.password.as_str(), new_password] {
+        assert!(!logs.contains(secret), "a password reached a log line");
+    }
     for (action, _, text) in &rows {
         assert!(text.contains(&user.email), "{action} names its actor");
         for secret in ["a wrong guess here", user.password.as_str(), new_password] {

@@ -80,6 +80,9 @@ async fn an_invitation_link_works_once(backend: Backend) {
         assert_eq!(rows.iter().filter(|(a, _, _)| a == action).count(), 1, "{action}");
     }
     assert!(rows.iter().all(|(_, _, text)| !text.contains(&token)), "no token in the audit trail");
+    let logs = crate::helpers::captured_logs();
+    assert!(logs.contains("/invitations/[token]"), "the access log names the route");
+    assert!(!logs.contains(&token), "an invitation token reached a log line");
 }
 
 async fn expired_and_revoked_invitations_create_nothing(backend: Backend) {
