@@ -10,10 +10,12 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
+use mcp_platform::domain::Role;
+
 use crate::helpers::{Backend, TestApp, spawn_app};
 use crate::on_both_backends;
 
-on_both_backends!(first_run_sign_in_and_htmx_in_a_real_browser);
+on_both_backends!(first_run_sign_in_and_htmx_in_a_real_browser, each_role_does_what_it_may_in_a_real_browser);
 
 /// chromedriver and the browser session it drives; both end when this is dropped.
 struct Browser {
@@ -49,7 +51,7 @@ impl Browser {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--no-first-run", "--window-size=1200,900",
+                    "--no-first-run", "--window-size=1200,900", "--disable-crash-reporter", "--disable-breakpad",
                     format!("--user-data-dir={}", profile.display()),
                 ]
             }
@@ -180,6 +182,109 @@ async fn first_run_sign_in_and_htmx_in_a_real_browser(backend: Backend) {
     wait_for_path(page, "/login").await;
     page.goto(&app.url("/")).await.unwrap();
     assert_eq!(path(page).await, "/login", "the ended session no longer signs in");
+
+    browser.close().await;
+}
+
+async fn sign_in(page: &Client, app: &TestApp, email: &str, password: &str) {
+    page.goto(&app.url("/login")).await.unwrap();
+    fill(page, "email", email).await;
+    fill(page, "password", password).await;
+    submit(page, "main form").await;
+    wait_for_path(page, "/").await;
+}
+
+async fn sign_out(page: &Client) {
+    submit(page, ".who form").await;
+    wait_for_path(page, "/login").await;
+}
+
+async fn nav(page: &Client) -> String {
+    page.find(Locator::Css("nav")).await.unwrap().text().await.unwrap()
+}
+
+async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
+    let Some(browser) = Browser::start().await else { return };
+    let app: TestApp = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let admin = app.create_user(org, Role::Admin).await;
+    let viewer = app.create_user(org, Role::Viewer).await;
+    let foreign_org = app.create_organization("Globex").await;
+    let foreign_admin = app.create_user(foreign_org, Role::Admin).await;
+    let page = browser.client();
+
+    // The admin invites a developer and gets the link once.
+    sign_in(page, &app, &admin.email, &admin.password).await;
+    let menu = nav(page).await;
+    for item in ["Members", "API keys", "Organization", "Audit trail", "Service tokens"] {
+        assert!(menu.contains(item), "admin menu lacks {item}: {menu}");
+    }
+    page.goto(&app.url("/members")).await.unwrap();
+    fill(page, "invite-email", "dev@acme.example").await;
+    submit(page, "form[action='/members/invitations']").await;
+    text_with(page, "Invitation created").await;
+    let link = page.find(Locator::Css("input.secret")).await.unwrap().prop("value").await.unwrap().unwrap();
+    sign_out(page).await;
+
+    // The developer joins through the link.
+    page.goto(&link).await.unwrap();
+    text_with(page, "Join Acme").await;
+    fill(page, "password", "developer passphrase").await;
+    fill(page, "password_confirm", "developer passphrase").await;
+    submit(page, "main form").await;
+    wait_for_path(page, "/").await;
+    let menu = nav(page).await;
+    assert!(
+        menu.contains("API keys") && menu.contains("Service tokens") && !menu.contains("Members"),
+        "{menu}"
+    );
+    page.goto(&app.url("/members")).await.unwrap();
+    text_with(page, "This page needs the admin role").await;
+
+    // A key is shown once, and the copy button works under the CSP (app.js is loaded).
+    page.goto(&app.url("/keys")).await.unwrap();
+    fill(page, "name", "laptop").await;
+    submit(page, "form[action='/keys']").await;
+    text_with(page, "Copy the key now").await;
+    let copy = page.find(Locator::Css("button[data-copy]")).await.unwrap();
+    copy.click().await.unwrap();
+    for _ in 0..30 {
+        if copy.text().await.unwrap() != "Copy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(copy.text().await.unwrap(), "Copy", "the copy button did nothing");
+    page.goto(&app.url("/keys")).await.unwrap();
+    let keys = text_with(page, "laptop").await;
+    assert!(keys.contains("mcp:read mcp:write") && keys.contains("active"), "{keys}");
+
+    // A service token is saved and never shown again.
+    page.goto(&app.url("/tokens")).await.unwrap();
+    fill(page, "service_name", "github").await;
+    fill(page, "token", "ghp_browserTestTokenValue000000000000000").await;
+    submit(page, "form[action='/tokens']").await;
+    let tokens = text_with(page, "Your github token is saved.").await;
+    assert!(!tokens.contains("ghp_browserTestTokenValue"));
+    sign_out(page).await;
+
+    // The viewer reads the dashboard but holds no keys.
+    sign_in(page, &app, &viewer.email, &viewer.password).await;
+    let menu = nav(page).await;
+    assert!(!menu.contains("API keys") && !menu.contains("Members"), "{menu}");
+    page.goto(&app.url("/keys")).await.unwrap();
+    text_with(page, "This page needs the developer role").await;
+    page.goto(&app.url("/")).await.unwrap();
+    sign_out(page).await;
+
+    // The other organization's admin sees none of it.
+    sign_in(page, &app, &foreign_admin.email, &foreign_admin.password).await;
+    page.goto(&app.url("/members")).await.unwrap();
+    let members = text_with(page, "Members").await;
+    assert!(!members.contains("dev@acme.example") && !members.contains(&admin.email), "{members}");
+    page.goto(&app.url("/organization/keys")).await.unwrap();
+    let keys = text_with(page, "All API keys").await;
+    assert!(!keys.contains("laptop"), "{keys}");
 
     browser.close().await;
 }
