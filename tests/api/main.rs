@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod audit;
 mod authorization;
 mod browser;
 mod cli;
