@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audit_by, render, see_other};
+use super::{Layout, audit_by, parse_id, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
@@ -132,7 +132,7 @@ pub async fn end_session(
     htmx: Htmx,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
+    let id = parse_id(&id)?;
     let mut tx = state.db.begin().await?;
     if !db::sessions::delete_for_user(tx.conn(), user.id, id).await? {
         return Err(AppError::NotFound);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audit_by, render, see_other};
+use super::{Layout, audit_by, parse_id, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
@@ -246,10 +246,6 @@ pub async fn create(
         rolled: false,
     };
     render(StatusCode::OK, &page)
-}
-
-fn parse_id(raw: &str) -> Result<Uuid, AppError> {
-    Uuid::parse_str(raw).map_err(|_| AppError::NotFound)
 }
 
 async fn revoke_key(
