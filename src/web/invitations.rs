@@ -42,24 +42,20 @@ pub struct GonePage {
     layout: Layout,
 }
 
-/// The invitation behind a link, or the page to answer with when there is none to use.
-async fn lookup(
-    state: &AppState,
-    session: &WebSession,
-    token: &str,
-) -> Result<Result<Invitation, HttpResponse>, AppError> {
+/// The invitation behind a link: `Some` when it can still be used, `None` when it was used,
+/// revoked or has expired, 404 when there is no such link.
+async fn lookup(state: &AppState, token: &str) -> Result<Option<Invitation>, AppError> {
     let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     let found = db::invitations::find_by_token_hash(state.db.acquire().await?.conn(), &hash).await?;
-    match found {
-        None => Err(AppError::NotFound),
-        Some(invitation) if invitation.usable(state.clock.now()) => Ok(Ok(invitation)),
-        Some(_) => {
-            let page = GonePage {
-                layout: Layout::public("Invitation no longer valid", "/invitations", session, state),
-            };
-            Ok(Err(render(StatusCode::GONE, &page)?))
-        }
-    }
+    let invitation = found.ok_or(AppError::NotFound)?;
+    Ok(invitation.usable(state.clock.now()).then_some(invitation))
+}
+
+/// The page for a link that can no longer be used: 410 when opened, 422 when a form was sent.
+fn gone(state: &AppState, session: &WebSession, status: StatusCode) -> Result<HttpResponse, AppError> {
+    let page =
+        GonePage { layout: Layout::public("Invitation no longer valid", "/invitations", session, state) };
+    render(status, &page)
 }
 
 fn accept_page(state: &AppState, session: &WebSession, token: &str, invitation: &Invitation) -> AcceptPage {
@@ -80,9 +76,9 @@ pub async fn form(
     session: WebSession,
     token: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    match lookup(&state, &session, &token).await? {
-        Ok(invitation) => render(StatusCode::OK, &accept_page(&state, &session, &token, &invitation)),
-        Err(gone) => Ok(gone),
+    match lookup(&state, &token).await? {
+        Some(invitation) => render(StatusCode::OK, &accept_page(&state, &session, &token, &invitation)),
+        None => gone(&state, &session, StatusCode::GONE),
     }
 }
 
@@ -101,9 +97,8 @@ pub async fn accept(
     token: web::Path<String>,
     form: web::Form<AcceptForm>,
 ) -> Result<HttpResponse, AppError> {
-    let invitation = match lookup(&state, &session, &token).await? {
-        Ok(invitation) => invitation,
-        Err(gone) => return Ok(gone),
+    let Some(invitation) = lookup(&state, &token).await? else {
+        return gone(&state, &session, StatusCode::UNPROCESSABLE_ENTITY);
     };
     let mut page = accept_page(&state, &session, &token, &invitation);
     let password = NewPassword::parse(&form.password).map_err(|e| page.password_error = Some(e)).ok();
@@ -127,10 +122,7 @@ pub async fn accept(
     // Used, revoked or expired since the page was shown: nothing is created.
     if !db::invitations::accept(tx.conn(), invitation.id, now).await? {
         drop(tx);
-        let gone = GonePage {
-            layout: Layout::public("Invitation no longer valid", "/invitations", &session, &state),
-        };
-        return render(StatusCode::GONE, &gone);
+        return gone(&state, &session, StatusCode::UNPROCESSABLE_ENTITY);
     }
     let user = db::users::NewUser {
         id: user_id,

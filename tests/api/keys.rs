@@ -105,6 +105,16 @@ async fn authentication_says_why_a_key_is_refused(backend: Backend) {
         authenticate_api_key(&app.db, now(), "Bearer nonsense").await,
         Err(KeyRejection::Malformed)
     ));
+    // The checksum is checked before any database lookup: with the database gone, a typo is
+    // still "malformed", while a well-formed key cannot be judged.
+    let unreachable =
+        db::Db::connect(&mcp_platform::config::DatabaseUrl::parse(&app.database_url).unwrap()).await.unwrap();
+    unreachable.close().await;
+    assert!(matches!(authenticate_api_key(&unreachable, now(), &typo).await, Err(KeyRejection::Malformed)));
+    assert!(matches!(
+        authenticate_api_key(&unreachable, now(), &key).await,
+        Err(KeyRejection::Unavailable(_))
+    ));
     // Unknown: well-formed but never issued.
     let stranger = mcp_platform::crypto::api_key::ApiKey::generate();
     assert!(matches!(

@@ -71,7 +71,8 @@ async fn an_invitation_link_works_once(backend: Backend) {
 
     // Single use.
     let (_, again) = accept(&app, &link, "another good password").await;
-    assert_eq!(again.status(), 410);
+    assert_eq!(again.status(), 422);
+    assert!(again.text().await.unwrap().contains("This invitation can no longer be used"));
     assert_eq!(app.get(&client(), &link[app.address.len()..]).await.status(), 410);
     assert_eq!(app.count("users").await, 2);
 
@@ -104,13 +105,14 @@ async fn expired_and_revoked_invitations_create_nothing(backend: Backend) {
     };
     assert!(remaining.contains(kept));
     let (_, response) = accept(&app, gone, "a good long password").await;
-    assert_eq!(response.status(), 410, "a revoked invitation");
+    assert_eq!(response.status(), 422, "a revoked invitation");
 
     app.clock.advance(Duration::days(8));
     for link in [&expiring, &revoked] {
         assert_eq!(app.get(&client(), &link[app.address.len()..]).await.status(), 410);
         let (_, response) = accept(&app, link, "a good long password").await;
-        assert_eq!(response.status(), 410);
+        assert_eq!(response.status(), 422);
+        assert!(response.text().await.unwrap().contains("This invitation can no longer be used"));
     }
     assert_eq!(app.count("users").await, 1);
     assert_eq!(app.get(&client(), "/invitations/not-a-real-token").await.status(), 404);
