@@ -118,6 +118,7 @@ pub async fn submit(
         role: Role::Admin,
     };
     db::users::insert(tx.conn(), user, now).await?;
+    db::users::record_login(tx.conn(), user_id, now).await?;
     let entry = audit::Entry {
         organization_id: Some(organization_id),
         actor_user_id: Some(user_id),
