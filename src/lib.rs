@@ -11,4 +11,5 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod routes;
+pub mod telemetry;
 pub mod web;

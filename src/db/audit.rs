@@ -9,21 +9,6 @@ use uuid::Uuid;
 use super::{Conn, like_pattern};
 use crate::on_conn;
 
-/// Key names whose values never reach an audit row, whatever a caller passes.
-const SECRET_KEYS: [&str; 11] = [
-    "password",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "private_key",
-    "authorization",
-    "bearer",
-    "cookie",
-    "csrf",
-    "credential",
-];
-
 pub struct Entry<'a> {
     pub organization_id: Option<Uuid>,
     pub actor_user_id: Option<Uuid>,
@@ -56,24 +41,10 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// Replaces the value of every key that names a secret, at any depth.
-pub fn without_secrets(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let lower = k.to_ascii_lowercase();
-                    if SECRET_KEYS.iter().any(|s| lower.contains(s)) {
-                        (k, Value::String("[removed]".into()))
-                    } else {
-                        (k, without_secrets(v))
-                    }
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_secrets).collect()),
-        other => other,
-    }
+/// The value with every secret replaced (names and formats of DESIGN.md section 7).
+pub fn without_secrets(mut value: Value) -> Value {
+    crate::telemetry::redact::redact_json(&mut value, &[]);
+    value
 }
 
 pub async fn record(conn: Conn<'_>, entry: Entry<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
@@ -175,9 +146,9 @@ mod tests {
             cleaned,
             json!({
                 "name": "ci",
-                "password_hash": "[removed]",
-                "nested": { "GitHub_Token": "[removed]", "scopes": ["mcp:read"] },
-                "list": [{ "api_key": "[removed]" }]
+                "password_hash": "[REDACTED]",
+                "nested": { "GitHub_Token": "[REDACTED]", "scopes": ["mcp:read"] },
+                "list": [{ "api_key": "[REDACTED]" }]
             })
         );
     }

@@ -1,0 +1,3 @@
+//! What the platform records about traffic: redaction before anything is stored or logged.
+
+pub mod redact;
