@@ -1,0 +1,5 @@
+//! MCP service definitions: the organization's own services (managed in the dashboard, HTTP
+//! upstreams only) and the operator's system services (from a TOML file, HTTP or stdio).
+
+pub mod definition;
+pub mod system;
