@@ -59,6 +59,9 @@ impl Application {
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
         db.ensure_log_partitions(clock.now()).await?;
+        db::services::sync_system(db.acquire().await?.conn(), &config.system_services, clock.now())
+            .await
+            .context("cannot record the system services")?;
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("MCP_PLATFORM_BIND: cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();

@@ -45,6 +45,9 @@ pub struct Settings {
     /// Sign-in attempts allowed per client IP per minute [default: 30]
     #[arg(long, env = "MCP_PLATFORM_LOGIN_IP_LIMIT", global = true)]
     pub login_ip_limit: Option<String>,
+    /// TOML file defining the system services offered to every organization (see README)
+    #[arg(long, env = "MCP_PLATFORM_SERVICES_FILE", global = true)]
+    pub services_file: Option<PathBuf>,
     /// Take the client IP from X-Forwarded-For (only behind a proxy you run) [default: false]
     #[arg(long, env = "MCP_PLATFORM_TRUST_PROXY", global = true)]
     pub trust_proxy: Option<String>,
@@ -122,6 +125,8 @@ pub struct Config {
     pub workers: usize,
     pub login_ip_limit: u32,
     pub trust_proxy: bool,
+    /// The operator's system services, read and checked at start.
+    pub system_services: Vec<crate::catalog::system::SystemService>,
 }
 
 impl Config {
@@ -158,6 +163,12 @@ impl Config {
             Some(raw) => parse_bool("MCP_PLATFORM_TRUST_PROXY", raw)?,
             None => false,
         };
+        let system_services = match &s.services_file {
+            Some(path) => {
+                crate::catalog::system::load(path).map_err(|e| bad("MCP_PLATFORM_SERVICES_FILE", e))?
+            }
+            None => Vec::new(),
+        };
         let secret = match (s.secret_key, s.secret_key_file) {
             (Some(key), _) => SecretSource::Inline(key),
             (None, Some(path)) => SecretSource::File { path, explicit: true },
@@ -173,6 +184,7 @@ impl Config {
             workers,
             login_ip_limit,
             trust_proxy,
+            system_services,
         })
     }
 

@@ -8,8 +8,8 @@ use actix_web::{Route, web};
 use crate::auth::gate::Gate;
 use crate::domain::Role;
 use crate::web::{
-    account, assets, audit_trail, health, home, invitations, keys, login, members, organization, setup,
-    tokens,
+    account, assets, audit_trail, health, home, invitations, keys, login, members, organization, services,
+    setup, tokens,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,13 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/members/{id}/role", ADMIN, members::change_role),
     route!(Post "/members/{id}/deactivate", ADMIN, members::deactivate),
     route!(Post "/members/{id}/reactivate", ADMIN, members::reactivate),
+    route!(Get "/services", VIEWER, services::catalog, nav = "Services"),
+    route!(Post "/services", ADMIN, services::create),
+    route!(Get "/services/new", ADMIN, services::new_form),
+    route!(Get "/services/{name}", VIEWER, services::detail),
+    route!(Post "/services/{name}", ADMIN, services::update),
+    route!(Get "/services/{name}/edit", ADMIN, services::edit_form),
+    route!(Post "/services/{name}/delete", ADMIN, services::delete),
     route!(Get "/keys", DEVELOPER, keys::list, nav = "API keys"),
     route!(Post "/keys", DEVELOPER, keys::create),
     route!(Post "/keys/{id}/revoke", DEVELOPER, keys::revoke),
@@ -154,11 +161,23 @@ mod tests {
     #[test]
     fn navigation_follows_the_roles() {
         let labels = |role| nav_for(role).into_iter().map(|l| l.label).collect::<Vec<_>>();
-        assert_eq!(labels(Role::Viewer), ["Dashboard", "Account"]);
-        assert_eq!(labels(Role::Developer), ["Dashboard", "API keys", "Service tokens", "Account"]);
+        assert_eq!(labels(Role::Viewer), ["Dashboard", "Services", "Account"]);
+        assert_eq!(
+            labels(Role::Developer),
+            ["Dashboard", "Services", "API keys", "Service tokens", "Account"]
+        );
         assert_eq!(
             labels(Role::Admin),
-            ["Dashboard", "Members", "API keys", "Organization", "Audit trail", "Service tokens", "Account"]
+            [
+                "Dashboard",
+                "Members",
+                "Services",
+                "API keys",
+                "Organization",
+                "Audit trail",
+                "Service tokens",
+                "Account"
+            ]
         );
     }
 }

@@ -1,9 +1,245 @@
-//! The `mcp_services` table: the organization's own services and the public system services.
+//! The `mcp_services` table: each organization's own services, and the system services
+//! (`organization_id` NULL) that the operator offers to every organization.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Conn;
+use crate::catalog::system::{SystemService, Transport};
 use crate::on_conn;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ServiceRow {
+    pub id: Uuid,
+    pub organization_id: Option<Uuid>,
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    pub is_public: bool,
+    pub transport: String,
+    pub upstream_url: Option<String>,
+    pub headers: Json<BTreeMap<String, String>>,
+    pub command: Option<String>,
+    pub args: Json<Vec<String>>,
+    pub env: Json<BTreeMap<String, String>>,
+    pub token_service_name: Option<String>,
+    pub token_placement: Option<String>,
+    pub timeout_ms: i32,
+    pub is_enabled: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ServiceRow {
+    pub fn is_system(&self) -> bool {
+        self.organization_id.is_none()
+    }
+}
+
+const COLUMNS: &str = "id, organization_id, name, description, version, is_public, transport, upstream_url, \
+     headers, command, args, env, token_service_name, token_placement, timeout_ms, is_enabled, updated_at";
+
+/// What an organization admin sets on one of the organization's (HTTP) services.
+pub struct ServiceFields<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub version: &'a str,
+    pub is_public: bool,
+    pub upstream_url: &'a str,
+    pub headers: &'a BTreeMap<String, String>,
+    pub token_service_name: Option<&'a str>,
+    pub token_placement: Option<&'a str>,
+    pub timeout_ms: i32,
+}
+
+pub async fn insert(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    id: Uuid,
+    f: &ServiceFields<'_>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO mcp_services (id, organization_id, name, description, version, is_public, transport, \
+         upstream_url, headers, token_service_name, token_placement, timeout_ms, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'http', $7, $8, $9, $10, $11, $12, $12)",
+    )
+    .bind(id)
+    .bind(organization_id)
+    .bind(f.name)
+    .bind(f.description)
+    .bind(f.version)
+    .bind(f.is_public)
+    .bind(f.upstream_url)
+    .bind(Json(f.headers))
+    .bind(f.token_service_name)
+    .bind(f.token_placement)
+    .bind(f.timeout_ms)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn update(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    id: Uuid,
+    f: &ServiceFields<'_>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let done = on_conn!(conn, c => sqlx::query(
+        "UPDATE mcp_services SET name = $3, description = $4, version = $5, is_public = $6, upstream_url = $7, \
+         headers = $8, token_service_name = $9, token_placement = $10, timeout_ms = $11, updated_at = $12 \
+         WHERE organization_id = $1 AND id = $2",
+    )
+    .bind(organization_id)
+    .bind(id)
+    .bind(f.name)
+    .bind(f.description)
+    .bind(f.version)
+    .bind(f.is_public)
+    .bind(f.upstream_url)
+    .bind(Json(f.headers))
+    .bind(f.token_service_name)
+    .bind(f.token_placement)
+    .bind(f.timeout_ms)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(done == 1)
+}
+
+pub async fn delete(conn: Conn<'_>, organization_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+    let done = on_conn!(conn, c => sqlx::query("DELETE FROM mcp_services WHERE organization_id = $1 AND id = $2")
+        .bind(organization_id)
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))?;
+    Ok(done == 1)
+}
+
+/// What the organization's members can use: enabled public system services and the
+/// organization's own, system services first.
+pub async fn catalog(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<ServiceRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM mcp_services WHERE organization_id = $1 \
+         OR (organization_id IS NULL AND is_public = TRUE AND is_enabled = TRUE) \
+         ORDER BY CASE WHEN organization_id IS NULL THEN 0 ELSE 1 END, name LIMIT 1000"
+    );
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(organization_id).fetch_all(c).await)
+}
+
+/// The service a member reaches by this name: the organization's own, else a public system one.
+pub async fn find_for_organization(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    name: &str,
+) -> sqlx::Result<Option<ServiceRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM mcp_services WHERE name = $2 AND (organization_id = $1 \
+         OR (organization_id IS NULL AND is_public = TRUE AND is_enabled = TRUE)) \
+         ORDER BY CASE WHEN organization_id IS NULL THEN 1 ELSE 0 END LIMIT 1"
+    );
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(organization_id).bind(name).fetch_optional(c).await)
+}
+
+/// A service of the organization's own (never a system one), for editing.
+pub async fn find_own(conn: Conn<'_>, organization_id: Uuid, name: &str) -> sqlx::Result<Option<ServiceRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM mcp_services WHERE organization_id = $1 AND name = $2");
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(organization_id).bind(name).fetch_optional(c).await)
+}
+
+pub async fn system_name_exists(conn: Conn<'_>, name: &str) -> sqlx::Result<bool> {
+    let row: Option<(i32,)> = on_conn!(conn, c => sqlx::query_as("SELECT 1 FROM mcp_services WHERE organization_id IS NULL AND name = $1")
+            .bind(name)
+            .fetch_optional(c)
+            .await)?;
+    Ok(row.is_some())
+}
+
+/// Makes the system services in the database match the operator's file: new ones are added,
+/// changed ones updated, and ones no longer in the file disabled (their history stays).
+pub async fn sync_system(conn: Conn<'_>, services: &[SystemService], now: DateTime<Utc>) -> sqlx::Result<()> {
+    on_conn!(conn, c => {
+        for s in services {
+            let (transport, url, headers, command, args, env, placement) = match &s.transport {
+                Transport::Http { url, headers, placement } => {
+                    ("http", Some(url.to_string()), headers.clone(), None, Vec::new(), BTreeMap::new(), placement.as_ref().map(|p| p.to_string()))
+                }
+                Transport::Stdio { command, args, env } => {
+                    ("stdio", None, BTreeMap::new(), Some(command.clone()), args.clone(), env.clone(), None)
+                }
+            };
+            let updated = sqlx::query(
+                "UPDATE mcp_services SET description = $2, version = $3, is_public = $4, transport = $5, \
+                 upstream_url = $6, headers = $7, command = $8, args = $9, env = $10, token_service_name = $11, \
+                 token_placement = $12, timeout_ms = $13, is_enabled = TRUE, updated_at = $14 \
+                 WHERE organization_id IS NULL AND name = $1",
+            )
+            .bind(s.name.as_str())
+            .bind(&s.description)
+            .bind(&s.version)
+            .bind(s.public)
+            .bind(transport)
+            .bind(&url)
+            .bind(Json(&headers))
+            .bind(&command)
+            .bind(Json(&args))
+            .bind(Json(&env))
+            .bind(s.token.as_ref().map(|t| t.as_str()))
+            .bind(&placement)
+            .bind(s.timeout_ms)
+            .bind(now)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                sqlx::query(
+                    "INSERT INTO mcp_services (id, organization_id, name, description, version, is_public, transport, \
+                     upstream_url, headers, command, args, env, token_service_name, token_placement, timeout_ms, \
+                     is_enabled, created_at, updated_at) \
+                     VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE, $15, $15)",
+                )
+                .bind(Uuid::now_v7())
+                .bind(s.name.as_str())
+                .bind(&s.description)
+                .bind(&s.version)
+                .bind(s.public)
+                .bind(transport)
+                .bind(&url)
+                .bind(Json(&headers))
+                .bind(&command)
+                .bind(Json(&args))
+                .bind(Json(&env))
+                .bind(s.token.as_ref().map(|t| t.as_str()))
+                .bind(&placement)
+                .bind(s.timeout_ms)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+            }
+        }
+        let existing: Vec<(String,)> = sqlx::query_as("SELECT name FROM mcp_services WHERE organization_id IS NULL AND is_enabled = TRUE")
+            .fetch_all(&mut *c)
+            .await?;
+        for (name,) in existing {
+            if !services.iter().any(|s| s.name.as_str() == name) {
+                sqlx::query("UPDATE mcp_services SET is_enabled = FALSE, updated_at = $2 WHERE organization_id IS NULL AND name = $1")
+                    .bind(&name)
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
+            }
+        }
+        Ok::<_, sqlx::Error>(())
+    })
+}
 
 /// Enabled services the organization's members can use.
 pub async fn count_available(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<i64> {

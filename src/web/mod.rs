@@ -10,6 +10,7 @@ pub mod keys;
 pub mod login;
 pub mod members;
 pub mod organization;
+pub mod services;
 pub mod setup;
 pub mod tokens;
 

@@ -66,6 +66,13 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         (Post, "/account/sessions/{id}/end") => {
             Some([ToLogin, Status(404), Status(404), Status(303), Status(404)])
         }
+        (Get, "/services") => signed_in(Status(200)),
+        (Post, "/services") => admins(Status(422)),
+        (Get, "/services/new") => admins(Status(200)),
+        (Get, "/services/{name}") => Some([ToLogin, Status(404), Status(200), Status(200), Status(200)]),
+        (Post, "/services/{name}") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
+        (Get, "/services/{name}/edit") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(200)]),
+        (Post, "/services/{name}/delete") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)]),
         (Get, "/keys" | "/tokens") => developers(Status(200)),
         (Post, "/keys" | "/tokens") => developers(Status(422)),
         // The developer's own key and token: the admin of the same organization manages
@@ -87,6 +94,9 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         _ => None,
     }
 }
+
+/// The first organization's own MCP service.
+const SERVICE: &str = "acme-zeppelin-service";
 
 /// The first organization and the things in it that routes name.
 struct Fixture {
@@ -158,6 +168,21 @@ async fn fixture(app: &TestApp) -> Fixture {
         expires_at: now + chrono::Duration::days(7),
     };
     db::invitations::insert(conn.conn(), invitation, now).await.unwrap();
+    let service_id = Uuid::now_v7();
+    let headers =
+        std::collections::BTreeMap::from([("X-Team".to_owned(), "zeppelin-header-value".to_owned())]);
+    let service = db::services::ServiceFields {
+        name: SERVICE,
+        description: "Acme's own",
+        version: "1",
+        is_public: false,
+        upstream_url: "http://127.0.0.1:9/mcp",
+        headers: &headers,
+        token_service_name: Some("github"),
+        token_placement: Some("Authorization: Bearer {token}"),
+        timeout_ms: 60_000,
+    };
+    db::services::insert(conn.conn(), org, service_id, &service, now).await.unwrap();
     drop(conn);
 
     // A session of the developer's, as their account page names it.
@@ -179,6 +204,9 @@ async fn fixture(app: &TestApp) -> Fixture {
         invitation_email,
         session_id.clone(),
         "Acme Zeppelins".to_owned(),
+        service_id.to_string(),
+        SERVICE.to_owned(),
+        "zeppelin-header-value".to_owned(),
     ];
     Fixture {
         viewer,
@@ -204,7 +232,10 @@ fn concrete(path: &str, f: &Fixture) -> String {
     } else {
         f.key_id.to_string()
     };
-    path.replace("{id}", &id).replace("{service}", "github").replace("{token}", &f.invitation_token)
+    path.replace("{id}", &id)
+        .replace("{service}", "github")
+        .replace("{token}", &f.invitation_token)
+        .replace("{name}", SERVICE)
 }
 
 async fn call(

@@ -13,6 +13,7 @@ mod keys;
 mod login;
 mod members;
 mod organization;
+mod services;
 mod sessions;
 mod setup;
 mod tokens;

@@ -1,0 +1,205 @@
+use mcp_platform::config::Settings;
+use mcp_platform::domain::Role;
+
+use crate::helpers::{Backend, location, spawn_app, spawn_app_with};
+use crate::on_both_backends;
+
+on_both_backends!(
+    admins_define_http_services_that_members_see,
+    bad_service_forms_are_refused_at_the_field,
+    system_services_come_from_the_operators_file,
+);
+
+fn service_form<'a>(name: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("name", name),
+        ("description", "Issue tracker"),
+        ("version", "2.1"),
+        ("is_public", "on"),
+        ("upstream_url", url),
+        ("headers", "X-Team: platform-secret-header-value\nX-Region: eu"),
+        ("token_service_name", "github"),
+        ("credential_header", "Authorization: Bearer {token}"),
+        ("timeout_seconds", "30"),
+    ]
+}
+
+async fn admins_define_http_services_that_members_see(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let admin = app.signed_in(&app.create_user(org, Role::Admin).await).await;
+    let developer = app.signed_in(&app.create_user(org, Role::Developer).await).await;
+
+    let response = app
+        .post_form(
+            &admin,
+            "/services/new",
+            "/services",
+            &service_form("tracker", "https://mcp.example.com/mcp"),
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response).as_deref(), Some("/services/tracker"));
+
+    let catalog = app.get(&developer, "/services").await.text().await.unwrap();
+    assert!(catalog.contains("<code>tracker</code>") && catalog.contains("your organization"));
+    let detail = app.get(&developer, "/services/tracker").await.text().await.unwrap();
+    assert!(detail.contains(&format!("value=\"{}/mcp/tracker\"", app.address)), "gateway URL shown");
+    assert!(
+        detail.contains("X-Team: ••••") && !detail.contains("platform-secret-header-value"),
+        "header values masked"
+    );
+    assert!(detail.contains("Authorization: Bearer {token}"));
+    assert!(detail.contains("You have not set it yet") && detail.contains("href=\"/tokens\""));
+    assert!(!detail.contains("/services/tracker/edit"), "developers cannot edit");
+    app.post_form(
+        &developer,
+        "/tokens",
+        "/tokens",
+        &[("service_name", "github"), ("token", "ghp_developersOwnTokenValue00000000000")],
+    )
+    .await;
+    assert!(
+        app.get(&developer, "/services/tracker").await.text().await.unwrap().contains("You have set it.")
+    );
+
+    // Edit, then delete.
+    let edit = app.get(&admin, "/services/tracker/edit").await.text().await.unwrap();
+    assert!(edit.contains("value=\"https://mcp.example.com/mcp\"") && edit.contains("X-Region: eu"));
+    let mut fields = service_form("tracker", "https://mcp2.example.com/mcp");
+    fields[1] = ("description", "Issue tracker, moved");
+    assert_eq!(
+        app.post_form(&admin, "/services/tracker/edit", "/services/tracker", &fields).await.status(),
+        303
+    );
+    let detail = app.get(&admin, "/services/tracker").await.text().await.unwrap();
+    assert!(detail.contains("Issue tracker, moved") && detail.contains("mcp2.example.com"));
+    let response = app.post_form(&admin, "/services/tracker", "/services/tracker/delete", &[]).await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(app.get(&admin, "/services/tracker").await.status(), 404);
+
+    let rows = app.audit_rows().await;
+    let actions: Vec<&str> =
+        rows.iter().map(|(a, _, _)| a.as_str()).filter(|a| a.starts_with("service.")).collect();
+    assert_eq!(actions, ["service.created", "service.updated", "service.deleted"]);
+    assert!(
+        rows.iter().all(|(_, _, text)| !text.contains("platform-secret-header-value")),
+        "no header value in the audit trail"
+    );
+}
+
+async fn bad_service_forms_are_refused_at_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let admin = app.signed_in(&app.create_user(org, Role::Admin).await).await;
+    assert_eq!(
+        app.post_form(&admin, "/services/new", "/services", &service_form("taken", "http://127.0.0.1:9/mcp"))
+            .await
+            .status(),
+        303
+    );
+
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (service_form("Bad Name", "https://h/mcp"), "Use lower-case letters"),
+        (service_form("new", "https://h/mcp"), "This name is reserved"),
+        (service_form("taken", "https://h/mcp"), "A service with this name already exists."),
+        (service_form("svc", "ftp://h/mcp"), "The upstream must be an http:// or https:// URL."),
+        (service_form("svc", "https://ada:pw@h/mcp"), "not in the URL"),
+        (
+            service_form("svc", "https://h/mcp")
+                .into_iter()
+                .map(|(k, v)| if k == "headers" { (k, "no colon here") } else { (k, v) })
+                .collect(),
+            "is not a Name: value header",
+        ),
+        (
+            service_form("svc", "https://h/mcp")
+                .into_iter()
+                .map(|(k, v)| if k == "credential_header" { (k, "") } else { (k, v) })
+                .collect(),
+            "Give both the token name and where it goes, or neither.",
+        ),
+        (
+            service_form("svc", "https://h/mcp")
+                .into_iter()
+                .map(|(k, v)| if k == "timeout_seconds" { (k, "0") } else { (k, v) })
+                .collect(),
+            "Enter a timeout from 1 to 600 seconds.",
+        ),
+    ];
+    for (fields, message) in cases {
+        let response = app.post_form(&admin, "/services/new", "/services", &fields).await;
+        assert_eq!(response.status(), 422, "{message}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains(message), "{message}: {html}");
+        assert!(html.contains("value=\"Issue tracker\""), "input kept");
+    }
+    assert_eq!(app.count("mcp_services").await, 1);
+}
+
+async fn system_services_come_from_the_operators_file(backend: Backend) {
+    let dir = std::env::temp_dir().join(format!("mcp-services-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("services.toml");
+    std::fs::write(
+        &file,
+        r#"
+        [[service]]
+        name = "github-projects"
+        description = "GitHub project manager"
+        kind = "stdio"
+        command = "npx"
+        args = ["-y", "@monsoft/mcp-github-project-manager", "--GITHUB_PERSONAL_TOKEN={token}"]
+        token = "github"
+
+        [[service]]
+        name = "internal-only"
+        kind = "http"
+        url = "http://127.0.0.1:9/mcp"
+        public = false
+        "#,
+    )
+    .unwrap();
+    let settings = Settings { services_file: Some(file.clone()), ..Settings::default() };
+    let app = spawn_app_with(backend, settings).await;
+    for org_name in ["Acme", "Globex"] {
+        let org = app.create_organization(org_name).await;
+        let admin = app.signed_in(&app.create_user(org, Role::Admin).await).await;
+        let catalog = app.get(&admin, "/services").await.text().await.unwrap();
+        assert!(
+            catalog.contains("<code>github-projects</code>") && catalog.contains("the platform"),
+            "{org_name}"
+        );
+        assert!(!catalog.contains("internal-only"), "a system service that is not public is not offered");
+        let detail = app.get(&admin, "/services/github-projects").await.text().await.unwrap();
+        assert!(detail.contains("<code>npx</code>") && detail.contains("3 arguments"));
+        assert!(!detail.contains("--GITHUB_PERSONAL_TOKEN"), "arguments are the operator's, not shown");
+        assert!(!detail.contains("/services/github-projects/edit"), "system services are not edited here");
+        assert_eq!(app.get(&admin, "/services/github-projects/edit").await.status(), 404);
+        assert_eq!(
+            app.post_form(&admin, "/services", "/services/github-projects/delete", &[]).await.status(),
+            404
+        );
+        // An organization service cannot shadow a system one.
+        let fields = service_form("github-projects", "https://h/mcp");
+        let response = app.post_form(&admin, "/services/new", "/services", &fields).await;
+        assert_eq!(response.status(), 422);
+        assert!(response.text().await.unwrap().contains("github-projects is a system service"));
+    }
+    assert_eq!(app.count("mcp_services").await, 2);
+    std::fs::remove_dir_all(dir).unwrap();
+
+    // A broken file stops the start with one line naming the setting.
+    let bad = app.data_dir.join("bad.toml");
+    std::fs::write(&bad, "[[service]]\nname = \"x\"\nkind = \"shell\"\n").unwrap();
+    let output = crate::cli::run_binary(
+        &[("MCP_PLATFORM_SERVICES_FILE", bad.to_str().unwrap()), ("DATABASE_URL", app.database_url.as_str())],
+        &["serve"],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("MCP_PLATFORM_SERVICES_FILE") && message.contains("service \"x\": kind"),
+        "{message}"
+    );
+}
