@@ -179,8 +179,8 @@ struct Valid {
     timeout_ms: i32,
 }
 
-fn validate(form: &ServiceForm) -> Result<Valid, ServiceErrors> {
-    let mut errors = ServiceErrors::default();
+/// Checks the form; on a mistake, `errors` says which field and why.
+fn validate(form: &ServiceForm, errors: &mut ServiceErrors) -> Option<Valid> {
     let name = ServiceName::parse(&form.name).map_err(|e| errors.name = Some(e.into())).ok();
     if name.as_ref().is_some_and(|n| RESERVED_NAMES.contains(&n.as_str())) {
         errors.name = Some("This name is reserved; choose another.".into());
@@ -214,9 +214,9 @@ fn validate(form: &ServiceForm) -> Result<Valid, ServiceErrors> {
         && errors.credential_header.is_none();
     match (name, url, headers, timeout, no_errors) {
         (Some(name), Some(url), Some(headers), Some(timeout), true) => {
-            Ok(Valid { name, url: url.to_string(), headers, token, placement, timeout_ms: timeout * 1000 })
+            Some(Valid { name, url: url.to_string(), headers, token, placement, timeout_ms: timeout * 1000 })
         }
-        _ => Err(errors),
+        _ => None,
     }
 }
 
@@ -278,24 +278,17 @@ async fn save(
         ),
         None => None,
     };
-    let mut valid = validate(&form);
-    if let Ok(v) = &valid
+    let mut errors = ServiceErrors::default();
+    let mut valid = validate(&form, &mut errors);
+    if let Some(v) = &valid
         && db::services::system_name_exists(tx.conn(), v.name.as_str()).await?
     {
-        valid = Err(ServiceErrors {
-            name: Some(format!("{} is a system service's name.", v.name)),
-            ..ServiceErrors::default()
-        });
+        errors.name = Some(format!("{} is a system service's name.", v.name));
+        valid = None;
     }
-    let valid = match valid {
-        Ok(valid) => valid,
-        Err(errors) => {
-            drop(tx);
-            return render(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &form_page(&state, &user, editing, form, errors),
-            );
-        }
+    let Some(valid) = valid else {
+        drop(tx);
+        return render(StatusCode::UNPROCESSABLE_ENTITY, &form_page(&state, &user, editing, form, errors));
     };
     let placement = valid.placement.as_ref().map(|p| p.to_string());
     let row = fields(&form, &valid, &placement);
