@@ -9,6 +9,7 @@ pub mod audit;
 pub mod invitations;
 pub mod login_failures;
 pub mod organizations;
+pub mod request_logs;
 pub mod services;
 pub mod sessions;
 pub mod token_keys;

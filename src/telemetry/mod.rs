@@ -1,3 +1,4 @@
 //! What the platform records about traffic: redaction before anything is stored or logged.
 
 pub mod redact;
+pub mod writer;

@@ -16,4 +16,5 @@ mod organization;
 mod services;
 mod sessions;
 mod setup;
+mod telemetry;
 mod tokens;
