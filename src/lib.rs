@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod gateway;
 pub mod routes;
 pub mod telemetry;
 pub mod web;

@@ -1,0 +1,175 @@
+//! JSON-RPC 2.0 as MCP clients send it: what kind of message arrived, which scope its method
+//! needs (DESIGN.md section 5), and error bodies with the standard codes.
+
+use serde_json::{Value, json};
+
+use crate::domain::Scope;
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INTERNAL_ERROR: i64 = -32603;
+
+/// Methods a key with `mcp:read` may call; every other method needs `mcp:write`.
+const READ_METHODS: [&str; 9] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A request: it has an id and expects a response.
+    Request { id: Value, method: String, params: Option<Value> },
+    /// A notification: a method without an id.
+    Notification { method: String },
+    /// The client's answer to a request of the server (sampling, elicitation, roots).
+    Response { id: Value },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    /// The request's id, when it could be read.
+    pub id: Value,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> RpcError {
+        RpcError { code, message: message.into(), id: Value::Null }
+    }
+
+    pub fn body(&self) -> Value {
+        error_body(&self.id, self.code, &self.message)
+    }
+}
+
+pub fn error_body(id: &Value, code: i64, message: &str) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
+}
+
+/// Reads one client message: malformed JSON is -32700, anything that is not a JSON-RPC 2.0
+/// object is -32600.
+pub fn parse(body: &[u8]) -> Result<Message, RpcError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| RpcError::new(PARSE_ERROR, format!("Parse error: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(RpcError::new(INVALID_REQUEST, "Invalid Request: expected a JSON-RPC 2.0 object"));
+    };
+    let id = object.get("id").cloned();
+    let shown_id = id.clone().unwrap_or(Value::Null);
+    let invalid =
+        |message: &str| RpcError { id: shown_id.clone(), ..RpcError::new(INVALID_REQUEST, message) };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(invalid("Invalid Request: \"jsonrpc\" must be \"2.0\""));
+    }
+    if id.as_ref().is_some_and(|id| !(id.is_string() || id.is_i64() || id.is_u64())) {
+        return Err(invalid("Invalid Request: \"id\" must be a string or an integer"));
+    }
+    match (object.get("method"), id) {
+        (Some(Value::String(method)), Some(id)) => {
+            Ok(Message::Request { id, method: method.clone(), params: object.get("params").cloned() })
+        }
+        (Some(Value::String(method)), None) => Ok(Message::Notification { method: method.clone() }),
+        (Some(_), _) => Err(invalid("Invalid Request: \"method\" must be a string")),
+        (None, Some(id)) if object.contains_key("result") || object.contains_key("error") => {
+            Ok(Message::Response { id })
+        }
+        (None, _) => Err(invalid("Invalid Request: neither a request, a notification nor a response")),
+    }
+}
+
+impl Message {
+    /// The scope a key needs to send this message. Notifications and responses are protocol
+    /// plumbing any key that may connect at all can send.
+    pub fn required_scope(&self) -> Scope {
+        match self {
+            Message::Request { method, .. } if !READ_METHODS.contains(&method.as_str()) => Scope::McpWrite,
+            _ => Scope::McpRead,
+        }
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        match self {
+            Message::Request { method, .. } | Message::Notification { method } => Some(method),
+            Message::Response { .. } => None,
+        }
+    }
+
+    /// The tool a `tools/call` names, for the request log.
+    pub fn tool_name(&self) -> Option<&str> {
+        match self {
+            Message::Request { method, params: Some(params), .. } if method == "tools/call" => {
+                params.get("name").and_then(Value::as_str)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_classified() {
+        let request =
+            parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#).unwrap();
+        assert_eq!(request.method(), Some("tools/call"));
+        assert_eq!(request.tool_name(), Some("echo"));
+        assert_eq!(request.required_scope(), Scope::McpWrite);
+        let list = parse(br#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#).unwrap();
+        assert_eq!(list.required_scope(), Scope::McpRead);
+        let note = parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(note, Message::Notification { method: "notifications/initialized".into() });
+        assert_eq!(note.required_scope(), Scope::McpRead);
+        let answer = parse(br#"{"jsonrpc":"2.0","id":7,"result":{}}"#).unwrap();
+        assert_eq!(answer, Message::Response { id: json!(7) });
+    }
+
+    #[test]
+    fn every_read_method_of_design_needs_only_read() {
+        for method in [
+            "initialize",
+            "ping",
+            "tools/list",
+            "resources/list",
+            "resources/read",
+            "prompts/list",
+            "prompts/get",
+            "completion/complete",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#);
+            assert_eq!(parse(body.as_bytes()).unwrap().required_scope(), Scope::McpRead, "{method}");
+        }
+        for method in ["tools/call", "logging/setLevel", "resources/subscribe", "anything/else"] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#);
+            assert_eq!(parse(body.as_bytes()).unwrap().required_scope(), Scope::McpWrite, "{method}");
+        }
+    }
+
+    #[test]
+    fn bad_input_gets_the_standard_codes() {
+        assert_eq!(parse(b"{not json").unwrap_err().code, PARSE_ERROR);
+        for body in [
+            &b"[]"[..],
+            b"42",
+            br#""x""#,
+            br#"{"id":1,"method":"ping"}"#,
+            br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+        ] {
+            assert_eq!(parse(body).unwrap_err().code, INVALID_REQUEST, "{}", String::from_utf8_lossy(body));
+        }
+        let no_method = parse(br#"{"jsonrpc":"2.0","id":3}"#).unwrap_err();
+        assert_eq!((no_method.code, no_method.id.clone()), (INVALID_REQUEST, json!(3)));
+        assert_eq!(no_method.body()["error"]["code"], INVALID_REQUEST);
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#).unwrap_err().code, INVALID_REQUEST);
+    }
+}

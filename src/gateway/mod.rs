@@ -1,0 +1,4 @@
+//! The MCP path: classify client messages, check scopes, and (with the gateway issue) resolve the
+//! service, inject the caller's credential and relay to the upstream.
+
+pub mod jsonrpc;
