@@ -46,6 +46,9 @@ pub struct Application {
     db: Db,
 }
 
+/// Largest dashboard form accepted; the CSRF check reads bodies up to the same size.
+pub const FORM_LIMIT: usize = 256 * 1024;
+
 const SESSION_COOKIE: &str = "mcp_session";
 /// The `__Host-` prefix makes browsers insist on Secure, Path=/ and no Domain.
 const SECURE_SESSION_COOKIE: &str = "__Host-mcp_session";
@@ -91,6 +94,8 @@ impl Application {
                 .build();
             App::new()
                 .app_data(state.clone())
+                // Forms such as a pasted CSV of invitations outgrow actix's 16 KiB default.
+                .app_data(web::FormConfig::default().limit(FORM_LIMIT))
                 .configure(routes::configure)
                 .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(AppError::NotFound) }))
                 .wrap(HtmxMiddleware)

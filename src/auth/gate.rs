@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::csrf;
 use super::session::WebSession;
-use crate::app::AppState;
+use crate::app::{AppState, FORM_LIMIT};
 use crate::db;
 use crate::domain::Role;
 use crate::error::AppError;
@@ -41,9 +41,6 @@ impl FromRequest for CurrentUser {
         ready(req.extensions().get::<CurrentUser>().cloned().ok_or(AppError::Unauthenticated))
     }
 }
-
-/// Largest form body read to find a CSRF token.
-const FORM_LIMIT: usize = 256 * 1024;
 
 pub struct Gate(pub Access);
 

@@ -190,6 +190,16 @@ async fn a_csv_with_a_bad_line_invites_no_one(backend: Backend) {
     assert_eq!(response.status(), 200);
     assert_eq!(links(&response.text().await.unwrap()).len(), 2);
     assert_eq!(app.count("invitations").await, 2);
+
+    // A long paste (400 lines, over 20 KiB) is one form like any other.
+    let many: String = (0..400)
+        .map(|i| format!("person-number-{i:03}@a-rather-long-bulk-domain.example,viewer\n"))
+        .collect();
+    assert!(many.len() > 20 * 1024);
+    let response = app.post_form(&admin, "/members", "/members/invitations/bulk", &[("csv", &many)]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(links(&response.text().await.unwrap()).len(), 400);
+    assert_eq!(app.count("invitations").await, 402);
 }
 
 fn member_id(html: &str, email: &str) -> String {
