@@ -18,3 +18,4 @@ mod sessions;
 mod setup;
 mod telemetry;
 mod tokens;
+mod upstream;

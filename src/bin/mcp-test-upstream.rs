@@ -1,0 +1,117 @@
+//! A small MCP server, written with rmcp, for the tests and the benchmark. Not part of the
+//! product. Tools: `echo`, `add`, `slow` (sleeps), `big` (about 1 MiB), and `whoami` (the
+//! credential it received, to prove injection).
+//!
+//! mcp-test-upstream --http 127.0.0.1:0     prints "listening on http://ADDR/mcp", then serves
+//! mcp-test-upstream --stdio [--credential X]  serves on stdin/stdout; X (or the environment
+//!                                             variable MCP_TEST_CREDENTIAL) is what whoami says
+
+use std::time::Duration;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{ServerCapabilities, ServerConfig};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct EchoArgs {
+    /// The text to send back.
+    text: String,
+}
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct AddArgs {
+    a: i64,
+    b: i64,
+}
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct SlowArgs {
+    /// How long to wait, in milliseconds (at most 60 000).
+    ms: u64,
+}
+
+#[derive(Clone)]
+struct Upstream {
+    tool_router: ToolRouter<Self>,
+    /// For stdio: the credential given on the command line or in the environment.
+    credential: Option<String>,
+}
+
+#[tool_router]
+impl Upstream {
+    fn new(credential: Option<String>) -> Self {
+        Upstream { tool_router: Self::tool_router(), credential }
+    }
+
+    #[tool(description = "Returns the text it is given")]
+    fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
+        text
+    }
+
+    #[tool(description = "Adds two integers")]
+    fn add(&self, Parameters(AddArgs { a, b }): Parameters<AddArgs>) -> String {
+        a.saturating_add(b).to_string()
+    }
+
+    #[tool(description = "Waits the given number of milliseconds, then answers")]
+    async fn slow(&self, Parameters(SlowArgs { ms }): Parameters<SlowArgs>) -> String {
+        let ms = ms.min(60_000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        format!("slept {ms} ms")
+    }
+
+    #[tool(description = "Returns about 1 MiB of text")]
+    fn big(&self) -> String {
+        "0123456789abcdef".repeat(64 * 1024)
+    }
+
+    #[tool(
+        description = "Returns the credential this server received: the Authorization header over HTTP, the configured credential over stdio"
+    )]
+    fn whoami(&self, context: RequestContext<RoleServer>) -> String {
+        let header = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.headers.get("authorization"))
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        header.or_else(|| self.credential.clone()).unwrap_or_else(|| "nobody".to_owned())
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Upstream {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_instructions("The MCP Platform's test upstream")
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    if args.iter().any(|a| a == "--stdio") {
+        let credential = flag("--credential").or_else(|| std::env::var("MCP_TEST_CREDENTIAL").ok());
+        let server = Upstream::new(credential).serve(rmcp::transport::stdio()).await?;
+        server.waiting().await?;
+        return Ok(());
+    }
+    let Some(address) = flag("--http") else {
+        anyhow::bail!("usage: mcp-test-upstream --http ADDR | --stdio [--credential X]");
+    };
+    let service: StreamableHttpService<Upstream, LocalSessionManager> = StreamableHttpService::new(
+        || Ok(Upstream::new(None)),
+        Default::default(),
+        StreamableHttpServerConfig::default(),
+    );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(&address).await?;
+    println!("listening on http://{}/mcp", listener.local_addr()?);
+    axum::serve(listener, router).await?;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! The test upstream itself, reached directly by a real MCP client (rmcp) over both transports,
+//! so the gateway's tests can rely on it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use serde_json::json;
+
+pub const UPSTREAM: &str = env!("CARGO_BIN_EXE_mcp-test-upstream");
+
+/// The test upstream serving Streamable HTTP on a free loopback port; stopped on drop.
+pub struct HttpUpstream {
+    child: Child,
+    pub url: String,
+}
+
+impl HttpUpstream {
+    pub fn start() -> HttpUpstream {
+        let mut child = Command::new(UPSTREAM)
+            .args(["--http", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the test upstream starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url =
+            line.trim().strip_prefix("listening on ").expect("the upstream says where it listens").to_owned();
+        HttpUpstream { child, url }
+    }
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn call(
+    client: &RunningService<RoleClient, impl rmcp::service::Service<RoleClient>>,
+    tool: &str,
+    args: serde_json::Value,
+) -> String {
+    let arguments = args.as_object().cloned().unwrap_or_default();
+    let result: CallToolResult = client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
+        .await
+        .unwrap();
+    result.content.iter().filter_map(|c| c.as_text()).map(|t| t.text.clone()).collect()
+}
+
+#[tokio::test]
+async fn the_test_upstream_answers_over_streamable_http() {
+    let upstream = HttpUpstream::start();
+    let config = StreamableHttpClientTransportConfig::with_uri(upstream.url.clone())
+        .auth_header("upstream-credential-1");
+    let client =
+        ClientConfig::default().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let mut names: Vec<String> =
+        client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["add", "big", "echo", "slow", "whoami"]);
+    assert_eq!(call(&client, "echo", json!({ "text": "hello" })).await, "hello");
+    assert_eq!(call(&client, "add", json!({ "a": 2, "b": 40 })).await, "42");
+    assert_eq!(call(&client, "whoami", json!({})).await, "Bearer upstream-credential-1");
+    assert_eq!(call(&client, "big", json!({})).await.len(), 1024 * 1024);
+    assert_eq!(call(&client, "slow", json!({ "ms": 10 })).await, "slept 10 ms");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_test_upstream_answers_over_stdio() {
+    let mut command = tokio::process::Command::new(UPSTREAM);
+    command.args(["--stdio", "--credential", "stdio-credential-2"]).stderr(Stdio::null());
+    let client = ClientConfig::default().serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 5);
+    assert_eq!(call(&client, "echo", json!({ "text": "over stdio" })).await, "over stdio");
+    assert_eq!(call(&client, "whoami", json!({})).await, "stdio-credential-2");
+    client.cancel().await.unwrap();
+}
