@@ -31,6 +31,7 @@ pub struct AppState {
     pub passwords: Passwords,
     pub csrf: CsrfKey,
     pub keyring: Keyring,
+    pub gateway: crate::gateway::endpoint::Gateway,
     pub login_ip_limiter: IpLimiter,
     pub settings: WebSettings,
 }
@@ -74,6 +75,7 @@ impl Application {
             passwords: Passwords::new()?,
             csrf: CsrfKey::new(master.derive(b"csrf-v1")),
             keyring: master.token_keyring(),
+            gateway: Default::default(),
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
             settings: WebSettings { public_url: config.public_url.clone(), trust_proxy: config.trust_proxy },
         });
@@ -97,6 +99,8 @@ impl Application {
                 // Forms such as a pasted CSV of invitations outgrow actix's 16 KiB default.
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT))
                 .configure(routes::configure)
+                // The gateway answers API keys, not dashboard sessions: outside the route table's gate.
+                .configure(crate::gateway::endpoint::configure)
                 .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(AppError::NotFound) }))
                 .wrap(HtmxMiddleware)
                 .wrap(session)

@@ -11,3 +11,9 @@ pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
     bytes
 }
+
+/// A random 256-bit token, URL-safe base64: session ids and similar bearer secrets.
+pub fn random_token() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}

@@ -1,4 +1,5 @@
 //! The MCP path: classify client messages, check scopes, and (with the gateway issue) resolve the
 //! service, inject the caller's credential and relay to the upstream.
 
+pub mod endpoint;
 pub mod jsonrpc;

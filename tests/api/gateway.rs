@@ -1,0 +1,204 @@
+//! The gateway over HTTP upstreams: a real MCP client (rmcp) with only the gateway URL and an
+//! API key reaches the test upstream with the user's own token injected, and every bad request
+//! gets its HTTP status and a JSON-RPC error.
+
+use mcp_platform::crypto::api_key::ApiKey;
+use mcp_platform::db;
+use mcp_platform::domain::Role;
+use rmcp::ServiceExt;
+use rmcp::model::ClientConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{Backend, TestApp, TestUser, spawn_app};
+use crate::on_both_backends;
+use crate::upstream::{HttpUpstream, call};
+
+on_both_backends!(
+    a_real_client_works_through_the_gateway_with_its_token_injected,
+    bad_requests_are_refused_with_json_rpc_errors
+);
+
+const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
+
+/// An API key made directly in the database for `user`, with `scopes`.
+async fn api_key(app: &TestApp, org: Uuid, user: &TestUser, scopes: &str) -> String {
+    let key = ApiKey::generate();
+    let row = db::api_keys::NewKey {
+        id: Uuid::now_v7(),
+        organization_id: org,
+        user_id: user.id,
+        name: "test",
+        key_hash: &key.hash(),
+        display_key: &key.display(),
+        scopes,
+        expires_at: Some(app.clock_now() + chrono::Duration::days(30)),
+        rolled_from_id: None,
+    };
+    db::api_keys::insert(app.db.acquire().await.unwrap().conn(), row, app.clock_now()).await.unwrap();
+    key.expose().to_owned()
+}
+
+async fn http_service(app: &TestApp, org: Uuid, name: &str, url: &str) {
+    let headers = std::collections::BTreeMap::from([("X-Team".to_owned(), "platform".to_owned())]);
+    let fields = db::services::ServiceFields {
+        name,
+        description: "the test upstream",
+        version: "1",
+        is_public: true,
+        upstream_url: url,
+        headers: &headers,
+        token_service_name: Some("github"),
+        token_placement: Some("Authorization: Bearer {token}"),
+        timeout_ms: 10_000,
+    };
+    db::services::insert(
+        app.db.acquire().await.unwrap().conn(),
+        org,
+        Uuid::now_v7(),
+        &fields,
+        app.clock_now(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    http_service(&app, org, "tools", &upstream.url).await;
+    let browser = app.signed_in(&developer).await;
+    let saved =
+        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
+    assert_eq!(saved.status(), 200);
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+
+    let config = StreamableHttpClientTransportConfig::with_uri(app.url("/mcp/tools")).auth_header(key);
+    let client =
+        ClientConfig::default().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 5);
+    assert_eq!(call(&client, "echo", json!({ "text": "through the gateway" })).await, "through the gateway");
+    assert_eq!(call(&client, "add", json!({ "a": 20, "b": 22 })).await, "42");
+    // The upstream received the user's own token, not the API key.
+    assert_eq!(call(&client, "whoami", json!({})).await, format!("Bearer {TOKEN}"));
+    assert_eq!(call(&client, "big", json!({})).await.len(), 1024 * 1024);
+    client.cancel().await.unwrap();
+}
+
+async fn post(app: &TestApp, path: &str, key: Option<&str>, body: &str) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_owned());
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    request.send().await.unwrap()
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, i64, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (status, body["error"]["code"].as_i64().unwrap(), body["error"]["message"].as_str().unwrap().to_owned())
+}
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+const CALL: &str =
+    r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#;
+
+async fn bad_requests_are_refused_with_json_rpc_errors(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let tokenless = app.create_user(org, Role::Developer).await;
+    http_service(&app, org, "tools", &upstream.url).await;
+    let browser = app.signed_in(&developer).await;
+    app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let read_only = api_key(&app, org, &developer, "mcp:read").await;
+    let no_token_key = api_key(&app, org, &tokenless, "mcp:read mcp:write").await;
+
+    // No key, a malformed key, an unknown key: 401 with a challenge and a JSON-RPC error.
+    for candidate in [None, Some("mcp_sk_not-a-key"), Some(ApiKey::generate().expose())] {
+        let response = post(&app, "/mcp/tools", candidate, LIST).await;
+        assert!(response.headers().get("www-authenticate").is_some());
+        assert!(response.headers().get("x-correlation-id").is_some());
+        let (status, code, _) = error_of(response).await;
+        assert_eq!((status, code), (401, -32001));
+    }
+    // Scopes: a read-only key may list but not call.
+    let (status, code, message) = error_of(post(&app, "/mcp/tools", Some(&read_only), CALL).await).await;
+    assert_eq!((status, code), (403, -32003));
+    assert!(message.contains("mcp:write"), "{message}");
+    // Unknown service, and another organization's service, are 404.
+    let other_org = app.create_organization("Globex").await;
+    http_service(&app, other_org, "globex-only", &upstream.url).await;
+    for path in ["/mcp/nothing-here", "/mcp/globex-only"] {
+        let (status, code, _) = error_of(post(&app, path, Some(&key), LIST).await).await;
+        assert_eq!((status, code), (404, -32004), "{path}");
+    }
+    // Malformed JSON and non-JSON-RPC messages.
+    assert_eq!(error_of(post(&app, "/mcp/tools", Some(&key), "{oops").await).await.1, -32700);
+    for body in ["[]", "42", r#"{"id":1,"method":"tools/list"}"#] {
+        let (status, code, _) = error_of(post(&app, "/mcp/tools", Some(&key), body).await).await;
+        assert_eq!((status, code), (400, -32600), "{body}");
+    }
+    // Too big, wrong media types.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(4 * 1024 * 1024)
+    );
+    assert_eq!(post(&app, "/mcp/tools", Some(&key), &big).await.status(), 413);
+    let wrong_type = reqwest::Client::new()
+        .post(app.url("/mcp/tools"))
+        .header("content-type", "text/plain")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {key}"))
+        .body(LIST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), 415);
+    let wrong_accept = reqwest::Client::new()
+        .post(app.url("/mcp/tools"))
+        .header("content-type", "application/json")
+        .header("accept", "text/html")
+        .header("authorization", format!("Bearer {key}"))
+        .body(LIST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_accept.status(), 406);
+    // A user without the token the service needs is told which one and where to set it.
+    let (status, code, message) = error_of(post(&app, "/mcp/tools", Some(&no_token_key), LIST).await).await;
+    assert_eq!((status, code), (403, -32005));
+    assert!(message.contains("\"github\"") && message.contains("/tokens"), "{message}");
+
+    // Session hijack: a session opened by one key is not found for another.
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let opened = post(&app, "/mcp/tools", Some(&key), init).await;
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers().get("mcp-session-id").unwrap().to_str().unwrap().to_owned();
+    let intruder = api_key(&app, org, &tokenless, "mcp:read mcp:write").await;
+    let hijack = reqwest::Client::new()
+        .post(app.url("/mcp/tools"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {intruder}"))
+        .header("mcp-session-id", &session)
+        .body(LIST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hijack.status(), 404);
+    // The unreachable upstream is a 502.
+    http_service(&app, org, "down", "http://127.0.0.1:9/mcp").await;
+    let (status, code, _) = error_of(post(&app, "/mcp/down", Some(&key), LIST).await).await;
+    assert_eq!((status, code), (502, -32010));
+}
