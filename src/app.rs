@@ -23,6 +23,7 @@ use crate::crypto::keyring::Keyring;
 use crate::db::{self, Db};
 use crate::error::AppError;
 use crate::routes;
+use crate::telemetry::writer::{RequestLogWriter, WriterConfig, WriterHandle};
 
 /// What handlers share.
 pub struct AppState {
@@ -32,6 +33,7 @@ pub struct AppState {
     pub csrf: CsrfKey,
     pub keyring: Keyring,
     pub gateway: crate::gateway::endpoint::Gateway,
+    pub log_writer: RequestLogWriter,
     pub login_ip_limiter: IpLimiter,
     pub settings: WebSettings,
 }
@@ -45,6 +47,7 @@ pub struct Application {
     port: u16,
     server: Server,
     db: Db,
+    log_writer: WriterHandle,
 }
 
 /// Largest dashboard form accepted; the CSRF check reads bodies up to the same size.
@@ -69,6 +72,8 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("MCP_PLATFORM_BIND: cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
+        let (log_writer, log_writer_handle) =
+            RequestLogWriter::start(db.clone(), clock.clone(), WriterConfig::default());
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),
@@ -76,6 +81,7 @@ impl Application {
             csrf: CsrfKey::new(master.derive(b"csrf-v1")),
             keyring: master.token_keyring(),
             gateway: Default::default(),
+            log_writer,
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
             settings: WebSettings { public_url: config.public_url.clone(), trust_proxy: config.trust_proxy },
         });
@@ -117,7 +123,7 @@ impl Application {
         .workers(config.workers)
         .listen(listener)?
         .run();
-        Ok(Application { port, server, db })
+        Ok(Application { port, server, db, log_writer: log_writer_handle })
     }
 
     pub fn port(&self) -> u16 {
@@ -128,9 +134,14 @@ impl Application {
         &self.db
     }
 
-    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and closes the pool.
+    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight, writes every
+    /// queued request-log row and closes the pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
+        match self.log_writer.shutdown().await {
+            Ok(written) => tracing::info!(written, "request logs flushed"),
+            Err(e) => tracing::error!(error = ?e, "request logs could not all be written"),
+        }
         self.db.close().await;
         result
     }

@@ -15,6 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::jsonrpc::{self, Message, RpcError};
+use super::record::{BODY_LIMIT, CallRecord, Outcome, error_in};
 use crate::app::AppState;
 use crate::auth::api_key::{KeyPrincipal, KeyRejection, authenticate_api_key};
 use crate::catalog::definition::CredentialPlacement;
@@ -232,25 +233,96 @@ pub async fn post(
     name: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let correlation = Uuid::now_v7().to_string();
-    match relay_post(&req, &state, &name, payload).await {
-        Ok(mut response) => {
-            response.headers_mut().insert(
-                header::HeaderName::from_static("x-correlation-id"),
-                header::HeaderValue::from_str(&correlation).expect("a UUID is a valid header value"),
+    let mut record = CallRecord::new(&req, &name);
+    let correlation = record.correlation.clone();
+    match relay_post(&req, &state, &name, payload, &mut record).await {
+        Ok((mut response, answer)) => {
+            response.insert_header((CORRELATION_HEADER, correlation));
+            let status = answer.status().as_u16();
+            let capture = Capture {
+                record: Some(record),
+                captured: Vec::new(),
+                status,
+                writer: state.log_writer.clone(),
+                clock: state.clock.clone(),
+            };
+            let chunks = futures_util::stream::unfold(
+                (Box::pin(answer.bytes_stream()), capture),
+                |(mut inner, mut capture)| async move {
+                    match inner.next().await {
+                        Some(Ok(chunk)) => {
+                            capture.keep(&chunk);
+                            Some((Ok(chunk), (inner, capture)))
+                        }
+                        Some(Err(e)) => {
+                            capture.done();
+                            Some((Err(actix_web::error::ErrorBadGateway(e)), (inner, capture)))
+                        }
+                        None => {
+                            capture.done();
+                            None
+                        }
+                    }
+                },
             );
-            response
+            response.streaming(chunks)
         }
-        Err(refusal) => refusal.response(&correlation),
+        Err(refusal) => {
+            let body = refusal.error.body().to_string();
+            let outcome = Outcome {
+                http_status: refusal.status.as_u16(),
+                error_code: Some(refusal.error.code),
+                error_message: Some(refusal.error.message.clone()),
+            };
+            record.finish(outcome, Some(&body), &state.log_writer, &state.clock);
+            refusal.response(&correlation)
+        }
     }
 }
 
+/// Keeps the first part of the upstream's answer as it streams to the client, and records the
+/// call when the answer ends or the client goes away.
+struct Capture {
+    record: Option<CallRecord>,
+    captured: Vec<u8>,
+    status: u16,
+    writer: crate::telemetry::writer::RequestLogWriter,
+    clock: crate::clock::SharedClock,
+}
+
+impl Capture {
+    fn keep(&mut self, chunk: &[u8]) {
+        let room = (BODY_LIMIT + 1).saturating_sub(self.captured.len());
+        self.captured.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
+    fn done(&mut self) {
+        let Some(record) = self.record.take() else { return };
+        let text = String::from_utf8_lossy(&self.captured).into_owned();
+        let error = error_in(&text, &record.rpc_id);
+        let outcome = Outcome {
+            http_status: self.status,
+            error_code: error.as_ref().map(|(code, _)| *code),
+            error_message: error.map(|(_, message)| message),
+        };
+        record.finish(outcome, Some(&text), &self.writer, &self.clock);
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+/// Checks the message and sends it upstream; the caller streams the answer back.
 async fn relay_post(
     req: &HttpRequest,
     state: &AppState,
     name: &str,
     payload: web::Payload,
-) -> Result<HttpResponse, Refusal> {
+    record: &mut CallRecord,
+) -> Result<(actix_web::HttpResponseBuilder, reqwest::Response), Refusal> {
     let content_type = header_str(req, header::CONTENT_TYPE).unwrap_or("");
     if !content_type.starts_with("application/json") {
         return Err(Refusal::new(
@@ -281,7 +353,11 @@ async fn relay_post(
         ));
     }
     let principal = principal(state, req).await?;
+    record.organization_id = Some(principal.organization_id);
+    record.user_id = Some(principal.user_id);
+    record.api_key_id = Some(principal.key_id);
     let body = read_body(payload).await?;
+    record.request_body = Some(String::from_utf8_lossy(&body).into_owned());
     let message = jsonrpc::parse(&body).map_err(|error| Refusal {
         status: StatusCode::BAD_REQUEST,
         error,
@@ -291,7 +367,11 @@ async fn relay_post(
         Message::Request { id, .. } | Message::Response { id } => id.clone(),
         Message::Notification { .. } => Value::Null,
     };
+    record.method = message.method().map(str::to_owned);
+    record.tool = message.tool_name().map(str::to_owned);
+    record.rpc_id = id.clone();
     let service = service(state, &principal, name).await.map_err(|r| r.with_id(&id))?;
+    record.service_id = Some(service.id);
     let needed = message.required_scope();
     if !principal.scopes.contains(needed) {
         return Err(Refusal::new(
@@ -312,6 +392,9 @@ async fn relay_post(
         .with_id(&id));
     };
     let credential = credential(state, &principal, &service).await.map_err(|r| r.with_id(&id))?;
+    if let Some((_, _, token)) = &credential {
+        record.secrets.push(token.clone());
+    }
 
     let mut upstream = state
         .gateway
@@ -368,8 +451,7 @@ async fn relay_post(
     } else if let Some((gateway_id, _)) = &existing {
         response.insert_header((SESSION_HEADER, gateway_id.clone()));
     }
-    let stream = answer.bytes_stream().map(|chunk| chunk.map_err(actix_web::error::ErrorBadGateway));
-    Ok(response.streaming(stream))
+    Ok((response, answer))
 }
 
 /// The server-to-client stream of a session.

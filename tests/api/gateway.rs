@@ -76,6 +76,7 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
         app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
     assert_eq!(saved.status(), 200);
     let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let key_text = key.clone();
 
     let config = StreamableHttpClientTransportConfig::with_uri(app.url("/mcp/tools")).auth_header(key);
     let client =
@@ -87,6 +88,74 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     assert_eq!(call(&client, "whoami", json!({})).await, format!("Bearer {TOKEN}"));
     assert_eq!(call(&client, "big", json!({})).await.len(), 1024 * 1024);
     client.cancel().await.unwrap();
+
+    // Every message is in the request log, redacted, and the usage counters moved with it.
+    let rows = settled_rows(&app, 7).await;
+    let calls: Vec<&str> =
+        rows.iter().filter(|r| r.method == "tools/call").map(|r| r.tool.as_str()).collect();
+    assert_eq!(calls, ["echo", "add", "whoami", "big"]);
+    let whoami = rows.iter().find(|r| r.tool == "whoami").unwrap();
+    assert!(whoami.response.contains("[REDACTED]"), "{}", whoami.response);
+    let big = rows.iter().find(|r| r.tool == "big").unwrap();
+    assert!(big.response_truncated && big.response.len() <= 16 * 1024);
+    for row in &rows {
+        assert!(!row.request.contains(TOKEN) && !row.response.contains(TOKEN), "the token was stored");
+        assert!(!row.request.contains(&key_text) && !row.response.contains(&key_text), "the key was stored");
+        assert!(row.success, "{} failed", row.method);
+    }
+    let logs = crate::helpers::captured_logs();
+    assert!(!logs.contains(TOKEN) && !logs.contains(&key_text), "a secret reached a log line");
+    assert_eq!(usage_total(&app).await, rows.len() as i64, "counters equal log rows");
+}
+
+struct Row {
+    method: String,
+    tool: String,
+    request: String,
+    response: String,
+    response_truncated: bool,
+    success: bool,
+    error_code: Option<i32>,
+}
+
+type RawRow = (Option<String>, Option<String>, Option<String>, Option<String>, bool, String, Option<i32>);
+
+/// The request-log rows once the batched writer has written them all (it waits up to 50 ms).
+async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
+    let sql = "SELECT method, tool_name, request_body, response_body, response_truncated, status, error_code \
+               FROM request_logs ORDER BY created_at, id";
+    let mut last = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let raw: Vec<RawRow> = match &app.db {
+            mcp_platform::db::Db::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+            mcp_platform::db::Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+        };
+        if raw.len() >= at_least && raw.len() == last {
+            return raw
+                .into_iter()
+                .map(|(method, tool, request, response, response_truncated, status, error_code)| Row {
+                    method: method.unwrap_or_default(),
+                    tool: tool.unwrap_or_default(),
+                    request: request.unwrap_or_default(),
+                    response: response.unwrap_or_default(),
+                    response_truncated,
+                    success: status == "success",
+                    error_code,
+                })
+                .collect();
+        }
+        last = raw.len();
+    }
+    panic!("the request log did not settle at {at_least} rows or more (has {last})");
+}
+
+async fn usage_total(app: &TestApp) -> i64 {
+    let sql = "SELECT CAST(COALESCE(SUM(request_count), 0) AS BIGINT) FROM service_usage WHERE day IS NULL";
+    match &app.db {
+        mcp_platform::db::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        mcp_platform::db::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    }
 }
 
 async fn post(app: &TestApp, path: &str, key: Option<&str>, body: &str) -> reqwest::Response {
@@ -201,4 +270,12 @@ async fn bad_requests_are_refused_with_json_rpc_errors(backend: Backend) {
     http_service(&app, org, "down", "http://127.0.0.1:9/mcp").await;
     let (status, code, _) = error_of(post(&app, "/mcp/down", Some(&key), LIST).await).await;
     assert_eq!((status, code), (502, -32010));
+
+    // Refusals after the key was checked are logged with their codes; those before are not
+    // (they belong to no organization).
+    let rows = settled_rows(&app, 10).await;
+    for code in [-32700, -32600, -32003, -32004, -32005, -32010] {
+        assert!(rows.iter().any(|r| r.error_code == Some(code) && !r.success), "no row for {code}");
+    }
+    assert!(rows.iter().all(|r| r.error_code != Some(-32001)), "401s are not in an organization's log");
 }
