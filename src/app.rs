@@ -134,6 +134,11 @@ impl Application {
         &self.db
     }
 
+    /// Stops the server from outside (SIGINT and SIGTERM do the same).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until SIGINT or SIGTERM, then finishes the requests in flight, writes every
     /// queued request-log row and closes the pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

@@ -239,7 +239,14 @@ pub async fn post(
         Ok((mut response, answer)) => {
             response.insert_header((CORRELATION_HEADER, correlation));
             let status = answer.status().as_u16();
+            let is_sse = answer
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
             let capture = Capture {
+                rpc_id: record.rpc_id.clone(),
+                is_sse,
                 record: Some(record),
                 captured: Vec::new(),
                 status,
@@ -253,6 +260,20 @@ pub async fn post(
                         Some(Ok(chunk)) => {
                             capture.keep(&chunk);
                             Some((Ok(chunk), (inner, capture)))
+                        }
+                        // An event stream that breaks off (or runs past the service's timeout)
+                        // ends with a JSON-RPC error event, so the client is not left waiting.
+                        Some(Err(e)) if capture.is_sse => {
+                            let message = if e.is_timeout() {
+                                "The upstream did not answer in time"
+                            } else {
+                                "The upstream broke off its answer"
+                            };
+                            let error = jsonrpc::error_body(&capture.rpc_id, UPSTREAM_FAILED, message);
+                            let event = web::Bytes::from(format!("event: message\ndata: {error}\n\n"));
+                            capture.keep(&event);
+                            capture.done();
+                            Some((Ok(event), (inner, capture)))
                         }
                         Some(Err(e)) => {
                             capture.done();
@@ -283,6 +304,8 @@ pub async fn post(
 /// Keeps the first part of the upstream's answer as it streams to the client, and records the
 /// call when the answer ends or the client goes away.
 struct Capture {
+    rpc_id: Value,
+    is_sse: bool,
     record: Option<CallRecord>,
     captured: Vec<u8>,
     status: u16,

@@ -18,7 +18,8 @@ use crate::upstream::{HttpUpstream, call};
 
 on_both_backends!(
     a_real_client_works_through_the_gateway_with_its_token_injected,
-    bad_requests_are_refused_with_json_rpc_errors
+    bad_requests_are_refused_with_json_rpc_errors,
+    a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row,
 );
 
 const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
@@ -278,4 +279,102 @@ async fn bad_requests_are_refused_with_json_rpc_errors(backend: Backend) {
         assert!(rows.iter().any(|r| r.error_code == Some(code) && !r.success), "no row for {code}");
     }
     assert!(rows.iter().all(|r| r.error_code != Some(-32001)), "401s are not in an organization's log");
+}
+
+async fn a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    http_service(&app, org, "tools", &upstream.url).await;
+    let browser = app.signed_in(&developer).await;
+    app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+
+    // A service whose timeout is shorter than the call: the client gets a JSON-RPC error (the
+    // upstream answers with an event stream, so the error is its last event).
+    let headers = Default::default();
+    let fields = db::services::ServiceFields {
+        name: "impatient",
+        description: "",
+        version: "",
+        is_public: true,
+        upstream_url: &upstream.url,
+        headers: &headers,
+        token_service_name: None,
+        token_placement: None,
+        timeout_ms: 300,
+    };
+    db::services::insert(
+        app.db.acquire().await.unwrap().conn(),
+        org,
+        Uuid::now_v7(),
+        &fields,
+        app.clock_now(),
+    )
+    .await
+    .unwrap();
+    let slow =
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"slow","arguments":{"ms":2000}}}"#;
+    let impatient = open_session(&app, "/mcp/impatient", &key).await;
+    let answer = post_in(&app, "/mcp/impatient", &key, &impatient, slow).await.text().await.unwrap();
+    assert!(
+        answer.contains(r#""id":9"#)
+            && answer.contains("-32010")
+            && answer.contains("did not answer in time"),
+        "{answer}"
+    );
+
+    // Calls in flight when the server is told to stop still finish, and all are recorded.
+    let session = open_session(&app, "/mcp/tools", &key).await;
+    let in_flight: Vec<_> = (0..8)
+        .map(|i| {
+            let url = app.url("/mcp/tools");
+            let (key, session) = (key.clone(), session.clone());
+            tokio::spawn(async move {
+                let body = format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"slow","arguments":{{"ms":300}}}}}}"#);
+                request(&url, &key, Some(&session), &body).send().await.unwrap().text().await.unwrap()
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    app.stop().await;
+    for call in in_flight {
+        assert!(call.await.unwrap().contains("slept 300 ms"), "a call in flight was cut off");
+    }
+    let rows = app.count("request_logs").await;
+    assert_eq!(
+        rows, 13,
+        "two sessions opened (initialize and initialized each), the timed-out call, eight in flight"
+    );
+    assert_eq!(usage_total(&app).await, rows, "counters equal log rows after a graceful stop");
+}
+
+fn request(url: &str, key: &str, session: Option<&str>, body: &str) -> reqwest::RequestBuilder {
+    let request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", format!("Bearer {key}"))
+        .body(body.to_owned());
+    match session {
+        Some(session) => request.header("mcp-session-id", session),
+        None => request,
+    }
+}
+
+async fn post_in(app: &TestApp, path: &str, key: &str, session: &str, body: &str) -> reqwest::Response {
+    request(&app.url(path), key, Some(session), body).send().await.unwrap()
+}
+
+/// Initializes an MCP session through the gateway, as a client would, and returns its id.
+async fn open_session(app: &TestApp, path: &str, key: &str) -> String {
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let opened = request(&app.url(path), key, None, init).send().await.unwrap();
+    assert_eq!(opened.status(), 200);
+    let session = opened.headers().get("mcp-session-id").unwrap().to_str().unwrap().to_owned();
+    opened.text().await.unwrap();
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(post_in(app, path, key, &session, initialized).await.status(), 202);
+    session
 }

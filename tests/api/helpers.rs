@@ -141,6 +141,8 @@ pub struct TestApp {
     pub db: Db,
     /// The server's own pool, to take the database away from it.
     pub server_db: Db,
+    /// Stops the server gracefully, as SIGTERM does; see `stop`.
+    server: Option<(actix_web::dev::ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
     pub database_url: String,
     pub clock: Arc<OffsetClock>,
     pub data_dir: PathBuf,
@@ -199,12 +201,14 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
     let app = Application::build(config.clone(), &master, clock.clone()).await.unwrap();
     let port = app.port();
     let server_db = app.db().clone();
-    tokio::spawn(app.run_until_stopped());
+    let server = app.handle();
+    let stopped = tokio::spawn(app.run_until_stopped());
     let db = Db::connect(&config.database).await.unwrap();
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         db,
         server_db,
+        server: Some((server, stopped)),
         database_url,
         clock,
         data_dir,
@@ -257,6 +261,13 @@ pub fn location(response: &reqwest::Response) -> Option<String> {
 }
 
 impl TestApp {
+    /// Stops the server gracefully and waits until it has finished, request logs included.
+    pub async fn stop(&mut self) {
+        let (server, stopped) = self.server.take().expect("the server is running");
+        server.stop(true).await;
+        stopped.await.unwrap().unwrap();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
