@@ -120,6 +120,12 @@ impl Application {
                         .exclude("/readyz"),
                 )
         })
+        // Streamed answers are written in small pieces: send them at once, not after Nagle's delay.
+        .on_connect(|connection, _| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .workers(config.workers)
         .listen(listener)?
         .run();

@@ -112,6 +112,10 @@ async fn main() -> anyhow::Result<()> {
     let router = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(&address).await?;
     println!("listening on http://{}/mcp", listener.local_addr()?);
+    // Small SSE writes must not wait for Nagle's algorithm (a 40 ms stall per answer).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router).await?;
     Ok(())
 }

@@ -1,0 +1,308 @@
+//! The gateway benchmark: tools/call `echo` straight to the test upstream and through the
+//! platform, in alternating rounds, at concurrency 1 and 16. Prints requests per second,
+//! p50/p99 latency, the throughput ratio, the added p50, the platform's peak memory, checks
+//! that log rows and usage counters equal the calls made, and ends with one JSON line.
+//!
+//! cargo run --release --features test-upstream --bin mcp-bench [-- --calls 2000 --rounds 3]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mcp_platform::clock::{Clock, SystemClock};
+use mcp_platform::config::{DatabaseUrl, MasterKey};
+use mcp_platform::crypto::api_key::ApiKey;
+use mcp_platform::crypto::keyring::Binding;
+use mcp_platform::db::{self, Db};
+use mcp_platform::domain::{Email, Role};
+use serde_json::json;
+use uuid::Uuid;
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("no directory")?.join(name);
+    if !path.exists() {
+        bail!("{} is missing: build with --features test-upstream", path.display());
+    }
+    Ok(path)
+}
+
+fn flag(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Opens an MCP session at `url` and returns its id.
+async fn open_session(client: &reqwest::Client, url: &str, key: Option<&str>) -> anyhow::Result<String> {
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}});
+    let response = request(client, url, key, None).body(init.to_string()).send().await?;
+    let session = response.headers().get("mcp-session-id").context("no session id")?.to_str()?.to_owned();
+    response.text().await?;
+    let done = json!({"jsonrpc":"2.0","method":"notifications/initialized"});
+    request(client, url, key, Some(&session)).body(done.to_string()).send().await?.text().await?;
+    Ok(session)
+}
+
+fn request(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    session: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut r = client
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        r = r.header("authorization", format!("Bearer {key}"));
+    }
+    if let Some(session) = session {
+        r = r.header("mcp-session-id", session);
+    }
+    r
+}
+
+struct Round {
+    rps: f64,
+    latencies: Vec<Duration>,
+}
+
+/// `calls` echo calls over `concurrency` sessions; returns the throughput and every latency.
+async fn round(url: &str, key: Option<&str>, calls: usize, concurrency: usize) -> anyhow::Result<Round> {
+    let client = reqwest::Client::new();
+    let mut sessions = Vec::new();
+    for _ in 0..concurrency {
+        sessions.push(open_session(&client, url, key).await?);
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for (w, session) in sessions.into_iter().enumerate() {
+        let (client, url, key) = (client.clone(), url.to_owned(), key.map(str::to_owned));
+        let share = calls / concurrency + usize::from(w < calls % concurrency);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(share);
+            for i in 0..share {
+                let body = json!({"jsonrpc":"2.0","id":i + 1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"bench"}}});
+                let t = Instant::now();
+                let text = request(&client, &url, key.as_deref(), Some(&session)).body(body.to_string()).send().await?.text().await?;
+                latencies.push(t.elapsed());
+                if !text.contains("\"result\"") {
+                    bail!("unexpected answer: {text}");
+                }
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(calls);
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    let rps = calls as f64 / started.elapsed().as_secs_f64();
+    Ok(Round { rps, latencies })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn peak_memory_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<String> {
+    let now = SystemClock.now();
+    let org = Uuid::now_v7();
+    let user = Uuid::now_v7();
+    let mut tx = db.begin().await?;
+    db::organizations::insert(tx.conn(), org, "Bench", "bench", "bench@example.com", now).await?;
+    let email = Email::parse("bench@example.com").map_err(anyhow::Error::msg)?;
+    let new_user = db::users::NewUser {
+        id: user,
+        organization_id: org,
+        email: &email,
+        password_hash: "x",
+        role: Role::Developer,
+    };
+    db::users::insert(tx.conn(), new_user, now).await?;
+    let headers = Default::default();
+    let service = db::services::ServiceFields {
+        name: "echo",
+        description: "",
+        version: "",
+        is_public: false,
+        upstream_url: upstream,
+        headers: &headers,
+        token_service_name: Some("github"),
+        token_placement: Some("Authorization: Bearer {token}"),
+        timeout_ms: 60_000,
+    };
+    db::services::insert(tx.conn(), org, Uuid::now_v7(), &service, now).await?;
+    let key = ApiKey::generate();
+    let row = db::api_keys::NewKey {
+        id: Uuid::now_v7(),
+        organization_id: org,
+        user_id: user,
+        name: "bench",
+        key_hash: &key.hash(),
+        display_key: &key.display(),
+        scopes: "mcp:read mcp:write",
+        expires_at: None,
+        rolled_from_id: None,
+    };
+    db::api_keys::insert(tx.conn(), row, now).await?;
+    tx.commit().await?;
+    let binding = Binding { organization_id: org, user_id: user, service_name: "github" };
+    let sealed =
+        master.token_keyring().seal(db, now, "ghp_benchmarkTokenValue000000000000000", binding).await?;
+    let token = db::user_tokens::NewToken {
+        organization_id: org,
+        user_id: user,
+        service_name: "github",
+        ciphertext: &sealed.bytes,
+        key_id: &sealed.key_id,
+        last4: "0000",
+    };
+    db::user_tokens::upsert(db.acquire().await?.conn(), token, now).await?;
+    Ok(key.expose().to_owned())
+}
+
+fn start_platform(dir: &Path, secret: &str) -> anyhow::Result<(Killed, String)> {
+    let mut child = Command::new(sibling("mcp-platform")?)
+        .env("MCP_PLATFORM_DATA_DIR", dir)
+        .env("MCP_PLATFORM_BIND", "127.0.0.1:0")
+        .env("MCP_PLATFORM_SECRET_KEY", secret)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let url = loop {
+        let line = lines.next().context("the platform stopped")??;
+        if let Some(url) = line.strip_prefix("MCP Platform is running: open ") {
+            break url.trim_end_matches('/').to_owned();
+        }
+    };
+    // Keep draining stderr so the platform never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok((Killed(child), url))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let calls = flag(&args, "--calls", 2000);
+    let rounds = flag(&args, "--rounds", 3);
+    let dir = std::env::temp_dir().join(format!("mcp-bench-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir)?;
+
+    let mut upstream = Command::new(sibling("mcp-test-upstream")?)
+        .args(["--http", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(upstream.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let upstream_url = line.trim().strip_prefix("listening on ").context("upstream address")?.to_owned();
+    let _upstream = Killed(upstream);
+
+    let master = MasterKey::generate();
+    let (platform, base) = start_platform(&dir, &master.encode())?;
+    let pid = platform.0.id();
+    let db =
+        Db::connect(&DatabaseUrl::parse(&format!("sqlite://{}", dir.join("mcp-platform.db").display()))?)
+            .await?;
+    let key = setup(&db, &master, &upstream_url).await?;
+    let gateway_url = format!("{base}/mcp/echo");
+
+    let mut report = serde_json::Map::new();
+    let mut gateway_messages = 0usize;
+    for concurrency in [1usize, 16] {
+        let calls = if concurrency == 1 { calls / 4 } else { calls };
+        let (mut direct, mut through) = (Vec::new(), Vec::new());
+        let (mut direct_rps, mut through_rps) = (0.0, 0.0);
+        for _ in 0..rounds {
+            let d = round(&upstream_url, None, calls, concurrency).await?;
+            let g = round(&gateway_url, Some(&key), calls, concurrency).await?;
+            gateway_messages += calls + 2 * concurrency;
+            direct_rps += d.rps / rounds as f64;
+            through_rps += g.rps / rounds as f64;
+            direct.extend(d.latencies);
+            through.extend(g.latencies);
+        }
+        direct.sort();
+        through.sort();
+        let (dp50, dp99, gp50, gp99) = (
+            percentile(&direct, 0.5),
+            percentile(&direct, 0.99),
+            percentile(&through, 0.5),
+            percentile(&through, 0.99),
+        );
+        println!(
+            "concurrency {concurrency:>2}: direct {direct_rps:>8.0} req/s p50 {dp50:.2} ms p99 {dp99:.2} ms | gateway {through_rps:>8.0} req/s p50 {gp50:.2} ms p99 {gp99:.2} ms | ratio {:.2} | added p50 {:.2} ms",
+            through_rps / direct_rps,
+            gp50 - dp50
+        );
+        report.insert(
+            format!("c{concurrency}"),
+            json!({
+                "direct_rps": direct_rps.round(), "gateway_rps": through_rps.round(),
+                "direct_p50_ms": dp50, "direct_p99_ms": dp99, "gateway_p50_ms": gp50, "gateway_p99_ms": gp99,
+                "throughput_ratio": through_rps / direct_rps, "added_p50_ms": gp50 - dp50,
+            }),
+        );
+    }
+    let peak_kib = peak_memory_kib(pid);
+    // A graceful stop writes every queued log row.
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    let mut platform = platform;
+    platform.0.wait()?;
+    let rows: i64 = match &db {
+        Db::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM request_logs").fetch_one(pool).await?,
+        Db::Postgres(_) => unreachable!("the benchmark runs on SQLite"),
+    };
+    let counted: i64 =
+        match &db {
+            Db::Sqlite(pool) => sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(request_count), 0) AS BIGINT) FROM service_usage WHERE day IS NULL",
+            )
+            .fetch_one(pool)
+            .await?,
+            Db::Postgres(_) => unreachable!(),
+        };
+    let consistent = rows == gateway_messages as i64 && counted == rows;
+    println!(
+        "platform peak memory {} MiB; log rows {rows}, usage count {counted}, gateway messages sent {gateway_messages}: {}",
+        peak_kib.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+        if consistent { "all recorded" } else { "MISMATCH" }
+    );
+    report.insert("peak_memory_mib".into(), json!(peak_kib.map(|k| k as f64 / 1024.0)));
+    report.insert("log_rows".into(), json!(rows));
+    report.insert("usage_count".into(), json!(counted));
+    report.insert("gateway_messages".into(), json!(gateway_messages));
+    report.insert("all_recorded".into(), json!(consistent));
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{}", serde_json::Value::Object(report));
+    if !consistent {
+        bail!("log rows or counters do not match the calls made");
+    }
+    Ok(())
+}
