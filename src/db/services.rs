@@ -176,12 +176,19 @@ pub async fn sync_system(conn: Conn<'_>, services: &[SystemService], now: DateTi
                     ("stdio", None, BTreeMap::new(), Some(command.clone()), args.clone(), env.clone(), None)
                 }
             };
-            let updated = sqlx::query(
-                "UPDATE mcp_services SET description = $2, version = $3, is_public = $4, transport = $5, \
-                 upstream_url = $6, headers = $7, command = $8, args = $9, env = $10, token_service_name = $11, \
-                 token_placement = $12, timeout_ms = $13, is_enabled = TRUE, updated_at = $14 \
-                 WHERE organization_id IS NULL AND name = $1",
+            sqlx::query(
+                "INSERT INTO mcp_services (id, organization_id, name, description, version, is_public, transport, \
+                 upstream_url, headers, command, args, env, token_service_name, token_placement, timeout_ms, \
+                 is_enabled, created_at, updated_at) \
+                 VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE, $15, $15) \
+                 ON CONFLICT (name) WHERE organization_id IS NULL DO UPDATE SET \
+                 description = excluded.description, version = excluded.version, is_public = excluded.is_public, \
+                 transport = excluded.transport, upstream_url = excluded.upstream_url, headers = excluded.headers, \
+                 command = excluded.command, args = excluded.args, env = excluded.env, \
+                 token_service_name = excluded.token_service_name, token_placement = excluded.token_placement, \
+                 timeout_ms = excluded.timeout_ms, is_enabled = TRUE, updated_at = excluded.updated_at",
             )
+            .bind(Uuid::now_v7())
             .bind(s.name.as_str())
             .bind(&s.description)
             .bind(&s.version)
@@ -197,33 +204,7 @@ pub async fn sync_system(conn: Conn<'_>, services: &[SystemService], now: DateTi
             .bind(s.timeout_ms)
             .bind(now)
             .execute(&mut *c)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                sqlx::query(
-                    "INSERT INTO mcp_services (id, organization_id, name, description, version, is_public, transport, \
-                     upstream_url, headers, command, args, env, token_service_name, token_placement, timeout_ms, \
-                     is_enabled, created_at, updated_at) \
-                     VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE, $15, $15)",
-                )
-                .bind(Uuid::now_v7())
-                .bind(s.name.as_str())
-                .bind(&s.description)
-                .bind(&s.version)
-                .bind(s.public)
-                .bind(transport)
-                .bind(&url)
-                .bind(Json(&headers))
-                .bind(&command)
-                .bind(Json(&args))
-                .bind(Json(&env))
-                .bind(s.token.as_ref().map(|t| t.as_str()))
-                .bind(&placement)
-                .bind(s.timeout_ms)
-                .bind(now)
-                .execute(&mut *c)
-                .await?;
-            }
+            .await?;
         }
         let existing: Vec<(String,)> = sqlx::query_as("SELECT name FROM mcp_services WHERE organization_id IS NULL AND is_enabled = TRUE")
             .fetch_all(&mut *c)

@@ -209,6 +209,30 @@ async fn credential(
     Ok(Some((name, value, token.expose_secret().to_owned())))
 }
 
+/// The headers every upstream request carries: the protocol version the client speaks, the
+/// service's own headers, the caller's credential and the upstream's session id.
+fn upstream_headers(
+    mut upstream: reqwest::RequestBuilder,
+    req: &HttpRequest,
+    service: &ServiceRow,
+    credential: Option<&(String, String, String)>,
+    upstream_session: Option<&str>,
+) -> reqwest::RequestBuilder {
+    if let Some(version) = header_str(req, PROTOCOL_HEADER) {
+        upstream = upstream.header(PROTOCOL_HEADER, version);
+    }
+    for (name, value) in service.headers.iter() {
+        upstream = upstream.header(name, value);
+    }
+    if let Some((name, value, _)) = credential {
+        upstream = upstream.header(name, value);
+    }
+    if let Some(session) = upstream_session {
+        upstream = upstream.header(SESSION_HEADER, session);
+    }
+    upstream
+}
+
 async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, Refusal> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
@@ -426,18 +450,8 @@ async fn relay_post(
         .timeout(Duration::from_millis(service.timeout_ms.max(1) as u64))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
-    if let Some(version) = header_str(req, PROTOCOL_HEADER) {
-        upstream = upstream.header(PROTOCOL_HEADER, version);
-    }
-    for (name, value) in service.headers.iter() {
-        upstream = upstream.header(name, value);
-    }
-    if let Some((name, value, _)) = &credential {
-        upstream = upstream.header(name, value);
-    }
-    if let Some(upstream_session) = existing.as_ref().and_then(|(_, s)| s.upstream.clone()) {
-        upstream = upstream.header(SESSION_HEADER, upstream_session);
-    }
+    let upstream_session = existing.as_ref().and_then(|(_, s)| s.upstream.as_deref());
+    upstream = upstream_headers(upstream, req, &service, credential.as_ref(), upstream_session);
     let answer = upstream.body(body.freeze()).send().await.map_err(|e| {
         if e.is_timeout() {
             Refusal::new(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_FAILED, "The upstream did not answer in time")
@@ -497,19 +511,9 @@ async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result
         .clone()
         .ok_or_else(|| Refusal::new(StatusCode::BAD_GATEWAY, UPSTREAM_FAILED, "No HTTP upstream"))?;
     let credential = credential(state, &principal, &service).await?;
-    let mut upstream = state.gateway.client.get(&url).header("accept", "text/event-stream");
-    for (name, value) in service.headers.iter() {
-        upstream = upstream.header(name, value);
-    }
-    if let Some((name, value, _)) = &credential {
-        upstream = upstream.header(name, value);
-    }
-    if let Some(upstream_session) = &session.upstream {
-        upstream = upstream.header(SESSION_HEADER, upstream_session);
-    }
-    if let Some(version) = header_str(req, PROTOCOL_HEADER) {
-        upstream = upstream.header(PROTOCOL_HEADER, version);
-    }
+    let upstream = state.gateway.client.get(&url).header("accept", "text/event-stream");
+    let upstream =
+        upstream_headers(upstream, req, &service, credential.as_ref(), session.upstream.as_deref());
     let answer = upstream.send().await.map_err(|_| {
         Refusal::new(StatusCode::BAD_GATEWAY, UPSTREAM_FAILED, "The upstream cannot be reached")
     })?;

@@ -160,14 +160,14 @@ async fn usage_total(app: &TestApp) -> i64 {
 }
 
 async fn post(app: &TestApp, path: &str, key: Option<&str>, body: &str) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
-        .post(app.url(path))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(body.to_owned());
-    if let Some(key) = key {
-        request = request.header("authorization", format!("Bearer {key}"));
-    }
+    let request = match key {
+        Some(key) => request(&app.url(path), key, None, body),
+        None => reqwest::Client::new()
+            .post(app.url(path))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_owned()),
+    };
     request.send().await.unwrap()
 }
 

@@ -187,6 +187,33 @@ async fn system_services_come_from_the_operators_file(backend: Backend) {
         assert!(response.text().await.unwrap().contains("github-projects is a system service"));
     }
     assert_eq!(app.count("mcp_services").await, 2);
+
+    // A restart with a changed file updates in place; one without a service disables it.
+    let mut services = mcp_platform::catalog::system::load(&file).unwrap();
+    services[0].description = "Projects, version two".into();
+    mcp_platform::db::services::sync_system(
+        app.db.acquire().await.unwrap().conn(),
+        &services,
+        app.clock_now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.count("mcp_services").await, 2);
+    let org = app.create_organization("Initech").await;
+    let admin = app.signed_in(&app.create_user(org, Role::Admin).await).await;
+    assert!(
+        app.get(&admin, "/services/github-projects")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("Projects, version two")
+    );
+    mcp_platform::db::services::sync_system(app.db.acquire().await.unwrap().conn(), &[], app.clock_now())
+        .await
+        .unwrap();
+    assert_eq!(app.get(&admin, "/services/github-projects").await.status(), 404, "disabled, history kept");
+    assert_eq!(app.count("mcp_services").await, 2);
     std::fs::remove_dir_all(dir).unwrap();
 
     // A broken file stops the start with one line naming the setting.
