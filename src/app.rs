@@ -201,6 +201,7 @@ async fn upkeep(state: &AppState) -> anyhow::Result<()> {
     db::sessions::delete_expired(conn.conn(), now).await?;
     db::login_failures::delete_before(conn.conn(), now - chrono::Duration::hours(1)).await?;
     state.login_ip_limiter.forget_idle();
+    state.gateway.forget_idle_sessions();
     state.db.ensure_log_partitions(now).await?;
     Ok(())
 }

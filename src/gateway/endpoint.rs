@@ -41,6 +41,7 @@ struct GatewaySession {
     service_id: Uuid,
     /// The upstream's own session id, if it uses one.
     upstream: Option<String>,
+    last_used: std::time::Instant,
 }
 
 /// Shared by the gateway's handlers: the upstream connection pool and the live sessions.
@@ -48,6 +49,17 @@ struct GatewaySession {
 pub struct Gateway {
     client: reqwest::Client,
     sessions: Mutex<HashMap<String, GatewaySession>>,
+}
+
+/// Sessions unused this long are forgotten (the client re-initializes on the 404).
+pub const SESSION_IDLE: Duration = Duration::from_secs(60 * 60);
+
+impl Gateway {
+    /// Forgets sessions idle for longer than `SESSION_IDLE`, so the table stays bounded.
+    pub fn forget_idle_sessions(&self) {
+        let mut sessions = self.sessions.lock().expect("session table lock");
+        sessions.retain(|_, s| s.last_used.elapsed() < SESSION_IDLE);
+    }
 }
 
 impl Default for Gateway {
@@ -153,9 +165,12 @@ fn session(
     service: Uuid,
 ) -> Result<Option<(String, GatewaySession)>, Refusal> {
     let Some(id) = header_str(req, SESSION_HEADER) else { return Ok(None) };
-    let sessions = state.gateway.sessions.lock().expect("session table lock");
-    match sessions.get(id) {
-        Some(s) if s.key_id == key && s.service_id == service => Ok(Some((id.to_owned(), s.clone()))),
+    let mut sessions = state.gateway.sessions.lock().expect("session table lock");
+    match sessions.get_mut(id) {
+        Some(s) if s.key_id == key && s.service_id == service => {
+            s.last_used = std::time::Instant::now();
+            Ok(Some((id.to_owned(), s.clone())))
+        }
         _ => Err(Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "Session not found; initialize a new one")),
     }
 }
@@ -481,8 +496,12 @@ async fn relay_post(
         let upstream_session =
             answer.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let gateway_id = crate::crypto::random_token();
-        let entry =
-            GatewaySession { key_id: principal.key_id, service_id: service.id, upstream: upstream_session };
+        let entry = GatewaySession {
+            key_id: principal.key_id,
+            service_id: service.id,
+            upstream: upstream_session,
+            last_used: std::time::Instant::now(),
+        };
         state.gateway.sessions.lock().expect("session table lock").insert(gateway_id.clone(), entry);
         response.insert_header((SESSION_HEADER, gateway_id));
     } else if let Some((gateway_id, _)) = &existing {
