@@ -45,6 +45,7 @@ pub struct KeyAuth {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub rolled_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
     pub owner_active: bool,
     #[sqlx(try_from = "String")]
     pub owner_role: Role,
@@ -174,7 +175,7 @@ pub async fn mark_rolled(
 pub async fn by_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<KeyAuth>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT k.id, k.organization_id, k.user_id, k.scopes, k.expires_at, k.revoked_at, k.rolled_at, \
-         u.is_active AS owner_active, u.role AS owner_role \
+         k.last_used_at, u.is_active AS owner_active, u.role AS owner_role \
          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1",
     )
     .bind(key_hash)
