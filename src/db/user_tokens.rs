@@ -25,6 +25,7 @@ pub struct SealedRow {
     pub service_name: String,
     pub ciphertext: Vec<u8>,
     pub key_id: String,
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 pub struct NewToken<'a> {
@@ -122,7 +123,7 @@ pub async fn find_sealed(
     service_name: &str,
 ) -> sqlx::Result<Option<SealedRow>> {
     on_conn!(conn, c => sqlx::query_as(
-        "SELECT id, organization_id, user_id, service_name, ciphertext, key_id FROM user_tokens \
+        "SELECT id, organization_id, user_id, service_name, ciphertext, key_id, last_used_at FROM user_tokens \
          WHERE organization_id = $1 AND user_id = $2 AND service_name = $3",
     )
     .bind(organization_id)
@@ -140,7 +141,7 @@ pub async fn sealed_under_other_keys(
     limit: i64,
 ) -> sqlx::Result<Vec<SealedRow>> {
     on_conn!(conn, c => sqlx::query_as(
-        "SELECT id, organization_id, user_id, service_name, ciphertext, key_id FROM user_tokens \
+        "SELECT id, organization_id, user_id, service_name, ciphertext, key_id, last_used_at FROM user_tokens \
          WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
     )
     .bind(key_id)
@@ -178,4 +179,18 @@ pub async fn replace_sealed(
     .await
     .map(|done| done.rows_affected()))?;
     Ok(done == 1)
+}
+
+/// Records use at most once a minute per token, and only ever forward in time.
+pub async fn touch(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE user_tokens SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(now - chrono::Duration::minutes(1))
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
 }

@@ -213,6 +213,12 @@ async fn credential(
     .await
     .map_err(|e: sqlx::Error| unavailable(&e))?
     .ok_or_else(missing)?;
+    let now = state.clock.now();
+    if row.last_used_at.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
+        let touched =
+            async { db::user_tokens::touch(state.db.acquire().await?.conn(), row.id, now).await }.await;
+        touched.map_err(|e: sqlx::Error| unavailable(&e))?;
+    }
     let binding = Binding {
         organization_id: row.organization_id,
         user_id: row.user_id,

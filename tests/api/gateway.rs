@@ -107,6 +107,9 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     let logs = crate::helpers::captured_logs();
     assert!(!logs.contains(TOKEN) && !logs.contains(&key_text), "a secret reached a log line");
     assert_eq!(usage_total(&app).await, rows.len() as i64, "counters equal log rows");
+    // The token's last use is shown to its owner.
+    let tokens = app.get(&browser, "/tokens").await.text().await.unwrap();
+    assert!(tokens.contains("<code>github</code>") && !tokens.contains(">never<"), "{tokens}");
 }
 
 struct Row {
