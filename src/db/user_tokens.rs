@@ -28,6 +28,8 @@ pub struct SealedRow {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+const SEALED_COLUMNS: &str = "id, organization_id, user_id, service_name, ciphertext, key_id, last_used_at";
+
 pub struct NewToken<'a> {
     pub organization_id: Uuid,
     pub user_id: Uuid,
@@ -122,10 +124,10 @@ pub async fn find_sealed(
     user_id: Uuid,
     service_name: &str,
 ) -> sqlx::Result<Option<SealedRow>> {
-    on_conn!(conn, c => sqlx::query_as(
-        "SELECT id, organization_id, user_id, service_name, ciphertext, key_id, last_used_at FROM user_tokens \
-         WHERE organization_id = $1 AND user_id = $2 AND service_name = $3",
-    )
+    let sql = format!(
+        "SELECT {SEALED_COLUMNS} FROM user_tokens WHERE organization_id = $1 AND user_id = $2 AND service_name = $3"
+    );
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
     .bind(organization_id)
     .bind(user_id)
     .bind(service_name)
@@ -140,10 +142,10 @@ pub async fn sealed_under_other_keys(
     after: Uuid,
     limit: i64,
 ) -> sqlx::Result<Vec<SealedRow>> {
-    on_conn!(conn, c => sqlx::query_as(
-        "SELECT id, organization_id, user_id, service_name, ciphertext, key_id, last_used_at FROM user_tokens \
-         WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
-    )
+    let sql = format!(
+        "SELECT {SEALED_COLUMNS} FROM user_tokens WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3"
+    );
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
     .bind(key_id)
     .bind(after)
     .bind(limit)

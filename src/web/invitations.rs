@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::members::{InviteErrors, InviteForm, PageParts, members_page};
-use super::{Layout, audit_by, parse_id, render, see_other};
+use super::{Layout, audit_by, parse_id, public_base, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
@@ -166,17 +166,6 @@ pub struct InvitedPage {
     links: Vec<NewLink>,
 }
 
-/// The origin invitation links point at: the configured public URL, or the one the admin used.
-fn link_base(state: &AppState, req: &HttpRequest) -> String {
-    match &state.settings.public_url {
-        Some(url) => url.clone(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
-    }
-}
-
 /// Checks one invitation request against the organization; the error is for the email field.
 async fn check_invitee(
     tx: &mut Tx,
@@ -253,7 +242,7 @@ pub async fn invite(
         return render(StatusCode::UNPROCESSABLE_ENTITY, &members_page(&state, &user, parts).await?);
     };
     let link =
-        create_invitation(&mut tx, &user, &client, &link_base(&state, &req), &email, role, now).await?;
+        create_invitation(&mut tx, &user, &client, &public_base(&state, &req), &email, role, now).await?;
     tx.commit().await?;
     let page = InvitedPage {
         layout: Layout::signed_in("Invitation created", "/members", &user, &state),
@@ -326,7 +315,7 @@ pub async fn invite_bulk(
         let parts = PageParts { csv, csv_errors: errors, ..PageParts::default() };
         return render(StatusCode::UNPROCESSABLE_ENTITY, &members_page(&state, &user, parts).await?);
     }
-    let base = link_base(&state, &req);
+    let base = public_base(&state, &req);
     let mut links = Vec::with_capacity(valid.len());
     for (email, role) in &valid {
         links.push(create_invitation(&mut tx, &user, &client, &base, email, *role, now).await?);

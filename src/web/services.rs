@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audit_by, render, see_other};
+use super::{Layout, audit_by, public_base, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
@@ -83,17 +83,6 @@ pub struct FormPage {
     errors: ServiceErrors,
 }
 
-fn gateway_url(state: &AppState, req: &HttpRequest, name: &str) -> String {
-    let base = match &state.settings.public_url {
-        Some(url) => url.clone(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
-    };
-    format!("{base}/mcp/{name}")
-}
-
 pub async fn catalog(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let services = db::services::catalog(state.db.acquire().await?.conn(), user.organization_id).await?;
     let page = CatalogPage {
@@ -122,7 +111,7 @@ pub async fn detail(
     };
     let page = DetailPage {
         layout: Layout::signed_in("Service", "/services", &user, &state),
-        gateway_url: gateway_url(&state, &req, &service.name),
+        gateway_url: format!("{}/mcp/{}", public_base(&state, &req), service.name),
         has_token,
         can_hold_tokens: user.role.allows(Role::Developer),
         can_edit: user.role == Role::Admin && !service.is_system(),

@@ -42,7 +42,12 @@ async fn api_key(app: &TestApp, org: Uuid, user: &TestUser, scopes: &str) -> Str
     key.expose().to_owned()
 }
 
+/// An HTTP service of `org` in front of `url` that injects the caller's `github` token.
 async fn http_service(app: &TestApp, org: Uuid, name: &str, url: &str) {
+    add_service(app, org, name, url, Some("github"), 10_000).await;
+}
+
+async fn add_service(app: &TestApp, org: Uuid, name: &str, url: &str, token: Option<&str>, timeout_ms: i32) {
     let headers = std::collections::BTreeMap::from([("X-Team".to_owned(), "platform".to_owned())]);
     let fields = db::services::ServiceFields {
         name,
@@ -51,19 +56,12 @@ async fn http_service(app: &TestApp, org: Uuid, name: &str, url: &str) {
         is_public: true,
         upstream_url: url,
         headers: &headers,
-        token_service_name: Some("github"),
-        token_placement: Some("Authorization: Bearer {token}"),
-        timeout_ms: 10_000,
+        token_service_name: token,
+        token_placement: token.map(|_| "Authorization: Bearer {token}"),
+        timeout_ms,
     };
-    db::services::insert(
-        app.db.acquire().await.unwrap().conn(),
-        org,
-        Uuid::now_v7(),
-        &fields,
-        app.clock_now(),
-    )
-    .await
-    .unwrap();
+    let mut conn = app.db.acquire().await.unwrap();
+    db::services::insert(conn.conn(), org, Uuid::now_v7(), &fields, app.clock_now()).await.unwrap();
 }
 
 async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend: Backend) {
@@ -296,27 +294,7 @@ async fn a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row(backend: 
 
     // A service whose timeout is shorter than the call: the client gets a JSON-RPC error (the
     // upstream answers with an event stream, so the error is its last event).
-    let headers = Default::default();
-    let fields = db::services::ServiceFields {
-        name: "impatient",
-        description: "",
-        version: "",
-        is_public: true,
-        upstream_url: &upstream.url,
-        headers: &headers,
-        token_service_name: None,
-        token_placement: None,
-        timeout_ms: 300,
-    };
-    db::services::insert(
-        app.db.acquire().await.unwrap().conn(),
-        org,
-        Uuid::now_v7(),
-        &fields,
-        app.clock_now(),
-    )
-    .await
-    .unwrap();
+    add_service(&app, org, "impatient", &upstream.url, None, 300).await;
     let slow =
         r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"slow","arguments":{"ms":2000}}}"#;
     let impatient = open_session(&app, "/mcp/impatient", &key).await;
