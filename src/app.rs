@@ -22,6 +22,7 @@ use crate::config::{Config, MasterKey};
 use crate::crypto::keyring::Keyring;
 use crate::db::{self, Db};
 use crate::error::AppError;
+use crate::gateway::endpoint::Gateway;
 use crate::routes;
 use crate::telemetry::writer::{RequestLogWriter, WriterConfig, WriterHandle};
 
@@ -32,7 +33,7 @@ pub struct AppState {
     pub passwords: Passwords,
     pub csrf: CsrfKey,
     pub keyring: Keyring,
-    pub gateway: crate::gateway::endpoint::Gateway,
+    pub gateway: Arc<Gateway>,
     pub log_writer: RequestLogWriter,
     pub login_ip_limiter: IpLimiter,
     pub settings: WebSettings,
@@ -47,7 +48,23 @@ pub struct Application {
     port: u16,
     server: Server,
     db: Db,
+    gateway: Arc<Gateway>,
     log_writer: WriterHandle,
+}
+
+/// Stops a running application gracefully: open server-to-client streams end, requests in
+/// flight finish, then the stdio children end and the request logs are written.
+#[derive(Clone)]
+pub struct StopHandle {
+    server: actix_web::dev::ServerHandle,
+    gateway: Arc<Gateway>,
+}
+
+impl StopHandle {
+    pub async fn stop(&self) {
+        self.gateway.begin_stop();
+        self.server.stop(true).await;
+    }
 }
 
 /// Largest dashboard form accepted; the CSRF check reads bodies up to the same size.
@@ -74,13 +91,14 @@ impl Application {
         let port = listener.local_addr()?.port();
         let (log_writer, log_writer_handle) =
             RequestLogWriter::start(db.clone(), clock.clone(), WriterConfig::default());
+        let gateway = Arc::new(Gateway::new(config.stdio));
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),
             passwords: Passwords::new()?,
             csrf: CsrfKey::new(master.derive(b"csrf-v1")),
             keyring: master.token_keyring(),
-            gateway: Default::default(),
+            gateway: gateway.clone(),
             log_writer,
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
             settings: WebSettings { public_url: config.public_url.clone(), trust_proxy: config.trust_proxy },
@@ -127,9 +145,11 @@ impl Application {
             }
         })
         .workers(config.workers)
+        // SIGINT and SIGTERM are handled in `run_until_stopped`, to end streams first.
+        .disable_signals()
         .listen(listener)?
         .run();
-        Ok(Application { port, server, db, log_writer: log_writer_handle })
+        Ok(Application { port, server, db, gateway, log_writer: log_writer_handle })
     }
 
     pub fn port(&self) -> u16 {
@@ -141,14 +161,22 @@ impl Application {
     }
 
     /// Stops the server from outside (SIGINT and SIGTERM do the same).
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
+    pub fn handle(&self) -> StopHandle {
+        StopHandle { server: self.server.handle(), gateway: self.gateway.clone() }
     }
 
-    /// Serves until SIGINT or SIGTERM, then finishes the requests in flight, writes every
-    /// queued request-log row and closes the pool.
+    /// Serves until SIGINT or SIGTERM (or `StopHandle::stop`), then finishes the requests in
+    /// flight, ends the stdio children, writes every queued request-log row and closes the pool.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stop = self.handle();
+        let signals = tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stopping: finishing the requests in flight");
+            stop.stop().await;
+        });
         let result = self.server.await;
+        signals.abort();
+        self.gateway.stdio.shutdown().await;
         match self.log_writer.shutdown().await {
             Ok(written) => tracing::info!(written, "request logs flushed"),
             Err(e) => tracing::error!(error = ?e, "request logs could not all be written"),
@@ -156,6 +184,25 @@ impl Application {
         self.db.close().await;
         result
     }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The request path as it may appear in a log: invitation tokens are cut out.

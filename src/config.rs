@@ -4,11 +4,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use clap::Args;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+use crate::gateway::stdio::StdioLimits;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./data";
@@ -51,6 +54,15 @@ pub struct Settings {
     /// Take the client IP from X-Forwarded-For (only behind a proxy you run) [default: false]
     #[arg(long, env = "MCP_PLATFORM_TRUST_PROXY", global = true)]
     pub trust_proxy: Option<String>,
+    /// Most stdio sessions (child processes) one user may have open [default: 3]
+    #[arg(long, env = "MCP_PLATFORM_STDIO_MAX_PER_USER", global = true)]
+    pub stdio_max_per_user: Option<String>,
+    /// Most stdio sessions this instance runs at once [default: 50]
+    #[arg(long, env = "MCP_PLATFORM_STDIO_MAX_TOTAL", global = true)]
+    pub stdio_max_total: Option<String>,
+    /// Seconds an unused stdio session lives before its process is ended [default: 600]
+    #[arg(long, env = "MCP_PLATFORM_STDIO_IDLE_SECONDS", global = true)]
+    pub stdio_idle_seconds: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +137,7 @@ pub struct Config {
     pub workers: usize,
     pub login_ip_limit: u32,
     pub trust_proxy: bool,
+    pub stdio: StdioLimits,
     /// The operator's system services, read and checked at start.
     pub system_services: Vec<crate::catalog::system::SystemService>,
 }
@@ -163,6 +176,26 @@ impl Config {
             Some(raw) => parse_bool("MCP_PLATFORM_TRUST_PROXY", raw)?,
             None => false,
         };
+        let defaults = StdioLimits::default();
+        let limit = |setting, raw: &Option<String>, default: usize, max| match raw.as_deref() {
+            Some(raw) => parse_positive(setting, raw, max).map(|n| n as usize),
+            None => Ok(default),
+        };
+        let stdio = StdioLimits {
+            per_user: limit(
+                "MCP_PLATFORM_STDIO_MAX_PER_USER",
+                &s.stdio_max_per_user,
+                defaults.per_user,
+                1000,
+            )?,
+            total: limit("MCP_PLATFORM_STDIO_MAX_TOTAL", &s.stdio_max_total, defaults.total, 10_000)?,
+            idle: match s.stdio_idle_seconds.as_deref() {
+                Some(raw) => Duration::from_secs(
+                    parse_positive("MCP_PLATFORM_STDIO_IDLE_SECONDS", raw, 86_400)?.into(),
+                ),
+                None => defaults.idle,
+            },
+        };
         let system_services = match &s.services_file {
             Some(path) => {
                 crate::catalog::system::load(path).map_err(|e| bad("MCP_PLATFORM_SERVICES_FILE", e))?
@@ -184,6 +217,7 @@ impl Config {
             workers,
             login_ip_limit,
             trust_proxy,
+            stdio,
             system_services,
         })
     }
@@ -341,6 +375,29 @@ mod tests {
             Config::from_settings(Settings { cookie_secure: Some("maybe".into()), ..Default::default() })
                 .unwrap_err();
         assert_eq!(err.setting, "MCP_PLATFORM_COOKIE_SECURE");
+        let err = Config::from_settings(Settings { stdio_max_total: Some("0".into()), ..Default::default() })
+            .unwrap_err();
+        assert_eq!(err.setting, "MCP_PLATFORM_STDIO_MAX_TOTAL");
+        let err =
+            Config::from_settings(Settings { stdio_idle_seconds: Some("ten".into()), ..Default::default() })
+                .unwrap_err();
+        assert_eq!(err.setting, "MCP_PLATFORM_STDIO_IDLE_SECONDS");
+    }
+
+    #[test]
+    fn stdio_limits_have_defaults_and_can_be_set() {
+        let limits = Config::from_settings(Settings::default()).unwrap().stdio;
+        assert_eq!(limits, StdioLimits::default());
+        assert_eq!(limits.idle, Duration::from_secs(600));
+        let set = Config::from_settings(Settings {
+            stdio_max_per_user: Some("1".into()),
+            stdio_max_total: Some("7".into()),
+            stdio_idle_seconds: Some("30".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .stdio;
+        assert_eq!(set, StdioLimits { per_user: 1, total: 7, idle: Duration::from_secs(30) });
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! A small MCP server, written with rmcp, for the tests and the benchmark. Not part of the
 //! product. Tools: `echo`, `add`, `slow` (sleeps), `big` (about 1 MiB), and `whoami` (the
-//! credential it received, to prove injection).
+//! credential it received, to prove injection), and `roots` (asks the client for its roots, to
+//! prove that server-to-client requests travel both ways).
 //!
 //! mcp-test-upstream --http 127.0.0.1:0     prints "listening on http://ADDR/mcp", then serves
-//! mcp-test-upstream --stdio [--credential X]  serves on stdin/stdout; X (or the environment
-//!                                             variable MCP_TEST_CREDENTIAL) is what whoami says
+//! mcp-test-upstream --stdio [--credential X] [--announce]
+//!     serves on stdin/stdout; X (or the environment variable MCP_TEST_CREDENTIAL) is what whoami
+//!     says; --announce first prints its arguments on stdout and stderr, as some servers do
 
 use std::time::Duration;
 
@@ -69,6 +71,14 @@ impl Upstream {
         "0123456789abcdef".repeat(64 * 1024)
     }
 
+    // Roots are deprecated for protocol versions after 2025-11-25, which the gateway serves.
+    #[allow(deprecated)]
+    #[tool(description = "Asks the client for its roots and returns their URIs, one per line")]
+    async fn roots(&self, context: RequestContext<RoleServer>) -> Result<String, String> {
+        let roots = context.peer.list_roots().await.map_err(|e| e.to_string())?;
+        Ok(roots.roots.iter().map(|root| root.uri.as_str()).collect::<Vec<_>>().join("\n"))
+    }
+
     #[tool(
         description = "Returns the credential this server received: the Authorization header over HTTP, the configured credential over stdio"
     )]
@@ -97,6 +107,10 @@ async fn main() -> anyhow::Result<()> {
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     if args.iter().any(|a| a == "--stdio") {
         let credential = flag("--credential").or_else(|| std::env::var("MCP_TEST_CREDENTIAL").ok());
+        if args.iter().any(|a| a == "--announce") {
+            println!("mcp-test-upstream starting with {args:?}");
+            eprintln!("mcp-test-upstream starting with {args:?}");
+        }
         let server = Upstream::new(credential).serve(rmcp::transport::stdio()).await?;
         server.waiting().await?;
         return Ok(());

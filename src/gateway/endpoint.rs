@@ -4,18 +4,21 @@
 //! answer streamed back as it comes (JSON or SSE).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
-use secrecy::ExposeSecret;
+use futures_util::stream::BoxStream;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::jsonrpc::{self, Message, RpcError};
 use super::record::{BODY_LIMIT, CallRecord, Outcome, error_in};
+use super::stdio::{Launch, Process, SendError, SpawnError, StdioLimits, StdioPool, Waiting};
 use crate::app::AppState;
 use crate::auth::api_key::{KeyPrincipal, KeyRejection, authenticate_api_key};
 use crate::catalog::definition::CredentialPlacement;
@@ -33,43 +36,89 @@ const FORBIDDEN: i64 = -32003;
 const NOT_FOUND: i64 = -32004;
 const TOKEN_MISSING: i64 = -32005;
 const UPSTREAM_FAILED: i64 = -32010;
+const SESSION_LIMIT: i64 = -32011;
 
 /// A client session of the gateway, bound to the API key that opened it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct GatewaySession {
     key_id: Uuid,
     service_id: Uuid,
-    /// The upstream's own session id, if it uses one.
-    upstream: Option<String>,
+    upstream: UpstreamSession,
     last_used: std::time::Instant,
 }
 
-/// Shared by the gateway's handlers: the upstream connection pool and the live sessions.
-/// Sessions live in this instance; the README says how to route a session to its instance.
+#[derive(Clone)]
+enum UpstreamSession {
+    /// An HTTP upstream's own session id, if it uses one.
+    Http(Option<String>),
+    /// The child process serving this session.
+    Stdio(Arc<Process>),
+}
+
+impl UpstreamSession {
+    fn http_id(&self) -> Option<&str> {
+        match self {
+            UpstreamSession::Http(id) => id.as_deref(),
+            UpstreamSession::Stdio(_) => None,
+        }
+    }
+}
+
+/// Shared by the gateway's handlers: the upstream connection pool, the stdio children and the
+/// live sessions. Sessions live in this instance; the README says how to route a session to its
+/// instance.
 pub struct Gateway {
     client: reqwest::Client,
     sessions: Mutex<HashMap<String, GatewaySession>>,
+    pub stdio: StdioPool,
+    /// Set when the platform stops: open server-to-client streams end, so the graceful stop
+    /// does not wait for them.
+    stopping: watch::Sender<bool>,
 }
 
 /// Sessions unused this long are forgotten (the client re-initializes on the 404).
 pub const SESSION_IDLE: Duration = Duration::from_secs(60 * 60);
 
 impl Gateway {
-    /// Forgets sessions idle for longer than `SESSION_IDLE`, so the table stays bounded.
-    pub fn forget_idle_sessions(&self) {
-        let mut sessions = self.sessions.lock().expect("session table lock");
-        sessions.retain(|_, s| s.last_used.elapsed() < SESSION_IDLE);
-    }
-}
-
-impl Default for Gateway {
-    fn default() -> Self {
+    pub fn new(limits: StdioLimits) -> Gateway {
         let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client without TLS builds");
-        Gateway { client, sessions: Mutex::new(HashMap::new()) }
+        Gateway {
+            client,
+            sessions: Mutex::new(HashMap::new()),
+            stdio: StdioPool::new(limits),
+            stopping: watch::Sender::new(false),
+        }
+    }
+
+    /// Forgets sessions idle for longer than `SESSION_IDLE` and those whose child has ended, so
+    /// the table stays bounded.
+    pub fn forget_idle_sessions(&self) {
+        let mut sessions = self.sessions.lock().expect("session table lock");
+        sessions.retain(|_, s| match &s.upstream {
+            UpstreamSession::Stdio(process) => !process.has_ended(),
+            UpstreamSession::Http(_) => s.last_used.elapsed() < SESSION_IDLE,
+        });
+    }
+
+    /// Ends the open server-to-client streams; called first when the platform stops.
+    pub fn begin_stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves when the platform begins to stop.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        }
+    }
+
+    fn forget(&self, gateway_id: &str) {
+        self.sessions.lock().expect("session table lock").remove(gateway_id);
     }
 }
 
@@ -156,8 +205,8 @@ async fn service(state: &AppState, principal: &KeyPrincipal, name: &str) -> Resu
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, format!("No service named \"{name}\"")))
 }
 
-/// The session the client names, if it belongs to this key and service; otherwise 404 so the
-/// client starts a new one.
+/// The session the client names, if it belongs to this key and service and its upstream is
+/// still there; otherwise 404 so the client starts a new one.
 fn session(
     state: &AppState,
     req: &HttpRequest,
@@ -168,6 +217,16 @@ fn session(
     let mut sessions = state.gateway.sessions.lock().expect("session table lock");
     match sessions.get_mut(id) {
         Some(s) if s.key_id == key && s.service_id == service => {
+            if let UpstreamSession::Stdio(process) = &s.upstream
+                && process.has_ended()
+            {
+                sessions.remove(id);
+                return Err(Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    NOT_FOUND,
+                    "The session's service process has ended; initialize a new session",
+                ));
+            }
             s.last_used = std::time::Instant::now();
             Ok(Some((id.to_owned(), s.clone())))
         }
@@ -175,15 +234,14 @@ fn session(
     }
 }
 
-/// The caller's own credential for the service, opened only for this request.
-async fn credential(
+/// The caller's own token for the service, opened only for this request; `None` when the
+/// service needs none.
+async fn user_token(
     state: &AppState,
     principal: &KeyPrincipal,
     service: &ServiceRow,
-) -> Result<Option<(String, String, String)>, Refusal> {
-    let (Some(token_name), Some(placement)) = (&service.token_service_name, &service.token_placement) else {
-        return Ok(None);
-    };
+) -> Result<Option<SecretString>, Refusal> {
+    let Some(token_name) = &service.token_service_name else { return Ok(None) };
     let missing = || {
         Refusal::new(
             StatusCode::FORBIDDEN,
@@ -191,14 +249,6 @@ async fn credential(
             format!(
                 "This service needs your own \"{token_name}\" token: set it on the dashboard's Service tokens page (/tokens)"
             ),
-        )
-    };
-    let unavailable = |e: &dyn std::fmt::Debug| {
-        tracing::error!(error = ?e, "service token lookup failed");
-        Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            jsonrpc::INTERNAL_ERROR,
-            "The platform cannot read service tokens right now",
         )
     };
     let row = async {
@@ -211,23 +261,46 @@ async fn credential(
         .await
     }
     .await
-    .map_err(|e: sqlx::Error| unavailable(&e))?
+    .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot read service tokens right now"))?
     .ok_or_else(missing)?;
     let now = state.clock.now();
     if row.last_used_at.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
         let touched =
             async { db::user_tokens::touch(state.db.acquire().await?.conn(), row.id, now).await }.await;
-        touched.map_err(|e: sqlx::Error| unavailable(&e))?;
+        touched
+            .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot read service tokens right now"))?;
     }
     let binding = Binding {
         organization_id: row.organization_id,
         user_id: row.user_id,
         service_name: &row.service_name,
     };
-    let token = state.keyring.open(&state.db, &row.ciphertext, binding).await.map_err(|e| unavailable(&e))?;
-    let placement = CredentialPlacement::parse(placement).map_err(|e| unavailable(&e))?;
-    let (name, value) = placement.render(token.expose_secret());
-    Ok(Some((name, value, token.expose_secret().to_owned())))
+    let token = state
+        .keyring
+        .open(&state.db, &row.ciphertext, binding)
+        .await
+        .map_err(|e| unavailable(&e, "The platform cannot read service tokens right now"))?;
+    Ok(Some(token))
+}
+
+/// A 503 for a failure of the platform's own storage; the cause goes to the log only.
+fn unavailable(cause: &dyn std::fmt::Debug, message: &str) -> Refusal {
+    tracing::error!(error = ?cause, "{message}");
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, jsonrpc::INTERNAL_ERROR, message)
+}
+
+/// The caller's token for an HTTP upstream: the header it goes in, and the token itself (kept
+/// to redact it from the record).
+async fn credential_header(
+    state: &AppState,
+    principal: &KeyPrincipal,
+    service: &ServiceRow,
+) -> Result<Option<((String, String), SecretString)>, Refusal> {
+    let Some(token) = user_token(state, principal, service).await? else { return Ok(None) };
+    let Some(placement) = &service.token_placement else { return Ok(None) };
+    let placement = CredentialPlacement::parse(placement)
+        .map_err(|e| unavailable(&e, "This service's credential header is misconfigured"))?;
+    Ok(Some((placement.render(token.expose_secret()), token)))
 }
 
 /// The headers every upstream request carries: the protocol version the client speaks, the
@@ -236,7 +309,7 @@ fn upstream_headers(
     mut upstream: reqwest::RequestBuilder,
     req: &HttpRequest,
     service: &ServiceRow,
-    credential: Option<&(String, String, String)>,
+    credential: Option<&(String, String)>,
     upstream_session: Option<&str>,
 ) -> reqwest::RequestBuilder {
     if let Some(version) = header_str(req, PROTOCOL_HEADER) {
@@ -245,7 +318,7 @@ fn upstream_headers(
     for (name, value) in service.headers.iter() {
         upstream = upstream.header(name, value);
     }
-    if let Some((name, value, _)) = credential {
+    if let Some((name, value)) = credential {
         upstream = upstream.header(name, value);
     }
     if let Some(session) = upstream_session {
@@ -272,6 +345,34 @@ async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, Refusal> 
     Ok(body)
 }
 
+/// What the gateway sends back for a relayed message.
+struct Relayed {
+    status: StatusCode,
+    content_type: Option<String>,
+    session: Option<String>,
+    body: Body,
+}
+
+enum Body {
+    /// Nothing (202 for notifications and responses).
+    Empty,
+    /// A whole JSON-RPC answer.
+    Json(String),
+    /// The upstream's answer as it arrives.
+    Stream { is_sse: bool, chunks: BoxStream<'static, Result<web::Bytes, Broken>> },
+}
+
+/// An answer that stopped before its end.
+struct Broken {
+    timeout: bool,
+}
+
+const SSE: &str = "text/event-stream";
+
+fn sse_event(message: &impl std::fmt::Display) -> web::Bytes {
+    web::Bytes::from(format!("event: message\ndata: {message}\n\n"))
+}
+
 pub async fn post(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -280,59 +381,8 @@ pub async fn post(
 ) -> HttpResponse {
     let mut record = CallRecord::new(&req, &name);
     let correlation = record.correlation.clone();
-    match relay_post(&req, &state, &name, payload, &mut record).await {
-        Ok((mut response, answer)) => {
-            response.insert_header((CORRELATION_HEADER, correlation));
-            let status = answer.status().as_u16();
-            let is_sse = answer
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            let capture = Capture {
-                rpc_id: record.rpc_id.clone(),
-                is_sse,
-                record: Some(record),
-                captured: Vec::new(),
-                status,
-                writer: state.log_writer.clone(),
-                clock: state.clock.clone(),
-            };
-            let chunks = futures_util::stream::unfold(
-                (Box::pin(answer.bytes_stream()), capture),
-                |(mut inner, mut capture)| async move {
-                    match inner.next().await {
-                        Some(Ok(chunk)) => {
-                            capture.keep(&chunk);
-                            Some((Ok(chunk), (inner, capture)))
-                        }
-                        // An event stream that breaks off (or runs past the service's timeout)
-                        // ends with a JSON-RPC error event, so the client is not left waiting.
-                        Some(Err(e)) if capture.is_sse => {
-                            let message = if e.is_timeout() {
-                                "The upstream did not answer in time"
-                            } else {
-                                "The upstream broke off its answer"
-                            };
-                            let error = jsonrpc::error_body(&capture.rpc_id, UPSTREAM_FAILED, message);
-                            let event = web::Bytes::from(format!("event: message\ndata: {error}\n\n"));
-                            capture.keep(&event);
-                            capture.done();
-                            Some((Ok(event), (inner, capture)))
-                        }
-                        Some(Err(e)) => {
-                            capture.done();
-                            Some((Err(actix_web::error::ErrorBadGateway(e)), (inner, capture)))
-                        }
-                        None => {
-                            capture.done();
-                            None
-                        }
-                    }
-                },
-            );
-            response.streaming(chunks)
-        }
+    let relayed = match relay_post(&req, &state, &name, payload, &mut record).await {
+        Ok(relayed) => relayed,
         Err(refusal) => {
             let body = refusal.error.body().to_string();
             let outcome = Outcome {
@@ -341,16 +391,84 @@ pub async fn post(
                 error_message: Some(refusal.error.message.clone()),
             };
             record.finish(outcome, Some(&body), &state.log_writer, &state.clock);
-            refusal.response(&correlation)
+            return refusal.response(&correlation);
         }
+    };
+    let mut response = HttpResponse::build(relayed.status);
+    response.insert_header((CORRELATION_HEADER, correlation));
+    if let Some(content_type) = relayed.content_type {
+        response.insert_header((header::CONTENT_TYPE, content_type));
     }
+    if let Some(session) = relayed.session {
+        response.insert_header((SESSION_HEADER, session));
+    }
+    let capture = Capture {
+        rpc_id: record.rpc_id.clone(),
+        record: Some(record),
+        captured: Vec::new(),
+        status: relayed.status.as_u16(),
+        writer: state.log_writer.clone(),
+        clock: state.clock.clone(),
+    };
+    match relayed.body {
+        Body::Empty => {
+            drop(capture);
+            response.finish()
+        }
+        Body::Json(text) => {
+            let mut capture = capture;
+            capture.keep(text.as_bytes());
+            capture.done();
+            response.body(text)
+        }
+        Body::Stream { is_sse, chunks } => response.streaming(recorded(chunks, capture, is_sse)),
+    }
+}
+
+/// Streams an upstream's answer to the client while keeping its first part for the record,
+/// which is written when the answer ends or the client goes away.
+fn recorded(
+    chunks: BoxStream<'static, Result<web::Bytes, Broken>>,
+    capture: Capture,
+    is_sse: bool,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> {
+    futures_util::stream::unfold((chunks, Some(capture)), move |(mut chunks, capture)| async move {
+        let mut capture = capture?;
+        match chunks.next().await {
+            Some(Ok(chunk)) => {
+                capture.keep(&chunk);
+                Some((Ok(chunk), (chunks, Some(capture))))
+            }
+            // An event stream that breaks off (or runs past the service's timeout) ends with
+            // a JSON-RPC error event, so the client is not left waiting.
+            Some(Err(broken)) if is_sse => {
+                let message = if broken.timeout {
+                    "The upstream did not answer in time"
+                } else {
+                    "The upstream broke off its answer"
+                };
+                let event = sse_event(&jsonrpc::error_body(&capture.rpc_id, UPSTREAM_FAILED, message));
+                capture.keep(&event);
+                capture.done();
+                Some((Ok(event), (chunks, None)))
+            }
+            Some(Err(_)) => {
+                capture.done();
+                let error = actix_web::error::ErrorBadGateway("the upstream broke off its answer");
+                Some((Err(error), (chunks, None)))
+            }
+            None => {
+                capture.done();
+                None
+            }
+        }
+    })
 }
 
 /// Keeps the first part of the upstream's answer as it streams to the client, and records the
 /// call when the answer ends or the client goes away.
 struct Capture {
     rpc_id: Value,
-    is_sse: bool,
     record: Option<CallRecord>,
     captured: Vec<u8>,
     status: u16,
@@ -373,7 +491,8 @@ impl Capture {
             error_code: error.as_ref().map(|(code, _)| *code),
             error_message: error.map(|(_, message)| message),
         };
-        record.finish(outcome, Some(&text), &self.writer, &self.clock);
+        let body = (!text.is_empty()).then_some(text.as_str());
+        record.finish(outcome, body, &self.writer, &self.clock);
     }
 }
 
@@ -383,14 +502,14 @@ impl Drop for Capture {
     }
 }
 
-/// Checks the message and sends it upstream; the caller streams the answer back.
+/// Checks the message; the service's transport relays it.
 async fn relay_post(
     req: &HttpRequest,
     state: &AppState,
     name: &str,
     payload: web::Payload,
     record: &mut CallRecord,
-) -> Result<(actix_web::HttpResponseBuilder, reqwest::Response), Refusal> {
+) -> Result<Relayed, Refusal> {
     let content_type = header_str(req, header::CONTENT_TYPE).unwrap_or("");
     if !content_type.starts_with("application/json") {
         return Err(Refusal::new(
@@ -400,8 +519,7 @@ async fn relay_post(
         ));
     }
     let accept = header_str(req, header::ACCEPT).unwrap_or("");
-    let acceptable = accept.contains("*/*")
-        || (accept.contains("application/json") && accept.contains("text/event-stream"));
+    let acceptable = accept.contains("*/*") || (accept.contains("application/json") && accept.contains(SSE));
     if !acceptable {
         return Err(Refusal::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -424,7 +542,7 @@ async fn relay_post(
     record.organization_id = Some(principal.organization_id);
     record.user_id = Some(principal.user_id);
     record.api_key_id = Some(principal.key_id);
-    let body = read_body(payload).await?;
+    let body = read_body(payload).await?.freeze();
     record.request_body = Some(String::from_utf8_lossy(&body).into_owned());
     let message = jsonrpc::parse(&body).map_err(|error| Refusal {
         status: StatusCode::BAD_REQUEST,
@@ -438,48 +556,91 @@ async fn relay_post(
     record.method = message.method().map(str::to_owned);
     record.tool = message.tool_name().map(str::to_owned);
     record.rpc_id = id.clone();
-    let service = service(state, &principal, name).await.map_err(|r| r.with_id(&id))?;
-    record.service_id = Some(service.id);
-    let needed = message.required_scope();
-    if !principal.scopes.contains(needed) {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            FORBIDDEN,
-            format!("This API key lacks the {} scope needed for this method", needed.as_str()),
-        )
-        .with_id(&id));
-    }
-    let is_initialize = message.method() == Some("initialize");
-    let existing = session(state, req, principal.key_id, service.id).map_err(|r| r.with_id(&id))?;
-    let Some(url) = service.upstream_url.clone() else {
-        return Err(Refusal::new(
-            StatusCode::BAD_GATEWAY,
-            UPSTREAM_FAILED,
-            "This service has no HTTP upstream",
-        )
-        .with_id(&id));
+    let checked = async {
+        let service = service(state, &principal, name).await?;
+        record.service_id = Some(service.id);
+        let needed = message.required_scope();
+        if !principal.scopes.contains(needed) {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                FORBIDDEN,
+                format!("This API key lacks the {} scope needed for this method", needed.as_str()),
+            ));
+        }
+        let existing = session(state, req, principal.key_id, service.id)?;
+        Ok((service, existing))
     };
-    let credential = credential(state, &principal, &service).await.map_err(|r| r.with_id(&id))?;
-    if let Some((_, _, token)) = &credential {
-        record.secrets.push(token.clone());
+    let (service, existing) = checked.await.map_err(|r| r.with_id(&id))?;
+    let call = Call { req, state, principal: &principal, service: &service, message: &message, body };
+    let relayed = if service.transport == "stdio" {
+        relay_stdio(call, existing, record).await
+    } else {
+        relay_http(call, existing, record).await
+    };
+    relayed.map_err(|r| r.with_id(&id))
+}
+
+/// A checked client message on its way to the service.
+struct Call<'a> {
+    req: &'a HttpRequest,
+    state: &'a AppState,
+    principal: &'a KeyPrincipal,
+    service: &'a ServiceRow,
+    message: &'a Message,
+    body: web::Bytes,
+}
+
+impl Call<'_> {
+    fn is_initialize(&self) -> bool {
+        self.message.method() == Some("initialize")
     }
 
-    let mut upstream = state
+    /// Opens a gateway session for the upstream after a successful initialize.
+    fn open_session(&self, upstream: UpstreamSession) -> String {
+        let gateway_id = crate::crypto::random_token();
+        let entry = GatewaySession {
+            key_id: self.principal.key_id,
+            service_id: self.service.id,
+            upstream,
+            last_used: std::time::Instant::now(),
+        };
+        self.state.gateway.sessions.lock().expect("session table lock").insert(gateway_id.clone(), entry);
+        gateway_id
+    }
+}
+
+fn upstream_failed(status: StatusCode, message: &str) -> Refusal {
+    Refusal::new(status, UPSTREAM_FAILED, message)
+}
+
+async fn relay_http(
+    call: Call<'_>,
+    existing: Option<(String, GatewaySession)>,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
+    let Call { req, state, service, .. } = call;
+    let Some(url) = service.upstream_url.as_deref() else {
+        return Err(upstream_failed(StatusCode::BAD_GATEWAY, "This service has no HTTP upstream"));
+    };
+    let credential = credential_header(state, call.principal, service).await?;
+    let header = credential.as_ref().map(|(header, token)| {
+        record.secrets.push(token.expose_secret().to_owned());
+        header
+    });
+    let upstream = state
         .gateway
         .client
-        .post(&url)
+        .post(url)
         .timeout(Duration::from_millis(service.timeout_ms.max(1) as u64))
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
-    let upstream_session = existing.as_ref().and_then(|(_, s)| s.upstream.as_deref());
-    upstream = upstream_headers(upstream, req, &service, credential.as_ref(), upstream_session);
-    let answer = upstream.body(body.freeze()).send().await.map_err(|e| {
+    let upstream_session = existing.as_ref().and_then(|(_, s)| s.upstream.http_id());
+    let upstream = upstream_headers(upstream, req, service, header, upstream_session);
+    let answer = upstream.body(call.body.clone()).send().await.map_err(|e| {
         if e.is_timeout() {
-            Refusal::new(StatusCode::GATEWAY_TIMEOUT, UPSTREAM_FAILED, "The upstream did not answer in time")
-                .with_id(&id)
+            upstream_failed(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time")
         } else {
-            Refusal::new(StatusCode::BAD_GATEWAY, UPSTREAM_FAILED, "The upstream cannot be reached")
-                .with_id(&id)
+            upstream_failed(StatusCode::BAD_GATEWAY, "The upstream cannot be reached")
         }
     })?;
 
@@ -487,33 +648,182 @@ async fn relay_post(
     if answer.status() == reqwest::StatusCode::NOT_FOUND
         && let Some((gateway_id, _)) = &existing
     {
-        state.gateway.sessions.lock().expect("session table lock").remove(gateway_id);
-        return Err(Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "Session expired; initialize a new one")
-            .with_id(&id));
+        state.gateway.forget(gateway_id);
+        return Err(Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "Session expired; initialize a new one"));
     }
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut response = HttpResponse::build(status);
-    if let Some(content_type) =
-        answer.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
-    {
-        response.insert_header((header::CONTENT_TYPE, content_type.to_owned()));
-    }
-    if is_initialize && status.is_success() {
+    let content_type =
+        answer.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let session = if call.is_initialize() && status.is_success() {
         let upstream_session =
             answer.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let gateway_id = crate::crypto::random_token();
-        let entry = GatewaySession {
-            key_id: principal.key_id,
-            service_id: service.id,
-            upstream: upstream_session,
-            last_used: std::time::Instant::now(),
-        };
-        state.gateway.sessions.lock().expect("session table lock").insert(gateway_id.clone(), entry);
-        response.insert_header((SESSION_HEADER, gateway_id));
-    } else if let Some((gateway_id, _)) = &existing {
-        response.insert_header((SESSION_HEADER, gateway_id.clone()));
+        Some(call.open_session(UpstreamSession::Http(upstream_session)))
+    } else {
+        existing.map(|(gateway_id, _)| gateway_id)
+    };
+    let is_sse = content_type.as_deref().is_some_and(|v| v.starts_with(SSE));
+    let chunks = answer.bytes_stream().map(|chunk| chunk.map_err(|e| Broken { timeout: e.is_timeout() }));
+    Ok(Relayed { status, content_type, session, body: Body::Stream { is_sse, chunks: chunks.boxed() } })
+}
+
+async fn relay_stdio(
+    call: Call<'_>,
+    existing: Option<(String, GatewaySession)>,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
+    let (session, process) = if call.is_initialize() {
+        (None, start_process(&call).await?)
+    } else {
+        match existing {
+            Some((gateway_id, GatewaySession { upstream: UpstreamSession::Stdio(process), .. })) => {
+                (Some(gateway_id), process)
+            }
+            _ => {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    jsonrpc::INVALID_REQUEST,
+                    "Mcp-Session-Id is required: send initialize first",
+                ));
+            }
+        }
+    };
+    if let Some(secret) = process.secret() {
+        record.secrets.push(secret.to_owned());
     }
-    Ok((response, answer))
+    let request = match call.message {
+        Message::Request { id, params, .. } => {
+            let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
+            Some((id, progress))
+        }
+        _ => None,
+    };
+    let sent = process.send(&call.body, request).await;
+    let ended = || upstream_failed(StatusCode::BAD_GATEWAY, "The service's process has ended");
+    let waiting = match sent {
+        Ok(Some(waiting)) => waiting,
+        Ok(None) => {
+            return Ok(Relayed {
+                status: StatusCode::ACCEPTED,
+                content_type: None,
+                session,
+                body: Body::Empty,
+            });
+        }
+        Err(SendError::DuplicateId) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::INVALID_REQUEST,
+                SendError::DuplicateId.to_string(),
+            ));
+        }
+        Err(SendError::Ended) => {
+            if call.is_initialize() {
+                process.end().await;
+            }
+            return Err(ended());
+        }
+    };
+    let timeout = Duration::from_millis(call.service.timeout_ms.max(1) as u64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let first = tokio::time::timeout_at(deadline, next_for(waiting)).await;
+    let (first, waiting) = match first {
+        Ok(Some(pair)) => pair,
+        Ok(None) => return Err(ended()),
+        Err(_) => {
+            if call.is_initialize() {
+                process.end().await;
+            } else if let Message::Request { id, .. } = call.message {
+                let cancel = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+                    "params": { "requestId": id, "reason": "The gateway's timeout passed" } });
+                let _ = process.send(cancel.to_string().as_bytes(), None).await;
+            }
+            return Err(upstream_failed(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time"));
+        }
+    };
+    let is_answer = first.get("method").is_none();
+    if call.is_initialize() {
+        if !is_answer || first.get("error").is_some() {
+            // A server that does not complete its handshake keeps no process running.
+            process.end().await;
+            if is_answer {
+                return Ok(json_answer(&first, None));
+            }
+            return Err(upstream_failed(StatusCode::BAD_GATEWAY, "The service did not answer initialize"));
+        }
+        let gateway_id = call.open_session(UpstreamSession::Stdio(process));
+        return Ok(json_answer(&first, Some(gateway_id)));
+    }
+    if is_answer {
+        return Ok(json_answer(&first, session));
+    }
+    // The server speaks before it answers (progress, sampling ...): relay it all as events
+    // until the answer.
+    let rest = futures_util::stream::unfold(Some(waiting), move |waiting| async move {
+        let waiting = waiting?;
+        match tokio::time::timeout_at(deadline, next_for(waiting)).await {
+            Ok(Some((message, waiting))) => {
+                let waiting = message.get("method").is_some().then_some(waiting);
+                Some((Ok(sse_event(&message)), waiting))
+            }
+            Ok(None) => Some((Err(Broken { timeout: false }), None)),
+            Err(_) => Some((Err(Broken { timeout: true }), None)),
+        }
+    });
+    let chunks = futures_util::stream::once(async move { Ok(sse_event(&first)) }).chain(rest);
+    Ok(Relayed {
+        status: StatusCode::OK,
+        content_type: Some(SSE.to_owned()),
+        session,
+        body: Body::Stream { is_sse: true, chunks: chunks.boxed() },
+    })
+}
+
+/// The next message for a waiting request, handing the request back for the one after.
+async fn next_for(mut waiting: Waiting) -> Option<(Value, Waiting)> {
+    let message = waiting.messages.recv().await?;
+    Some((message, waiting))
+}
+
+fn json_answer(message: &Value, session: Option<String>) -> Relayed {
+    Relayed {
+        status: StatusCode::OK,
+        content_type: Some("application/json".to_owned()),
+        session,
+        body: Body::Json(message.to_string()),
+    }
+}
+
+/// Starts the child for a new stdio session, with the caller's token in place.
+async fn start_process(call: &Call<'_>) -> Result<Arc<Process>, Refusal> {
+    let service = call.service;
+    let token = user_token(call.state, call.principal, service).await?;
+    let launch = Launch {
+        service: &service.name,
+        user_id: call.principal.user_id,
+        command: service.command.as_deref().unwrap_or_default(),
+        args: &service.args,
+        env: &service.env,
+        token,
+    };
+    call.state.gateway.stdio.spawn(launch).map_err(|e| {
+        let idle = call.state.gateway.stdio.limits().idle.as_secs();
+        match e {
+            SpawnError::UserCap(_) => Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                SESSION_LIMIT,
+                format!("Too many sessions: {e}; end one (DELETE) or let one sit idle for {idle} s"),
+            ),
+            SpawnError::TotalCap(_) | SpawnError::Stopping => Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SESSION_LIMIT,
+                format!("No session can start now: {e}; try again later"),
+            ),
+            SpawnError::Spawn(ref cause) => {
+                tracing::error!(service = %service.name, error = %cause, "stdio service did not start");
+                upstream_failed(StatusCode::BAD_GATEWAY, "The service's command could not be started")
+            }
+        }
+    })
 }
 
 /// The server-to-client stream of a session.
@@ -531,27 +841,51 @@ async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result
     let (gateway_id, session) = session(state, req, principal.key_id, service.id)?.ok_or_else(|| {
         Refusal::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required")
     })?;
-    let url = service
-        .upstream_url
-        .clone()
-        .ok_or_else(|| Refusal::new(StatusCode::BAD_GATEWAY, UPSTREAM_FAILED, "No HTTP upstream"))?;
-    let credential = credential(state, &principal, &service).await?;
-    let upstream = state.gateway.client.get(&url).header("accept", "text/event-stream");
-    let upstream =
-        upstream_headers(upstream, req, &service, credential.as_ref(), session.upstream.as_deref());
-    let answer = upstream.send().await.map_err(|_| {
-        Refusal::new(StatusCode::BAD_GATEWAY, UPSTREAM_FAILED, "The upstream cannot be reached")
-    })?;
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let stopped = state.gateway.stopped();
+    let (status, content_type, chunks) = match &session.upstream {
+        UpstreamSession::Stdio(process) => {
+            let messages = process.open_stream().ok_or_else(|| {
+                Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "The session's service process has ended")
+            })?;
+            let events = futures_util::stream::unfold(messages, |mut messages| async move {
+                let message = messages.recv().await?;
+                Some((Ok::<_, actix_web::Error>(sse_event(&message)), messages))
+            });
+            (StatusCode::OK, Some(SSE.to_owned()), events.boxed())
+        }
+        UpstreamSession::Http(upstream_session) => {
+            let url = service.upstream_url.as_deref().ok_or_else(|| {
+                upstream_failed(StatusCode::BAD_GATEWAY, "This service has no HTTP upstream")
+            })?;
+            let credential = credential_header(state, &principal, &service).await?;
+            let upstream = state.gateway.client.get(url).header("accept", SSE);
+            let upstream = upstream_headers(
+                upstream,
+                req,
+                &service,
+                credential.as_ref().map(|(header, _)| header),
+                upstream_session.as_deref(),
+            );
+            let answer = upstream
+                .send()
+                .await
+                .map_err(|_| upstream_failed(StatusCode::BAD_GATEWAY, "The upstream cannot be reached"))?;
+            let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let content_type = answer
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let chunks = answer.bytes_stream().map(|chunk| chunk.map_err(actix_web::error::ErrorBadGateway));
+            (status, content_type, chunks.boxed())
+        }
+    };
     let mut response = HttpResponse::build(status);
-    if let Some(content_type) =
-        answer.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
-    {
-        response.insert_header((header::CONTENT_TYPE, content_type.to_owned()));
+    if let Some(content_type) = content_type {
+        response.insert_header((header::CONTENT_TYPE, content_type));
     }
     response.insert_header((SESSION_HEADER, gateway_id));
-    Ok(response
-        .streaming(answer.bytes_stream().map(|chunk| chunk.map_err(actix_web::error::ErrorBadGateway))))
+    Ok(response.streaming(chunks.take_until(stopped)))
 }
 
 /// Ends a session, here and upstream.
@@ -564,9 +898,14 @@ pub async fn delete(req: HttpRequest, state: web::Data<AppState>, name: web::Pat
             session(&state, &req, principal.key_id, service.id)?.ok_or_else(|| {
                 Refusal::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required")
             })?;
-        state.gateway.sessions.lock().expect("session table lock").remove(&gateway_id);
-        if let (Some(url), Some(upstream_session)) = (&service.upstream_url, &session.upstream) {
-            let _ = state.gateway.client.delete(url).header(SESSION_HEADER, upstream_session).send().await;
+        state.gateway.forget(&gateway_id);
+        match (&session.upstream, &service.upstream_url) {
+            (UpstreamSession::Stdio(process), _) => process.end().await,
+            (UpstreamSession::Http(Some(upstream_session)), Some(url)) => {
+                let _ =
+                    state.gateway.client.delete(url).header(SESSION_HEADER, upstream_session).send().await;
+            }
+            (UpstreamSession::Http(_), _) => {}
         }
         Ok::<_, Refusal>(HttpResponse::NoContent().finish())
     }

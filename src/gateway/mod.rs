@@ -4,3 +4,4 @@
 pub mod endpoint;
 pub mod jsonrpc;
 pub mod record;
+pub mod stdio;

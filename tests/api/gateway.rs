@@ -6,7 +6,6 @@ use mcp_platform::crypto::api_key::ApiKey;
 use mcp_platform::db;
 use mcp_platform::domain::Role;
 use rmcp::ServiceExt;
-use rmcp::model::ClientConfig;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
@@ -14,7 +13,7 @@ use uuid::Uuid;
 
 use crate::helpers::{Backend, TestApp, TestUser, spawn_app};
 use crate::on_both_backends;
-use crate::upstream::{HttpUpstream, call};
+use crate::upstream::{HttpUpstream, ROOT, RootsClient, call};
 
 on_both_backends!(
     a_real_client_works_through_the_gateway_with_its_token_injected,
@@ -22,10 +21,10 @@ on_both_backends!(
     a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row,
 );
 
-const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
+pub const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
 
 /// An API key made directly in the database for `user`, with `scopes`.
-async fn api_key(app: &TestApp, org: Uuid, user: &TestUser, scopes: &str) -> String {
+pub async fn api_key(app: &TestApp, org: Uuid, user: &TestUser, scopes: &str) -> String {
     let key = ApiKey::generate();
     let row = db::api_keys::NewKey {
         id: Uuid::now_v7(),
@@ -78,21 +77,22 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     let key_text = key.clone();
 
     let config = StreamableHttpClientTransportConfig::with_uri(app.url("/mcp/tools")).auth_header(key);
-    let client =
-        ClientConfig::default().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 5);
+    let client = RootsClient.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
     assert_eq!(call(&client, "echo", json!({ "text": "through the gateway" })).await, "through the gateway");
     assert_eq!(call(&client, "add", json!({ "a": 20, "b": 22 })).await, "42");
     // The upstream received the user's own token, not the API key.
     assert_eq!(call(&client, "whoami", json!({})).await, format!("Bearer {TOKEN}"));
     assert_eq!(call(&client, "big", json!({})).await.len(), 1024 * 1024);
+    // The upstream asks the client for its roots in the middle of a call, and gets the answer.
+    assert_eq!(call(&client, "roots", json!({})).await, ROOT);
     client.cancel().await.unwrap();
 
     // Every message is in the request log, redacted, and the usage counters moved with it.
-    let rows = settled_rows(&app, 7).await;
+    let rows = settled_rows(&app, 9).await;
     let calls: Vec<&str> =
         rows.iter().filter(|r| r.method == "tools/call").map(|r| r.tool.as_str()).collect();
-    assert_eq!(calls, ["echo", "add", "whoami", "big"]);
+    assert_eq!(calls, ["echo", "add", "whoami", "big", "roots"]);
     let whoami = rows.iter().find(|r| r.tool == "whoami").unwrap();
     assert!(whoami.response.contains("[REDACTED]"), "{}", whoami.response);
     let big = rows.iter().find(|r| r.tool == "big").unwrap();
@@ -110,20 +110,20 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     assert!(tokens.contains("<code>github</code>") && !tokens.contains(">never<"), "{tokens}");
 }
 
-struct Row {
-    method: String,
-    tool: String,
-    request: String,
-    response: String,
-    response_truncated: bool,
-    success: bool,
-    error_code: Option<i32>,
+pub struct Row {
+    pub method: String,
+    pub tool: String,
+    pub request: String,
+    pub response: String,
+    pub response_truncated: bool,
+    pub success: bool,
+    pub error_code: Option<i32>,
 }
 
 type RawRow = (Option<String>, Option<String>, Option<String>, Option<String>, bool, String, Option<i32>);
 
 /// The request-log rows once the batched writer has written them all (it waits up to 50 ms).
-async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
+pub async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
     let sql = "SELECT method, tool_name, request_body, response_body, response_truncated, status, error_code \
                FROM request_logs ORDER BY created_at, id";
     let mut last = 0;
@@ -152,7 +152,7 @@ async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
     panic!("the request log did not settle at {at_least} rows or more (has {last})");
 }
 
-async fn usage_total(app: &TestApp) -> i64 {
+pub async fn usage_total(app: &TestApp) -> i64 {
     let sql = "SELECT CAST(COALESCE(SUM(request_count), 0) AS BIGINT) FROM service_usage WHERE day IS NULL";
     match &app.db {
         mcp_platform::db::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
@@ -160,7 +160,7 @@ async fn usage_total(app: &TestApp) -> i64 {
     }
 }
 
-async fn post(app: &TestApp, path: &str, key: Option<&str>, body: &str) -> reqwest::Response {
+pub async fn post(app: &TestApp, path: &str, key: Option<&str>, body: &str) -> reqwest::Response {
     let request = match key {
         Some(key) => request(&app.url(path), key, None, body),
         None => reqwest::Client::new()
@@ -172,7 +172,7 @@ async fn post(app: &TestApp, path: &str, key: Option<&str>, body: &str) -> reqwe
     request.send().await.unwrap()
 }
 
-async fn error_of(response: reqwest::Response) -> (u16, i64, String) {
+pub async fn error_of(response: reqwest::Response) -> (u16, i64, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
     (status, body["error"]["code"].as_i64().unwrap(), body["error"]["message"].as_str().unwrap().to_owned())
@@ -331,7 +331,7 @@ async fn a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row(backend: 
     assert_eq!(usage_total(&app).await, rows, "counters equal log rows after a graceful stop");
 }
 
-fn request(url: &str, key: &str, session: Option<&str>, body: &str) -> reqwest::RequestBuilder {
+pub fn request(url: &str, key: &str, session: Option<&str>, body: &str) -> reqwest::RequestBuilder {
     let request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -344,12 +344,12 @@ fn request(url: &str, key: &str, session: Option<&str>, body: &str) -> reqwest::
     }
 }
 
-async fn post_in(app: &TestApp, path: &str, key: &str, session: &str, body: &str) -> reqwest::Response {
+pub async fn post_in(app: &TestApp, path: &str, key: &str, session: &str, body: &str) -> reqwest::Response {
     request(&app.url(path), key, Some(session), body).send().await.unwrap()
 }
 
 /// Initializes an MCP session through the gateway, as a client would, and returns its id.
-async fn open_session(app: &TestApp, path: &str, key: &str) -> String {
+pub async fn open_session(app: &TestApp, path: &str, key: &str) -> String {
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
     let opened = request(&app.url(path), key, None, init).send().await.unwrap();
     assert_eq!(opened.status(), 200);

@@ -142,7 +142,7 @@ pub struct TestApp {
     /// The server's own pool, to take the database away from it.
     pub server_db: Db,
     /// Stops the server gracefully, as SIGTERM does; see `stop`.
-    server: Option<(actix_web::dev::ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
+    server: Option<(mcp_platform::app::StopHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
     pub database_url: String,
     pub clock: Arc<OffsetClock>,
     pub data_dir: PathBuf,
@@ -264,7 +264,7 @@ impl TestApp {
     /// Stops the server gracefully and waits until it has finished, request logs included.
     pub async fn stop(&mut self) {
         let (server, stopped) = self.server.take().expect("the server is running");
-        server.stop(true).await;
+        server.stop().await;
         stopped.await.unwrap().unwrap();
     }
 

@@ -17,6 +17,7 @@ mod organization;
 mod services;
 mod sessions;
 mod setup;
+mod stdio;
 mod telemetry;
 mod tokens;
 mod upstream;

@@ -5,13 +5,29 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig};
+use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use serde_json::json;
 
 pub const UPSTREAM: &str = env!("CARGO_BIN_EXE_mcp-test-upstream");
+/// The root `RootsClient` names when the server asks.
+pub const ROOT: &str = "file:///srv/gateway-roots-test";
+
+/// A client that answers the server's roots request, to prove that server-to-client requests
+/// reach the client and its answer reaches the server.
+pub struct RootsClient;
+
+#[allow(deprecated)]
+impl rmcp::ClientHandler for RootsClient {
+    async fn list_roots(
+        &self,
+        _: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        Ok(rmcp::model::ListRootsResult::new(vec![rmcp::model::Root::new(ROOT)]))
+    }
+}
 
 /// The test upstream serving Streamable HTTP on a free loopback port; stopped on drop.
 pub struct HttpUpstream {
@@ -60,17 +76,17 @@ async fn the_test_upstream_answers_over_streamable_http() {
     let upstream = HttpUpstream::start();
     let config = StreamableHttpClientTransportConfig::with_uri(upstream.url.clone())
         .auth_header("upstream-credential-1");
-    let client =
-        ClientConfig::default().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let client = RootsClient.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
     let mut names: Vec<String> =
         client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    assert_eq!(names, ["add", "big", "echo", "slow", "whoami"]);
+    assert_eq!(names, ["add", "big", "echo", "roots", "slow", "whoami"]);
     assert_eq!(call(&client, "echo", json!({ "text": "hello" })).await, "hello");
     assert_eq!(call(&client, "add", json!({ "a": 2, "b": 40 })).await, "42");
     assert_eq!(call(&client, "whoami", json!({})).await, "Bearer upstream-credential-1");
     assert_eq!(call(&client, "big", json!({})).await.len(), 1024 * 1024);
     assert_eq!(call(&client, "slow", json!({ "ms": 10 })).await, "slept 10 ms");
+    assert_eq!(call(&client, "roots", json!({})).await, ROOT);
     client.cancel().await.unwrap();
 }
 
@@ -78,9 +94,10 @@ async fn the_test_upstream_answers_over_streamable_http() {
 async fn the_test_upstream_answers_over_stdio() {
     let mut command = tokio::process::Command::new(UPSTREAM);
     command.args(["--stdio", "--credential", "stdio-credential-2"]).stderr(Stdio::null());
-    let client = ClientConfig::default().serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 5);
+    let client = RootsClient.serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
     assert_eq!(call(&client, "echo", json!({ "text": "over stdio" })).await, "over stdio");
     assert_eq!(call(&client, "whoami", json!({})).await, "stdio-credential-2");
+    assert_eq!(call(&client, "roots", json!({})).await, ROOT);
     client.cancel().await.unwrap();
 }
