@@ -356,8 +356,8 @@ struct Relayed {
 enum Body {
     /// Nothing (202 for notifications and responses).
     Empty,
-    /// A whole JSON-RPC answer.
-    Json(String),
+    /// An answer known in full.
+    Whole(String),
     /// The upstream's answer as it arrives.
     Stream { is_sse: bool, chunks: BoxStream<'static, Result<web::Bytes, Broken>> },
 }
@@ -369,8 +369,8 @@ struct Broken {
 
 const SSE: &str = "text/event-stream";
 
-fn sse_event(message: &impl std::fmt::Display) -> web::Bytes {
-    web::Bytes::from(format!("event: message\ndata: {message}\n\n"))
+fn sse_event(message: &impl std::fmt::Display) -> String {
+    format!("event: message\ndata: {message}\n\n")
 }
 
 pub async fn post(
@@ -415,7 +415,7 @@ pub async fn post(
             drop(capture);
             response.finish()
         }
-        Body::Json(text) => {
+        Body::Whole(text) => {
             let mut capture = capture;
             capture.keep(text.as_bytes());
             capture.done();
@@ -447,7 +447,11 @@ fn recorded(
                 } else {
                     "The upstream broke off its answer"
                 };
-                let event = sse_event(&jsonrpc::error_body(&capture.rpc_id, UPSTREAM_FAILED, message));
+                let event = web::Bytes::from(sse_event(&jsonrpc::error_body(
+                    &capture.rpc_id,
+                    UPSTREAM_FAILED,
+                    message,
+                )));
                 capture.keep(&event);
                 capture.done();
                 Some((Ok(event), (chunks, None)))
@@ -595,6 +599,10 @@ impl Call<'_> {
         self.message.method() == Some("initialize")
     }
 
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.service.timeout_ms.max(1) as u64)
+    }
+
     /// Opens a gateway session for the upstream after a successful initialize.
     fn open_session(&self, upstream: UpstreamSession) -> String {
         let gateway_id = crate::crypto::random_token();
@@ -631,7 +639,7 @@ async fn relay_http(
         .gateway
         .client
         .post(url)
-        .timeout(Duration::from_millis(service.timeout_ms.max(1) as u64))
+        .timeout(call.timeout())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
     let upstream_session = existing.as_ref().and_then(|(_, s)| s.upstream.http_id());
@@ -671,90 +679,42 @@ async fn relay_stdio(
     existing: Option<(String, GatewaySession)>,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
-    let (session, process) = if call.is_initialize() {
-        (None, start_process(&call).await?)
-    } else {
-        match existing {
-            Some((gateway_id, GatewaySession { upstream: UpstreamSession::Stdio(process), .. })) => {
-                (Some(gateway_id), process)
-            }
-            _ => {
-                return Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    jsonrpc::INVALID_REQUEST,
-                    "Mcp-Session-Id is required: send initialize first",
-                ));
-            }
-        }
+    if call.is_initialize() {
+        return initialize_stdio(call, record).await;
+    }
+    let Some((session, GatewaySession { upstream: UpstreamSession::Stdio(process), .. })) = existing else {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::INVALID_REQUEST,
+            "Mcp-Session-Id is required: send initialize first",
+        ));
     };
     if let Some(secret) = process.secret() {
         record.secrets.push(secret.to_owned());
     }
-    let request = match call.message {
-        Message::Request { id, params, .. } => {
-            let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
-            Some((id, progress))
-        }
-        _ => None,
+    let Some(waiting) = send_to_child(&process, &call).await? else {
+        return Ok(Relayed {
+            status: StatusCode::ACCEPTED,
+            content_type: None,
+            session: Some(session),
+            body: Body::Empty,
+        });
     };
-    let sent = process.send(&call.body, request).await;
-    let ended = || upstream_failed(StatusCode::BAD_GATEWAY, "The service's process has ended");
-    let waiting = match sent {
-        Ok(Some(waiting)) => waiting,
-        Ok(None) => {
-            return Ok(Relayed {
-                status: StatusCode::ACCEPTED,
-                content_type: None,
-                session,
-                body: Body::Empty,
-            });
-        }
-        Err(SendError::DuplicateId) => {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                jsonrpc::INVALID_REQUEST,
-                SendError::DuplicateId.to_string(),
-            ));
-        }
-        Err(SendError::Ended) => {
-            if call.is_initialize() {
-                process.end().await;
-            }
-            return Err(ended());
-        }
-    };
-    let timeout = Duration::from_millis(call.service.timeout_ms.max(1) as u64);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let first = tokio::time::timeout_at(deadline, next_for(waiting)).await;
-    let (first, waiting) = match first {
+    let deadline = tokio::time::Instant::now() + call.timeout();
+    let (first, waiting) = match tokio::time::timeout_at(deadline, next_for(waiting)).await {
         Ok(Some(pair)) => pair,
-        Ok(None) => return Err(ended()),
+        Ok(None) => return Err(child_ended()),
         Err(_) => {
-            if call.is_initialize() {
-                process.end().await;
-            } else if let Message::Request { id, .. } = call.message {
+            if let Message::Request { id, .. } = call.message {
                 let cancel = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
                     "params": { "requestId": id, "reason": "The gateway's timeout passed" } });
                 let _ = process.send(cancel.to_string().as_bytes(), None).await;
             }
-            return Err(upstream_failed(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time"));
+            return Err(timed_out());
         }
     };
-    let is_answer = first.get("method").is_none();
-    if call.is_initialize() {
-        if !is_answer || first.get("error").is_some() {
-            // A server that does not complete its handshake keeps no process running.
-            process.end().await;
-            if is_answer {
-                return Ok(json_answer(&first, None));
-            }
-            return Err(upstream_failed(StatusCode::BAD_GATEWAY, "The service did not answer initialize"));
-        }
-        let gateway_id = call.open_session(UpstreamSession::Stdio(process));
-        return Ok(json_answer(&first, Some(gateway_id)));
-    }
-    if is_answer {
-        return Ok(json_answer(&first, session));
+    if is_answer(&first) {
+        return Ok(whole_answer(&[first], Some(session)));
     }
     // The server speaks before it answers (progress, sampling ...): relay it all as events
     // until the answer.
@@ -762,20 +722,89 @@ async fn relay_stdio(
         let waiting = waiting?;
         match tokio::time::timeout_at(deadline, next_for(waiting)).await {
             Ok(Some((message, waiting))) => {
-                let waiting = message.get("method").is_some().then_some(waiting);
-                Some((Ok(sse_event(&message)), waiting))
+                let waiting = (!is_answer(&message)).then_some(waiting);
+                Some((Ok(sse_event(&message).into()), waiting))
             }
             Ok(None) => Some((Err(Broken { timeout: false }), None)),
             Err(_) => Some((Err(Broken { timeout: true }), None)),
         }
     });
-    let chunks = futures_util::stream::once(async move { Ok(sse_event(&first)) }).chain(rest);
+    let chunks = futures_util::stream::once(async move { Ok(sse_event(&first).into()) }).chain(rest);
     Ok(Relayed {
         status: StatusCode::OK,
         content_type: Some(SSE.to_owned()),
-        session,
+        session: Some(session),
         body: Body::Stream { is_sse: true, chunks: chunks.boxed() },
     })
+}
+
+/// Starts a child for a new session and relays its handshake; whatever the server says before
+/// its answer comes along. A child that does not complete the handshake is ended.
+async fn initialize_stdio(call: Call<'_>, record: &mut CallRecord) -> Result<Relayed, Refusal> {
+    let process = start_process(&call).await?;
+    if let Some(secret) = process.secret() {
+        record.secrets.push(secret.to_owned());
+    }
+    let deadline = tokio::time::Instant::now() + call.timeout();
+    let handshake = async {
+        let mut waiting = send_to_child(&process, &call).await?.ok_or_else(child_ended)?;
+        let mut messages = Vec::new();
+        loop {
+            let message = tokio::time::timeout_at(deadline, waiting.messages.recv())
+                .await
+                .map_err(|_| timed_out())?
+                .ok_or_else(child_ended)?;
+            let done = is_answer(&message);
+            messages.push(message);
+            if done {
+                return Ok(messages);
+            }
+        }
+    };
+    let messages = match handshake.await {
+        Ok(messages) => messages,
+        Err(refusal) => {
+            process.end().await;
+            return Err(refusal);
+        }
+    };
+    let succeeded = messages.last().is_some_and(|answer| answer.get("result").is_some());
+    if !succeeded {
+        process.end().await;
+        return Ok(whole_answer(&messages, None));
+    }
+    let session = call.open_session(UpstreamSession::Stdio(process));
+    Ok(whole_answer(&messages, Some(session)))
+}
+
+/// Writes the client's message to the child; for a request, the place its answer arrives.
+async fn send_to_child(process: &Arc<Process>, call: &Call<'_>) -> Result<Option<Waiting>, Refusal> {
+    let request = match call.message {
+        Message::Request { id, params, .. } => {
+            let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
+            Some((id, progress))
+        }
+        _ => None,
+    };
+    process.send(&call.body, request).await.map_err(|e| match e {
+        SendError::DuplicateId => {
+            Refusal::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, e.to_string())
+        }
+        SendError::Ended => child_ended(),
+    })
+}
+
+fn child_ended() -> Refusal {
+    upstream_failed(StatusCode::BAD_GATEWAY, "The service's process has ended")
+}
+
+fn timed_out() -> Refusal {
+    upstream_failed(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time")
+}
+
+/// An answer (result or error), as opposed to a message the server starts.
+fn is_answer(message: &Value) -> bool {
+    message.get("method").is_none()
 }
 
 /// The next message for a waiting request, handing the request back for the one after.
@@ -784,12 +813,17 @@ async fn next_for(mut waiting: Waiting) -> Option<(Value, Waiting)> {
     Some((message, waiting))
 }
 
-fn json_answer(message: &Value, session: Option<String>) -> Relayed {
+/// Messages known in full: one answer as JSON, several as an event stream.
+fn whole_answer(messages: &[Value], session: Option<String>) -> Relayed {
+    let (content_type, body) = match messages {
+        [answer] => ("application/json", answer.to_string()),
+        _ => (SSE, messages.iter().map(sse_event).collect()),
+    };
     Relayed {
         status: StatusCode::OK,
-        content_type: Some("application/json".to_owned()),
+        content_type: Some(content_type.to_owned()),
         session,
-        body: Body::Json(message.to_string()),
+        body: Body::Whole(body),
     }
 }
 
@@ -849,7 +883,7 @@ async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result
             })?;
             let events = futures_util::stream::unfold(messages, |mut messages| async move {
                 let message = messages.recv().await?;
-                Some((Ok::<_, actix_web::Error>(sse_event(&message)), messages))
+                Some((Ok::<_, actix_web::Error>(sse_event(&message).into()), messages))
             });
             (StatusCode::OK, Some(SSE.to_owned()), events.boxed())
         }

@@ -14,6 +14,7 @@ mod keys;
 mod login;
 mod members;
 mod organization;
+mod reference_servers;
 mod services;
 mod sessions;
 mod setup;

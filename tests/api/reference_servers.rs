@@ -1,0 +1,220 @@
+//! Reference MCP servers from npm behind the gateway (run when CI=true; `.ci/run` installs them
+//! into tests/npm): `@modelcontextprotocol/server-everything` over Streamable HTTP and stdio, and
+//! the GitHub project manager this product is built around, which prints its arguments, token
+//! included, when it starts.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use mcp_platform::config::Settings;
+use rmcp::ServiceExt;
+use rmcp::model::ClientConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::gateway::{api_key, settled_rows, usage_total};
+use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::on_both_backends;
+use crate::upstream::call;
+
+on_both_backends!(
+    server_everything_works_behind_the_gateway_over_http_and_stdio,
+    the_github_project_manager_lists_its_tools_and_its_token_stays_secret,
+);
+
+const NPM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/npm");
+const EVERYTHING: &str = "node_modules/@modelcontextprotocol/server-everything/dist/index.js";
+const PROJECT_MANAGER: &str = "node_modules/@monsoft/mcp-github-project-manager/dist/src/index.js";
+
+/// The installed packages, or `None` (test skipped) outside CI.
+fn npm_packages() -> Option<PathBuf> {
+    let root = PathBuf::from(NPM);
+    let installed = root.join(EVERYTHING).exists() && root.join(PROJECT_MANAGER).exists();
+    match std::env::var("CI").as_deref() {
+        Ok("true") if installed => Some(root),
+        Ok("true") => panic!("CI=true but the npm reference servers are missing: npm ci --prefix tests/npm"),
+        _ => {
+            eprintln!("CI is not true: skipping the npm reference servers");
+            None
+        }
+    }
+}
+
+/// server-everything over Streamable HTTP on a free loopback port; stopped on drop.
+struct EverythingOverHttp {
+    child: Child,
+    url: String,
+}
+
+impl EverythingOverHttp {
+    fn start(root: &Path) -> EverythingOverHttp {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new("node")
+            .arg("--import")
+            .arg(root.join("loopback.mjs"))
+            .arg(root.join(EVERYTHING))
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node starts");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        for line in stderr.lines() {
+            if line.unwrap().contains("listening on port") {
+                break;
+            }
+        }
+        EverythingOverHttp { child, url: format!("http://127.0.0.1:{port}/mcp") }
+    }
+}
+
+impl Drop for EverythingOverHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tool names a stdio server lists when asked directly, line by line as the transport says
+/// (lines that are not JSON are skipped, as the gateway does).
+fn tools_listed_directly(command: &Path, args: &[&str]) -> Vec<String> {
+    let mut child = Command::new(command)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server starts");
+    let mut stdin = child.stdin.take().unwrap();
+    for message in [
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}),
+    ] {
+        writeln!(stdin, "{message}").unwrap();
+    }
+    let mut names = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let Ok(message) = serde_json::from_str::<Value>(&line.unwrap()) else { continue };
+        if message["id"] == 2 {
+            let tools = message["result"]["tools"].as_array().expect("a tools/list result").clone();
+            names = tools.iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
+            break;
+        }
+    }
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    names.sort();
+    names
+}
+
+async fn app_with_services(backend: Backend, services: &str) -> TestApp {
+    let path = std::env::temp_dir().join(format!("services-{}.toml", Uuid::now_v7().simple()));
+    std::fs::write(&path, services).unwrap();
+    let settings = Settings { services_file: Some(path), ..Settings::default() };
+    spawn_app_with(backend, settings).await
+}
+
+async fn tool_names_through(app: &TestApp, service: &str, key: &str) -> (Vec<String>, String) {
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(app.url(&format!("/mcp/{service}"))).auth_header(key);
+    let client =
+        ClientConfig::default().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let mut names: Vec<String> =
+        client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    let echoed = if names.iter().any(|n| n == "echo") {
+        call(&client, "echo", json!({ "message": format!("hello {service}") })).await
+    } else {
+        String::new()
+    };
+    client.cancel().await.unwrap();
+    (names, echoed)
+}
+
+async fn server_everything_works_behind_the_gateway_over_http_and_stdio(backend: Backend) {
+    let Some(root) = npm_packages() else { return };
+    let http = EverythingOverHttp::start(&root);
+    let services = format!(
+        r#"
+[[service]]
+name = "everything-http"
+kind = "http"
+url = "{url}"
+
+[[service]]
+name = "everything-stdio"
+kind = "stdio"
+command = "node"
+args = [{script:?}, "stdio"]
+"#,
+        url = http.url,
+        script = root.join(EVERYTHING),
+    );
+    let app = app_with_services(backend, &services).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, mcp_platform::domain::Role::Developer).await;
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+
+    let direct =
+        tools_listed_directly(Path::new("node"), &[root.join(EVERYTHING).to_str().unwrap(), "stdio"]);
+    assert!(direct.len() >= 10 && direct.contains(&"echo".to_owned()), "{direct:?}");
+    for service in ["everything-http", "everything-stdio"] {
+        let (names, echoed) = tool_names_through(&app, service, &key).await;
+        assert_eq!(names, direct, "{service} lists every tool");
+        assert!(echoed.contains(&format!("hello {service}")), "{service}: {echoed}");
+    }
+    let rows = settled_rows(&app, 8).await;
+    assert!(rows.iter().filter(|r| r.tool == "echo").all(|r| r.success), "the echo calls are recorded");
+    assert_eq!(usage_total(&app).await, rows.len() as i64);
+}
+
+async fn the_github_project_manager_lists_its_tools_and_its_token_stays_secret(backend: Backend) {
+    let Some(root) = npm_packages() else { return };
+    let script = root.join(PROJECT_MANAGER);
+    let services = format!(
+        r#"
+[[service]]
+name = "github-projects"
+description = "GitHub project manager"
+kind = "stdio"
+command = "node"
+args = [{script:?}, "--GITHUB_PERSONAL_TOKEN={{token}}"]
+token = "github"
+"#
+    );
+    let app = app_with_services(backend, &services).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, mcp_platform::domain::Role::Developer).await;
+    let token = format!("ghp_{}", Uuid::now_v7().simple());
+    let browser = app.signed_in(&developer).await;
+    let saved =
+        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", &token)]).await;
+    assert_eq!(saved.status(), 200);
+    let key = api_key(&app, org, &developer, "mcp:read").await;
+
+    let direct = tools_listed_directly(
+        Path::new("node"),
+        &[script.to_str().unwrap(), "--GITHUB_PERSONAL_TOKEN=ghp_direct000000000000000000000000000000"],
+    );
+    assert!(direct.len() >= 10, "{direct:?}");
+    let (names, _) = tool_names_through(&app, "github-projects", &key).await;
+    assert_eq!(names, direct, "tools/list through the gateway returns all its tools");
+
+    let rows = settled_rows(&app, 3).await;
+    for row in &rows {
+        assert!(!row.request.contains(&token) && !row.response.contains(&token), "the token was stored");
+    }
+    let logs = crate::helpers::captured_logs();
+    assert!(!logs.contains(&token), "the token reached a log line");
+    assert!(
+        logs.contains("GITHUB_PERSONAL_TOKEN: '[REDACTED]'"),
+        "the server's own printout is logged, redacted"
+    );
+}
