@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::crypto::api_key::ApiKey;
+use crate::db::api_keys::KeyAuth;
 use crate::db::{self, Db};
 use crate::domain::{Role, Scopes};
 
@@ -41,13 +42,28 @@ pub async fn authenticate_api_key(
     now: DateTime<Utc>,
     raw: &str,
 ) -> Result<KeyPrincipal, KeyRejection> {
-    // The checksum refuses typos and guesses before the database is asked anything.
-    let key = ApiKey::parse(raw).map_err(|_| KeyRejection::Malformed)?;
+    let key = parse(raw)?;
+    let mut found = find(db, &key.hash()).await?;
+    admit(db, &mut found, now).await
+}
+
+/// The checksum refuses typos and guesses before the database is asked anything.
+pub fn parse(raw: &str) -> Result<ApiKey, KeyRejection> {
+    ApiKey::parse(raw).map_err(|_| KeyRejection::Malformed)
+}
+
+/// The key with this hash and its owner.
+pub async fn find(db: &Db, hash: &[u8; 32]) -> Result<KeyAuth, KeyRejection> {
     let mut conn = db.acquire().await.map_err(|e| KeyRejection::Unavailable(e.into()))?;
-    let found = db::api_keys::by_hash(conn.conn(), &key.hash())
+    db::api_keys::by_hash(conn.conn(), hash)
         .await
         .map_err(|e| KeyRejection::Unavailable(e.into()))?
-        .ok_or(KeyRejection::Unknown)?;
+        .ok_or(KeyRejection::Unknown)
+}
+
+/// Decides on a found key at `now`, and records its use when due (at most once a minute;
+/// `found.last_used_at` follows).
+pub async fn admit(db: &Db, found: &mut KeyAuth, now: DateTime<Utc>) -> Result<KeyPrincipal, KeyRejection> {
     if found.revoked_at.is_some() {
         return Err(KeyRejection::Revoked);
     }
@@ -63,9 +79,11 @@ pub async fn authenticate_api_key(
     // Most calls skip the write: on SQLite even an UPDATE that matches nothing takes the
     // database's write lock.
     if found.last_used_at.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
+        let mut conn = db.acquire().await.map_err(|e| KeyRejection::Unavailable(e.into()))?;
         db::api_keys::touch(conn.conn(), found.id, now)
             .await
             .map_err(|e| KeyRejection::Unavailable(e.into()))?;
+        found.last_used_at = Some(now);
     }
     Ok(KeyPrincipal {
         key_id: found.id,

@@ -3,7 +3,8 @@
 //! p50/p99 latency, the throughput ratio, the added p50, the platform's peak memory, checks
 //! that log rows and usage counters equal the calls made, and ends with one JSON line.
 //!
-//! cargo run --release --features test-upstream --bin mcp-bench [-- --calls 2000 --rounds 3]
+//! cargo build --release --features test-upstream --bins && target/release/mcp-bench [--calls 2000 --rounds 3]
+//! (build every binary: the benchmark starts the platform and the upstream from beside itself)
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -120,6 +121,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+/// CPU time a process has used so far (user and system), from /proc (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(") ").map_or(vec![], |(_, rest)| rest.split(' ').collect());
+    // After the command name: state is field 3, utime 14 and stime 15.
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 10)
+}
+
 fn peak_memory_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -221,6 +231,7 @@ async fn main() -> anyhow::Result<()> {
     let mut line = String::new();
     BufReader::new(upstream.stdout.take().context("stdout")?).read_line(&mut line)?;
     let upstream_url = line.trim().strip_prefix("listening on ").context("upstream address")?.to_owned();
+    let upstream_pid = upstream.id();
     let _upstream = Killed(upstream);
 
     let master = MasterKey::generate();
@@ -238,9 +249,13 @@ async fn main() -> anyhow::Result<()> {
         let calls = if concurrency == 1 { calls / 4 } else { calls };
         let (mut direct, mut through) = (Vec::new(), Vec::new());
         let (mut direct_rps, mut through_rps) = (0.0, 0.0);
+        let (mut platform_cpu, mut upstream_cpu) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..rounds {
             let d = round(&upstream_url, None, calls, concurrency).await?;
+            let (platform_before, upstream_before) = (cpu_time(pid), cpu_time(upstream_pid));
             let g = round(&gateway_url, Some(&key), calls, concurrency).await?;
+            platform_cpu += cpu_time(pid) - platform_before;
+            upstream_cpu += cpu_time(upstream_pid) - upstream_before;
             gateway_messages += calls + 2 * concurrency;
             direct_rps += d.rps / rounds as f64;
             through_rps += g.rps / rounds as f64;
@@ -255,8 +270,11 @@ async fn main() -> anyhow::Result<()> {
             percentile(&through, 0.5),
             percentile(&through, 0.99),
         );
+        // CPU per gateway call, in microseconds: the platform's, and the upstream's for comparison.
+        let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (calls * rounds) as f64;
+        let (platform_us, upstream_us) = (per_call(platform_cpu), per_call(upstream_cpu));
         println!(
-            "concurrency {concurrency:>2}: direct {direct_rps:>8.0} req/s p50 {dp50:.2} ms p99 {dp99:.2} ms | gateway {through_rps:>8.0} req/s p50 {gp50:.2} ms p99 {gp99:.2} ms | ratio {:.2} | added p50 {:.2} ms",
+            "concurrency {concurrency:>2}: direct {direct_rps:>8.0} req/s p50 {dp50:.2} ms p99 {dp99:.2} ms | gateway {through_rps:>8.0} req/s p50 {gp50:.2} ms p99 {gp99:.2} ms | ratio {:.2} | added p50 {:.2} ms | CPU per call: platform {platform_us:.0} us, upstream {upstream_us:.0} us",
             through_rps / direct_rps,
             gp50 - dp50
         );
@@ -266,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
                 "direct_rps": direct_rps.round(), "gateway_rps": through_rps.round(),
                 "direct_p50_ms": dp50, "direct_p99_ms": dp99, "gateway_p50_ms": gp50, "gateway_p99_ms": gp99,
                 "throughput_ratio": through_rps / direct_rps, "added_p50_ms": gp50 - dp50,
+                "platform_cpu_us_per_call": platform_us, "upstream_cpu_us_per_call": upstream_us,
             }),
         );
     }

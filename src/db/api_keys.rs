@@ -36,7 +36,7 @@ impl KeyRow {
 }
 
 /// What authentication needs about a key and its owner.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeyAuth {
     pub id: Uuid,
     pub organization_id: Uuid,

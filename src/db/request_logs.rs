@@ -31,36 +31,46 @@ pub struct NewRequestLog {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn insert(conn: Conn<'_>, row: &NewRequestLog) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
-        "INSERT INTO request_logs (id, organization_id, user_id, api_key_id, mcp_service_id, service_name, method, \
-         tool_name, correlation_id, request_body, response_body, request_truncated, response_truncated, status, \
-         http_status, error_code, error_message, duration_ms, ip, user_agent, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-    )
-    .bind(row.id)
-    .bind(row.organization_id)
-    .bind(row.user_id)
-    .bind(row.api_key_id)
-    .bind(row.mcp_service_id)
-    .bind(&row.service_name)
-    .bind(&row.method)
-    .bind(&row.tool_name)
-    .bind(&row.correlation_id)
-    .bind(&row.request_body)
-    .bind(&row.response_body)
-    .bind(row.request_truncated)
-    .bind(row.response_truncated)
-    .bind(if row.success { "success" } else { "error" })
-    .bind(row.http_status)
-    .bind(row.error_code)
-    .bind(&row.error_message)
-    .bind(row.duration_ms)
-    .bind(&row.ip)
-    .bind(&row.user_agent)
-    .bind(row.created_at)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+/// Rows per INSERT statement: 21 parameters each stays within both databases' limits.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Inserts the rows with one multi-row statement per `ROWS_PER_STATEMENT`.
+pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result<()> {
+    on_conn!(conn, c => {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO request_logs (id, organization_id, user_id, api_key_id, mcp_service_id, service_name, \
+                 method, tool_name, correlation_id, request_body, response_body, request_truncated, \
+                 response_truncated, status, http_status, error_code, error_message, duration_ms, ip, user_agent, \
+                 created_at) ",
+            );
+            insert.push_values(chunk, |mut values, row| {
+                values
+                    .push_bind(row.id)
+                    .push_bind(row.organization_id)
+                    .push_bind(row.user_id)
+                    .push_bind(row.api_key_id)
+                    .push_bind(row.mcp_service_id)
+                    .push_bind(&row.service_name)
+                    .push_bind(&row.method)
+                    .push_bind(&row.tool_name)
+                    .push_bind(&row.correlation_id)
+                    .push_bind(&row.request_body)
+                    .push_bind(&row.response_body)
+                    .push_bind(row.request_truncated)
+                    .push_bind(row.response_truncated)
+                    .push_bind(if row.success { "success" } else { "error" })
+                    .push_bind(row.http_status)
+                    .push_bind(row.error_code)
+                    .push_bind(&row.error_message)
+                    .push_bind(row.duration_ms)
+                    .push_bind(&row.ip)
+                    .push_bind(&row.user_agent)
+                    .push_bind(row.created_at);
+            });
+            // Batches differ in size: their statements are not worth keeping prepared.
+            insert.build().persistent(false).execute(&mut *c).await?;
+        }
+        Ok(())
+    })
 }

@@ -16,8 +16,8 @@ pub struct TokenRow {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-/// A sealed token with the row it is bound to, for re-encryption.
-#[derive(Debug, sqlx::FromRow)]
+/// A sealed token with the row it is bound to.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SealedRow {
     pub id: Uuid,
     pub organization_id: Uuid,

@@ -16,11 +16,12 @@ use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::cache::Lookups;
 use super::jsonrpc::{self, Message, RpcError};
 use super::record::{BODY_LIMIT, CallRecord, Outcome, error_in};
 use super::stdio::{Launch, Process, SendError, SpawnError, StdioLimits, StdioPool, Waiting};
 use crate::app::AppState;
-use crate::auth::api_key::{KeyPrincipal, KeyRejection, authenticate_api_key};
+use crate::auth::api_key::{self, KeyPrincipal, KeyRejection};
 use crate::catalog::definition::CredentialPlacement;
 use crate::crypto::keyring::Binding;
 use crate::db::{self, services::ServiceRow};
@@ -70,6 +71,7 @@ impl UpstreamSession {
 pub struct Gateway {
     client: reqwest::Client,
     sessions: Mutex<HashMap<String, GatewaySession>>,
+    pub lookups: Lookups,
     pub stdio: StdioPool,
     /// Set when the platform stops: open server-to-client streams end, so the graceful stop
     /// does not wait for them.
@@ -89,6 +91,7 @@ impl Gateway {
         Gateway {
             client,
             sessions: Mutex::new(HashMap::new()),
+            lookups: Lookups::default(),
             stdio: StdioPool::new(limits),
             stopping: watch::Sender::new(false),
         }
@@ -174,33 +177,42 @@ async fn principal(state: &AppState, req: &HttpRequest) -> Result<KeyPrincipal, 
     let raw = header_str(req, header::AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .ok_or_else(|| unauthorized("An API key is required: Authorization: Bearer mcp_sk_..."))?;
-    authenticate_api_key(&state.db, state.clock.now(), raw).await.map_err(|rejection| match rejection {
-        KeyRejection::Unavailable(e) => {
-            tracing::error!(error = ?e, "API key check failed");
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                jsonrpc::INTERNAL_ERROR,
-                "The platform cannot check keys right now",
-            )
+    let checked = async {
+        let hash = api_key::parse(raw)?.hash();
+        let keys = &state.gateway.lookups.keys;
+        let cached = keys.get(&hash);
+        let mut found = match &cached {
+            Some(found) => found.clone(),
+            None => api_key::find(&state.db, &hash).await?,
+        };
+        let principal = api_key::admit(&state.db, &mut found, state.clock.now()).await;
+        if cached.is_none_or(|c| c.last_used_at != found.last_used_at) {
+            keys.insert(hash, found);
         }
+        principal
+    };
+    checked.await.map_err(|rejection| match rejection {
+        KeyRejection::Unavailable(e) => unavailable(&e, "The platform cannot check keys right now"),
         other => unauthorized(&format!("Unauthorized: {other}")),
     })
 }
 
 async fn service(state: &AppState, principal: &KeyPrincipal, name: &str) -> Result<ServiceRow, Refusal> {
-    let found = async {
-        db::services::find_for_organization(state.db.acquire().await?.conn(), principal.organization_id, name)
+    let services = &state.gateway.lookups.services;
+    let cache_key = (principal.organization_id, name.to_owned());
+    let found = match services.get(&cache_key) {
+        Some(found) => found,
+        None => {
+            let found = async {
+                let mut conn = state.db.acquire().await?;
+                db::services::find_for_organization(conn.conn(), principal.organization_id, name).await
+            }
             .await
-    }
-    .await
-    .map_err(|e: sqlx::Error| {
-        tracing::error!(error = ?e, "service lookup failed");
-        Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            jsonrpc::INTERNAL_ERROR,
-            "The platform cannot look up services right now",
-        )
-    })?;
+            .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot look up services right now"))?;
+            services.insert(cache_key, found.clone());
+            found
+        }
+    };
     found
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, format!("No service named \"{name}\"")))
 }
@@ -251,24 +263,36 @@ async fn user_token(
             ),
         )
     };
-    let row = async {
-        db::user_tokens::find_sealed(
-            state.db.acquire().await?.conn(),
-            principal.organization_id,
-            principal.user_id,
-            token_name,
-        )
-        .await
-    }
-    .await
-    .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot read service tokens right now"))?
-    .ok_or_else(missing)?;
+    let tokens = &state.gateway.lookups.tokens;
+    let cache_key = (principal.organization_id, principal.user_id, token_name.clone());
+    let row = match tokens.get(&cache_key) {
+        Some(row) => row,
+        None => {
+            let row = async {
+                let mut conn = state.db.acquire().await?;
+                db::user_tokens::find_sealed(
+                    conn.conn(),
+                    principal.organization_id,
+                    principal.user_id,
+                    token_name,
+                )
+                .await
+            }
+            .await
+            .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot read service tokens right now"))?;
+            tokens.insert(cache_key.clone(), row.clone());
+            row
+        }
+    };
+    let mut row = row.ok_or_else(missing)?;
     let now = state.clock.now();
     if row.last_used_at.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
         let touched =
             async { db::user_tokens::touch(state.db.acquire().await?.conn(), row.id, now).await }.await;
         touched
             .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot read service tokens right now"))?;
+        row.last_used_at = Some(now);
+        tokens.insert(cache_key, Some(row.clone()));
     }
     let binding = Binding {
         organization_id: row.organization_id,

@@ -127,8 +127,8 @@ async fn write_batch(db: &Db, clock: &SharedClock, batch: &mut Vec<NewRequestLog
 async fn try_write(db: &Db, clock: &SharedClock, batch: &[NewRequestLog]) -> anyhow::Result<()> {
     let mut usage: BTreeMap<(Uuid, Uuid, chrono::NaiveDate), Increment> = BTreeMap::new();
     let mut tx = db.begin().await?;
+    db::request_logs::insert_many(tx.conn(), batch).await?;
     for row in batch {
-        db::request_logs::insert(tx.conn(), row).await?;
         if let Some(service) = row.mcp_service_id {
             let inc = usage.entry((row.organization_id, service, row.created_at.date_naive())).or_default();
             inc.requests += 1;

@@ -19,6 +19,7 @@ on_both_backends!(
     a_real_client_works_through_the_gateway_with_its_token_injected,
     bad_requests_are_refused_with_json_rpc_errors,
     a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row,
+    a_revoked_key_is_refused_at_once_here_and_within_seconds_when_revoked_elsewhere,
 );
 
 pub const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
@@ -358,4 +359,46 @@ pub async fn open_session(app: &TestApp, path: &str, key: &str) -> String {
     let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     assert_eq!(post_in(app, path, key, &session, initialized).await.status(), 202);
     session
+}
+
+async fn a_revoked_key_is_refused_at_once_here_and_within_seconds_when_revoked_elsewhere(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    add_service(&app, org, "tools", &upstream.url, None, 10_000).await;
+    let (here, elsewhere) =
+        (api_key(&app, org, &developer, "mcp:read").await, api_key(&app, org, &developer, "mcp:read").await);
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let status = |key: String| {
+        let url = app.url("/mcp/tools");
+        async move { request(&url, &key, None, init).send().await.unwrap().status().as_u16() }
+    };
+    // Both keys are used, so the gateway keeps their records for a few seconds.
+    assert_eq!(status(here.clone()).await, 200);
+    assert_eq!(status(elsewhere.clone()).await, 200);
+
+    // Revoked on this instance's dashboard: refused with the next call.
+    let browser = app.signed_in(&developer).await;
+    let id = key_id(&app, &here).await;
+    assert_eq!(app.post_form(&browser, "/keys", &format!("/keys/{id}/revoke"), &[]).await.status(), 303);
+    assert_eq!(status(here).await, 401);
+
+    // Revoked by another instance (straight in the database): refused within the lifetime of
+    // the gateway's copies.
+    assert_eq!(status(elsewhere.clone()).await, 200);
+    let id = key_id(&app, &elsewhere).await;
+    let mut conn = app.db.acquire().await.unwrap();
+    assert!(db::api_keys::revoke(conn.conn(), org, id, app.clock_now()).await.unwrap());
+    let revoked = std::time::Instant::now();
+    while status(elsewhere.clone()).await != 401 {
+        let limit = mcp_platform::gateway::cache::LIFETIME + std::time::Duration::from_secs(5);
+        assert!(revoked.elapsed() < limit, "still accepted {:?} after revocation", revoked.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn key_id(app: &TestApp, raw: &str) -> Uuid {
+    let hash = ApiKey::parse(raw).unwrap().hash();
+    db::api_keys::by_hash(app.db.acquire().await.unwrap().conn(), &hash).await.unwrap().unwrap().id
 }

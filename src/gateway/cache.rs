@@ -1,0 +1,50 @@
+//! Short-lived copies of what every gateway call reads: the API key's record, the service and
+//! the caller's sealed token. An entry lives `LIFETIME` at most, so a change made through another
+//! instance reaches this one within that time; a change made through this instance's dashboard
+//! drops every entry as soon as it is saved (`forget_all`, called by the route gate). The checks
+//! themselves (revoked, expired, the owner's status and role, scopes) run on every call.
+
+use std::time::Duration;
+
+use moka::sync::Cache;
+use uuid::Uuid;
+
+use crate::db::api_keys::KeyAuth;
+use crate::db::services::ServiceRow;
+use crate::db::user_tokens::SealedRow;
+
+pub const LIFETIME: Duration = Duration::from_secs(5);
+/// Entries per kind; the least used go first beyond it.
+const CAPACITY: u64 = 10_000;
+
+pub struct Lookups {
+    /// By the key's SHA-256.
+    pub keys: Cache<[u8; 32], KeyAuth>,
+    /// By organization and service name; `None` when there is no such service.
+    pub services: Cache<(Uuid, String), Option<ServiceRow>>,
+    /// By organization, user and token name; `None` when the user has not set it.
+    pub tokens: Cache<(Uuid, Uuid, String), Option<SealedRow>>,
+}
+
+fn cache<K, V>() -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(CAPACITY).time_to_live(LIFETIME).build()
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Lookups { keys: cache(), services: cache(), tokens: cache() }
+    }
+}
+
+impl Lookups {
+    /// Drops every entry: something the gateway reads may have changed.
+    pub fn forget_all(&self) {
+        self.keys.invalidate_all();
+        self.services.invalidate_all();
+        self.tokens.invalidate_all();
+    }
+}
