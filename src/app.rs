@@ -122,12 +122,18 @@ impl Application {
                 .app_data(state.clone())
                 // Forms such as a pasted CSV of invitations outgrow actix's 16 KiB default.
                 .app_data(web::FormConfig::default().limit(FORM_LIMIT))
-                .configure(routes::configure)
-                // The gateway answers API keys, not dashboard sessions: outside the route table's gate.
+                // The gateway answers API keys, not dashboard sessions: outside the session
+                // middleware and the route table's gate.
                 .configure(crate::gateway::endpoint::configure)
-                .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(AppError::NotFound) }))
-                .wrap(HtmxMiddleware)
-                .wrap(session)
+                .service(
+                    web::scope("")
+                        .configure(routes::configure)
+                        .default_service(web::to(|| async {
+                            Err::<actix_web::HttpResponse, _>(AppError::NotFound)
+                        }))
+                        .wrap(HtmxMiddleware)
+                        .wrap(session),
+                )
                 .wrap(security_headers(hsts))
                 .wrap(
                     Logger::new("%a \"%{request}xi\" %s %b %Dms")

@@ -59,6 +59,11 @@ impl RequestLogWriter {
     pub async fn record(&self, row: NewRequestLog) -> Result<(), WriterStopped> {
         self.queue.send(row).await.map_err(|_| WriterStopped)
     }
+
+    /// Queues one row if there is room now; otherwise the row comes back with the reason.
+    pub fn try_record(&self, row: NewRequestLog) -> Result<(), mpsc::error::TrySendError<NewRequestLog>> {
+        self.queue.try_send(row)
+    }
 }
 
 impl WriterHandle {
@@ -85,16 +90,16 @@ async fn run(
                 if received == 0 {
                     break;
                 }
-                // Let a small batch fill up a little before paying for a transaction.
-                if batch.len() < config.batch_size {
-                    let deadline = tokio::time::sleep(config.max_delay);
-                    tokio::pin!(deadline);
-                    while batch.len() < config.batch_size {
+                // Let a small batch fill up a little before paying for a transaction; rows
+                // wait in the queue meanwhile, so this task is not woken for each of them.
+                if batch.len() < config.batch_size && !rows.is_closed() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(config.max_delay) => {}
+                        _ = &mut stopped => rows.close(),
+                    }
+                    while batch.len() < config.batch_size && !rows.is_empty() {
                         let room = config.batch_size - batch.len();
-                        tokio::select! {
-                            _ = &mut deadline => break,
-                            more = rows.recv_many(&mut batch, room) => if more == 0 { break },
-                        }
+                        rows.recv_many(&mut batch, room).await;
                     }
                 }
                 written += write_batch(&db, &clock, &mut batch).await;
