@@ -392,6 +392,10 @@ struct Broken {
 }
 
 const SSE: &str = "text/event-stream";
+/// How long an upstream's answer is held in the hope that it completes and goes out whole, and
+/// the most that is held.
+const HOLD_WAIT: Duration = Duration::from_millis(100);
+const HOLD_LIMIT: usize = 4 * 1024 * 1024;
 
 fn sse_event(message: &impl std::fmt::Display) -> String {
     format!("event: message\ndata: {message}\n\n")
@@ -445,7 +449,34 @@ pub async fn post(
             capture.done();
             response.body(text)
         }
-        Body::Stream { is_sse, chunks } => response.streaming(recorded(chunks, capture, is_sse)),
+        Body::Stream { is_sse, mut chunks } => {
+            // An answer complete within a moment goes out whole, in one write rather than one
+            // per piece; a longer one streams on from what was held.
+            let deadline = tokio::time::Instant::now() + HOLD_WAIT;
+            let mut held = web::BytesMut::new();
+            let complete = loop {
+                match tokio::time::timeout_at(deadline, chunks.next()).await {
+                    Ok(Some(Ok(chunk))) if held.len() + chunk.len() <= HOLD_LIMIT => {
+                        held.extend_from_slice(&chunk)
+                    }
+                    Ok(Some(piece)) => {
+                        chunks = futures_util::stream::once(async { piece }).chain(chunks).boxed();
+                        break false;
+                    }
+                    Ok(None) => break true,
+                    Err(_) => break false,
+                }
+            };
+            let held = held.freeze();
+            if complete {
+                let mut capture = capture;
+                capture.keep(&held);
+                capture.done();
+                return response.body(held);
+            }
+            let chunks = futures_util::stream::once(async { Ok(held) }).chain(chunks).boxed();
+            response.streaming(recorded(chunks, capture, is_sse))
+        }
     }
 }
 
