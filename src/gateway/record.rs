@@ -13,7 +13,6 @@ use crate::clock::SharedClock;
 use crate::db::request_logs::NewRequestLog;
 use crate::telemetry::redact::{redact_body, redact_text, truncate};
 use crate::telemetry::writer::RequestLogWriter;
-use tokio::sync::mpsc::error::TrySendError;
 
 /// Bodies are stored up to this size and marked as cut beyond it.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -118,19 +117,8 @@ impl CallRecord {
         writer: &RequestLogWriter,
         clock: &SharedClock,
     ) {
-        let Some(row) = self.row(outcome, response_body, clock.now()) else { return };
-        match writer.try_record(row) {
-            Ok(()) => {}
-            // A full queue holds this row back, not the response.
-            Err(TrySendError::Full(row)) => {
-                let writer = writer.clone();
-                tokio::spawn(async move {
-                    if writer.record(row).await.is_err() {
-                        tracing::error!("request log row lost: the writer has stopped");
-                    }
-                });
-            }
-            Err(TrySendError::Closed(_)) => tracing::error!("request log row lost: the writer has stopped"),
+        if let Some(row) = self.row(outcome, response_body, clock.now()) {
+            writer.record_soon(row);
         }
     }
 }

@@ -60,9 +60,23 @@ impl RequestLogWriter {
         self.queue.send(row).await.map_err(|_| WriterStopped)
     }
 
-    /// Queues one row if there is room now; otherwise the row comes back with the reason.
-    pub fn try_record(&self, row: NewRequestLog) -> Result<(), mpsc::error::TrySendError<NewRequestLog>> {
-        self.queue.try_send(row)
+    /// Queues one row without holding up the caller: at once when there is room, else from a
+    /// task that waits for room.
+    pub fn record_soon(&self, row: NewRequestLog) {
+        match self.queue.try_send(row) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(row)) => {
+                let writer = self.clone();
+                tokio::spawn(async move {
+                    if writer.record(row).await.is_err() {
+                        tracing::error!("request log row lost: the writer has stopped");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("request log row lost: the writer has stopped")
+            }
+        }
     }
 }
 
