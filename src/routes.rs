@@ -91,6 +91,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/services/{name}", ADMIN, services::update),
     route!(Get "/services/{name}/edit", ADMIN, services::edit_form),
     route!(Post "/services/{name}/delete", ADMIN, services::delete),
+    route!(Post "/services/{name}/test", DEVELOPER, services::test_connection),
     route!(Get "/keys", DEVELOPER, keys::list, nav = "API keys"),
     route!(Post "/keys", DEVELOPER, keys::create),
     route!(Post "/keys/{id}/revoke", DEVELOPER, keys::revoke),

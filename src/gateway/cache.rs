@@ -4,6 +4,7 @@
 //! drops every entry as soon as it is saved (`forget_all`, called by the route gate). The checks
 //! themselves (revoked, expired, the owner's status and role, scopes) run on every call.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use moka::sync::Cache;
@@ -21,7 +22,7 @@ pub struct Lookups {
     /// By the key's SHA-256.
     pub keys: Cache<[u8; 32], KeyAuth>,
     /// By organization and service name; `None` when there is no such service.
-    pub services: Cache<(Uuid, String), Option<ServiceRow>>,
+    pub services: Cache<(Uuid, String), Option<Arc<ServiceRow>>>,
     /// By organization, user and token name; `None` when the user has not set it.
     pub tokens: Cache<(Uuid, Uuid, String), Option<SealedRow>>,
 }

@@ -41,7 +41,7 @@ const SESSION_LIMIT: i64 = -32011;
 
 /// A client session of the gateway, bound to the API key that opened it.
 #[derive(Clone)]
-struct GatewaySession {
+pub(super) struct GatewaySession {
     key_id: Uuid,
     service_id: Uuid,
     upstream: UpstreamSession,
@@ -197,7 +197,11 @@ async fn principal(state: &AppState, req: &HttpRequest) -> Result<KeyPrincipal, 
     })
 }
 
-async fn service(state: &AppState, principal: &KeyPrincipal, name: &str) -> Result<ServiceRow, Refusal> {
+pub(super) async fn service(
+    state: &AppState,
+    principal: &KeyPrincipal,
+    name: &str,
+) -> Result<Arc<ServiceRow>, Refusal> {
     let services = &state.gateway.lookups.services;
     let cache_key = (principal.organization_id, name.to_owned());
     let found = match services.get(&cache_key) {
@@ -209,6 +213,7 @@ async fn service(state: &AppState, principal: &KeyPrincipal, name: &str) -> Resu
             }
             .await
             .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot look up services right now"))?;
+            let found = found.map(Arc::new);
             services.insert(cache_key, found.clone());
             found
         }
@@ -219,13 +224,13 @@ async fn service(state: &AppState, principal: &KeyPrincipal, name: &str) -> Resu
 
 /// The session the client names, if it belongs to this key and service and its upstream is
 /// still there; otherwise 404 so the client starts a new one.
-fn session(
+pub(super) fn session(
     state: &AppState,
-    req: &HttpRequest,
+    id: Option<&str>,
     key: Uuid,
     service: Uuid,
 ) -> Result<Option<(String, GatewaySession)>, Refusal> {
-    let Some(id) = header_str(req, SESSION_HEADER) else { return Ok(None) };
+    let Some(id) = id else { return Ok(None) };
     let mut sessions = state.gateway.sessions.lock().expect("session table lock");
     match sessions.get_mut(id) {
         Some(s) if s.key_id == key && s.service_id == service => {
@@ -408,8 +413,30 @@ pub async fn post(
     payload: web::Payload,
 ) -> HttpResponse {
     let mut record = CallRecord::new(&req, &name);
+    let relayed = relay_post(&req, &state, &name, payload, &mut record).await;
+    answer(relayed, record, &state).await
+}
+
+/// One message of `principal`, relayed in the named session, as the answer a client would get;
+/// for messages the platform sends itself (test connection).
+pub(super) async fn send_as(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &KeyPrincipal,
+    name: &str,
+    body: web::Bytes,
+    session_id: Option<&str>,
+    mut record: CallRecord,
+) -> HttpResponse {
+    let relayed = relay_message(state, req, principal, name, body, session_id, &mut record).await;
+    answer(relayed, record, state).await
+}
+
+/// The client's answer to a relayed (or refused) message; the call is recorded when the answer
+/// has gone out.
+async fn answer(relayed: Result<Relayed, Refusal>, record: CallRecord, state: &AppState) -> HttpResponse {
     let correlation = record.correlation.clone();
-    let relayed = match relay_post(&req, &state, &name, payload, &mut record).await {
+    let relayed = match relayed {
         Ok(relayed) => relayed,
         Err(refusal) => {
             let body = refusal.error.body().to_string();
@@ -602,6 +629,19 @@ async fn relay_post(
     record.user_id = Some(principal.user_id);
     record.api_key_id = Some(principal.key_id);
     let body = read_body(payload).await?.freeze();
+    relay_message(state, req, &principal, name, body, header_str(req, SESSION_HEADER), record).await
+}
+
+/// Relays one client message of `principal` in the named session (if any) to the service.
+async fn relay_message(
+    state: &AppState,
+    req: &HttpRequest,
+    principal: &KeyPrincipal,
+    name: &str,
+    body: web::Bytes,
+    session_id: Option<&str>,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
     record.request_body = Some(String::from_utf8_lossy(&body).into_owned());
     let message = jsonrpc::parse(&body).map_err(|error| Refusal {
         status: StatusCode::BAD_REQUEST,
@@ -616,7 +656,7 @@ async fn relay_post(
     record.tool = message.tool_name().map(str::to_owned);
     record.rpc_id = id.clone();
     let checked = async {
-        let service = service(state, &principal, name).await?;
+        let service = service(state, principal, name).await?;
         record.service_id = Some(service.id);
         let needed = message.required_scope();
         if !principal.scopes.contains(needed) {
@@ -626,11 +666,11 @@ async fn relay_post(
                 format!("This API key lacks the {} scope needed for this method", needed.as_str()),
             ));
         }
-        let existing = session(state, req, principal.key_id, service.id)?;
+        let existing = session(state, session_id, principal.key_id, service.id)?;
         Ok((service, existing))
     };
     let (service, existing) = checked.await.map_err(|r| r.with_id(&id))?;
-    let call = Call { req, state, principal: &principal, service: &service, message: &message, body };
+    let call = Call { req, state, principal, service: &service, message: &message, body };
     let relayed = if service.transport == "stdio" {
         relay_stdio(call, existing, record).await
     } else {
@@ -927,9 +967,10 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>, name: web::Path<S
 async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result<HttpResponse, Refusal> {
     let principal = principal(state, req).await?;
     let service = service(state, &principal, name).await?;
-    let (gateway_id, session) = session(state, req, principal.key_id, service.id)?.ok_or_else(|| {
-        Refusal::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required")
-    })?;
+    let (gateway_id, session) =
+        session(state, header_str(req, SESSION_HEADER), principal.key_id, service.id)?.ok_or_else(|| {
+            Refusal::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required")
+        })?;
     let stopped = state.gateway.stopped();
     let (status, content_type, chunks) = match &session.upstream {
         UpstreamSession::Stdio(process) => {
@@ -977,25 +1018,39 @@ async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result
     Ok(response.streaming(chunks.take_until(stopped)))
 }
 
-/// Ends a session, here and upstream.
+/// Ends a session, here and upstream (a stdio child is gone when this returns).
+pub(super) async fn end_session(
+    state: &AppState,
+    service: &ServiceRow,
+    gateway_id: &str,
+    session: &GatewaySession,
+) {
+    state.gateway.forget(gateway_id);
+    match (&session.upstream, &service.upstream_url) {
+        (UpstreamSession::Stdio(process), _) => process.end().await,
+        (UpstreamSession::Http(Some(upstream_session)), Some(url)) => {
+            let _ = state.gateway.client.delete(url).header(SESSION_HEADER, upstream_session).send().await;
+        }
+        (UpstreamSession::Http(_), _) => {}
+    }
+}
+
+/// The client ends its session.
 pub async fn delete(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
     let correlation = Uuid::now_v7().to_string();
     let result = async {
         let principal = principal(&state, &req).await?;
         let service = service(&state, &principal, &name).await?;
-        let (gateway_id, session) =
-            session(&state, &req, principal.key_id, service.id)?.ok_or_else(|| {
-                Refusal::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required")
-            })?;
-        state.gateway.forget(&gateway_id);
-        match (&session.upstream, &service.upstream_url) {
-            (UpstreamSession::Stdio(process), _) => process.end().await,
-            (UpstreamSession::Http(Some(upstream_session)), Some(url)) => {
-                let _ =
-                    state.gateway.client.delete(url).header(SESSION_HEADER, upstream_session).send().await;
-            }
-            (UpstreamSession::Http(_), _) => {}
-        }
+        let (gateway_id, session) = session(
+            &state,
+            header_str(&req, SESSION_HEADER),
+            principal.key_id,
+            service.id,
+        )?
+        .ok_or_else(|| {
+            Refusal::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required")
+        })?;
+        end_session(&state, &service, &gateway_id, &session).await;
         Ok::<_, Refusal>(HttpResponse::NoContent().finish())
     }
     .await;

@@ -4,5 +4,6 @@
 pub mod cache;
 pub mod endpoint;
 pub mod jsonrpc;
+pub mod probe;
 pub mod record;
 pub mod stdio;

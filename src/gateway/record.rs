@@ -123,8 +123,8 @@ impl CallRecord {
     }
 }
 
-/// The JSON-RPC error, if any, in a captured answer (plain JSON or SSE events) to request `id`.
-pub fn error_in(captured: &str, id: &Value) -> Option<(i64, String)> {
+/// The message answering request `id` in a captured answer (plain JSON or SSE events).
+pub fn message_in(captured: &str, id: &Value) -> Option<Value> {
     let messages: Vec<Value> = if captured.trim_start().starts_with('{') {
         serde_json::from_str(captured).ok().into_iter().collect()
     } else {
@@ -134,10 +134,14 @@ pub fn error_in(captured: &str, id: &Value) -> Option<(i64, String)> {
             .filter_map(|data| serde_json::from_str(data.trim()).ok())
             .collect()
     };
-    messages.iter().find(|m| &m["id"] == id && m.get("error").is_some()).map(|m| {
-        let error = &m["error"];
-        (error["code"].as_i64().unwrap_or(0), error["message"].as_str().unwrap_or("").to_owned())
-    })
+    messages.into_iter().find(|m| &m["id"] == id && m.get("method").is_none())
+}
+
+/// The JSON-RPC error, if any, in a captured answer to request `id`.
+pub fn error_in(captured: &str, id: &Value) -> Option<(i64, String)> {
+    let answer = message_in(captured, id)?;
+    let error = answer.get("error")?;
+    Some((error["code"].as_i64().unwrap_or(0), error["message"].as_str().unwrap_or("").to_owned()))
 }
 
 #[cfg(test)]

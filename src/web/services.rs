@@ -17,6 +17,7 @@ use crate::db::services::{ServiceFields, ServiceRow};
 use crate::db::{self, audit, unique_violation};
 use crate::domain::{Role, ServiceName};
 use crate::error::AppError;
+use crate::gateway::probe;
 
 /// Names that would collide with the catalog's own paths.
 const RESERVED_NAMES: [&str; 1] = ["new"];
@@ -38,6 +39,8 @@ pub struct DetailPage {
     has_token: bool,
     can_hold_tokens: bool,
     can_edit: bool,
+    /// What "test connection" found, after the button was pressed.
+    probe: Option<Result<Vec<probe::Tool>, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,8 +102,35 @@ pub async fn detail(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
+    detail_page(&req, &user, &state, &name, None).await
+}
+
+/// Runs initialize and tools/list through the gateway as the signed-in member and shows the
+/// service's tools, or what went wrong.
+pub async fn test_connection(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    // Another organization's service answers 404 before anything is sent.
+    db::services::find_for_organization(state.db.acquire().await?.conn(), user.organization_id, &name)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let principal = probe::principal(user.organization_id, user.id, user.role);
+    let found = probe::probe(&state, &req, &principal, &name).await;
+    detail_page(&req, &user, &state, &name, Some(found)).await
+}
+
+async fn detail_page(
+    req: &HttpRequest,
+    user: &CurrentUser,
+    state: &AppState,
+    name: &str,
+    probe: Option<Result<Vec<probe::Tool>, String>>,
+) -> Result<HttpResponse, AppError> {
     let mut conn = state.db.acquire().await?;
-    let service = db::services::find_for_organization(conn.conn(), user.organization_id, &name)
+    let service = db::services::find_for_organization(conn.conn(), user.organization_id, name)
         .await?
         .ok_or(AppError::NotFound)?;
     let has_token = match &service.token_service_name {
@@ -110,12 +140,13 @@ pub async fn detail(
         None => false,
     };
     let page = DetailPage {
-        layout: Layout::signed_in("Service", "/services", &user, &state),
-        gateway_url: format!("{}/mcp/{}", public_base(&state, &req), service.name),
+        layout: Layout::signed_in("Service", "/services", user, state),
+        gateway_url: format!("{}/mcp/{}", public_base(state, req), service.name),
         has_token,
         can_hold_tokens: user.role.allows(Role::Developer),
         can_edit: user.role == Role::Admin && !service.is_system(),
         service,
+        probe,
     };
     render(StatusCode::OK, &page)
 }

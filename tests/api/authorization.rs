@@ -73,6 +73,10 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         (Post, "/services/{name}") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
         (Get, "/services/{name}/edit") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(200)]),
         (Post, "/services/{name}/delete") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)]),
+        // Runs through the gateway as the member; the result (here: the token is missing) is shown.
+        (Post, "/services/{name}/test") => {
+            Some([ToLogin, Status(404), NOT_DEVELOPER, Status(200), Status(200)])
+        }
         (Get, "/keys" | "/tokens") => developers(Status(200)),
         (Post, "/keys" | "/tokens") => developers(Status(422)),
         // The developer's own key and token: the admin of the same organization manages

@@ -307,6 +307,20 @@ async fn a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row(backend: 
         "{answer}"
     );
 
+    // An upstream that takes the connection but never answers: 504 with a JSON-RPC error.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/mcp", silent.local_addr().unwrap());
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    add_service(&app, org, "silent", &silent_url, None, 300).await;
+    let (status, code, message) = error_of(post(&app, "/mcp/silent", Some(&key), LIST).await).await;
+    assert_eq!((status, code), (504, -32010), "{message}");
+    holding.abort();
+
     // Calls in flight when the server is told to stop still finish, and all are recorded.
     let session = open_session(&app, "/mcp/tools", &key).await;
     let in_flight: Vec<_> = (0..8)
@@ -326,8 +340,8 @@ async fn a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row(backend: 
     }
     let rows = app.count("request_logs").await;
     assert_eq!(
-        rows, 13,
-        "two sessions opened (initialize and initialized each), the timed-out call, eight in flight"
+        rows, 14,
+        "two sessions opened (initialize and initialized each), two timed-out calls, eight in flight"
     );
     assert_eq!(usage_total(&app).await, rows, "counters equal log rows after a graceful stop");
 }

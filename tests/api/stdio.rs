@@ -40,6 +40,14 @@ token = "github"
 timeout_seconds = 10
 
 [[service]]
+name = "impatient-tools"
+kind = "stdio"
+command = {UPSTREAM:?}
+args = ["--stdio", "--credential", "{{token}}"]
+token = "github"
+timeout_seconds = 1
+
+[[service]]
 name = "wrapped-tools"
 kind = "stdio"
 command = "sh"
@@ -135,7 +143,7 @@ async fn delete_session(app: &TestApp, path: &str, key: &str, session: &str) -> 
 async fn a_real_client_works_through_a_stdio_service_with_its_token_injected(backend: Backend) {
     let app = stdio_app(backend, "3", "50", "600").await;
     let org = app.create_organization("Acme").await;
-    let (_, token, key) = developer_with_token(&app, org).await;
+    let (developer, token, key) = developer_with_token(&app, org).await;
 
     let config =
         StreamableHttpClientTransportConfig::with_uri(app.url("/mcp/local-tools")).auth_header(key.clone());
@@ -168,6 +176,18 @@ async fn a_real_client_works_through_a_stdio_service_with_its_token_injected(bac
     assert_eq!(usage_total(&app).await, rows.len() as i64, "counters equal log rows");
     // The child printed its arguments, token included, on stdout and stderr: the stdout line was
     // skipped, both were logged redacted.
+    // "Test connection" on the service's page does the same through the gateway as the member,
+    // shows the tools with their descriptions, is recorded, and leaves no child behind.
+    let browser = app.signed_in(&developer).await;
+    let page = app.post_form(&browser, "/services/local-tools", "/services/local-tools/test", &[]).await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Connected: 6 tools") && page.contains("Returns the text it is given"), "{page}");
+    eventually("the test's child's end", || processes_with(&token).is_empty()).await;
+    let probed = settled_rows(&app, rows.len() + 3).await;
+    assert_eq!(probed.len(), rows.len() + 3, "initialize, initialized and tools/list are recorded");
+    assert_eq!(usage_total(&app).await, probed.len() as i64);
+
     let logs = crate::helpers::captured_logs();
     assert!(!logs.contains(&token) && !logs.contains(&key), "a secret reached a log line");
     assert!(logs.contains("stdio stdout line is not JSON-RPC: skipped"), "the skipped line is logged");
@@ -194,6 +214,18 @@ async fn stdio_children_end_on_delete_on_exit_when_idle_and_at_stop(backend: Bac
     let (status, code, message) = error_of(post_in(&app, path, &key, &session, TOOLS_LIST).await).await;
     assert_eq!((status, code), (404, -32004), "{message}");
 
+    // A call that outlasts the service's timeout is a 504; the session goes on.
+    let impatient = "/mcp/impatient-tools";
+    let (session, children) = open_tracked(&app, impatient, &key, &token).await;
+    let slow =
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"slow","arguments":{"ms":3000}}}"#;
+    let (status, code, message) = error_of(post_in(&app, impatient, &key, &session, slow).await).await;
+    assert_eq!((status, code), (504, -32010), "{message}");
+    let answer = post_in(&app, impatient, &key, &session, TOOLS_LIST).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(delete_session(&app, impatient, &key, &session).await, 204);
+    assert!(is_reaped(children[0]));
+
     // Idle sessions end, the shell wrapper's child with its parent.
     let (idle, idle_children) = open_tracked(&app, path, &key, &token).await;
     let (_, wrapped) = open_tracked(&app, "/mcp/wrapped-tools", &key, &token).await;
@@ -217,9 +249,21 @@ async fn stdio_children_end_on_delete_on_exit_when_idle_and_at_stop(backend: Bac
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
+    // A call in flight finishes before the child is ended.
+    let in_flight = {
+        let (url, key, session) = (app.url(path), key.clone(), session.clone());
+        let slow = r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"slow","arguments":{"ms":500}}}"#;
+        tokio::spawn(
+            async move { request(&url, &key, Some(&session), slow).send().await.unwrap().text().await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
     tokio::time::timeout(Duration::from_secs(10), app.stop()).await.expect("the stop does not hang");
+    assert!(in_flight.await.unwrap().unwrap().contains("slept 500 ms"), "the call in flight was cut off");
     assert!(is_reaped(children[0]), "the child is gone when the platform has stopped");
     assert!(processes_with(&token).is_empty());
+    let rows = app.count("request_logs").await;
+    assert_eq!(usage_total(&app).await, rows, "counters equal log rows after a graceful stop");
 }
 
 async fn stdio_sessions_are_capped_per_user_and_in_total(backend: Backend) {
@@ -241,6 +285,10 @@ async fn stdio_sessions_are_capped_per_user_and_in_total(backend: Backend) {
     let (status, code, message) = error_of(initialize(&carol_key).await.unwrap()).await;
     assert_eq!((status, code), (403, -32005), "{message}");
     assert!(message.contains("\"github\"") && message.contains("/tokens"), "{message}");
+    let browser = app.signed_in(&carol).await;
+    let page = app.post_form(&browser, "/services/local-tools", "/services/local-tools/test", &[]).await;
+    let page = page.text().await.unwrap();
+    assert!(page.contains("The test failed: This service needs your own &#34;github&#34; token"), "{page}");
 
     let (first, _) = open_tracked(&app, path, &alice, &alice_token).await;
     open_tracked(&app, path, &alice, &alice_token).await;
