@@ -22,7 +22,7 @@ use crate::config::{Config, MasterKey};
 use crate::crypto::keyring::Keyring;
 use crate::db::{self, Db};
 use crate::error::AppError;
-use crate::gateway::endpoint::Gateway;
+use crate::gateway::sessions::Gateway;
 use crate::routes;
 use crate::telemetry::writer::{RequestLogWriter, WriterConfig, WriterHandle};
 

@@ -6,8 +6,9 @@ use actix_web::HttpRequest;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::endpoint::{SESSION_HEADER, end_session, send_as, service, session};
+use super::endpoint::{SESSION_HEADER, send_as, service};
 use super::record::{CallRecord, message_in};
+use super::sessions::{end_session, session};
 use crate::app::AppState;
 use crate::auth::api_key::KeyPrincipal;
 use crate::domain::{Role, Scope, Scopes};

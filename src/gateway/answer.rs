@@ -1,0 +1,226 @@
+//! The client's answer to a relayed message: a whole JSON or SSE body, or the upstream's stream
+//! passed through; the call is recorded (redacted, cut) once the answer has gone out.
+
+use std::time::Duration;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, web};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use serde_json::Value;
+
+use super::endpoint::{CORRELATION_HEADER, Refusal, SESSION_HEADER, UPSTREAM_FAILED};
+use super::jsonrpc;
+use super::record::{BODY_LIMIT, CallRecord, Outcome, error_in};
+use crate::app::AppState;
+
+/// What the gateway sends back for a relayed message.
+pub(super) struct Relayed {
+    pub(super) status: StatusCode,
+    pub(super) content_type: Option<String>,
+    pub(super) session: Option<String>,
+    pub(super) body: Body,
+}
+
+pub(super) enum Body {
+    /// Nothing (202 for notifications and responses).
+    Empty,
+    /// An answer known in full.
+    Whole(String),
+    /// The upstream's answer as it arrives.
+    Stream { is_sse: bool, chunks: BoxStream<'static, Result<web::Bytes, Broken>> },
+}
+
+/// An answer that stopped before its end.
+pub(super) struct Broken {
+    pub(super) timeout: bool,
+}
+
+pub(super) const SSE: &str = "text/event-stream";
+/// How long an upstream's answer is held in the hope that it completes and goes out whole, and
+/// the most that is held.
+pub(super) const HOLD_WAIT: Duration = Duration::from_millis(100);
+pub(super) const HOLD_LIMIT: usize = 4 * 1024 * 1024;
+
+pub(super) fn sse_event(message: &impl std::fmt::Display) -> String {
+    format!("event: message\ndata: {message}\n\n")
+}
+
+/// The client's answer to a relayed (or refused) message; the call is recorded when the answer
+/// has gone out.
+pub(super) async fn answer(
+    relayed: Result<Relayed, Refusal>,
+    record: CallRecord,
+    state: &AppState,
+) -> HttpResponse {
+    let correlation = record.correlation.clone();
+    let relayed = match relayed {
+        Ok(relayed) => relayed,
+        Err(refusal) => {
+            let body = refusal.error.body().to_string();
+            let outcome = Outcome {
+                http_status: refusal.status.as_u16(),
+                error_code: Some(refusal.error.code),
+                error_message: Some(refusal.error.message.clone()),
+            };
+            record.finish(outcome, Some(&body), &state.log_writer, &state.clock);
+            return refusal.response(&correlation);
+        }
+    };
+    let mut response = HttpResponse::build(relayed.status);
+    response.insert_header((CORRELATION_HEADER, correlation));
+    if let Some(content_type) = relayed.content_type {
+        response.insert_header((header::CONTENT_TYPE, content_type));
+    }
+    if let Some(session) = relayed.session {
+        response.insert_header((SESSION_HEADER, session));
+    }
+    let capture = Capture {
+        rpc_id: record.rpc_id.clone(),
+        record: Some(record),
+        captured: Vec::new(),
+        status: relayed.status.as_u16(),
+        writer: state.log_writer.clone(),
+        clock: state.clock.clone(),
+    };
+    match relayed.body {
+        Body::Empty => {
+            drop(capture);
+            response.finish()
+        }
+        Body::Whole(text) => {
+            let mut capture = capture;
+            capture.keep(text.as_bytes());
+            capture.done();
+            response.body(text)
+        }
+        Body::Stream { is_sse, mut chunks } => {
+            // An answer complete within a moment goes out whole, in one write rather than one
+            // per piece; a longer one streams on from what was held.
+            let deadline = tokio::time::Instant::now() + HOLD_WAIT;
+            let mut held = web::BytesMut::new();
+            let complete = loop {
+                match tokio::time::timeout_at(deadline, chunks.next()).await {
+                    Ok(Some(Ok(chunk))) if held.len() + chunk.len() <= HOLD_LIMIT => {
+                        held.extend_from_slice(&chunk)
+                    }
+                    Ok(Some(piece)) => {
+                        chunks = futures_util::stream::once(async { piece }).chain(chunks).boxed();
+                        break false;
+                    }
+                    Ok(None) => break true,
+                    Err(_) => break false,
+                }
+            };
+            let held = held.freeze();
+            if complete {
+                let mut capture = capture;
+                capture.keep(&held);
+                capture.done();
+                return response.body(held);
+            }
+            let chunks = futures_util::stream::once(async { Ok(held) }).chain(chunks).boxed();
+            response.streaming(recorded(chunks, capture, is_sse))
+        }
+    }
+}
+
+/// Streams an upstream's answer to the client while keeping its first part for the record,
+/// which is written when the answer ends or the client goes away.
+pub(super) fn recorded(
+    chunks: BoxStream<'static, Result<web::Bytes, Broken>>,
+    capture: Capture,
+    is_sse: bool,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> {
+    futures_util::stream::unfold((chunks, Some(capture)), move |(mut chunks, capture)| async move {
+        let mut capture = capture?;
+        match chunks.next().await {
+            Some(Ok(chunk)) => {
+                capture.keep(&chunk);
+                Some((Ok(chunk), (chunks, Some(capture))))
+            }
+            // An event stream that breaks off (or runs past the service's timeout) ends with
+            // a JSON-RPC error event, so the client is not left waiting.
+            Some(Err(broken)) if is_sse => {
+                let message = if broken.timeout {
+                    "The upstream did not answer in time"
+                } else {
+                    "The upstream broke off its answer"
+                };
+                let event = web::Bytes::from(sse_event(&jsonrpc::error_body(
+                    &capture.rpc_id,
+                    UPSTREAM_FAILED,
+                    message,
+                )));
+                capture.keep(&event);
+                capture.done();
+                Some((Ok(event), (chunks, None)))
+            }
+            Some(Err(_)) => {
+                capture.done();
+                let error = actix_web::error::ErrorBadGateway("the upstream broke off its answer");
+                Some((Err(error), (chunks, None)))
+            }
+            None => {
+                capture.done();
+                None
+            }
+        }
+    })
+}
+
+/// Keeps the first part of the upstream's answer as it streams to the client, and records the
+/// call when the answer ends or the client goes away.
+pub(super) struct Capture {
+    pub(super) rpc_id: Value,
+    pub(super) record: Option<CallRecord>,
+    pub(super) captured: Vec<u8>,
+    pub(super) status: u16,
+    pub(super) writer: crate::telemetry::writer::RequestLogWriter,
+    pub(super) clock: crate::clock::SharedClock,
+}
+
+impl Capture {
+    pub(super) fn keep(&mut self, chunk: &[u8]) {
+        let room = (BODY_LIMIT + 1).saturating_sub(self.captured.len());
+        self.captured.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
+    pub(super) fn done(&mut self) {
+        let Some(record) = self.record.take() else { return };
+        let text = String::from_utf8_lossy(&self.captured).into_owned();
+        let error = error_in(&text, &record.rpc_id);
+        let outcome = Outcome {
+            http_status: self.status,
+            error_code: error.as_ref().map(|(code, _)| *code),
+            error_message: error.map(|(_, message)| message),
+        };
+        let body = (!text.is_empty()).then_some(text.as_str());
+        record.finish(outcome, body, &self.writer, &self.clock);
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+/// An answer (result or error), as opposed to a message the server starts.
+pub(super) fn is_answer(message: &Value) -> bool {
+    message.get("method").is_none()
+}
+
+/// Messages known in full: one answer as JSON, several as an event stream.
+pub(super) fn whole_answer(messages: &[Value], session: Option<String>) -> Relayed {
+    let (content_type, body) = match messages {
+        [answer] => ("application/json", answer.to_string()),
+        _ => (SSE, messages.iter().map(sse_event).collect()),
+    };
+    Relayed {
+        status: StatusCode::OK,
+        content_type: Some(content_type.to_owned()),
+        session,
+        body: Body::Whole(body),
+    }
+}

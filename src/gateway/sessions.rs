@@ -1,0 +1,148 @@
+//! The gateway's shared state: the upstream connection pool, the stdio children, the cached
+//! lookups, and the live client sessions, each bound to the key and service that opened it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::cache::Lookups;
+use super::endpoint::{NOT_FOUND, Refusal, SESSION_HEADER};
+use super::stdio::{Process, StdioLimits, StdioPool};
+use crate::app::AppState;
+use crate::db::services::ServiceRow;
+
+/// A client session of the gateway, bound to the API key that opened it.
+#[derive(Clone)]
+pub(super) struct GatewaySession {
+    pub(super) key_id: Uuid,
+    pub(super) service_id: Uuid,
+    pub(super) upstream: UpstreamSession,
+    pub(super) last_used: std::time::Instant,
+}
+
+#[derive(Clone)]
+pub(super) enum UpstreamSession {
+    /// An HTTP upstream's own session id, if it uses one.
+    Http(Option<String>),
+    /// The child process serving this session.
+    Stdio(Arc<Process>),
+}
+
+impl UpstreamSession {
+    pub(super) fn http_id(&self) -> Option<&str> {
+        match self {
+            UpstreamSession::Http(id) => id.as_deref(),
+            UpstreamSession::Stdio(_) => None,
+        }
+    }
+}
+
+/// Shared by the gateway's handlers: the upstream connection pool, the stdio children and the
+/// live sessions. Sessions live in this instance; the README says how to route a session to its
+/// instance.
+pub struct Gateway {
+    pub(super) client: reqwest::Client,
+    pub(super) sessions: Mutex<HashMap<String, GatewaySession>>,
+    pub lookups: Lookups,
+    pub stdio: StdioPool,
+    /// Set when the platform stops: open server-to-client streams end, so the graceful stop
+    /// does not wait for them.
+    pub(super) stopping: watch::Sender<bool>,
+}
+
+/// Sessions unused this long are forgotten (the client re-initializes on the 404).
+pub const SESSION_IDLE: Duration = Duration::from_secs(60 * 60);
+
+impl Gateway {
+    pub fn new(limits: StdioLimits) -> Gateway {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client without TLS builds");
+        Gateway {
+            client,
+            sessions: Mutex::new(HashMap::new()),
+            lookups: Lookups::default(),
+            stdio: StdioPool::new(limits),
+            stopping: watch::Sender::new(false),
+        }
+    }
+
+    /// Forgets sessions idle for longer than `SESSION_IDLE` and those whose child has ended, so
+    /// the table stays bounded.
+    pub fn forget_idle_sessions(&self) {
+        let mut sessions = self.sessions.lock().expect("session table lock");
+        sessions.retain(|_, s| match &s.upstream {
+            UpstreamSession::Stdio(process) => !process.has_ended(),
+            UpstreamSession::Http(_) => s.last_used.elapsed() < SESSION_IDLE,
+        });
+    }
+
+    /// Ends the open server-to-client streams; called first when the platform stops.
+    pub fn begin_stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves when the platform begins to stop.
+    pub(super) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        }
+    }
+
+    pub(super) fn forget(&self, gateway_id: &str) {
+        self.sessions.lock().expect("session table lock").remove(gateway_id);
+    }
+}
+
+/// The session the client names, if it belongs to this key and service and its upstream is
+/// still there; otherwise 404 so the client starts a new one.
+pub(super) fn session(
+    state: &AppState,
+    id: Option<&str>,
+    key: Uuid,
+    service: Uuid,
+) -> Result<Option<(String, GatewaySession)>, Refusal> {
+    let Some(id) = id else { return Ok(None) };
+    let mut sessions = state.gateway.sessions.lock().expect("session table lock");
+    match sessions.get_mut(id) {
+        Some(s) if s.key_id == key && s.service_id == service => {
+            if let UpstreamSession::Stdio(process) = &s.upstream
+                && process.has_ended()
+            {
+                sessions.remove(id);
+                return Err(Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    NOT_FOUND,
+                    "The session's service process has ended; initialize a new session",
+                ));
+            }
+            s.last_used = std::time::Instant::now();
+            Ok(Some((id.to_owned(), s.clone())))
+        }
+        _ => Err(Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "Session not found; initialize a new one")),
+    }
+}
+
+/// Ends a session, here and upstream (a stdio child is gone when this returns).
+pub(super) async fn end_session(
+    state: &AppState,
+    service: &ServiceRow,
+    gateway_id: &str,
+    session: &GatewaySession,
+) {
+    state.gateway.forget(gateway_id);
+    match (&session.upstream, &service.upstream_url) {
+        (UpstreamSession::Stdio(process), _) => process.end().await,
+        (UpstreamSession::Http(Some(upstream_session)), Some(url)) => {
+            let _ = state.gateway.client.delete(url).header(SESSION_HEADER, upstream_session).send().await;
+        }
+        (UpstreamSession::Http(_), _) => {}
+    }
+}
