@@ -89,7 +89,12 @@ pub fn run() -> ExitCode {
     let mut settings = cli.settings;
     settings.secret_key = std::env::var("MCP_PLATFORM_SECRET_KEY").ok().map(SecretString::from);
     let result = Config::from_settings(settings).map_err(Failure::from).and_then(|config| {
-        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        // The HTTP workers run their own runtimes; this one drives start-up, the request-log
+        // writer and upkeep, which need one thread.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
         runtime.block_on(execute(cli.command.unwrap_or(Command::Serve), config))
     });
     match result {

@@ -42,7 +42,7 @@ pub struct Settings {
     /// Mark the session cookie Secure (true/false) [default: false only on a loopback address over http]
     #[arg(long, env = "MCP_PLATFORM_COOKIE_SECURE", global = true)]
     pub cookie_secure: Option<String>,
-    /// HTTP worker threads [default: number of cores]
+    /// HTTP worker threads [default: one less than the number of cores, at least 1]
     #[arg(long, env = "MCP_PLATFORM_WORKERS", global = true)]
     pub workers: Option<String>,
     /// Sign-in attempts allowed per client IP per minute [default: 30]
@@ -166,7 +166,8 @@ impl Config {
         };
         let workers = match s.workers.as_deref() {
             Some(raw) => parse_positive("MCP_PLATFORM_WORKERS", raw, 256)? as usize,
-            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // One core is left to the request-log writer, the database and stdio services.
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
         };
         let login_ip_limit = match s.login_ip_limit.as_deref() {
             Some(raw) => parse_positive("MCP_PLATFORM_LOGIN_IP_LIMIT", raw, 100_000)?,

@@ -76,6 +76,9 @@ pub struct StdioPool {
     limits: StdioLimits,
     live: Arc<Mutex<Live>>,
     serial: AtomicU64,
+    /// The application's runtime: the children's pipes and the tasks watching them live there,
+    /// not on an HTTP worker's runtime, which ends before the children are ended at a stop.
+    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Default)]
@@ -98,8 +101,10 @@ impl Live {
 }
 
 impl StdioPool {
+    /// Must be called on the application's runtime.
     pub fn new(limits: StdioLimits) -> StdioPool {
-        StdioPool { limits, live: Arc::default(), serial: AtomicU64::new(0) }
+        let runtime = tokio::runtime::Handle::current();
+        StdioPool { limits, live: Arc::default(), serial: AtomicU64::new(0), runtime }
     }
 
     pub fn limits(&self) -> StdioLimits {
@@ -119,13 +124,16 @@ impl StdioPool {
         if mine >= self.limits.per_user {
             return Err(SpawnError::UserCap(self.limits.per_user));
         }
-        let (mut child, process) = start(&launch).map_err(SpawnError::Spawn)?;
+        let (mut child, process) = {
+            let _on_the_application_runtime = self.runtime.enter();
+            start(&launch).map_err(SpawnError::Spawn)?
+        };
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         *live.per_user.entry(launch.user_id).or_default() += 1;
         let supervisor = {
             let (process, live, idle, user_id) =
                 (process.clone(), self.live.clone(), self.limits.idle, launch.user_id);
-            tokio::spawn(async move {
+            self.runtime.spawn(async move {
                 let reason = watch_over(&mut child, &process, idle).await;
                 terminate(&mut child).await;
                 process.close();

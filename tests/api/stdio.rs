@@ -259,7 +259,8 @@ async fn stdio_children_end_on_delete_on_exit_when_idle_and_at_stop(backend: Bac
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     tokio::time::timeout(Duration::from_secs(10), app.stop()).await.expect("the stop does not hang");
-    assert!(in_flight.await.unwrap().unwrap().contains("slept 500 ms"), "the call in flight was cut off");
+    let answer = tokio::time::timeout(Duration::from_secs(20), in_flight).await.expect("the call ends");
+    assert!(answer.unwrap().unwrap().contains("slept 500 ms"), "the call in flight was cut off");
     assert!(is_reaped(children[0]), "the child is gone when the platform has stopped");
     assert!(processes_with(&token).is_empty());
     let rows = app.count("request_logs").await;
