@@ -24,6 +24,7 @@ use crate::db::{self, Db};
 use crate::error::AppError;
 use crate::gateway::sessions::Gateway;
 use crate::routes;
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::writer::{RequestLogWriter, WriterConfig, WriterHandle};
 
 /// What handlers share.
@@ -36,6 +37,7 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub log_writer: RequestLogWriter,
     pub login_ip_limiter: IpLimiter,
+    pub metrics: Metrics,
     pub settings: WebSettings,
 }
 
@@ -89,8 +91,9 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("MCP_PLATFORM_BIND: cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
+        let metrics = Metrics::default();
         let (log_writer, log_writer_handle) =
-            RequestLogWriter::start(db.clone(), clock.clone(), WriterConfig::default());
+            RequestLogWriter::start(db.clone(), clock.clone(), WriterConfig::default(), metrics.clone());
         let gateway = Arc::new(Gateway::new(config.stdio));
         let state = web::Data::new(AppState {
             db: db.clone(),
@@ -101,6 +104,7 @@ impl Application {
             gateway: gateway.clone(),
             log_writer,
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
+            metrics,
             settings: WebSettings { public_url: config.public_url.clone(), trust_proxy: config.trust_proxy },
         });
         spawn_upkeep(state.clone().into_inner());
@@ -141,7 +145,8 @@ impl Application {
                             format!("{} {}", req.method(), loggable_path(req.path()))
                         })
                         .exclude("/healthz")
-                        .exclude("/readyz"),
+                        .exclude("/readyz")
+                        .exclude("/metrics"),
                 )
         })
         // Streamed answers are written in small pieces: send them at once, not after Nagle's delay.

@@ -65,6 +65,7 @@ const ADMIN: Access = Access::Role(Role::Admin);
 pub const ROUTES: &[RouteSpec] = &[
     route!(Get "/healthz", PUBLIC, health::healthz),
     route!(Get "/readyz", PUBLIC, health::readyz),
+    route!(Get "/metrics", PUBLIC, health::metrics),
     route!(Get "/static/htmx.min.js", PUBLIC, assets::htmx),
     route!(Get "/static/style.css", PUBLIC, assets::stylesheet),
     route!(Get "/static/favicon.svg", PUBLIC, assets::favicon),

@@ -117,6 +117,7 @@ impl CallRecord {
         writer: &RequestLogWriter,
         clock: &SharedClock,
     ) {
+        writer.count(outcome.http_status, self.started.elapsed());
         if let Some(row) = self.row(outcome, response_body, clock.now()) {
             writer.record_soon(row);
         }

@@ -83,6 +83,11 @@ impl Gateway {
         });
     }
 
+    /// Open sessions, for the metrics.
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().expect("session table lock").len()
+    }
+
     /// Ends the open server-to-client streams; called first when the platform stops.
     pub fn begin_stop(&self) {
         self.stopping.send_replace(true);

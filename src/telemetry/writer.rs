@@ -15,6 +15,7 @@ use crate::clock::SharedClock;
 use crate::db::request_logs::NewRequestLog;
 use crate::db::usage::Increment;
 use crate::db::{self, Db};
+use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriterConfig {
@@ -35,6 +36,7 @@ impl Default for WriterConfig {
 #[derive(Clone)]
 pub struct RequestLogWriter {
     queue: mpsc::Sender<NewRequestLog>,
+    metrics: Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +50,27 @@ pub struct WriterHandle {
 }
 
 impl RequestLogWriter {
-    pub fn start(db: Db, clock: SharedClock, config: WriterConfig) -> (RequestLogWriter, WriterHandle) {
+    pub fn start(
+        db: Db,
+        clock: SharedClock,
+        config: WriterConfig,
+        metrics: Metrics,
+    ) -> (RequestLogWriter, WriterHandle) {
         let (queue, rows) = mpsc::channel(config.capacity.max(1));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(db, clock, config, rows, stopped));
-        (RequestLogWriter { queue }, WriterHandle { stop, task })
+        let task = tokio::spawn(run(db, clock, config, rows, stopped, metrics.clone()));
+        (RequestLogWriter { queue, metrics }, WriterHandle { stop, task })
+    }
+
+    /// Counts a message handled, whether or not it has a row (a call without a valid key has
+    /// none).
+    pub fn count(&self, status: u16, took: Duration) {
+        self.metrics.message(status, took.as_secs_f64());
+    }
+
+    /// Rows waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     /// Queues one row; waits while the queue is full.
@@ -94,6 +112,7 @@ async fn run(
     config: WriterConfig,
     mut rows: mpsc::Receiver<NewRequestLog>,
     mut stopped: oneshot::Receiver<()>,
+    metrics: Metrics,
 ) -> u64 {
     let mut written = 0;
     let mut batch = Vec::with_capacity(config.batch_size);
@@ -116,7 +135,9 @@ async fn run(
                         rows.recv_many(&mut batch, room).await;
                     }
                 }
-                written += write_batch(&db, &clock, &mut batch).await;
+                let rows = write_batch(&db, &clock, &mut batch).await;
+                metrics.written(rows);
+                written += rows;
             }
         }
     }

@@ -1,9 +1,10 @@
-//! Liveness and readiness for load balancers and orchestrators.
+//! Liveness, readiness and metrics for load balancers, orchestrators and Prometheus.
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::telemetry::metrics::Now;
 
 /// The process is up and answering.
 pub async fn healthz() -> HttpResponse {
@@ -17,4 +18,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "reason": "database" }))
     }
+}
+
+/// This instance's counters and gauges, in the Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let now = Now {
+        sessions: state.gateway.session_count(),
+        stdio_processes: state.gateway.stdio.running(),
+        queued_log_rows: state.log_writer.queued(),
+    };
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render(now))
 }

@@ -48,6 +48,7 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
             Get,
             "/healthz"
             | "/readyz"
+            | "/metrics"
             | "/static/htmx.min.js"
             | "/static/style.css"
             | "/static/favicon.svg"

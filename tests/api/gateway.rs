@@ -106,6 +106,16 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     let logs = crate::helpers::captured_logs();
     assert!(!logs.contains(TOKEN) && !logs.contains(&key_text), "a secret reached a log line");
     assert_eq!(usage_total(&app).await, rows.len() as i64, "counters equal log rows");
+    // The instance's metrics count them too, and name no tenant.
+    let metrics = app.get(&crate::helpers::client(), "/metrics").await;
+    assert_eq!(metrics.status(), 200);
+    let metrics = metrics.text().await.unwrap();
+    let handled = format!("mcp_platform_gateway_messages_total{{status=\"2xx\"}} {}", rows.len());
+    assert!(metrics.contains(&handled), "{metrics}");
+    let written = format!("mcp_platform_request_logs_written_total {}", rows.len());
+    assert!(metrics.contains(&written), "{metrics}");
+    assert!(metrics.contains("mcp_platform_gateway_message_duration_seconds_bucket"), "{metrics}");
+    assert!(!metrics.contains("Acme") && !metrics.contains("/mcp/tools"), "{metrics}");
     // The token's last use is shown to its owner.
     let tokens = app.get(&browser, "/tokens").await.text().await.unwrap();
     assert!(tokens.contains("<code>github</code>") && !tokens.contains(">never<"), "{tokens}");

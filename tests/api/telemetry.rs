@@ -74,7 +74,7 @@ async fn counters_equal_log_rows_after_shutdown(backend: Backend) {
     // A small queue, so most writers wait for room: back-pressure, not drops.
     let config = WriterConfig { capacity: 8, batch_size: 50, max_delay: Duration::from_millis(20) };
     let clock: SharedClock = app.clock.clone();
-    let (writer, handle) = RequestLogWriter::start(app.db.clone(), clock, config);
+    let (writer, handle) = RequestLogWriter::start(app.db.clone(), clock, config, Default::default());
     let mut tasks = Vec::new();
     for t in 0..20i64 {
         let writer = writer.clone();
