@@ -266,6 +266,16 @@ async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
     submit(page, "form[action='/tokens']").await;
     let tokens = text_with(page, "Your github token is saved.").await;
     assert!(!tokens.contains("ghp_browserTestTokenValue"));
+
+    // "Test connection" reaches the service through the gateway with that token; htmx swaps
+    // the result into the page in place.
+    let upstream = crate::upstream::HttpUpstream::start();
+    crate::gateway::http_service(&app, org, "tools", &upstream.url).await;
+    page.goto(&app.url("/services/tools")).await.unwrap();
+    submit(page, "#probe form").await;
+    let probed = text_with(page, "Connected: 6 tools").await;
+    assert!(probed.contains("Returns the text it is given"), "{probed}");
+    assert_eq!(path(page).await, "/services/tools", "the result was swapped in, not loaded as a page");
     sign_out(page).await;
 
     // The viewer reads the dashboard but holds no keys.

@@ -43,7 +43,7 @@ pub async fn api_key(app: &TestApp, org: Uuid, user: &TestUser, scopes: &str) ->
 }
 
 /// An HTTP service of `org` in front of `url` that injects the caller's `github` token.
-async fn http_service(app: &TestApp, org: Uuid, name: &str, url: &str) {
+pub async fn http_service(app: &TestApp, org: Uuid, name: &str, url: &str) {
     add_service(app, org, name, url, Some("github"), 10_000).await;
 }
 
