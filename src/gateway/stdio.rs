@@ -6,6 +6,7 @@
 //! any other line is skipped and logged, redacted, like everything on its stderr.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,8 +46,24 @@ const BACKLOG: usize = 100;
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
 /// Environment variables of the platform that a child never inherits.
-fn is_platform_setting(name: &str) -> bool {
-    name.starts_with("MCP_PLATFORM_") || name == "DATABASE_URL"
+fn is_platform_setting(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|name| name.starts_with("MCP_PLATFORM_") || name == "DATABASE_URL")
+}
+
+/// A child's whole environment: the platform's own minus its settings, then the service's
+/// variables with the caller's token in place of `{token}`.
+fn child_environment(
+    inherited: impl Iterator<Item = (OsString, OsString)>,
+    service: &BTreeMap<String, String>,
+    token: &str,
+) -> Vec<(OsString, OsString)> {
+    let mut environment: Vec<(OsString, OsString)> =
+        inherited.filter(|(name, _)| !is_platform_setting(name)).collect();
+    for (name, value) in service {
+        environment.retain(|(existing, _)| existing != name.as_str());
+        environment.push((name.into(), value.replace(TOKEN_PLACEHOLDER, token).into()));
+    }
+    environment
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -379,13 +396,9 @@ fn start(launch: &Launch<'_>) -> std::io::Result<(Child, Arc<Process>)> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(is_platform_setting) {
-            command.env_remove(name);
-        }
-    }
-    command.envs(launch.env.iter().map(|(name, value)| (name, fill(value))));
+        .kill_on_drop(true)
+        .env_clear()
+        .envs(child_environment(std::env::vars_os(), launch.env, token));
     #[cfg(unix)]
     command.process_group(0);
     let mut child = command.spawn()?;
@@ -487,5 +500,28 @@ async fn read_stderr(mut stderr: BufReader<tokio::process::ChildStderr>, process
     let mut line = Vec::new();
     while next_line(&mut stderr, &mut line).await.is_some() {
         tracing::info!(service = %process.service, pid = ?process.pid, line = %process.loggable(&line), "stdio stderr");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_inherits_no_platform_setting_and_gets_the_token_where_the_service_says() {
+        let inherited = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/root"),
+            ("MCP_PLATFORM_SECRET_KEY", "the-master-key"),
+            ("MCP_PLATFORM_BIND", "0.0.0.0:80"),
+            ("DATABASE_URL", "postgres://u:pw@db/x"),
+            ("GITHUB_TOKEN", "the operator's own"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let service = BTreeMap::from([("GITHUB_TOKEN".to_owned(), "{token}".to_owned())]);
+        let environment = child_environment(inherited.into_iter(), &service, "ghp_users_own");
+        let names: Vec<&str> = environment.iter().map(|(name, _)| name.to_str().unwrap()).collect();
+        assert_eq!(names, ["PATH", "HOME", "GITHUB_TOKEN"]);
+        assert_eq!(environment[2].1, "ghp_users_own", "the service's variable wins, with the user's token");
     }
 }
