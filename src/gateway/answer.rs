@@ -39,8 +39,8 @@ pub(super) struct Broken {
 pub(super) const SSE: &str = "text/event-stream";
 /// How long an upstream's answer is held in the hope that it completes and goes out whole, and
 /// the most that is held.
-pub(super) const HOLD_WAIT: Duration = Duration::from_millis(100);
-pub(super) const HOLD_LIMIT: usize = 4 * 1024 * 1024;
+const HOLD_WAIT: Duration = Duration::from_millis(100);
+const HOLD_LIMIT: usize = 4 * 1024 * 1024;
 
 pub(super) fn sse_event(message: &impl std::fmt::Display) -> String {
     format!("event: message\ndata: {message}\n\n")
@@ -127,7 +127,7 @@ pub(super) async fn answer(
 
 /// Streams an upstream's answer to the client while keeping its first part for the record,
 /// which is written when the answer ends or the client goes away.
-pub(super) fn recorded(
+fn recorded(
     chunks: BoxStream<'static, Result<web::Bytes, Broken>>,
     capture: Capture,
     is_sse: bool,
@@ -171,7 +171,7 @@ pub(super) fn recorded(
 
 /// Keeps the first part of the upstream's answer as it streams to the client, and records the
 /// call when the answer ends or the client goes away.
-pub(super) struct Capture {
+struct Capture {
     pub(super) rpc_id: Value,
     pub(super) record: Option<CallRecord>,
     pub(super) captured: Vec<u8>,
@@ -181,7 +181,7 @@ pub(super) struct Capture {
 }
 
 impl Capture {
-    pub(super) fn keep(&mut self, chunk: &[u8]) {
+    fn keep(&mut self, chunk: &[u8]) {
         let room = (BODY_LIMIT + 1).saturating_sub(self.captured.len());
         self.captured.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }

@@ -30,10 +30,10 @@ pub const SESSION_HEADER: &str = "Mcp-Session-Id";
 pub const PROTOCOL_HEADER: &str = "MCP-Protocol-Version";
 pub const CORRELATION_HEADER: &str = "X-Correlation-Id";
 /// JSON-RPC codes the gateway itself answers with (implementation-defined range).
-pub(super) const UNAUTHORIZED: i64 = -32001;
-pub(super) const FORBIDDEN: i64 = -32003;
+const UNAUTHORIZED: i64 = -32001;
+const FORBIDDEN: i64 = -32003;
 pub(super) const NOT_FOUND: i64 = -32004;
-pub(super) const TOKEN_MISSING: i64 = -32005;
+const TOKEN_MISSING: i64 = -32005;
 pub(super) const UPSTREAM_FAILED: i64 = -32010;
 pub(super) const SESSION_LIMIT: i64 = -32011;
 
@@ -42,7 +42,7 @@ pub(super) const SESSION_LIMIT: i64 = -32011;
 pub struct Refusal {
     pub(super) status: StatusCode,
     pub(super) error: RpcError,
-    pub(super) challenge: bool,
+    challenge: bool,
 }
 
 impl Refusal {
@@ -50,7 +50,7 @@ impl Refusal {
         Refusal { status, error: RpcError::new(code, message), challenge: false }
     }
 
-    pub(super) fn with_id(mut self, id: &Value) -> Refusal {
+    fn with_id(mut self, id: &Value) -> Refusal {
         self.error.id = id.clone();
         self
     }
@@ -68,7 +68,7 @@ impl Refusal {
     }
 }
 
-pub(super) fn unauthorized(message: &str) -> Refusal {
+fn unauthorized(message: &str) -> Refusal {
     Refusal { challenge: true, ..Refusal::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED, message) }
 }
 
@@ -81,7 +81,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-pub(super) fn header_str(req: &HttpRequest, name: impl header::AsHeaderName) -> Option<&str> {
+fn header_str(req: &HttpRequest, name: impl header::AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -196,14 +196,14 @@ pub(super) async fn user_token(
 }
 
 /// A 503 for a failure of the platform's own storage; the cause goes to the log only.
-pub(super) fn unavailable(cause: &dyn std::fmt::Debug, message: &str) -> Refusal {
+fn unavailable(cause: &dyn std::fmt::Debug, message: &str) -> Refusal {
     tracing::error!(error = ?cause, "{message}");
     Refusal::new(StatusCode::SERVICE_UNAVAILABLE, jsonrpc::INTERNAL_ERROR, message)
 }
 
 /// The caller's token for an HTTP upstream: the header it goes in, and the token itself (kept
 /// to redact it from the record).
-pub(super) async fn credential_header(
+async fn credential_header(
     state: &AppState,
     principal: &KeyPrincipal,
     service: &ServiceRow,
@@ -217,7 +217,7 @@ pub(super) async fn credential_header(
 
 /// The headers every upstream request carries: the protocol version the client speaks, the
 /// service's own headers, the caller's credential and the upstream's session id.
-pub(super) fn upstream_headers(
+fn upstream_headers(
     mut upstream: reqwest::RequestBuilder,
     req: &HttpRequest,
     service: &ServiceRow,
@@ -239,7 +239,7 @@ pub(super) fn upstream_headers(
     upstream
 }
 
-pub(super) async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, Refusal> {
+async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, Refusal> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| {
@@ -284,7 +284,7 @@ pub(super) async fn send_as(
 }
 
 /// Checks the message; the service's transport relays it.
-pub(super) async fn relay_post(
+async fn relay_post(
     req: &HttpRequest,
     state: &AppState,
     name: &str,
@@ -328,7 +328,7 @@ pub(super) async fn relay_post(
 }
 
 /// Relays one client message of `principal` in the named session (if any) to the service.
-pub(super) async fn relay_message(
+async fn relay_message(
     state: &AppState,
     req: &HttpRequest,
     principal: &KeyPrincipal,
@@ -411,7 +411,7 @@ pub(super) fn upstream_failed(status: StatusCode, message: &str) -> Refusal {
     Refusal::new(status, UPSTREAM_FAILED, message)
 }
 
-pub(super) async fn relay_http(
+async fn relay_http(
     call: Call<'_>,
     existing: Option<(String, GatewaySession)>,
     record: &mut CallRecord,
@@ -473,11 +473,7 @@ pub async fn get(req: HttpRequest, state: web::Data<AppState>, name: web::Path<S
     }
 }
 
-pub(super) async fn relay_stream(
-    req: &HttpRequest,
-    state: &AppState,
-    name: &str,
-) -> Result<HttpResponse, Refusal> {
+async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result<HttpResponse, Refusal> {
     let principal = principal(state, req).await?;
     let service = service(state, &principal, name).await?;
     let (gateway_id, session) =

@@ -81,7 +81,7 @@ pub(super) async fn relay_stdio(
 
 /// Starts a child for a new session and relays its handshake; whatever the server says before
 /// its answer comes along. A child that does not complete the handshake is ended.
-pub(super) async fn initialize_stdio(call: Call<'_>, record: &mut CallRecord) -> Result<Relayed, Refusal> {
+async fn initialize_stdio(call: Call<'_>, record: &mut CallRecord) -> Result<Relayed, Refusal> {
     let process = start_process(&call).await?;
     if let Some(secret) = process.secret() {
         record.secrets.push(secret.to_owned());
@@ -119,10 +119,7 @@ pub(super) async fn initialize_stdio(call: Call<'_>, record: &mut CallRecord) ->
 }
 
 /// Writes the client's message to the child; for a request, the place its answer arrives.
-pub(super) async fn send_to_child(
-    process: &Arc<Process>,
-    call: &Call<'_>,
-) -> Result<Option<Waiting>, Refusal> {
+async fn send_to_child(process: &Arc<Process>, call: &Call<'_>) -> Result<Option<Waiting>, Refusal> {
     let request = match call.message {
         Message::Request { id, params, .. } => {
             let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
@@ -138,22 +135,22 @@ pub(super) async fn send_to_child(
     })
 }
 
-pub(super) fn child_ended() -> Refusal {
+fn child_ended() -> Refusal {
     upstream_failed(StatusCode::BAD_GATEWAY, "The service's process has ended")
 }
 
-pub(super) fn timed_out() -> Refusal {
+fn timed_out() -> Refusal {
     upstream_failed(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time")
 }
 
 /// The next message for a waiting request, handing the request back for the one after.
-pub(super) async fn next_for(mut waiting: Waiting) -> Option<(Value, Waiting)> {
+async fn next_for(mut waiting: Waiting) -> Option<(Value, Waiting)> {
     let message = waiting.messages.recv().await?;
     Some((message, waiting))
 }
 
 /// Starts the child for a new stdio session, with the caller's token in place.
-pub(super) async fn start_process(call: &Call<'_>) -> Result<Arc<Process>, Refusal> {
+async fn start_process(call: &Call<'_>) -> Result<Arc<Process>, Refusal> {
     let service = call.service;
     let token = user_token(call.state, call.principal, service).await?;
     let launch = Launch {
