@@ -1,7 +1,8 @@
 //! A small MCP server, written with rmcp, for the tests and the benchmark. Not part of the
 //! product. Tools: `echo`, `add`, `slow` (sleeps), `big` (about 1 MiB), and `whoami` (the
-//! credential it received, to prove injection), and `roots` (asks the client for its roots, to
-//! prove that server-to-client requests travel both ways).
+//! credential it received, to prove injection), `roots` (asks the client for its roots, to
+//! prove that server-to-client requests travel both ways), and `notify_later` (a notification
+//! outside any request, which travels on the session's GET stream).
 //!
 //! mcp-test-upstream --http 127.0.0.1:0     prints "listening on http://ADDR/mcp", then serves
 //! mcp-test-upstream --stdio [--credential X] [--announce]
@@ -33,6 +34,12 @@ struct AddArgs {
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 struct SlowArgs {
     /// How long to wait, in milliseconds (at most 60 000).
+    ms: u64,
+}
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct LaterArgs {
+    /// How long to wait before telling the client, in milliseconds (at most 60 000).
     ms: u64,
 }
 
@@ -69,6 +76,22 @@ impl Upstream {
     #[tool(description = "Returns about 1 MiB of text")]
     fn big(&self) -> String {
         "0123456789abcdef".repeat(64 * 1024)
+    }
+
+    #[tool(
+        description = "Answers at once, then tells the client a while later that the tool list changed: a message outside any request"
+    )]
+    fn notify_later(
+        &self,
+        Parameters(LaterArgs { ms }): Parameters<LaterArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> String {
+        let ms = ms.min(60_000);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let _ = context.peer.notify_tool_list_changed().await;
+        });
+        format!("will notify in {ms} ms")
     }
 
     // Roots are deprecated for protocol versions after 2025-11-25, which the gateway serves.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::helpers::{Backend, TestApp, TestUser, spawn_app};
 use crate::on_both_backends;
-use crate::upstream::{HttpUpstream, ROOT, RootsClient, call};
+use crate::upstream::{HttpUpstream, ROOT, RootsClient, call, notified_later};
 
 on_both_backends!(
     a_real_client_works_through_the_gateway_with_its_token_injected,
@@ -78,8 +78,10 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     let key_text = key.clone();
 
     let config = StreamableHttpClientTransportConfig::with_uri(app.url("/mcp/tools")).auth_header(key);
-    let client = RootsClient.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
+    let handler = RootsClient::default();
+    let tools_changed = handler.tools_changed.clone();
+    let client = handler.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 7);
     assert_eq!(call(&client, "echo", json!({ "text": "through the gateway" })).await, "through the gateway");
     assert_eq!(call(&client, "add", json!({ "a": 20, "b": 22 })).await, "42");
     // The upstream received the user's own token, not the API key.
@@ -87,13 +89,15 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     assert_eq!(call(&client, "big", json!({})).await.len(), 1024 * 1024);
     // The upstream asks the client for its roots in the middle of a call, and gets the answer.
     assert_eq!(call(&client, "roots", json!({})).await, ROOT);
+    // A notification outside any request comes over the session's GET stream.
+    notified_later(&client, &tools_changed).await;
     client.cancel().await.unwrap();
 
     // Every message is in the request log, redacted, and the usage counters moved with it.
-    let rows = settled_rows(&app, 9).await;
+    let rows = settled_rows(&app, 10).await;
     let calls: Vec<&str> =
         rows.iter().filter(|r| r.method == "tools/call").map(|r| r.tool.as_str()).collect();
-    assert_eq!(calls, ["echo", "add", "whoami", "big", "roots"]);
+    assert_eq!(calls, ["echo", "add", "whoami", "big", "roots", "notify_later"]);
     let whoami = rows.iter().find(|r| r.tool == "whoami").unwrap();
     assert!(whoami.response.contains("[REDACTED]"), "{}", whoami.response);
     let big = rows.iter().find(|r| r.tool == "big").unwrap();

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::gateway::{api_key, error_of, open_session, post_in, request, settled_rows, usage_total};
 use crate::helpers::{Backend, TestApp, TestUser, spawn_app_with};
 use crate::on_both_backends;
-use crate::upstream::{ROOT, RootsClient, UPSTREAM, call};
+use crate::upstream::{ROOT, RootsClient, UPSTREAM, call, notified_later};
 
 on_both_backends!(
     a_real_client_works_through_a_stdio_service_with_its_token_injected,
@@ -147,23 +147,27 @@ async fn a_real_client_works_through_a_stdio_service_with_its_token_injected(bac
 
     let config =
         StreamableHttpClientTransportConfig::with_uri(app.url("/mcp/local-tools")).auth_header(key.clone());
-    let client = RootsClient.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let handler = RootsClient::default();
+    let tools_changed = handler.tools_changed.clone();
+    let client = handler.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
     let children = processes_with(&token);
     assert_eq!(children.len(), 1, "one child for the session");
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 7);
     assert_eq!(call(&client, "echo", json!({ "text": "over stdio" })).await, "over stdio");
     // The child was started with the user's own token.
     assert_eq!(call(&client, "whoami", json!({})).await, token);
     // The child asks the client for its roots in the middle of a call, and gets the answer.
     assert_eq!(call(&client, "roots", json!({})).await, ROOT);
     assert_eq!(call(&client, "big", json!({})).await.len(), 1024 * 1024);
+    // A notification outside any request comes over the session's GET stream.
+    notified_later(&client, &tools_changed).await;
     client.cancel().await.unwrap();
     eventually("the child's end after the client left", || is_reaped(children[0])).await;
 
-    let rows = settled_rows(&app, 8).await;
+    let rows = settled_rows(&app, 9).await;
     let calls: Vec<&str> =
         rows.iter().filter(|r| r.method == "tools/call").map(|r| r.tool.as_str()).collect();
-    assert_eq!(calls, ["echo", "whoami", "roots", "big"]);
+    assert_eq!(calls, ["echo", "whoami", "roots", "big", "notify_later"]);
     let whoami = rows.iter().find(|r| r.tool == "whoami").unwrap();
     assert!(whoami.response.contains("[REDACTED]"), "{}", whoami.response);
     let big = rows.iter().find(|r| r.tool == "big").unwrap();
@@ -182,7 +186,7 @@ async fn a_real_client_works_through_a_stdio_service_with_its_token_injected(bac
     let page = app.post_form(&browser, "/services/local-tools", "/services/local-tools/test", &[]).await;
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
-    assert!(page.contains("Connected: 6 tools") && page.contains("Returns the text it is given"), "{page}");
+    assert!(page.contains("Connected: 7 tools") && page.contains("Returns the text it is given"), "{page}");
     eventually("the test's child's end", || processes_with(&token).is_empty()).await;
     let probed = settled_rows(&app, rows.len() + 3).await;
     assert_eq!(probed.len(), rows.len() + 3, "initialize, initialized and tools/list are recorded");

@@ -16,8 +16,12 @@ pub const UPSTREAM: &str = env!("CARGO_BIN_EXE_mcp-test-upstream");
 pub const ROOT: &str = "file:///srv/gateway-roots-test";
 
 /// A client that answers the server's roots request, to prove that server-to-client requests
-/// reach the client and its answer reaches the server.
-pub struct RootsClient;
+/// reach the client and its answer reaches the server, and that notes the server's tool-list
+/// notifications.
+#[derive(Default)]
+pub struct RootsClient {
+    pub tools_changed: std::sync::Arc<tokio::sync::Notify>,
+}
 
 #[allow(deprecated)]
 impl rmcp::ClientHandler for RootsClient {
@@ -27,6 +31,22 @@ impl rmcp::ClientHandler for RootsClient {
     ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
         Ok(rmcp::model::ListRootsResult::new(vec![rmcp::model::Root::new(ROOT)]))
     }
+
+    async fn on_tool_list_changed(&self, _: rmcp::service::NotificationContext<RoleClient>) {
+        self.tools_changed.notify_one();
+    }
+}
+
+/// Calls `notify_later` and waits for the notification the server sends afterwards, outside any
+/// request (so on the session's GET stream).
+pub async fn notified_later(
+    client: &RunningService<RoleClient, RootsClient>,
+    tools_changed: &tokio::sync::Notify,
+) {
+    assert_eq!(call(client, "notify_later", json!({ "ms": 200 })).await, "will notify in 200 ms");
+    tokio::time::timeout(std::time::Duration::from_secs(10), tools_changed.notified())
+        .await
+        .expect("the notification sent outside any request reached the client");
 }
 
 /// The test upstream serving Streamable HTTP on a free loopback port; stopped on drop.
@@ -76,17 +96,20 @@ async fn the_test_upstream_answers_over_streamable_http() {
     let upstream = HttpUpstream::start();
     let config = StreamableHttpClientTransportConfig::with_uri(upstream.url.clone())
         .auth_header("upstream-credential-1");
-    let client = RootsClient.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let handler = RootsClient::default();
+    let tools_changed = handler.tools_changed.clone();
+    let client = handler.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
     let mut names: Vec<String> =
         client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    assert_eq!(names, ["add", "big", "echo", "roots", "slow", "whoami"]);
+    assert_eq!(names, ["add", "big", "echo", "notify_later", "roots", "slow", "whoami"]);
     assert_eq!(call(&client, "echo", json!({ "text": "hello" })).await, "hello");
     assert_eq!(call(&client, "add", json!({ "a": 2, "b": 40 })).await, "42");
     assert_eq!(call(&client, "whoami", json!({})).await, "Bearer upstream-credential-1");
     assert_eq!(call(&client, "big", json!({})).await.len(), 1024 * 1024);
     assert_eq!(call(&client, "slow", json!({ "ms": 10 })).await, "slept 10 ms");
     assert_eq!(call(&client, "roots", json!({})).await, ROOT);
+    notified_later(&client, &tools_changed).await;
     client.cancel().await.unwrap();
 }
 
@@ -94,10 +117,13 @@ async fn the_test_upstream_answers_over_streamable_http() {
 async fn the_test_upstream_answers_over_stdio() {
     let mut command = tokio::process::Command::new(UPSTREAM);
     command.args(["--stdio", "--credential", "stdio-credential-2"]).stderr(Stdio::null());
-    let client = RootsClient.serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
+    let handler = RootsClient::default();
+    let tools_changed = handler.tools_changed.clone();
+    let client = handler.serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 7);
     assert_eq!(call(&client, "echo", json!({ "text": "over stdio" })).await, "over stdio");
     assert_eq!(call(&client, "whoami", json!({})).await, "stdio-credential-2");
     assert_eq!(call(&client, "roots", json!({})).await, ROOT);
+    notified_later(&client, &tools_changed).await;
     client.cancel().await.unwrap();
 }
