@@ -1,7 +1,7 @@
 //! `/mcp/{service}`: the MCP Streamable HTTP transport towards clients. A request is checked
-//! (media types, API key, size, JSON-RPC shape, service, scope, session), the caller's own
-//! credential is put where the service says, and the exchange is relayed to the upstream, its
-//! answer streamed back as it comes (JSON or SSE).
+//! (media types, API key, size, JSON-RPC shape, service, scope, session), then relayed: to an
+//! HTTP upstream here, with the caller's own credential where the service says, or to the
+//! session's stdio child (`stdio_relay`); `answer` sends the result back and records it.
 
 use std::sync::Arc;
 use std::time::Duration;
