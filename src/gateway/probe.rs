@@ -12,6 +12,7 @@ use super::sessions::{end_session, session};
 use crate::app::AppState;
 use crate::auth::api_key::KeyPrincipal;
 use crate::domain::{Role, Scope, Scopes};
+use crate::telemetry::redact::redact_text;
 
 /// A tool as the service describes it.
 pub struct Tool {
@@ -104,7 +105,9 @@ async fn exchange(
     };
     let reply = message_in(&text, id).ok_or_else(|| format!("The service did not answer (HTTP {status})"))?;
     if let Some(error) = reply.get("error") {
-        return Err(error["message"].as_str().unwrap_or("The service answered with an error").to_owned());
+        // The upstream wrote this message; a credential it echoes must not reach the page.
+        let message = error["message"].as_str().unwrap_or("The service answered with an error");
+        return Err(redact_text(message, &[]).into_owned());
     }
     Ok((session, reply.get("result").cloned()))
 }

@@ -102,7 +102,8 @@ pub async fn detail(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    detail_page(&req, &user, &state, &name, None).await
+    let service = visible_service(&state, &user, &name).await?;
+    detail_page(&req, &user, &state, service, None).await
 }
 
 /// Runs initialize and tools/list through the gateway as the signed-in member and shows the
@@ -114,27 +115,29 @@ pub async fn test_connection(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     // Another organization's service answers 404 before anything is sent.
-    db::services::find_for_organization(state.db.acquire().await?.conn(), user.organization_id, &name)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let service = visible_service(&state, &user, &name).await?;
     let principal = probe::principal(user.organization_id, user.id, user.role);
     let found = probe::probe(&state, &req, &principal, &name).await;
-    detail_page(&req, &user, &state, &name, Some(found)).await
+    detail_page(&req, &user, &state, service, Some(found)).await
+}
+
+/// The service the member can use under this name, or 404.
+async fn visible_service(state: &AppState, user: &CurrentUser, name: &str) -> Result<ServiceRow, AppError> {
+    db::services::find_for_organization(state.db.acquire().await?.conn(), user.organization_id, name)
+        .await?
+        .ok_or(AppError::NotFound)
 }
 
 async fn detail_page(
     req: &HttpRequest,
     user: &CurrentUser,
     state: &AppState,
-    name: &str,
+    service: ServiceRow,
     probe: Option<Result<Vec<probe::Tool>, String>>,
 ) -> Result<HttpResponse, AppError> {
-    let mut conn = state.db.acquire().await?;
-    let service = db::services::find_for_organization(conn.conn(), user.organization_id, name)
-        .await?
-        .ok_or(AppError::NotFound)?;
     let has_token = match &service.token_service_name {
         Some(token) => {
+            let mut conn = state.db.acquire().await?;
             db::user_tokens::find_sealed(conn.conn(), user.organization_id, user.id, token).await?.is_some()
         }
         None => false,
