@@ -78,7 +78,7 @@ pub async fn admit(db: &Db, found: &mut KeyAuth, now: DateTime<Utc>) -> Result<K
         .limited_to(found.owner_role);
     // Most calls skip the write: on SQLite even an UPDATE that matches nothing takes the
     // database's write lock.
-    if found.last_used_at.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
+    if db::last_use_due(found.last_used_at, now) {
         let mut conn = db.acquire().await.map_err(|e| KeyRejection::Unavailable(e.into()))?;
         db::api_keys::touch(conn.conn(), found.id, now)
             .await

@@ -1,7 +1,7 @@
 //! The `api_keys` table. Keys are found by the SHA-256 of the full key through a unique index;
 //! the dashboard reads them scoped to the organization (and to the owner for their own list).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Conn;
@@ -190,7 +190,7 @@ pub async fn touch(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result
     )
     .bind(id)
     .bind(now)
-    .bind(now - Duration::minutes(1))
+    .bind(now - super::LAST_USE_INTERVAL)
     .execute(c)
     .await
     .map(|done| done.rows_affected()))?;

@@ -94,6 +94,15 @@ pub(crate) fn like_pattern(text: &str, prefix_only: bool) -> String {
 }
 
 /// The name of the unique index a write violated, so callers can turn it into a form error.
+/// Last-use times (keys, service tokens) are written at most this often, so most calls write
+/// nothing.
+pub const LAST_USE_INTERVAL: chrono::Duration = chrono::Duration::minutes(1);
+
+/// Whether a use at `now` should be written, given the last one recorded.
+pub fn last_use_due(last_used: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    last_used.is_none_or(|t| now - t >= LAST_USE_INTERVAL)
+}
+
 pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
     let db_err = err.as_database_error()?;
     if !db_err.is_unique_violation() {

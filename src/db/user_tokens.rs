@@ -190,7 +190,7 @@ pub async fn touch(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result
     )
     .bind(id)
     .bind(now)
-    .bind(now - chrono::Duration::minutes(1))
+    .bind(now - super::LAST_USE_INTERVAL)
     .execute(c)
     .await
     .map(|done| done.rows_affected()))?;

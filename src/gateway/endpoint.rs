@@ -174,7 +174,7 @@ pub(super) async fn user_token(
     };
     let mut row = row.ok_or_else(missing)?;
     let now = state.clock.now();
-    if row.last_used_at.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
+    if db::last_use_due(row.last_used_at, now) {
         let touched =
             async { db::user_tokens::touch(state.db.acquire().await?.conn(), row.id, now).await }.await;
         touched
