@@ -19,14 +19,23 @@ pub enum AppError {
     Forbidden { needed: Role, have: Role },
     #[error("missing or invalid CSRF token")]
     Csrf,
+    /// Someone else changed the same thing at the same moment; the message says what to do.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("too many requests, retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
+const CONCURRENT_CHANGE: &str =
+    "Someone else changed this at the same moment. Reload the page to see the change, then try again.";
+
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
+        if crate::db::lost_race(&e) {
+            return AppError::Conflict(CONCURRENT_CHANGE.to_owned());
+        }
         AppError::Unexpected(e.into())
     }
 }
@@ -54,6 +63,7 @@ impl ResponseError for AppError {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Unauthenticated => StatusCode::SEE_OTHER,
             AppError::Forbidden { .. } | AppError::Csrf => StatusCode::FORBIDDEN,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,6 +88,7 @@ impl ResponseError for AppError {
                 "The form was out of date or did not come from this site. Go back, reload the page and try again."
                     .to_owned(),
             ),
+            AppError::Conflict(message) => ("Changed meanwhile", message.clone()),
             AppError::TooManyRequests { retry_after_secs } => (
                 "Too many requests",
                 format!("Too many attempts. Try again in {retry_after_secs} seconds."),

@@ -150,17 +150,19 @@ pub async fn revoke(
 }
 
 /// Marks a key as replaced; it keeps working until `grace_until` (never longer than before).
+/// Marks an active key as rolled, its grace time starting now; false when it is no longer
+/// active (revoked, or rolled by a concurrent request), so a key is replaced only once.
 pub async fn mark_rolled(
     conn: Conn<'_>,
     organization_id: Uuid,
     id: Uuid,
     now: DateTime<Utc>,
     grace_until: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
+) -> sqlx::Result<bool> {
+    let done = on_conn!(conn, c => sqlx::query(
         "UPDATE api_keys SET rolled_at = $3, \
          expires_at = CASE WHEN expires_at IS NULL OR expires_at > $4 THEN $4 ELSE expires_at END \
-         WHERE organization_id = $1 AND id = $2",
+         WHERE organization_id = $1 AND id = $2 AND rolled_at IS NULL AND revoked_at IS NULL",
     )
     .bind(organization_id)
     .bind(id)
@@ -169,7 +171,7 @@ pub async fn mark_rolled(
     .execute(c)
     .await
     .map(|done| done.rows_affected()))?;
-    Ok(())
+    Ok(done == 1)
 }
 
 pub async fn by_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<KeyAuth>> {

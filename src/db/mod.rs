@@ -93,7 +93,6 @@ pub(crate) fn like_pattern(text: &str, prefix_only: bool) -> String {
     if prefix_only { format!("{escaped}%") } else { format!("%{escaped}%") }
 }
 
-/// The name of the unique index a write violated, so callers can turn it into a form error.
 /// Last-use times (keys, service tokens) are written at most this often, so most calls write
 /// nothing.
 pub const LAST_USE_INTERVAL: chrono::Duration = chrono::Duration::minutes(1);
@@ -103,6 +102,7 @@ pub fn last_use_due(last_used: Option<DateTime<Utc>>, now: DateTime<Utc>) -> boo
     last_used.is_none_or(|t| now - t >= LAST_USE_INTERVAL)
 }
 
+/// The name of the unique index a write violated, so callers can turn it into a form error.
 pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
     let db_err = err.as_database_error()?;
     if !db_err.is_unique_violation() {
@@ -113,6 +113,34 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
         let msg = db_err.message();
         msg.strip_prefix("UNIQUE constraint failed: ").map(str::to_owned)
     })
+}
+
+/// Whether a write lost a race with another one (PostgreSQL's serialization failure or
+/// deadlock, SQLite's busy or locked database): the user may simply try again.
+pub fn lost_race(err: &sqlx::Error) -> bool {
+    let Some(db_err) = err.as_database_error() else { return false };
+    match db_err.code().as_deref() {
+        Some("40001" | "40P01") => true,
+        // SQLite's primary result codes 5 and 6, with their extended codes.
+        Some(code) => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+        None => false,
+    }
+}
+
+/// Whether the database refused the data itself (a constraint, a value out of range or of the
+/// wrong type), as opposed to failing to take it now: writing it again will not help.
+pub fn refused_data(err: &sqlx::Error) -> bool {
+    let Some(db_err) = err.as_database_error() else { return false };
+    if db_err.is_unique_violation() || db_err.is_foreign_key_violation() || db_err.is_check_violation() {
+        return true;
+    }
+    match db_err.code().as_deref() {
+        // PostgreSQL's classes 22 (data exception) and 23 (integrity constraint violation).
+        Some(code) if code.len() == 5 && (code.starts_with("22") || code.starts_with("23")) => true,
+        // SQLite's TOOBIG (18), CONSTRAINT (19) and MISMATCH (20), with their extended codes.
+        Some(code) => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 18..=20)),
+        None => false,
+    }
 }
 
 impl Db {
@@ -175,9 +203,13 @@ impl Db {
         })
     }
 
+    /// Begins a write transaction. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads first and then upgrades to a write lock
+    /// fails with "database is locked" without waiting, because SQLite skips the busy handler
+    /// there to avoid a deadlock.
     pub async fn begin(&self) -> sqlx::Result<Tx> {
         Ok(match self {
-            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }

@@ -339,9 +339,16 @@ pub async fn roll(
         expires_at: Some(expires_at),
         rolled_from_id: Some(id),
     };
+    // Marked first: of two rolls at the same moment, the second finds the key rolled.
+    let grace_until = now + Duration::hours(grace_hours);
+    if !db::api_keys::mark_rolled(tx.conn(), user.organization_id, id, now, grace_until).await? {
+        return Err(AppError::Conflict(
+            "This key was rolled or revoked at the same moment, so it was not rolled again. \
+             Reload the keys page to see its replacement."
+                .to_owned(),
+        ));
+    }
     db::api_keys::insert(tx.conn(), row, now).await?;
-    db::api_keys::mark_rolled(tx.conn(), user.organization_id, id, now, now + Duration::hours(grace_hours))
-        .await?;
     let entry = audit::Entry {
         target_type: Some("api_key"),
         target_id: Some(id.to_string()),

@@ -12,6 +12,7 @@ on_both_backends!(
     last_use_is_recorded_at_most_once_a_minute,
     bad_key_forms_are_refused_at_the_field,
     keys_belong_to_their_owner_and_organization,
+    simultaneous_rolls_replace_a_key_once_and_never_answer_500,
 );
 
 /// Creates a key through the dashboard and returns the full key from the page that shows it once.
@@ -279,4 +280,41 @@ async fn keys_belong_to_their_owner_and_organization(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), 303);
     assert!(matches!(authenticate_api_key(&app.db, app.clock_now(), &key).await, Err(KeyRejection::Revoked)));
+}
+
+/// Four rolls of the same key at the same moment (SQLite used to answer "database is locked"
+/// with a 500): one replaces the key, the others are told it was rolled meanwhile.
+async fn simultaneous_rolls_replace_a_key_once_and_never_answer_500(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let browser = app.signed_in(&developer).await;
+    create_key(&app, &browser, &default_key()).await;
+    let html = app.get(&browser, "/keys").await.text().await.unwrap();
+    let (id, token) = (key_id_from_list(&html), csrf_token(&html));
+    let rolls: Vec<_> = (0..4)
+        .map(|_| {
+            let (browser, url, token) =
+                (browser.clone(), app.url(&format!("/keys/{id}/roll")), token.clone());
+            tokio::spawn(async move {
+                let form = [("grace_hours", "1"), ("csrf_token", token.as_str())];
+                let response = browser.post(url).form(&form).send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for roll in rolls {
+        let (status, page) = roll.await.unwrap();
+        match status {
+            200 => won += 1,
+            // Lost the race: told so, whether it saw the key already rolled or rolled it at once.
+            409 => assert!(page.contains("rolled or revoked at the same moment"), "{page}"),
+            422 => assert!(page.contains("Only an active key can be rolled"), "{page}"),
+            other => panic!("a simultaneous roll answered {other}:\n{page}"),
+        }
+    }
+    assert_eq!(won, 1, "one roll wins");
+    assert_eq!(app.count("api_keys").await, 2, "the key was replaced exactly once");
 }
