@@ -52,6 +52,8 @@ pub struct Application {
     db: Db,
     gateway: Arc<Gateway>,
     log_writer: WriterHandle,
+    /// How long a stop waits for requests in flight, and then for the request logs.
+    stop_timeout: Duration,
 }
 
 /// Stops a running application gracefully: open server-to-client streams end, requests in
@@ -92,8 +94,13 @@ impl Application {
             .with_context(|| format!("MCP_PLATFORM_BIND: cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
         let metrics = Metrics::default();
+        let writer_config = WriterConfig {
+            capacity: config.log_queue,
+            spill_dir: config.data_dir.clone(),
+            ..WriterConfig::default()
+        };
         let (log_writer, log_writer_handle) =
-            RequestLogWriter::start(db.clone(), clock.clone(), WriterConfig::default(), metrics.clone());
+            RequestLogWriter::start(db.clone(), clock.clone(), writer_config, metrics.clone());
         let gateway = Arc::new(Gateway::new(config.stdio));
         let state = web::Data::new(AppState {
             db: db.clone(),
@@ -156,11 +163,19 @@ impl Application {
             }
         })
         .workers(config.workers)
+        .shutdown_timeout(config.stop_timeout.as_secs().max(1))
         // SIGINT and SIGTERM are handled in `run_until_stopped`, to end streams first.
         .disable_signals()
         .listen(listener)?
         .run();
-        Ok(Application { port, server, db, gateway, log_writer: log_writer_handle })
+        Ok(Application {
+            port,
+            server,
+            db,
+            gateway,
+            log_writer: log_writer_handle,
+            stop_timeout: config.stop_timeout,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -188,8 +203,13 @@ impl Application {
         let result = self.server.await;
         signals.abort();
         self.gateway.stdio.shutdown().await;
-        match self.log_writer.shutdown().await {
-            Ok(written) => tracing::info!(written, "request logs flushed"),
+        match self.log_writer.shutdown(self.stop_timeout).await {
+            Ok(done) => tracing::info!(
+                written = done.written,
+                rejected = done.rejected,
+                spilled = done.spilled,
+                "request logs flushed"
+            ),
             Err(e) => tracing::error!(error = ?e, "request logs could not all be written"),
         }
         self.db.close().await;

@@ -60,6 +60,13 @@ pub struct Settings {
     /// Most stdio sessions this instance runs at once [default: 50]
     #[arg(long, env = "MCP_PLATFORM_STDIO_MAX_TOTAL", global = true)]
     pub stdio_max_total: Option<String>,
+    /// Request-log rows that may wait for the database; past it the gateway answers 503 [default: 10000]
+    #[arg(long, env = "MCP_PLATFORM_LOG_QUEUE", global = true)]
+    pub log_queue: Option<String>,
+    /// Seconds a stop waits for requests in flight, then for queued request logs, before it
+    /// spills them to the data directory for the next start [default: 30]
+    #[arg(long, env = "MCP_PLATFORM_STOP_TIMEOUT_SECONDS", global = true)]
+    pub stop_timeout_seconds: Option<String>,
     /// Seconds an unused stdio session lives before its process is ended [default: 600]
     #[arg(long, env = "MCP_PLATFORM_STDIO_IDLE_SECONDS", global = true)]
     pub stdio_idle_seconds: Option<String>,
@@ -138,6 +145,8 @@ pub struct Config {
     pub login_ip_limit: u32,
     pub trust_proxy: bool,
     pub stdio: StdioLimits,
+    pub log_queue: usize,
+    pub stop_timeout: Duration,
     /// The operator's system services, read and checked at start.
     pub system_services: Vec<crate::catalog::system::SystemService>,
 }
@@ -197,6 +206,14 @@ impl Config {
                 None => defaults.idle,
             },
         };
+        let log_queue = match s.log_queue.as_deref() {
+            Some(raw) => parse_positive("MCP_PLATFORM_LOG_QUEUE", raw, 10_000_000)? as usize,
+            None => 10_000,
+        };
+        let stop_timeout = Duration::from_secs(match s.stop_timeout_seconds.as_deref() {
+            Some(raw) => parse_positive("MCP_PLATFORM_STOP_TIMEOUT_SECONDS", raw, 3600)?.into(),
+            None => 30,
+        });
         let system_services = match &s.services_file {
             Some(path) => {
                 crate::catalog::system::load(path).map_err(|e| bad("MCP_PLATFORM_SERVICES_FILE", e))?
@@ -219,6 +236,8 @@ impl Config {
             login_ip_limit,
             trust_proxy,
             stdio,
+            log_queue,
+            stop_timeout,
             system_services,
         })
     }

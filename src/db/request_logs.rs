@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::Conn;
 use crate::on_conn;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewRequestLog {
     pub id: Uuid,
     pub organization_id: Uuid,
@@ -73,4 +73,25 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
         }
         Ok(())
     })
+}
+
+/// Keeps a row the database refused, whole, with the reason.
+pub async fn insert_reject(
+    conn: Conn<'_>,
+    row: &NewRequestLog,
+    row_json: &str,
+    error: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO request_log_rejects (id, organization_id, row_json, error, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(row.id)
+    .bind(row.organization_id)
+    .bind(row_json)
+    .bind(error)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|_| ()))
 }

@@ -94,7 +94,7 @@ pub async fn update(
     let done = on_conn!(conn, c => sqlx::query(
         "UPDATE mcp_services SET name = $3, description = $4, version = $5, is_public = $6, upstream_url = $7, \
          headers = $8, token_service_name = $9, token_placement = $10, timeout_ms = $11, updated_at = $12 \
-         WHERE organization_id = $1 AND id = $2",
+         WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
     )
     .bind(organization_id)
     .bind(id)
@@ -114,10 +114,21 @@ pub async fn update(
     Ok(done == 1)
 }
 
-pub async fn delete(conn: Conn<'_>, organization_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query("DELETE FROM mcp_services WHERE organization_id = $1 AND id = $2")
+/// Marks one of the organization's services deleted: it leaves the catalog and the gateway and
+/// its name is free again, while its request logs and usage stay.
+pub async fn delete(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let done = on_conn!(conn, c => sqlx::query(
+        "UPDATE mcp_services SET deleted_at = $3, updated_at = $3 \
+         WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
+    )
         .bind(organization_id)
         .bind(id)
+        .bind(now)
         .execute(c)
         .await
         .map(|done| done.rows_affected()))?;
@@ -128,7 +139,7 @@ pub async fn delete(conn: Conn<'_>, organization_id: Uuid, id: Uuid) -> sqlx::Re
 /// organization's own, system services first.
 pub async fn catalog(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<ServiceRow>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM mcp_services WHERE organization_id = $1 \
+        "SELECT {COLUMNS} FROM mcp_services WHERE (organization_id = $1 AND deleted_at IS NULL) \
          OR (organization_id IS NULL AND is_public = TRUE AND is_enabled = TRUE) \
          ORDER BY CASE WHEN organization_id IS NULL THEN 0 ELSE 1 END, name LIMIT 1000"
     );
@@ -142,7 +153,7 @@ pub async fn find_for_organization(
     name: &str,
 ) -> sqlx::Result<Option<ServiceRow>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM mcp_services WHERE name = $2 AND (organization_id = $1 \
+        "SELECT {COLUMNS} FROM mcp_services WHERE name = $2 AND ((organization_id = $1 AND deleted_at IS NULL) \
          OR (organization_id IS NULL AND is_public = TRUE AND is_enabled = TRUE)) \
          ORDER BY CASE WHEN organization_id IS NULL THEN 1 ELSE 0 END LIMIT 1"
     );
@@ -151,7 +162,9 @@ pub async fn find_for_organization(
 
 /// A service of the organization's own (never a system one), for editing.
 pub async fn find_own(conn: Conn<'_>, organization_id: Uuid, name: &str) -> sqlx::Result<Option<ServiceRow>> {
-    let sql = format!("SELECT {COLUMNS} FROM mcp_services WHERE organization_id = $1 AND name = $2");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM mcp_services WHERE organization_id = $1 AND name = $2 AND deleted_at IS NULL"
+    );
     on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(organization_id).bind(name).fetch_optional(c).await)
 }
 
@@ -225,7 +238,7 @@ pub async fn sync_system(conn: Conn<'_>, services: &[SystemService], now: DateTi
 /// Enabled services the organization's members can use.
 pub async fn count_available(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<i64> {
     let (n,): (i64,) = on_conn!(conn, c => sqlx::query_as(
-        "SELECT COUNT(*) FROM mcp_services WHERE is_enabled = TRUE \
+        "SELECT COUNT(*) FROM mcp_services WHERE is_enabled = TRUE AND deleted_at IS NULL \
          AND (organization_id = $1 OR (organization_id IS NULL AND is_public = TRUE))",
     )
     .bind(organization_id)

@@ -263,9 +263,28 @@ pub async fn post(
     name: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let mut record = CallRecord::new(&req, &name);
+    let slot = match state.log_writer.reserve() {
+        Ok(slot) => slot,
+        Err(_) => return unrecordable(&state),
+    };
+    let mut record = CallRecord::new(&req, &name, slot);
     let relayed = relay_post(&req, &state, &name, payload, &mut record).await;
     answer(relayed, record, &state).await
+}
+
+/// A call refused because the request-log queue is full: every accepted call is recorded, so
+/// none is accepted that could not be.
+fn unrecordable(state: &AppState) -> HttpResponse {
+    state.metrics.refused_unrecordable();
+    state.log_writer.count(StatusCode::SERVICE_UNAVAILABLE.as_u16(), Duration::ZERO);
+    let refusal = Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        jsonrpc::INTERNAL_ERROR,
+        "The platform cannot record calls right now; try again in a moment",
+    );
+    let mut response = refusal.response(&Uuid::now_v7().to_string());
+    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
 }
 
 /// One message of `principal`, relayed in the named session, as the answer a client would get;

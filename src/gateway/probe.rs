@@ -85,7 +85,11 @@ async fn exchange(
     session_id: Option<&str>,
     message: &Value,
 ) -> Result<(Option<String>, Option<Value>), String> {
-    let mut record = CallRecord::new(req, name);
+    let slot = state
+        .log_writer
+        .reserve()
+        .map_err(|_| "The platform cannot record calls right now; try again in a moment".to_owned())?;
+    let mut record = CallRecord::new(req, name, slot);
     record.organization_id = Some(principal.organization_id);
     record.user_id = Some(principal.user_id);
     let body = actix_web::web::Bytes::from(message.to_string());

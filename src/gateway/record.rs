@@ -12,7 +12,7 @@ use crate::auth::ClientInfo;
 use crate::clock::SharedClock;
 use crate::db::request_logs::NewRequestLog;
 use crate::telemetry::redact::{redact_body, redact_text, truncate};
-use crate::telemetry::writer::RequestLogWriter;
+use crate::telemetry::writer::{RequestLogWriter, Slot};
 
 /// Bodies are stored up to this size and marked as cut beyond it.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -32,6 +32,8 @@ pub struct CallRecord {
     /// Values that must never be stored: the credential injected for this call.
     pub secrets: Vec<String>,
     client: ClientInfo,
+    /// The writer's room for this call's row, taken when the call was admitted.
+    slot: Slot,
 }
 
 /// How a call ended, as far as the gateway can tell.
@@ -42,7 +44,7 @@ pub struct Outcome {
 }
 
 impl CallRecord {
-    pub fn new(req: &HttpRequest, service_name: &str) -> CallRecord {
+    pub fn new(req: &HttpRequest, service_name: &str, slot: Slot) -> CallRecord {
         CallRecord {
             correlation: Uuid::now_v7().to_string(),
             started: Instant::now(),
@@ -57,6 +59,7 @@ impl CallRecord {
             request_body: None,
             secrets: Vec::new(),
             client: ClientInfo::of(req),
+            slot,
         }
     }
 
@@ -67,7 +70,7 @@ impl CallRecord {
     /// The row for this call, or `None` before the caller's organization is known (a call
     /// without a valid key belongs to no organization's log).
     fn row(
-        self,
+        &self,
         outcome: Outcome,
         response_body: Option<&str>,
         now: chrono::DateTime<chrono::Utc>,
@@ -109,7 +112,7 @@ impl CallRecord {
         })
     }
 
-    /// Hands the row to the writer without holding up the response.
+    /// Puts the row in the room taken for it, without holding up the response.
     pub fn finish(
         self,
         outcome: Outcome,
@@ -119,7 +122,7 @@ impl CallRecord {
     ) {
         writer.count(outcome.http_status, self.started.elapsed());
         if let Some(row) = self.row(outcome, response_body, clock.now()) {
-            writer.record_soon(row);
+            self.slot.fill(row);
         }
     }
 }

@@ -21,6 +21,8 @@ struct Inner {
     messages: Family<Labels, Counter>,
     durations: Histogram,
     written: Counter,
+    rejected: Counter,
+    refused: Counter,
     sessions: Gauge,
     stdio_processes: Gauge,
     queued: Gauge,
@@ -55,6 +57,18 @@ impl Default for Metrics {
             "Request-log rows written to the database",
             written.clone(),
         );
+        let rejected = Counter::default();
+        registry.register(
+            "request_logs_rejected",
+            "Request-log rows the database refused, kept aside in request_log_rejects or a file",
+            rejected.clone(),
+        );
+        let refused = Counter::default();
+        registry.register(
+            "gateway_calls_refused_unrecordable",
+            "Gateway calls refused (503) because the request-log queue was full",
+            refused.clone(),
+        );
         let sessions = Gauge::default();
         registry.register("gateway_sessions", "Open gateway sessions on this instance", sessions.clone());
         let stdio_processes = Gauge::default();
@@ -65,7 +79,17 @@ impl Default for Metrics {
         );
         let queued = Gauge::default();
         registry.register("request_log_queue", "Request-log rows waiting for the writer", queued.clone());
-        Metrics(Arc::new(Inner { registry, messages, durations, written, sessions, stdio_processes, queued }))
+        Metrics(Arc::new(Inner {
+            registry,
+            messages,
+            durations,
+            written,
+            rejected,
+            refused,
+            sessions,
+            stdio_processes,
+            queued,
+        }))
     }
 }
 
@@ -85,6 +109,15 @@ impl Metrics {
 
     pub fn written(&self, rows: u64) {
         self.0.written.inc_by(rows);
+    }
+
+    pub fn rejected(&self, rows: u64) {
+        self.0.rejected.inc_by(rows);
+    }
+
+    /// A call refused because its row could not have been queued.
+    pub fn refused_unrecordable(&self) {
+        self.0.refused.inc();
     }
 
     /// The page, with the gauges read now.

@@ -364,7 +364,7 @@ pub async fn delete(
     let mut tx = state.db.begin().await?;
     let service =
         db::services::find_own(tx.conn(), user.organization_id, &name).await?.ok_or(AppError::NotFound)?;
-    db::services::delete(tx.conn(), user.organization_id, service.id).await?;
+    db::services::delete(tx.conn(), user.organization_id, service.id, now).await?;
     let before = audit_view(
         &service.name,
         service.upstream_url.as_deref().unwrap_or(""),

@@ -47,7 +47,14 @@ pub async fn http_service(app: &TestApp, org: Uuid, name: &str, url: &str) {
     add_service(app, org, name, url, Some("github"), 10_000).await;
 }
 
-async fn add_service(app: &TestApp, org: Uuid, name: &str, url: &str, token: Option<&str>, timeout_ms: i32) {
+pub async fn add_service(
+    app: &TestApp,
+    org: Uuid,
+    name: &str,
+    url: &str,
+    token: Option<&str>,
+    timeout_ms: i32,
+) {
     let headers = std::collections::BTreeMap::from([("X-Team".to_owned(), "platform".to_owned())]);
     let fields = db::services::ServiceFields {
         name,

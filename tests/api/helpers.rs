@@ -142,12 +142,14 @@ pub struct TestApp {
     /// The server's own pool, to take the database away from it.
     pub server_db: Db,
     /// Stops the server gracefully, as SIGTERM does; see `stop`.
-    server: Option<(mcp_platform::app::StopHandle, tokio::task::JoinHandle<std::io::Result<()>>)>,
+    server: Option<RunningServer>,
     pub database_url: String,
     pub clock: Arc<OffsetClock>,
     pub data_dir: PathBuf,
     /// The server's secret key, for the CLI and for opening sealed tokens in tests.
     pub master: MasterKey,
+    /// What the server was started with, to start it again (`restart`).
+    config: Config,
     _cleanup: Cleanup,
 }
 
@@ -198,23 +200,31 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
     let config = Config::from_settings(settings).unwrap();
     let clock = Arc::new(OffsetClock::default());
     let master = MasterKey::generate();
-    let app = Application::build(config.clone(), &master, clock.clone()).await.unwrap();
-    let port = app.port();
-    let server_db = app.db().clone();
-    let server = app.handle();
-    let stopped = tokio::spawn(app.run_until_stopped());
+    let (address, server_db, server) = start(&config, &master, &clock).await;
     let db = Db::connect(&config.database).await.unwrap();
     TestApp {
-        address: format!("http://127.0.0.1:{port}"),
+        address,
         db,
         server_db,
-        server: Some((server, stopped)),
+        server: Some(server),
         database_url,
         clock,
         data_dir,
         master,
+        config,
         _cleanup: cleanup,
     }
+}
+
+type RunningServer = (mcp_platform::app::StopHandle, tokio::task::JoinHandle<std::io::Result<()>>);
+
+async fn start(config: &Config, master: &MasterKey, clock: &Arc<OffsetClock>) -> (String, Db, RunningServer) {
+    let app = Application::build(config.clone(), master, clock.clone()).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let server_db = app.db().clone();
+    let handle = app.handle();
+    let stopped = tokio::spawn(app.run_until_stopped());
+    (address, server_db, (handle, stopped))
 }
 
 fn with_database(url: &str, name: &str) -> String {
@@ -266,6 +276,16 @@ impl TestApp {
         let (server, stopped) = self.server.take().expect("the server is running");
         server.stop().await;
         stopped.await.unwrap().unwrap();
+    }
+
+    /// Starts the server again on the same database, data directory and secret key, as the
+    /// next start after a stop would (on a new port).
+    pub async fn restart(&mut self) {
+        if self.server.is_some() {
+            self.stop().await;
+        }
+        let (address, server_db, server) = start(&self.config, &self.master, &self.clock).await;
+        (self.address, self.server_db, self.server) = (address, server_db, Some(server));
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -14,6 +14,7 @@ mod keys;
 mod login;
 mod members;
 mod organization;
+mod recording;
 mod reference_servers;
 mod services;
 mod sessions;

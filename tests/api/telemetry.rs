@@ -72,7 +72,12 @@ async fn counters_equal_log_rows_after_shutdown(backend: Backend) {
         ["2026-03-10T12:00:00Z".parse().unwrap(), "2026-03-11T23:59:59Z".parse().unwrap()];
 
     // A small queue, so most writers wait for room: back-pressure, not drops.
-    let config = WriterConfig { capacity: 8, batch_size: 50, max_delay: Duration::from_millis(20) };
+    let config = WriterConfig {
+        capacity: 8,
+        batch_size: 50,
+        max_delay: Duration::from_millis(20),
+        spill_dir: app.data_dir.clone(),
+    };
     let clock: SharedClock = app.clock.clone();
     let (writer, handle) = RequestLogWriter::start(app.db.clone(), clock, config, Default::default());
     let mut tasks = Vec::new();
@@ -89,8 +94,8 @@ async fn counters_equal_log_rows_after_shutdown(backend: Backend) {
     for task in tasks {
         task.await.unwrap();
     }
-    let written = handle.shutdown().await.unwrap();
-    assert_eq!(written, 1000);
+    let done = handle.shutdown(Duration::from_secs(30)).await.unwrap();
+    assert_eq!((done.written, done.rejected, done.spilled), (1000, 0, 0));
     assert!(writer.record(row(org, None, 0, days[0])).await.is_err(), "a stopped writer refuses rows");
 
     let with_service: i64 = (0..1000).filter(|n| n % 10 != 9).count() as i64;
