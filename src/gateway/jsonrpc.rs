@@ -23,6 +23,15 @@ const READ_METHODS: [&str; 9] = [
     "completion/complete",
 ];
 
+/// Notifications a client sends to run the protocol itself (MCP 2025-11-25); they ask the
+/// server to do nothing a read-only key may not.
+const CLIENT_NOTIFICATIONS: [&str; 4] = [
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// A request: it has an id and expects a response.
@@ -87,11 +96,14 @@ pub fn parse(body: &[u8]) -> Result<Message, RpcError> {
 }
 
 impl Message {
-    /// The scope a key needs to send this message. Notifications and responses are protocol
-    /// plumbing any key that may connect at all can send.
+    /// The scope a key needs to send this message, by its method, whether or not it has an id:
+    /// a `tools/call` sent as a notification still needs `mcp:write`. Answers to the server's
+    /// requests, and the client notifications of the protocol itself, need only `mcp:read`.
     pub fn required_scope(&self) -> Scope {
-        match self {
-            Message::Request { method, .. } if !READ_METHODS.contains(&method.as_str()) => Scope::McpWrite,
+        match self.method() {
+            Some(method) if !READ_METHODS.contains(&method) && !CLIENT_NOTIFICATIONS.contains(&method) => {
+                Scope::McpWrite
+            }
             _ => Scope::McpRead,
         }
     }
@@ -130,6 +142,15 @@ mod tests {
         let note = parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert_eq!(note, Message::Notification { method: "notifications/initialized".into() });
         assert_eq!(note.required_scope(), Scope::McpRead);
+        // A call is a call with or without an id.
+        let call_note =
+            parse(br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo"}}"#).unwrap();
+        assert_eq!(call_note.required_scope(), Scope::McpWrite);
+        let odd_note = parse(br#"{"jsonrpc":"2.0","method":"notifications/anything"}"#).unwrap();
+        assert_eq!(odd_note.required_scope(), Scope::McpWrite);
+        let cancelled =
+            parse(br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#).unwrap();
+        assert_eq!(cancelled.required_scope(), Scope::McpRead);
         let answer = parse(br#"{"jsonrpc":"2.0","id":7,"result":{}}"#).unwrap();
         assert_eq!(answer, Message::Response { id: json!(7) });
     }
