@@ -236,9 +236,13 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The request path as it may appear in a log: invitation tokens are cut out.
-fn loggable_path(path: &str) -> &str {
-    if path.starts_with("/invitations/") { "/invitations/[token]" } else { path }
+/// The request path as it may appear in a log: invitation tokens are cut out, and anything else
+/// (a gateway path is whatever the client sent) is redacted like a body.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.starts_with("/invitations/") {
+        return "/invitations/[token]".into();
+    }
+    crate::telemetry::redact::redact_text(path, &[])
 }
 
 fn security_headers(hsts: bool) -> DefaultHeaders {

@@ -15,8 +15,10 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::{Ready, ready};
 
 use crate::app::AppState;
+use crate::telemetry::redact::redact_text;
 
-/// The client's address and user agent, as recorded with sessions and sign-in attempts.
+/// The client's address and user agent (redacted), as recorded with sessions, sign-in attempts,
+/// audit rows and request logs.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub ip: Option<IpAddr>,
@@ -32,11 +34,12 @@ impl ClientInfo {
         } else {
             req.peer_addr().map(|a| a.ip())
         };
+        // Stored with sessions, audit rows and request logs: redacted like a body.
         let user_agent = req
             .headers()
             .get(actix_web::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect());
+            .map(|s| redact_text(s, &[]).chars().take(256).collect());
         ClientInfo { ip, user_agent }
     }
 

@@ -52,7 +52,8 @@ impl CallRecord {
             user_id: None,
             api_key_id: None,
             service_id: None,
-            service_name: service_name.to_owned(),
+            // The name is whatever the client put in the path.
+            service_name: redact_text(service_name, &[]).chars().take(100).collect(),
             method: None,
             tool: None,
             rpc_id: Value::Null,
@@ -93,7 +94,7 @@ impl CallRecord {
             user_id: self.user_id,
             api_key_id: self.api_key_id,
             mcp_service_id: self.service_id,
-            service_name: self.service_name.chars().take(100).collect(),
+            service_name: self.service_name.clone(),
             method: self.method.clone(),
             tool_name: self.tool.clone(),
             correlation_id: self.correlation.clone(),

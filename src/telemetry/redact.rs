@@ -31,21 +31,28 @@ const SENSITIVE_WORDS: [&str; 14] = [
 /// Joined names that are sensitive though their words alone are not (`private_key`).
 const SENSITIVE_PAIRS: [&str; 4] = ["apikey", "privatekey", "accesskey", "clientsecret"];
 
-/// Credential formats found inside any text.
+/// Credential formats found inside any text (DESIGN.md section 7): what each is, and its
+/// pattern. Each has a positive and a negative sample in the tests.
+const FORMATS: [(&str, &str); 14] = [
+    ("PEM private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+    ("GitHub token", r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}"),
+    ("GitHub fine-grained token", r"\bgithub_pat_[A-Za-z0-9_]{20,}"),
+    ("GitLab token", r"\bgl(?:pat|dt|rt|ptt|ft|soat|oas|cbt|imt)-[A-Za-z0-9_\-]{20,}"),
+    ("Stripe secret or restricted key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}"),
+    ("AWS access key id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    ("Slack token", r"\bxox[abposre]-[A-Za-z0-9\-]{10,}|\bxapp-\d-[A-Za-z0-9\-]{10,}"),
+    ("Anthropic key", r"\bsk-ant-[A-Za-z0-9_\-]{20,}"),
+    ("OpenAI key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"),
+    ("npm token", r"\bnpm_[A-Za-z0-9]{36}\b"),
+    ("Google API key", r"\bAIza[0-9A-Za-z_\-]{35}"),
+    ("JWT", r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}"),
+    ("MCP Platform API key", r"\bmcp_sk_[A-Za-z0-9]{20,}"),
+    ("Bearer credential", r"(?i:\bbearer\s+)[A-Za-z0-9._~+/\-]{8,}=*"),
+];
+
 static PATTERNS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(concat!(
-        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
-        r"|\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}",
-        r"|\bgithub_pat_[A-Za-z0-9_]{20,}",
-        r"|\bglpat-[A-Za-z0-9_\-]{20,}",
-        r"|\b(?:sk|rk)_live_[A-Za-z0-9]{10,}",
-        r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-        r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}",
-        r"|\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}",
-        r"|\bmcp_sk_[A-Za-z0-9]{20,}",
-        r"|(?i:\bbearer\s+)[A-Za-z0-9._~+/\-]+=*",
-    ))
-    .expect("redaction patterns compile")
+    let alternatives: Vec<&str> = FORMATS.iter().map(|(_, pattern)| *pattern).collect();
+    Regex::new(&alternatives.join("|")).expect("redaction patterns compile")
 });
 
 /// `user:password@` in URLs.
@@ -201,31 +208,79 @@ mod tests {
         }
     }
 
-    #[test]
-    fn credential_formats_are_found_in_text() {
-        let samples = [
-            "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
-            "gho_16C7e42F292c6912E7710c838347Ae178B4a",
+    /// For each format of `FORMATS`: a credential that must be found, and a look-alike that
+    /// must not be.
+    const SAMPLES: [(&str, &str, &str); 14] = [
+        (
+            "PEM private key",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nIBAAK\n-----END RSA PRIVATE KEY-----",
+            "-----BEGIN PUBLIC KEY-----\nMIIBIjAN\n-----END PUBLIC KEY-----",
+        ),
+        ("GitHub token", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "ghp_short"),
+        (
+            "GitHub fine-grained token",
             "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
-            "glpat-xxxxxxxxxxxxxxxxxxxx",
+            "github_pat_docs",
+        ),
+        ("GitLab token", "glpat-xxxxxxxxxxxxxxxxxxxx", "glpat-short"),
+        (
+            "Stripe secret or restricted key",
             "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
-            "rk_live_4eC39HqLyjWDarjtT1zdp7dc",
-            "AKIAIOSFODNN7EXAMPLE",
-            "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+            "pk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        ),
+        ("AWS access key id", "AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLEAND_MORE"),
+        ("Slack token", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "xoxb-1"),
+        ("Anthropic key", "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh", "sk-ant-short"),
+        ("OpenAI key", "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789T3BlbkFJ", "sk-learn"),
+        ("npm token", "npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "npm_config_cache"),
+        ("Google API key", "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", "AIzaTooShort"),
+        (
+            "JWT",
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-            "mcp_sk_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ012345",
-        ];
-        for secret in samples {
+            "eyJhbGciOiJIUzI1NiJ9",
+        ),
+        ("MCP Platform API key", "mcp_sk_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ012345", "mcp_sk_"),
+        ("Bearer credential", "Bearer abc.def-ghi_123==", "the bearer of this letter"),
+    ];
+
+    #[test]
+    fn every_credential_format_is_found_and_its_look_alike_is_not() {
+        assert_eq!(
+            SAMPLES.map(|(name, _, _)| name),
+            FORMATS.map(|(name, _)| name),
+            "one sample pair per format"
+        );
+        for (name, secret, look_alike) in SAMPLES {
+            // In prose, in a JSON value under an ordinary key, and in a body that is not JSON.
             let text = format!("the value is {secret} here");
-            let redacted = redact_text(&text, &[]);
-            assert_eq!(redacted, format!("the value is {REDACTED} here"), "{secret}");
+            assert_eq!(redact_text(&text, &[]), format!("the value is {REDACTED} here"), "{name}");
+            let body = serde_json::json!({ "note": format!("see {secret}") }).to_string();
+            assert!(!redact_body(&body, &[]).contains(secret), "{name} in JSON");
+            assert!(!redact_body(&format!("plain text: {secret};"), &[]).contains(secret), "{name} as text");
+            let harmless = format!("the value is {look_alike} here");
+            assert_eq!(redact_text(&harmless, &[]), harmless, "{name}: {look_alike} is not a secret");
         }
-        let bearer = redact_text("Authorization: Bearer abc.def-ghi_123==", &[]);
-        assert_eq!(bearer, format!("Authorization: {REDACTED}"));
-        let pem = "x -----BEGIN RSA PRIVATE KEY-----\nMIIEow\nIBAAK\n-----END RSA PRIVATE KEY----- y";
-        assert_eq!(redact_text(pem, &[]), format!("x {REDACTED} y"));
+    }
+
+    #[test]
+    fn ids_and_hashes_are_not_secrets() {
+        for text in [
+            "550e8400-e29b-41d4-a716-446655440000",
+            "commit a94a8fe5ccb19ba61c4c0873d391e987982fbbd3",
+            "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "risk-assessment-for-the-quarterly-review",
+            "task-0123456789abcdefghijklmnop",
+        ] {
+            assert!(matches!(redact_text(text, &[]), Cow::Borrowed(_)), "{text}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_urls_are_found() {
         let url = redact_text("clone https://ada:s3cr3t@github.com/acme/repo.git", &[]);
         assert_eq!(url, format!("clone https://{REDACTED}@github.com/acme/repo.git"));
+        let bearer = redact_text("Authorization: Bearer abc.def-ghi_123==", &[]);
+        assert_eq!(bearer, format!("Authorization: {REDACTED}"));
         assert!(matches!(redact_text("nothing secret here", &[]), Cow::Borrowed(_)));
     }
 

@@ -20,6 +20,7 @@ on_both_backends!(
     bad_requests_are_refused_with_json_rpc_errors,
     a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row,
     a_revoked_key_is_refused_at_once_here_and_within_seconds_when_revoked_elsewhere,
+    secrets_in_paths_user_agents_and_arguments_are_stored_and_logged_redacted,
 );
 
 pub const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
@@ -229,6 +230,15 @@ async fn bad_requests_are_refused_with_json_rpc_errors(backend: Backend) {
     let (status, code, message) = error_of(post(&app, "/mcp/tools", Some(&read_only), CALL).await).await;
     assert_eq!((status, code), (403, -32003));
     assert!(message.contains("mcp:write"), "{message}");
+    // Scopes go by method, notifications included: a call sent without an id is still a call.
+    let read_session = open_session(&app, "/mcp/tools", &read_only).await;
+    let call_note =
+        r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}"#;
+    let (status, code, _) =
+        error_of(post_in(&app, "/mcp/tools", &read_only, &read_session, call_note).await).await;
+    assert_eq!((status, code), (403, -32003), "a read-only key may not call a tool as a notification");
+    let cancelled = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}"#;
+    assert_eq!(post_in(&app, "/mcp/tools", &read_only, &read_session, cancelled).await.status(), 202);
     // Unknown service, and another organization's service, are 404.
     let other_org = app.create_organization("Globex").await;
     http_service(&app, other_org, "globex-only", &upstream.url).await;
@@ -436,4 +446,56 @@ async fn a_revoked_key_is_refused_at_once_here_and_within_seconds_when_revoked_e
 async fn key_id(app: &TestApp, raw: &str) -> Uuid {
     let hash = ApiKey::parse(raw).unwrap().hash();
     db::api_keys::by_hash(app.db.acquire().await.unwrap().conn(), &hash).await.unwrap().unwrap().id
+}
+
+const OPENAI_KEY: &str = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789T3BlbkFJ";
+const NPM_TOKEN: &str = "npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+const GOOGLE_KEY: &str = "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe";
+
+/// A client that puts a credential in the path, its user agent or a tool's arguments (under an
+/// ordinary key): none of them is stored or logged as sent.
+async fn secrets_in_paths_user_agents_and_arguments_are_stored_and_logged_redacted(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    add_service(&app, org, "tools", &upstream.url, None, 10_000).await;
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let agent = format!("leaky-client/1.0 ({OPENAI_KEY})");
+    let send = |path: String, session: Option<String>, body: String| {
+        let request = request(&app.url(&path), &key, session.as_deref(), &body).header("user-agent", &agent);
+        async move { request.send().await.unwrap() }
+    };
+
+    let wrong_path = format!("/mcp/{TOKEN}");
+    assert_eq!(send(wrong_path, None, LIST.to_owned()).await.status(), 404);
+    let session = open_session(&app, "/mcp/tools", &key).await;
+    let call = json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": { "name": "echo",
+        "arguments": { "text": format!("deploy with {NPM_TOKEN} and {GOOGLE_KEY}") } } });
+    let echoed = send("/mcp/tools".into(), Some(session), call.to_string()).await.text().await.unwrap();
+    assert!(echoed.contains(NPM_TOKEN), "the client gets its answer as the upstream sent it");
+
+    let sql = "SELECT service_name || ' ' || COALESCE(user_agent, '') || ' ' || COALESCE(request_body, '') || ' ' || \
+               COALESCE(response_body, '') || ' ' || COALESCE(error_message, '') FROM request_logs";
+    settled_rows(&app, 4).await;
+    let stored: Vec<String> = match &app.db {
+        db::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+        db::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+    };
+    let stored = stored.join("\n");
+    assert!(stored.contains("leaky-client/1.0 ([REDACTED])"), "{stored}");
+    assert!(stored.contains("deploy with [REDACTED] and [REDACTED]"), "{stored}");
+    // The browser's user agent is kept with sessions and audit rows, redacted too.
+    let browser = reqwest::Client::builder().cookie_store(true).user_agent(agent.clone()).build().unwrap();
+    app.login(&browser, &developer.email, &developer.password).await;
+    let sql = "SELECT COALESCE(user_agent, '') FROM sessions UNION ALL SELECT COALESCE(user_agent, '') FROM audit_logs";
+    let agents: Vec<String> = match &app.db {
+        db::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+        db::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+    };
+    assert!(agents.iter().filter(|a| a.contains("leaky-client")).count() >= 2, "{agents:?}");
+    let everything = format!("{stored}\n{}\n{}", agents.join("\n"), crate::helpers::captured_logs());
+    for secret in [TOKEN, OPENAI_KEY, NPM_TOKEN, GOOGLE_KEY] {
+        assert!(!everything.contains(secret), "{secret} was stored or logged");
+    }
 }
