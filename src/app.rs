@@ -101,7 +101,7 @@ impl Application {
         };
         let (log_writer, log_writer_handle) =
             RequestLogWriter::start(db.clone(), clock.clone(), writer_config, metrics.clone());
-        let gateway = Arc::new(Gateway::new(config.stdio));
+        let gateway = Arc::new(Gateway::new(config.stdio, config.upstream_policy.clone()));
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),

@@ -60,6 +60,9 @@ pub struct Settings {
     /// Most stdio sessions this instance runs at once [default: 50]
     #[arg(long, env = "MCP_PLATFORM_STDIO_MAX_TOTAL", global = true)]
     pub stdio_max_total: Option<String>,
+    /// Private networks tenant-defined upstreams may reach, e.g. 10.0.0.0/8,127.0.0.1 [default: none]
+    #[arg(long, env = "MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS", global = true)]
+    pub allow_private_upstreams: Option<String>,
     /// Request-log rows that may wait for the database; past it the gateway answers 503 [default: 10000]
     #[arg(long, env = "MCP_PLATFORM_LOG_QUEUE", global = true)]
     pub log_queue: Option<String>,
@@ -146,6 +149,7 @@ pub struct Config {
     pub trust_proxy: bool,
     pub stdio: StdioLimits,
     pub log_queue: usize,
+    pub upstream_policy: crate::catalog::egress::UpstreamPolicy,
     pub stop_timeout: Duration,
     /// The operator's system services, read and checked at start.
     pub system_services: Vec<crate::catalog::system::SystemService>,
@@ -214,6 +218,9 @@ impl Config {
             Some(raw) => parse_positive("MCP_PLATFORM_STOP_TIMEOUT_SECONDS", raw, 3600)?.into(),
             None => 30,
         });
+        let upstream_policy =
+            crate::catalog::egress::UpstreamPolicy::parse(s.allow_private_upstreams.as_deref().unwrap_or(""))
+                .map_err(|e| bad("MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS", e))?;
         let system_services = match &s.services_file {
             Some(path) => {
                 crate::catalog::system::load(path).map_err(|e| bad("MCP_PLATFORM_SERVICES_FILE", e))?
@@ -237,6 +244,7 @@ impl Config {
             trust_proxy,
             stdio,
             log_queue,
+            upstream_policy,
             stop_timeout,
             system_services,
         })
@@ -402,6 +410,13 @@ mod tests {
             Config::from_settings(Settings { stdio_idle_seconds: Some("ten".into()), ..Default::default() })
                 .unwrap_err();
         assert_eq!(err.setting, "MCP_PLATFORM_STDIO_IDLE_SECONDS");
+        let err = Config::from_settings(Settings {
+            allow_private_upstreams: Some("10.0.0.0/8, intranet".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(err.setting, "MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS");
+        assert!(err.message.contains("\"intranet\""), "{}", err.message);
     }
 
     #[test]

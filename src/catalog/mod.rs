@@ -2,4 +2,5 @@
 //! upstreams only) and the operator's system services (from a TOML file, HTTP or stdio).
 
 pub mod definition;
+pub mod egress;
 pub mod system;

@@ -21,6 +21,7 @@ use super::stdio_relay::relay_stdio;
 use crate::app::AppState;
 use crate::auth::api_key::{self, KeyPrincipal, KeyRejection};
 use crate::catalog::definition::CredentialPlacement;
+use crate::catalog::egress::{Refused, refusal_in};
 use crate::crypto::keyring::Binding;
 use crate::db::{self, services::ServiceRow};
 
@@ -430,6 +431,11 @@ pub(super) fn upstream_failed(status: StatusCode, message: &str) -> Refusal {
     Refusal::new(status, UPSTREAM_FAILED, message)
 }
 
+/// A tenant upstream at an address the platform may not reach (SSRF).
+fn not_allowed(refused: &Refused) -> Refusal {
+    Refusal::new(StatusCode::BAD_GATEWAY, UPSTREAM_FAILED, format!("The upstream is not allowed: {refused}"))
+}
+
 async fn relay_http(
     call: Call<'_>,
     existing: Option<(String, GatewaySession)>,
@@ -446,15 +452,17 @@ async fn relay_http(
     });
     let upstream = state
         .gateway
-        .client
-        .post(url)
+        .upstream(service, reqwest::Method::POST, url)
+        .map_err(|refused| not_allowed(&refused))?
         .timeout(call.timeout())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
     let upstream_session = existing.as_ref().and_then(|(_, s)| s.upstream.http_id());
     let upstream = upstream_headers(upstream, req, service, header, upstream_session);
     let answer = upstream.body(call.body.clone()).send().await.map_err(|e| {
-        if e.is_timeout() {
+        if let Some(refused) = refusal_in(&e) {
+            not_allowed(refused)
+        } else if e.is_timeout() {
             upstream_failed(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time")
         } else {
             upstream_failed(StatusCode::BAD_GATEWAY, "The upstream cannot be reached")
@@ -516,7 +524,11 @@ async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result
                 upstream_failed(StatusCode::BAD_GATEWAY, "This service has no HTTP upstream")
             })?;
             let credential = credential_header(state, &principal, &service).await?;
-            let upstream = state.gateway.client.get(url).header("accept", SSE);
+            let upstream = state
+                .gateway
+                .upstream(&service, reqwest::Method::GET, url)
+                .map_err(|refused| not_allowed(&refused))?
+                .header("accept", SSE);
             let upstream = upstream_headers(
                 upstream,
                 req,
@@ -524,10 +536,10 @@ async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result
                 credential.as_ref().map(|(header, _)| header),
                 upstream_session.as_deref(),
             );
-            let answer = upstream
-                .send()
-                .await
-                .map_err(|_| upstream_failed(StatusCode::BAD_GATEWAY, "The upstream cannot be reached"))?;
+            let answer = upstream.send().await.map_err(|e| match refusal_in(&e) {
+                Some(refused) => not_allowed(refused),
+                None => upstream_failed(StatusCode::BAD_GATEWAY, "The upstream cannot be reached"),
+            })?;
             let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let content_type = answer
                 .headers()

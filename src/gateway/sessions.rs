@@ -13,6 +13,7 @@ use super::cache::Lookups;
 use super::endpoint::{NOT_FOUND, Refusal, SESSION_HEADER};
 use super::stdio::{Process, StdioLimits, StdioPool};
 use crate::app::AppState;
+use crate::catalog::egress::{GuardedResolver, Refused, UpstreamPolicy};
 use crate::db::services::ServiceRow;
 
 /// A client session of the gateway, bound to the API key that opened it.
@@ -45,7 +46,11 @@ impl UpstreamSession {
 /// live sessions. Sessions live in this instance; the README says how to route a session to its
 /// instance.
 pub struct Gateway {
-    pub(super) client: reqwest::Client,
+    /// For the operator's system services.
+    client: reqwest::Client,
+    /// For tenant-defined services: it connects to addresses the policy allows only.
+    tenant_client: reqwest::Client,
+    policy: Arc<UpstreamPolicy>,
     pub(super) sessions: Mutex<HashMap<String, GatewaySession>>,
     pub lookups: Lookups,
     pub stdio: StdioPool,
@@ -58,14 +63,25 @@ pub struct Gateway {
 pub const SESSION_IDLE: Duration = Duration::from_secs(60 * 60);
 
 impl Gateway {
-    pub fn new(limits: StdioLimits) -> Gateway {
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
+    pub fn new(limits: StdioLimits, policy: UpstreamPolicy) -> Gateway {
+        let policy = Arc::new(policy);
+        // Redirects are never followed: the client gets the upstream's answer as it is.
+        let builder = || {
+            reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(90))
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let client = builder().build().expect("an HTTP client without TLS builds");
+        // No proxy either: a proxy would resolve the name itself, past the policy.
+        let tenant_client = builder()
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver(policy.clone())))
             .build()
             .expect("an HTTP client without TLS builds");
         Gateway {
             client,
+            tenant_client,
+            policy,
             sessions: Mutex::new(HashMap::new()),
             lookups: Lookups::default(),
             stdio: StdioPool::new(limits),
@@ -99,6 +115,25 @@ impl Gateway {
         async move {
             let _ = stopping.wait_for(|stopping| *stopping).await;
         }
+    }
+
+    /// Where tenant-defined upstreams may point.
+    pub fn policy(&self) -> &UpstreamPolicy {
+        &self.policy
+    }
+
+    /// A request to a service's upstream: a tenant's goes through the egress policy.
+    pub(super) fn upstream(
+        &self,
+        service: &ServiceRow,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, Refused> {
+        if service.is_system() {
+            return Ok(self.client.request(method, url));
+        }
+        self.policy.check_literal(url)?;
+        Ok(self.tenant_client.request(method, url))
     }
 
     pub(super) fn forget(&self, gateway_id: &str) {
@@ -146,7 +181,9 @@ pub(super) async fn end_session(
     match (&session.upstream, &service.upstream_url) {
         (UpstreamSession::Stdio(process), _) => process.end().await,
         (UpstreamSession::Http(Some(upstream_session)), Some(url)) => {
-            let _ = state.gateway.client.delete(url).header(SESSION_HEADER, upstream_session).send().await;
+            if let Ok(request) = state.gateway.upstream(service, reqwest::Method::DELETE, url) {
+                let _ = request.header(SESSION_HEADER, upstream_session).send().await;
+            }
         }
         (UpstreamSession::Http(_), _) => {}
     }

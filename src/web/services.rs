@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
 use crate::catalog::definition::{CredentialPlacement, parse_headers, parse_upstream_url};
+use crate::catalog::egress::Refused;
 use crate::db::services::{ServiceFields, ServiceRow};
 use crate::db::{self, audit, unique_violation};
 use crate::domain::{Role, ServiceName};
@@ -294,6 +295,15 @@ async fn save(
     form: ServiceForm,
 ) -> Result<HttpResponse, AppError> {
     let now = state.clock.now();
+    // Resolved before the transaction: a name can take a while to resolve. A name that does
+    // not resolve yet is accepted; every connection checks the address it reaches.
+    let unreachable = match parse_upstream_url(&form.upstream_url) {
+        Ok(url) => match state.gateway.policy().check_url(&url).await {
+            Err(refused @ Refused::NotPublic(_)) => Some(refused),
+            _ => None,
+        },
+        Err(_) => None,
+    };
     let mut tx = state.db.begin().await?;
     let existing = match &editing {
         Some(name) => Some(
@@ -303,6 +313,10 @@ async fn save(
     };
     let mut errors = ServiceErrors::default();
     let mut valid = validate(&form, &mut errors);
+    if let Some(refused) = unreachable {
+        errors.upstream_url = Some(format!("Not saved: {refused}."));
+        valid = None;
+    }
     if let Some(v) = &valid
         && db::services::system_name_exists(tx.conn(), v.name.as_str()).await?
     {

@@ -197,6 +197,8 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
     settings.bind = Some("127.0.0.1:0".into());
     settings.data_dir = Some(data_dir.clone());
     settings.workers.get_or_insert_with(|| "1".into());
+    // The test upstreams listen on loopback; the SSRF tests set their own policy.
+    settings.allow_private_upstreams.get_or_insert_with(|| "127.0.0.0/8".into());
     let config = Config::from_settings(settings).unwrap();
     let clock = Arc::new(OffsetClock::default());
     let master = MasterKey::generate();

@@ -7,6 +7,7 @@ mod authorization;
 mod browser;
 mod cli;
 mod csrf;
+mod egress;
 mod gateway;
 mod headers;
 mod health;
