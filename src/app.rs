@@ -87,9 +87,13 @@ impl Application {
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
         db.ensure_log_partitions(clock.now()).await?;
-        db::services::sync_system(db.acquire().await?.conn(), &config.system_services, clock.now())
+        let keyring = master.token_keyring();
+        record_system_services(&db, &keyring, &config.system_services, clock.now())
             .await
             .context("cannot record the system services")?;
+        crate::crypto::headers::seal_plain(&keyring, &db, clock.now())
+            .await
+            .context("cannot seal the header values stored in plain text")?;
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("MCP_PLATFORM_BIND: cannot listen on {}", config.bind))?;
         let port = listener.local_addr()?.port();
@@ -107,7 +111,7 @@ impl Application {
             clock: clock.clone(),
             passwords: Passwords::new()?,
             csrf: CsrfKey::new(master.derive(b"csrf-v1")),
-            keyring: master.token_keyring(),
+            keyring,
             gateway: gateway.clone(),
             log_writer,
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
@@ -215,6 +219,31 @@ impl Application {
         self.db.close().await;
         result
     }
+}
+
+/// Records the operator's system services, their header values sealed for their rows.
+pub async fn record_system_services(
+    db: &Db,
+    keyring: &Keyring,
+    services: &[crate::catalog::system::SystemService],
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    use crate::catalog::system::Transport;
+    let known: std::collections::HashMap<String, uuid::Uuid> =
+        db::services::system_ids(db.acquire().await?.conn()).await?.into_iter().collect();
+    let mut rows = Vec::with_capacity(services.len());
+    for service in services {
+        let id = known.get(service.name.as_str()).copied().unwrap_or_else(uuid::Uuid::now_v7);
+        let headers = match &service.transport {
+            Transport::Http { headers, .. } => {
+                crate::crypto::headers::seal(keyring, db, now, id, headers).await?
+            }
+            Transport::Stdio { .. } => Vec::new(),
+        };
+        rows.push(db::services::SystemRow { id, service, headers });
+    }
+    db::services::sync_system(db.acquire().await?.conn(), &rows, now).await?;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

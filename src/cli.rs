@@ -149,11 +149,13 @@ async fn rotate_key(config: Config, resume: bool, batch_size: i64) -> Result<(),
     }
     let progress =
         crate::crypto::rotation::reseal_tokens(&db, &keyring, &SystemClock, batch_size, None).await?;
+    let services = crate::crypto::headers::reseal(&keyring, &db, SystemClock.now()).await?;
     db.close().await;
     eprintln!(
         "re-sealed {} tokens; {} could not be opened; {} remain under older keys",
         progress.resealed, progress.failed, progress.remaining
     );
+    eprintln!("re-sealed the header values of {services} services");
     if progress.failed > 0 || progress.remaining > 0 {
         return Err(anyhow::anyhow!(
             "rotation incomplete: see the log above, then run `rotate-key --resume`"

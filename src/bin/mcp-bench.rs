@@ -153,7 +153,7 @@ async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<St
         role: Role::Developer,
     };
     db::users::insert(tx.conn(), new_user, now).await?;
-    let headers = Default::default();
+    let headers = Vec::new();
     let service = db::services::ServiceFields {
         name: "echo",
         description: "",

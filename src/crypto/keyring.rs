@@ -21,7 +21,13 @@ use crate::db::{self, Db};
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 
-/// The row a token belongs to; a ciphertext only opens for the row it was sealed for.
+/// What a sealed value is bound to: the associated data that makes a ciphertext open only for
+/// its own row, and the key id written in its header, so neither can be swapped.
+pub trait Bound: Copy {
+    fn associated_data(&self, key_id: &str) -> Vec<u8>;
+}
+
+/// The row a user's service token belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct Binding<'a> {
     pub organization_id: Uuid,
@@ -29,8 +35,7 @@ pub struct Binding<'a> {
     pub service_name: &'a str,
 }
 
-impl Binding<'_> {
-    /// The row, and the key id written in the header, so neither can be swapped.
+impl Bound for Binding<'_> {
     fn associated_data(&self, key_id: &str) -> Vec<u8> {
         format!(
             "mcp-platform token v1|{key_id}|{}|{}|{}",
@@ -38,6 +43,30 @@ impl Binding<'_> {
         )
         .into_bytes()
     }
+}
+
+/// The service and header name a service's header value belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderBinding<'a> {
+    pub service_id: Uuid,
+    pub name: &'a str,
+}
+
+impl Bound for HeaderBinding<'_> {
+    fn associated_data(&self, key_id: &str) -> Vec<u8> {
+        format!("mcp-platform header v1|{key_id}|{}|{}", self.service_id, self.name.to_ascii_lowercase())
+            .into_bytes()
+    }
+}
+
+/// Stored secrets this long or longer show their last 4 characters; shorter ones show none,
+/// since 4 characters would give too much of them away.
+const SHOW_LAST4_FROM: usize = 16;
+
+/// The end of a secret that may be shown to tell it apart: its last 4 characters, or nothing.
+pub fn visible_tail(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() >= SHOW_LAST4_FROM { chars[chars.len() - 4..].iter().collect() } else { String::new() }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +82,7 @@ pub enum OpenError {
 }
 
 /// Seals `plaintext` with `cipher`, naming `key_id`.
-pub fn seal_with(cipher: &Aes256Gcm, key_id: &str, plaintext: &[u8], binding: Binding<'_>) -> Vec<u8> {
+pub fn seal_with(cipher: &Aes256Gcm, key_id: &str, plaintext: &[u8], binding: impl Bound) -> Vec<u8> {
     let nonce_bytes = super::random_bytes::<NONCE_LEN>();
     let nonce = Nonce::<Aes256Gcm>::from(nonce_bytes);
     let aad = binding.associated_data(key_id);
@@ -84,7 +113,7 @@ fn split(sealed: &[u8]) -> Result<(&str, &[u8], &[u8]), OpenError> {
     Ok((key_id, &rest[len..len + NONCE_LEN], &rest[len + NONCE_LEN..]))
 }
 
-pub fn open_with(cipher: &Aes256Gcm, sealed: &[u8], binding: Binding<'_>) -> Result<Vec<u8>, OpenError> {
+pub fn open_with(cipher: &Aes256Gcm, sealed: &[u8], binding: impl Bound) -> Result<Vec<u8>, OpenError> {
     let (key_id, nonce, ciphertext) = split(sealed)?;
     let nonce = Nonce::<Aes256Gcm>::try_from(nonce).map_err(|_| OpenError::Malformed)?;
     let aad = binding.associated_data(key_id);
@@ -173,19 +202,14 @@ impl Keyring {
         db: &Db,
         now: DateTime<Utc>,
         plaintext: &str,
-        binding: Binding<'_>,
+        binding: impl Bound,
     ) -> anyhow::Result<Sealed> {
         let (key_id, cipher) = self.current(db, now).await?;
         let bytes = seal_with(&cipher, &key_id, plaintext.as_bytes(), binding);
         Ok(Sealed { key_id, bytes })
     }
 
-    pub async fn open(
-        &self,
-        db: &Db,
-        sealed: &[u8],
-        binding: Binding<'_>,
-    ) -> Result<SecretString, OpenError> {
+    pub async fn open(&self, db: &Db, sealed: &[u8], binding: impl Bound) -> Result<SecretString, OpenError> {
         let key_id = key_id_of(sealed)?;
         let cached = self.cache.read().expect("keyring lock").get(key_id).cloned();
         let cipher = match cached {

@@ -1,7 +1,9 @@
-//! Secrets at rest and in transit: the API key format, and sealed service tokens.
+//! Secrets at rest and in transit: the API key format, sealed service tokens and service
+//! header values.
 //! No plaintext secret leaves this module except to the caller that asked for it.
 
 pub mod api_key;
+pub mod headers;
 pub mod keyring;
 pub mod rotation;
 

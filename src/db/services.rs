@@ -21,7 +21,7 @@ pub struct ServiceRow {
     pub is_public: bool,
     pub transport: String,
     pub upstream_url: Option<String>,
-    pub headers: Json<BTreeMap<String, String>>,
+    pub sealed_headers: Json<Vec<SealedHeader>>,
     pub command: Option<String>,
     pub args: Json<Vec<String>>,
     pub env: Json<BTreeMap<String, String>>,
@@ -32,6 +32,16 @@ pub struct ServiceRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One extra header of a service, its value sealed (`crypto::headers`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealedHeader {
+    pub name: String,
+    /// The sealed value, base64.
+    pub sealed: String,
+    /// The value's last 4 characters, or empty for a short value.
+    pub last4: String,
+}
+
 impl ServiceRow {
     pub fn is_system(&self) -> bool {
         self.organization_id.is_none()
@@ -39,7 +49,7 @@ impl ServiceRow {
 }
 
 const COLUMNS: &str = "id, organization_id, name, description, version, is_public, transport, upstream_url, \
-     headers, command, args, env, token_service_name, token_placement, timeout_ms, is_enabled, updated_at";
+     sealed_headers, command, args, env, token_service_name, token_placement, timeout_ms, is_enabled, updated_at";
 
 /// What an organization admin sets on one of the organization's (HTTP) services.
 pub struct ServiceFields<'a> {
@@ -48,7 +58,7 @@ pub struct ServiceFields<'a> {
     pub version: &'a str,
     pub is_public: bool,
     pub upstream_url: &'a str,
-    pub headers: &'a BTreeMap<String, String>,
+    pub headers: &'a [SealedHeader],
     pub token_service_name: Option<&'a str>,
     pub token_placement: Option<&'a str>,
     pub timeout_ms: i32,
@@ -63,7 +73,7 @@ pub async fn insert(
 ) -> sqlx::Result<()> {
     on_conn!(conn, c => sqlx::query(
         "INSERT INTO mcp_services (id, organization_id, name, description, version, is_public, transport, \
-         upstream_url, headers, token_service_name, token_placement, timeout_ms, created_at, updated_at) \
+         upstream_url, sealed_headers, token_service_name, token_placement, timeout_ms, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, 'http', $7, $8, $9, $10, $11, $12, $12)",
     )
     .bind(id)
@@ -93,7 +103,7 @@ pub async fn update(
 ) -> sqlx::Result<bool> {
     let done = on_conn!(conn, c => sqlx::query(
         "UPDATE mcp_services SET name = $3, description = $4, version = $5, is_public = $6, upstream_url = $7, \
-         headers = $8, token_service_name = $9, token_placement = $10, timeout_ms = $11, updated_at = $12 \
+         sealed_headers = $8, token_service_name = $9, token_placement = $10, timeout_ms = $11, updated_at = $12 \
          WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
     )
     .bind(organization_id)
@@ -176,39 +186,54 @@ pub async fn system_name_exists(conn: Conn<'_>, name: &str) -> sqlx::Result<bool
     Ok(row.is_some())
 }
 
+/// The ids of the system services already recorded, by name.
+pub async fn system_ids(conn: Conn<'_>) -> sqlx::Result<Vec<(String, Uuid)>> {
+    on_conn!(conn, c => sqlx::query_as("SELECT name, id FROM mcp_services WHERE organization_id IS NULL")
+        .fetch_all(c)
+        .await)
+}
+
+/// A system service to record under `id`, its header values sealed.
+pub struct SystemRow<'a> {
+    pub id: Uuid,
+    pub service: &'a SystemService,
+    pub headers: Vec<SealedHeader>,
+}
+
 /// Makes the system services in the database match the operator's file: new ones are added,
 /// changed ones updated, and ones no longer in the file disabled (their history stays).
-pub async fn sync_system(conn: Conn<'_>, services: &[SystemService], now: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn sync_system(conn: Conn<'_>, services: &[SystemRow<'_>], now: DateTime<Utc>) -> sqlx::Result<()> {
     on_conn!(conn, c => {
-        for s in services {
-            let (transport, url, headers, command, args, env, placement) = match &s.transport {
-                Transport::Http { url, headers, placement } => {
-                    ("http", Some(url.to_string()), headers.clone(), None, Vec::new(), BTreeMap::new(), placement.as_ref().map(|p| p.to_string()))
+        for SystemRow { id, service: s, headers } in services {
+            let (transport, url, command, args, env, placement) = match &s.transport {
+                Transport::Http { url, placement, .. } => {
+                    ("http", Some(url.to_string()), None, Vec::new(), BTreeMap::new(), placement.as_ref().map(|p| p.to_string()))
                 }
                 Transport::Stdio { command, args, env } => {
-                    ("stdio", None, BTreeMap::new(), Some(command.clone()), args.clone(), env.clone(), None)
+                    ("stdio", None, Some(command.clone()), args.clone(), env.clone(), None)
                 }
             };
             sqlx::query(
                 "INSERT INTO mcp_services (id, organization_id, name, description, version, is_public, transport, \
-                 upstream_url, headers, command, args, env, token_service_name, token_placement, timeout_ms, \
+                 upstream_url, sealed_headers, command, args, env, token_service_name, token_placement, timeout_ms, \
                  is_enabled, created_at, updated_at) \
                  VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE, $15, $15) \
                  ON CONFLICT (name) WHERE organization_id IS NULL DO UPDATE SET \
                  description = excluded.description, version = excluded.version, is_public = excluded.is_public, \
-                 transport = excluded.transport, upstream_url = excluded.upstream_url, headers = excluded.headers, \
+                 transport = excluded.transport, upstream_url = excluded.upstream_url, \
+                 sealed_headers = excluded.sealed_headers, headers = '{}', \
                  command = excluded.command, args = excluded.args, env = excluded.env, \
                  token_service_name = excluded.token_service_name, token_placement = excluded.token_placement, \
                  timeout_ms = excluded.timeout_ms, is_enabled = TRUE, updated_at = excluded.updated_at",
             )
-            .bind(Uuid::now_v7())
+            .bind(id)
             .bind(s.name.as_str())
             .bind(&s.description)
             .bind(&s.version)
             .bind(s.public)
             .bind(transport)
             .bind(&url)
-            .bind(Json(&headers))
+            .bind(Json(headers))
             .bind(&command)
             .bind(Json(&args))
             .bind(Json(&env))
@@ -223,7 +248,7 @@ pub async fn sync_system(conn: Conn<'_>, services: &[SystemService], now: DateTi
             .fetch_all(&mut *c)
             .await?;
         for (name,) in existing {
-            if !services.iter().any(|s| s.name.as_str() == name) {
+            if !services.iter().any(|s| s.service.name.as_str() == name) {
                 sqlx::query("UPDATE mcp_services SET is_enabled = FALSE, updated_at = $2 WHERE organization_id IS NULL AND name = $1")
                     .bind(&name)
                     .bind(now)
@@ -233,6 +258,40 @@ pub async fn sync_system(conn: Conn<'_>, services: &[SystemService], now: DateTi
         }
         Ok::<_, sqlx::Error>(())
     })
+}
+
+/// Services whose header values are still in plain text (written before they were sealed).
+pub async fn with_plain_headers(conn: Conn<'_>) -> sqlx::Result<Vec<(Uuid, Json<BTreeMap<String, String>>)>> {
+    on_conn!(conn, c => sqlx::query_as("SELECT id, headers FROM mcp_services WHERE headers <> '{}'")
+        .fetch_all(c)
+        .await)
+}
+
+/// Every service's sealed header values, for re-sealing under a new key.
+pub async fn with_sealed_headers(conn: Conn<'_>) -> sqlx::Result<Vec<(Uuid, Json<Vec<SealedHeader>>)>> {
+    on_conn!(conn, c => sqlx::query_as("SELECT id, sealed_headers FROM mcp_services WHERE sealed_headers <> '[]'")
+        .fetch_all(c)
+        .await)
+}
+
+/// Replaces a service's header values with sealed ones (and empties the plain ones), if the
+/// sealed values are still `before`; false when the service changed meanwhile.
+pub async fn replace_sealed_headers(
+    conn: Conn<'_>,
+    id: Uuid,
+    before: &[SealedHeader],
+    after: &[SealedHeader],
+) -> sqlx::Result<bool> {
+    let done = on_conn!(conn, c => sqlx::query(
+        "UPDATE mcp_services SET sealed_headers = $3, headers = '{}' WHERE id = $1 AND sealed_headers = $2",
+    )
+    .bind(id)
+    .bind(Json(before))
+    .bind(Json(after))
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(done == 1)
 }
 
 /// Enabled services the organization's members can use.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::sync::Cache;
+use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::db::api_keys::KeyAuth;
@@ -22,9 +23,23 @@ pub struct Lookups {
     /// By the key's SHA-256.
     pub keys: Cache<[u8; 32], KeyAuth>,
     /// By organization and service name; `None` when there is no such service.
-    pub services: Cache<(Uuid, String), Option<Arc<ServiceRow>>>,
+    pub services: Cache<(Uuid, String), Option<Arc<LoadedService>>>,
     /// By organization, user and token name; `None` when the user has not set it.
     pub tokens: Cache<(Uuid, Uuid, String), Option<SealedRow>>,
+}
+
+/// A service as the gateway uses it: its row, and its header values opened once per load.
+pub struct LoadedService {
+    pub row: ServiceRow,
+    pub headers: Vec<(String, SecretString)>,
+}
+
+impl std::ops::Deref for LoadedService {
+    type Target = ServiceRow;
+
+    fn deref(&self) -> &ServiceRow {
+        &self.row
+    }
 }
 
 fn cache<K, V>() -> Cache<K, V>

@@ -14,6 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::answer::{Body, Broken, Relayed, SSE, answer, sse_event};
+use super::cache::LoadedService;
 use super::jsonrpc::{self, Message, RpcError};
 use super::record::CallRecord;
 use super::sessions::{GatewaySession, UpstreamSession, end_session, session};
@@ -114,7 +115,7 @@ pub(super) async fn service(
     state: &AppState,
     principal: &KeyPrincipal,
     name: &str,
-) -> Result<Arc<ServiceRow>, Refusal> {
+) -> Result<Arc<LoadedService>, Refusal> {
     let services = &state.gateway.lookups.services;
     let cache_key = (principal.organization_id, name.to_owned());
     let found = match services.get(&cache_key) {
@@ -126,7 +127,18 @@ pub(super) async fn service(
             }
             .await
             .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot look up services right now"))?;
-            let found = found.map(Arc::new);
+            let found = match found {
+                Some(row) => {
+                    let headers =
+                        crate::crypto::headers::open(&state.keyring, &state.db, row.id, &row.sealed_headers)
+                            .await
+                            .map_err(|e| {
+                                unavailable(&e, "The platform cannot read this service's headers right now")
+                            })?;
+                    Some(Arc::new(LoadedService { row, headers }))
+                }
+                None => None,
+            };
             services.insert(cache_key, found.clone());
             found
         }
@@ -221,15 +233,15 @@ async fn credential_header(
 fn upstream_headers(
     mut upstream: reqwest::RequestBuilder,
     req: &HttpRequest,
-    service: &ServiceRow,
+    service: &LoadedService,
     credential: Option<&(String, String)>,
     upstream_session: Option<&str>,
 ) -> reqwest::RequestBuilder {
     if let Some(version) = header_str(req, PROTOCOL_HEADER) {
         upstream = upstream.header(PROTOCOL_HEADER, version);
     }
-    for (name, value) in service.headers.iter() {
-        upstream = upstream.header(name, value);
+    for (name, value) in &service.headers {
+        upstream = upstream.header(name, value.expose_secret());
     }
     if let Some((name, value)) = credential {
         upstream = upstream.header(name, value);
@@ -399,7 +411,7 @@ pub(super) struct Call<'a> {
     pub(super) req: &'a HttpRequest,
     pub(super) state: &'a AppState,
     pub(super) principal: &'a KeyPrincipal,
-    pub(super) service: &'a ServiceRow,
+    pub(super) service: &'a LoadedService,
     pub(super) message: &'a Message,
     pub(super) body: web::Bytes,
 }
@@ -450,6 +462,8 @@ async fn relay_http(
         record.secrets.push(token.expose_secret().to_owned());
         header
     });
+    // The service's own header values are credentials too, should the upstream echo them.
+    record.secrets.extend(service.headers.iter().map(|(_, value)| value.expose_secret().to_owned()));
     let upstream = state
         .gateway
         .upstream(service, reqwest::Method::POST, url)

@@ -1,10 +1,11 @@
 //! The service catalog (everyone), each service's configuration and gateway URL, and the
 //! organization's own services (admins: HTTP upstreams only; no command ever runs from here).
 
+use std::collections::BTreeMap;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
 use crate::catalog::definition::{CredentialPlacement, parse_headers, parse_upstream_url};
 use crate::catalog::egress::Refused;
-use crate::db::services::{ServiceFields, ServiceRow};
+use crate::db::services::{SealedHeader, ServiceFields, ServiceRow};
 use crate::db::{self, audit, unique_violation};
 use crate::domain::{Role, ServiceName};
 use crate::error::AppError;
@@ -44,26 +45,103 @@ pub struct DetailPage {
     probe: Option<Result<Vec<probe::Tool>, String>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 pub struct ServiceForm {
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     description: String,
-    #[serde(default)]
     version: String,
-    #[serde(default)]
     is_public: Option<String>,
-    #[serde(default)]
     upstream_url: String,
-    #[serde(default)]
+    /// New headers, one `Name: value` per line (a stored header's name replaces its value).
     headers: String,
-    #[serde(default)]
+    /// The headers already stored: their values are never shown, only replaced or removed.
+    stored: Vec<StoredHeader>,
     token_service_name: String,
-    #[serde(default)]
     credential_header: String,
-    #[serde(default)]
     timeout_seconds: String,
+}
+
+/// A stored header as the form shows it: its name and last 4 characters; a new value (empty
+/// keeps the stored one), or removed.
+#[derive(Default)]
+pub struct StoredHeader {
+    name: String,
+    last4: String,
+    value: String,
+    remove: bool,
+}
+
+impl ServiceForm {
+    fn from_pairs(pairs: Vec<(String, String)>) -> ServiceForm {
+        let mut form = ServiceForm::default();
+        let mut removed = Vec::new();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "name" => form.name = value,
+                "description" => form.description = value,
+                "version" => form.version = value,
+                "is_public" => form.is_public = Some(value),
+                "upstream_url" => form.upstream_url = value,
+                "headers" => form.headers = value,
+                "stored_name" => form.stored.push(StoredHeader { name: value, ..StoredHeader::default() }),
+                "stored_value" => {
+                    if let Some(stored) = form.stored.last_mut() {
+                        stored.value = value;
+                    }
+                }
+                "stored_remove" => removed.push(value),
+                "token_service_name" => form.token_service_name = value,
+                "credential_header" => form.credential_header = value,
+                "timeout_seconds" => form.timeout_seconds = value,
+                _ => {}
+            }
+        }
+        for stored in &mut form.stored {
+            stored.remove = removed.contains(&stored.name);
+        }
+        form
+    }
+
+    /// The stored headers of `service` as the form shows them; a name the service does not
+    /// have is dropped.
+    fn show_stored(&mut self, service: Option<&ServiceRow>) {
+        let sealed = service.map_or(&[][..], |s| &s.sealed_headers[..]);
+        let mut shown = Vec::with_capacity(sealed.len());
+        for header in sealed {
+            let input = self.stored.iter().find(|s| s.name == header.name);
+            shown.push(StoredHeader {
+                name: header.name.clone(),
+                last4: header.last4.clone(),
+                value: input.map(|s| s.value.clone()).unwrap_or_default(),
+                remove: input.is_some_and(|s| s.remove),
+            });
+        }
+        self.stored = shown;
+    }
+
+    /// Drops every header value typed in, so a form shown again holds no secret; true when
+    /// there was one.
+    fn forget_values(&mut self) -> bool {
+        let mut had_values = false;
+        for stored in &mut self.stored {
+            had_values |= !stored.value.trim().is_empty();
+            stored.value.clear();
+        }
+        let names: Vec<String> = self
+            .headers
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| match line.split_once(':') {
+                Some((name, value)) => {
+                    had_values |= !value.trim().is_empty();
+                    format!("{}: ", name.trim())
+                }
+                None => line.to_owned(),
+            })
+            .collect();
+        self.headers = names.join("\n");
+        had_values
+    }
 }
 
 #[derive(Default)]
@@ -179,17 +257,18 @@ pub async fn edit_form(
     let service = db::services::find_own(state.db.acquire().await?.conn(), user.organization_id, &name)
         .await?
         .ok_or(AppError::NotFound)?;
-    let form = ServiceForm {
+    let mut form = ServiceForm {
         name: service.name.clone(),
         description: service.description.clone(),
         version: service.version.clone(),
         is_public: service.is_public.then(|| "on".into()),
         upstream_url: service.upstream_url.clone().unwrap_or_default(),
-        headers: service.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("\n"),
         token_service_name: service.token_service_name.clone().unwrap_or_default(),
         credential_header: service.token_placement.clone().unwrap_or_default(),
         timeout_seconds: (service.timeout_ms / 1000).to_string(),
+        ..ServiceForm::default()
     };
+    form.show_stored(Some(&service));
     render(StatusCode::OK, &form_page(&state, &user, Some(service.name), form, ServiceErrors::default()))
 }
 
@@ -197,7 +276,10 @@ pub async fn edit_form(
 struct Valid {
     name: ServiceName,
     url: String,
-    headers: std::collections::BTreeMap<String, String>,
+    /// Header values to seal: new headers and new values of stored ones.
+    new_headers: BTreeMap<String, String>,
+    /// Stored headers to drop.
+    removed: Vec<String>,
     token: Option<ServiceName>,
     placement: Option<CredentialPlacement>,
     timeout_ms: i32,
@@ -214,7 +296,13 @@ fn validate(form: &ServiceForm, errors: &mut ServiceErrors) -> Option<Valid> {
             Some("Keep the description under 500 and the version under 50 characters.".into());
     }
     let url = parse_upstream_url(&form.upstream_url).map_err(|e| errors.upstream_url = Some(e)).ok();
-    let headers = parse_headers(&form.headers).map_err(|e| errors.headers = Some(e)).ok();
+    // A new value for a stored header is one more `Name: value` line.
+    let replaced = form.stored.iter().filter(|s| !s.remove && !s.value.trim().is_empty());
+    let lines: Vec<String> = replaced
+        .map(|s| format!("{}: {}", s.name, s.value))
+        .chain(form.headers.lines().map(str::to_owned))
+        .collect();
+    let headers = parse_headers(&lines.join("\n")).map_err(|e| errors.headers = Some(e)).ok();
     let token = match form.token_service_name.trim() {
         "" => None,
         raw => ServiceName::parse(raw).map_err(|e| errors.token_service_name = Some(e.into())).ok(),
@@ -237,21 +325,32 @@ fn validate(form: &ServiceForm, errors: &mut ServiceErrors) -> Option<Valid> {
         && errors.token_service_name.is_none()
         && errors.credential_header.is_none();
     match (name, url, headers, timeout, no_errors) {
-        (Some(name), Some(url), Some(headers), Some(timeout), true) => {
-            Some(Valid { name, url: url.to_string(), headers, token, placement, timeout_ms: timeout * 1000 })
-        }
+        (Some(name), Some(url), Some(new_headers), Some(timeout), true) => Some(Valid {
+            name,
+            url: url.to_string(),
+            new_headers,
+            removed: form.stored.iter().filter(|s| s.remove).map(|s| s.name.clone()).collect(),
+            token,
+            placement,
+            timeout_ms: timeout * 1000,
+        }),
         _ => None,
     }
 }
 
-fn fields<'a>(form: &'a ServiceForm, valid: &'a Valid, placement: &'a Option<String>) -> ServiceFields<'a> {
+fn fields<'a>(
+    form: &'a ServiceForm,
+    valid: &'a Valid,
+    placement: &'a Option<String>,
+    headers: &'a [SealedHeader],
+) -> ServiceFields<'a> {
     ServiceFields {
         name: valid.name.as_str(),
         description: form.description.trim(),
         version: form.version.trim(),
         is_public: form.is_public.is_some(),
         upstream_url: &valid.url,
-        headers: &valid.headers,
+        headers,
         token_service_name: valid.token.as_ref().map(|t| t.as_str()),
         token_placement: placement.as_deref(),
         timeout_ms: valid.timeout_ms,
@@ -259,22 +358,33 @@ fn fields<'a>(form: &'a ServiceForm, valid: &'a Valid, placement: &'a Option<Str
 }
 
 /// What the audit trail keeps of a service: its settings without header values.
-fn audit_view(
-    name: &str,
-    url: &str,
-    headers: &std::collections::BTreeMap<String, String>,
-    token: Option<&str>,
-) -> serde_json::Value {
-    json!({ "name": name, "upstream_url": url, "header_names": headers.keys().collect::<Vec<_>>(), "token_name": token })
+fn audit_view(name: &str, url: &str, headers: &[SealedHeader], token: Option<&str>) -> serde_json::Value {
+    let header_names: Vec<&str> = headers.iter().map(|h| h.name.as_str()).collect();
+    json!({ "name": name, "upstream_url": url, "header_names": header_names, "token_name": token })
+}
+
+/// The stored headers that stay (not removed, not given a new value), then the new ones.
+fn merged_headers(
+    stored: &[SealedHeader],
+    valid: &Valid,
+    sealed_new: Vec<SealedHeader>,
+) -> Vec<SealedHeader> {
+    let replaced = |name: &str| {
+        valid.removed.iter().chain(valid.new_headers.keys()).any(|n| n.eq_ignore_ascii_case(name))
+    };
+    let mut headers: Vec<SealedHeader> = stored.iter().filter(|h| !replaced(&h.name)).cloned().collect();
+    headers.extend(sealed_new);
+    headers.sort_by(|a, b| a.name.to_ascii_lowercase().cmp(&b.name.to_ascii_lowercase()));
+    headers
 }
 
 pub async fn create(
     user: CurrentUser,
     state: web::Data<AppState>,
     client: ClientInfo,
-    form: web::Form<ServiceForm>,
+    form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
-    save(user, state, client, None, form.into_inner()).await
+    save(user, state, client, None, ServiceForm::from_pairs(form.into_inner())).await
 }
 
 pub async fn update(
@@ -282,9 +392,26 @@ pub async fn update(
     state: web::Data<AppState>,
     client: ClientInfo,
     name: web::Path<String>,
-    form: web::Form<ServiceForm>,
+    form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
-    save(user, state, client, Some(name.into_inner()), form.into_inner()).await
+    save(user, state, client, Some(name.into_inner()), ServiceForm::from_pairs(form.into_inner())).await
+}
+
+/// The form again, with the errors, its stored headers as they are and no header value typed
+/// in: a secret is never written back into a page.
+fn refused_form(
+    state: &AppState,
+    user: &CurrentUser,
+    editing: Option<String>,
+    mut form: ServiceForm,
+    mut errors: ServiceErrors,
+    existing: Option<&ServiceRow>,
+) -> Result<HttpResponse, AppError> {
+    form.show_stored(existing);
+    if form.forget_values() {
+        errors.headers.get_or_insert_with(|| "Header values are not shown again: enter them again.".into());
+    }
+    render(StatusCode::UNPROCESSABLE_ENTITY, &form_page(state, user, editing, form, errors))
 }
 
 async fn save(
@@ -295,56 +422,60 @@ async fn save(
     form: ServiceForm,
 ) -> Result<HttpResponse, AppError> {
     let now = state.clock.now();
-    // Resolved before the transaction: a name can take a while to resolve. A name that does
-    // not resolve yet is accepted; every connection checks the address it reaches.
-    let unreachable = match parse_upstream_url(&form.upstream_url) {
-        Ok(url) => match state.gateway.policy().check_url(&url).await {
-            Err(refused @ Refused::NotPublic(_)) => Some(refused),
-            _ => None,
-        },
-        Err(_) => None,
-    };
-    let mut tx = state.db.begin().await?;
     let existing = match &editing {
         Some(name) => Some(
-            db::services::find_own(tx.conn(), user.organization_id, name).await?.ok_or(AppError::NotFound)?,
+            db::services::find_own(state.db.acquire().await?.conn(), user.organization_id, name)
+                .await?
+                .ok_or(AppError::NotFound)?,
         ),
         None => None,
     };
     let mut errors = ServiceErrors::default();
     let mut valid = validate(&form, &mut errors);
-    if let Some(refused) = unreachable {
+    // A name can take a while to resolve: before the transaction. A name that does not resolve
+    // yet is accepted; every connection checks the address it reaches.
+    if let Ok(url) = parse_upstream_url(&form.upstream_url)
+        && let Err(refused @ Refused::NotPublic(_)) = state.gateway.policy().check_url(&url).await
+    {
         errors.upstream_url = Some(format!("Not saved: {refused}."));
         valid = None;
     }
-    if let Some(v) = &valid
-        && db::services::system_name_exists(tx.conn(), v.name.as_str()).await?
-    {
-        errors.name = Some(format!("{} is a system service's name.", v.name));
-        valid = None;
-    }
     let Some(valid) = valid else {
-        drop(tx);
-        return render(StatusCode::UNPROCESSABLE_ENTITY, &form_page(&state, &user, editing, form, errors));
+        return refused_form(&state, &user, editing, form, errors, existing.as_ref());
     };
-    let placement = valid.placement.as_ref().map(|p| p.to_string());
-    let row = fields(&form, &valid, &placement);
     let id = existing.as_ref().map_or_else(Uuid::now_v7, |s| s.id);
-    let stored = match &existing {
+    // Sealed before the transaction, which holds SQLite's write lock that sealing may need.
+    let sealed_new =
+        crate::crypto::headers::seal(&state.keyring, &state.db, now, id, &valid.new_headers).await?;
+
+    let mut tx = state.db.begin().await?;
+    let current = match &editing {
+        Some(name) => Some(
+            db::services::find_own(tx.conn(), user.organization_id, name).await?.ok_or(AppError::NotFound)?,
+        ),
+        None => None,
+    };
+    if current.as_ref().is_some_and(|c| c.id != id) {
+        return Err(AppError::Conflict("This service was deleted and made again meanwhile.".into()));
+    }
+    if db::services::system_name_exists(tx.conn(), valid.name.as_str()).await? {
+        drop(tx);
+        errors.name = Some(format!("{} is a system service's name.", valid.name));
+        return refused_form(&state, &user, editing, form, errors, existing.as_ref());
+    }
+    let stored = current.as_ref().map_or(&[][..], |c| &c.sealed_headers[..]);
+    let headers = merged_headers(stored, &valid, sealed_new);
+    let placement = valid.placement.as_ref().map(|p| p.to_string());
+    let row = fields(&form, &valid, &placement, &headers);
+    let written = match &current {
         Some(_) => db::services::update(tx.conn(), user.organization_id, id, &row, now).await.map(|_| ()),
         None => db::services::insert(tx.conn(), user.organization_id, id, &row, now).await,
     };
-    if let Err(e) = stored {
+    if let Err(e) = written {
         if unique_violation(&e).is_some() {
             drop(tx);
-            let errors = ServiceErrors {
-                name: Some("A service with this name already exists.".into()),
-                ..ServiceErrors::default()
-            };
-            return render(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &form_page(&state, &user, editing, form, errors),
-            );
+            errors.name = Some("A service with this name already exists.".into());
+            return refused_form(&state, &user, editing, form, errors, existing.as_ref());
         }
         return Err(e.into());
     }
@@ -352,16 +483,16 @@ async fn save(
     let entry = audit::Entry {
         target_type: Some("service"),
         target_id: Some(id.to_string()),
-        before: existing.as_ref().map(|s| {
+        before: current.as_ref().map(|s| {
             audit_view(
                 &s.name,
                 s.upstream_url.as_deref().unwrap_or(""),
-                &s.headers,
+                &s.sealed_headers,
                 s.token_service_name.as_deref(),
             )
         }),
-        after: Some(audit_view(valid.name.as_str(), &valid.url, &valid.headers, token)),
-        ..audit_by(if existing.is_some() { "service.updated" } else { "service.created" }, &user, &client)
+        after: Some(audit_view(valid.name.as_str(), &valid.url, &headers, token)),
+        ..audit_by(if current.is_some() { "service.updated" } else { "service.created" }, &user, &client)
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
@@ -382,7 +513,7 @@ pub async fn delete(
     let before = audit_view(
         &service.name,
         service.upstream_url.as_deref().unwrap_or(""),
-        &service.headers,
+        &service.sealed_headers,
         service.token_service_name.as_deref(),
     );
     let entry = audit::Entry {

@@ -11,14 +11,12 @@ use super::{Layout, audit_by, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
-use crate::crypto::keyring::Binding;
+use crate::crypto::keyring::{Binding, visible_tail};
 use crate::db::{self, audit, user_tokens::TokenRow};
 use crate::domain::ServiceName;
 use crate::error::AppError;
 
 const MAX_TOKEN_LEN: usize = 8 * 1024;
-/// Tokens shorter than this show no characters at all.
-const SHOW_LAST4_FROM: usize = 16;
 
 #[derive(Deserialize, Default)]
 pub struct TokenForm {
@@ -95,12 +93,7 @@ pub async fn save(
     let binding =
         Binding { organization_id: user.organization_id, user_id: user.id, service_name: name.as_str() };
     let sealed = state.keyring.seal(&state.db, now, token, binding).await?;
-    let chars: Vec<char> = token.chars().collect();
-    let last4: String = if chars.len() >= SHOW_LAST4_FROM {
-        chars[chars.len() - 4..].iter().collect()
-    } else {
-        String::new()
-    };
+    let last4 = visible_tail(token);
     let mut tx = state.db.begin().await?;
     let row = db::user_tokens::NewToken {
         organization_id: user.organization_id,

@@ -174,8 +174,7 @@ async fn fixture(app: &TestApp) -> Fixture {
     };
     db::invitations::insert(conn.conn(), invitation, now).await.unwrap();
     let service_id = Uuid::now_v7();
-    let headers =
-        std::collections::BTreeMap::from([("X-Team".to_owned(), "zeppelin-header-value".to_owned())]);
+    let headers = app.seal_headers(service_id, &[("X-Team", "zeppelin-header-value")]).await;
     let service = db::services::ServiceFields {
         name: SERVICE,
         description: "Acme's own",

@@ -56,7 +56,8 @@ pub async fn add_service(
     token: Option<&str>,
     timeout_ms: i32,
 ) {
-    let headers = std::collections::BTreeMap::from([("X-Team".to_owned(), "platform".to_owned())]);
+    let id = Uuid::now_v7();
+    let headers = app.seal_headers(id, &[("X-Team", "platform")]).await;
     let fields = db::services::ServiceFields {
         name,
         description: "the test upstream",
@@ -69,7 +70,7 @@ pub async fn add_service(
         timeout_ms,
     };
     let mut conn = app.db.acquire().await.unwrap();
-    db::services::insert(conn.conn(), org, Uuid::now_v7(), &fields, app.clock_now()).await.unwrap();
+    db::services::insert(conn.conn(), org, id, &fields, app.clock_now()).await.unwrap();
 }
 
 async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend: Backend) {

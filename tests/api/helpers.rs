@@ -359,6 +359,19 @@ impl TestApp {
         self.clock.now()
     }
 
+    /// Header values sealed for a service, as the dashboard stores them.
+    pub async fn seal_headers(
+        &self,
+        service_id: Uuid,
+        headers: &[(&str, &str)],
+    ) -> Vec<mcp_platform::db::services::SealedHeader> {
+        let values = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        let keyring = self.master.token_keyring();
+        mcp_platform::crypto::headers::seal(&keyring, &self.db, self.clock_now(), service_id, &values)
+            .await
+            .unwrap()
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         match &self.db {

@@ -1,4 +1,5 @@
 use mcp_platform::config::Settings;
+use mcp_platform::db::{self, Db};
 use mcp_platform::domain::Role;
 
 use crate::helpers::{Backend, location, spawn_app, spawn_app_with};
@@ -8,6 +9,7 @@ on_both_backends!(
     admins_define_http_services_that_members_see,
     bad_service_forms_are_refused_at_the_field,
     system_services_come_from_the_operators_file,
+    header_values_are_sealed_write_only_sent_upstream_and_rotated,
 );
 
 fn service_form<'a>(name: &'a str, url: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -65,7 +67,8 @@ async fn admins_define_http_services_that_members_see(backend: Backend) {
 
     // Edit, then delete.
     let edit = app.get(&admin, "/services/tracker/edit").await.text().await.unwrap();
-    assert!(edit.contains("value=\"https://mcp.example.com/mcp\"") && edit.contains("X-Region: eu"));
+    assert!(edit.contains("value=\"https://mcp.example.com/mcp\"") && edit.contains("<code>X-Region</code>"));
+    assert!(!edit.contains("platform-secret-header-value"), "header values are write-only");
     let mut fields = service_form("tracker", "https://mcp2.example.com/mcp");
     fields[1] = ("description", "Issue tracker, moved");
     assert_eq!(
@@ -191,13 +194,8 @@ async fn system_services_come_from_the_operators_file(backend: Backend) {
     // A restart with a changed file updates in place; one without a service disables it.
     let mut services = mcp_platform::catalog::system::load(&file).unwrap();
     services[0].description = "Projects, version two".into();
-    mcp_platform::db::services::sync_system(
-        app.db.acquire().await.unwrap().conn(),
-        &services,
-        app.clock_now(),
-    )
-    .await
-    .unwrap();
+    let keyring = app.master.token_keyring();
+    mcp_platform::app::record_system_services(&app.db, &keyring, &services, app.clock_now()).await.unwrap();
     assert_eq!(app.count("mcp_services").await, 2);
     let org = app.create_organization("Initech").await;
     let admin = app.signed_in(&app.create_user(org, Role::Admin).await).await;
@@ -209,9 +207,7 @@ async fn system_services_come_from_the_operators_file(backend: Backend) {
             .unwrap()
             .contains("Projects, version two")
     );
-    mcp_platform::db::services::sync_system(app.db.acquire().await.unwrap().conn(), &[], app.clock_now())
-        .await
-        .unwrap();
+    mcp_platform::app::record_system_services(&app.db, &keyring, &[], app.clock_now()).await.unwrap();
     assert_eq!(app.get(&admin, "/services/github-projects").await.status(), 404, "disabled, history kept");
     assert_eq!(app.count("mcp_services").await, 2);
     std::fs::remove_dir_all(dir).unwrap();
@@ -229,4 +225,150 @@ async fn system_services_come_from_the_operators_file(backend: Backend) {
         message.contains("MCP_PLATFORM_SERVICES_FILE") && message.contains("service \"x\": kind"),
         "{message}"
     );
+}
+
+/// Every text stored for the services, their header columns included.
+async fn stored_service_text(app: &crate::helpers::TestApp) -> String {
+    let sql = "SELECT name || ' ' || CAST(headers AS TEXT) || ' ' || CAST(sealed_headers AS TEXT) FROM mcp_services";
+    let rows: Vec<String> = match &app.db {
+        Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+    };
+    rows.join("\n")
+}
+
+/// The service's header values, opened with the platform's key.
+async fn opened_headers(app: &crate::helpers::TestApp, org: uuid::Uuid, name: &str) -> Vec<(String, String)> {
+    let service =
+        db::services::find_own(app.db.acquire().await.unwrap().conn(), org, name).await.unwrap().unwrap();
+    let keyring = app.master.token_keyring();
+    let opened =
+        mcp_platform::crypto::headers::open(&keyring, &app.db, service.id, &service.sealed_headers).await;
+    opened
+        .unwrap()
+        .into_iter()
+        .map(|(n, v)| (n, secrecy::ExposeSecret::expose_secret(&v).to_owned()))
+        .collect()
+}
+
+const HEADER_SECRET: &str = "header-secret-value-0001";
+
+async fn header_values_are_sealed_write_only_sent_upstream_and_rotated(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let upstream = crate::upstream::HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let admin_user = app.create_user(org, Role::Admin).await;
+    let admin = app.signed_in(&admin_user).await;
+    let form = [
+        ("name", "static"),
+        ("upstream_url", upstream.url.as_str()),
+        ("headers", "Authorization: Bearer header-secret-value-0001\nX-Region: eu"),
+        ("timeout_seconds", "10"),
+    ];
+    assert_eq!(app.post_form(&admin, "/services/new", "/services", &form).await.status(), 303);
+
+    // Sealed at rest, shown by name and last 4 characters only.
+    assert!(!stored_service_text(&app).await.contains(HEADER_SECRET));
+    let detail = app.get(&admin, "/services/static").await.text().await.unwrap();
+    assert!(detail.contains("Authorization: ••••0001") && detail.contains("X-Region: ••••<"), "{detail}");
+    let edit = app.get(&admin, "/services/static/edit").await.text().await.unwrap();
+    assert!(edit.contains("<code>Authorization</code>") && edit.contains("••••0001"));
+    assert!(!edit.contains(HEADER_SECRET), "write-only: {edit}");
+
+    // The gateway opens them for the upstream, and redacts them from what it records.
+    let key = crate::gateway::api_key(&app, org, &admin_user, "mcp:read mcp:write").await;
+    let session = crate::gateway::open_session(&app, "/mcp/static", &key).await;
+    let whoami =
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+    let answer =
+        crate::gateway::post_in(&app, "/mcp/static", &key, &session, whoami).await.text().await.unwrap();
+    assert!(answer.contains(HEADER_SECRET), "the upstream received the header: {answer}");
+    let rows = crate::gateway::settled_rows(&app, 3).await;
+    assert!(rows.iter().all(|r| !r.response.contains(HEADER_SECRET)), "a header value was stored");
+
+    // An empty field keeps a value, a new value replaces it, a box removes it, a line adds one.
+    let keep_and_replace = [
+        ("name", "static"),
+        ("upstream_url", upstream.url.as_str()),
+        ("stored_name", "Authorization"),
+        ("stored_value", ""),
+        ("stored_name", "X-Region"),
+        ("stored_value", "us-east-replaced-region"),
+        ("headers", "X-Added: added-header-value-7777"),
+        ("timeout_seconds", "10"),
+    ];
+    let saved = app.post_form(&admin, "/services/static/edit", "/services/static", &keep_and_replace).await;
+    assert_eq!(saved.status(), 303);
+    let opened = opened_headers(&app, org, "static").await;
+    let expected = [
+        ("Authorization", "Bearer header-secret-value-0001"),
+        ("X-Added", "added-header-value-7777"),
+        ("X-Region", "us-east-replaced-region"),
+    ];
+    assert_eq!(opened, expected.map(|(n, v)| (n.to_owned(), v.to_owned())));
+    let remove = [
+        ("name", "static"),
+        ("upstream_url", upstream.url.as_str()),
+        ("stored_name", "X-Added"),
+        ("stored_value", ""),
+        ("stored_remove", "X-Added"),
+        ("timeout_seconds", "10"),
+    ];
+    assert_eq!(
+        app.post_form(&admin, "/services/static/edit", "/services/static", &remove).await.status(),
+        303
+    );
+    let names: Vec<String> = opened_headers(&app, org, "static").await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["Authorization", "X-Region"]);
+
+    // A refused form keeps the user's input but never writes a typed value back into the page.
+    let refused = [
+        ("name", "static"),
+        ("upstream_url", upstream.url.as_str()),
+        ("stored_name", "Authorization"),
+        ("stored_value", "typed-secret-value-5555"),
+        ("headers", "X-Other: other-typed-secret-6666"),
+        ("timeout_seconds", "0"),
+    ];
+    let response = app.post_form(&admin, "/services/static/edit", "/services/static", &refused).await;
+    assert_eq!(response.status(), 422);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("enter them again") && page.contains("X-Other: "), "{page}");
+    assert!(!page.contains("typed-secret-value-5555") && !page.contains("other-typed-secret-6666"));
+    assert_eq!(
+        opened_headers(&app, org, "static").await[0].1,
+        "Bearer header-secret-value-0001",
+        "unchanged"
+    );
+
+    // Values stored in plain text by an earlier version are sealed at the next start.
+    let legacy = r#"{"X-Legacy":"legacy-plain-header-value"}"#;
+    let sql =
+        format!("UPDATE mcp_services SET headers = '{legacy}', sealed_headers = '[]' WHERE name = 'static'");
+    match &app.db {
+        Db::Sqlite(pool) => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).unwrap(),
+        Db::Postgres(pool) => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).unwrap(),
+    }
+    app.restart().await;
+    assert!(!stored_service_text(&app).await.contains("legacy-plain-header-value"));
+    let opened = opened_headers(&app, org, "static").await;
+    assert_eq!(opened, [("X-Legacy".to_owned(), "legacy-plain-header-value".to_owned())]);
+
+    // rotate-key re-seals them under the new key.
+    let output = crate::cli::run_binary(
+        &[
+            ("DATABASE_URL", app.database_url.as_str()),
+            ("MCP_PLATFORM_SECRET_KEY", app.master.encode().as_str()),
+        ],
+        &["rotate-key"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("re-sealed the header values of 1 services"));
+    let service =
+        db::services::find_own(app.db.acquire().await.unwrap().conn(), org, "static").await.unwrap().unwrap();
+    let bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &service.sealed_headers[0].sealed);
+    let current = db::token_keys::current(app.db.acquire().await.unwrap().conn()).await.unwrap().unwrap().0;
+    assert_eq!(mcp_platform::crypto::keyring::key_id_of(&bytes.unwrap()).unwrap(), current);
+    assert_eq!(opened_headers(&app, org, "static").await[0].1, "legacy-plain-header-value");
 }

@@ -20,7 +20,7 @@ async fn scalar(app: &TestApp, sql: &'static str) -> i64 {
 
 async fn service(app: &TestApp, org: Uuid, name: &str) -> Uuid {
     let id = Uuid::now_v7();
-    let headers = Default::default();
+    let headers = Vec::new();
     let fields = db::services::ServiceFields {
         name,
         description: "",
