@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 use secrecy::SecretString;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::db::api_keys::KeyAuth;
@@ -26,6 +27,8 @@ pub struct Lookups {
     pub services: Cache<(Uuid, String), Option<Arc<LoadedService>>>,
     /// By organization, user and token name; `None` when the user has not set it.
     pub tokens: Cache<(Uuid, Uuid, String), Option<SealedRow>>,
+    /// Counts the times everything was dropped, so open streams check their key again at once.
+    changes: watch::Sender<u64>,
 }
 
 /// A service as the gateway uses it: its row, and its header values opened once per load.
@@ -52,7 +55,7 @@ where
 
 impl Default for Lookups {
     fn default() -> Self {
-        Lookups { keys: cache(), services: cache(), tokens: cache() }
+        Lookups { keys: cache(), services: cache(), tokens: cache(), changes: watch::Sender::new(0) }
     }
 }
 
@@ -62,5 +65,11 @@ impl Lookups {
         self.keys.invalidate_all();
         self.services.invalidate_all();
         self.tokens.invalidate_all();
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes as `forget_all` announces them.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }

@@ -25,6 +25,7 @@ use crate::catalog::definition::CredentialPlacement;
 use crate::catalog::egress::{Refused, refusal_in};
 use crate::crypto::keyring::Binding;
 use crate::db::{self, services::ServiceRow};
+use crate::domain::Scope;
 
 /// Largest client message accepted.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -87,12 +88,19 @@ fn header_str(req: &HttpRequest, name: impl header::AsHeaderName) -> Option<&str
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-pub(super) async fn principal(state: &AppState, req: &HttpRequest) -> Result<KeyPrincipal, Refusal> {
+/// The key the request presents, as its hash; refused when there is none or it is malformed.
+fn presented_key(req: &HttpRequest) -> Result<[u8; 32], Refusal> {
     let raw = header_str(req, header::AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .ok_or_else(|| unauthorized("An API key is required: Authorization: Bearer mcp_sk_..."))?;
+    api_key::parse(raw)
+        .map(|key| key.hash())
+        .map_err(|rejection| unauthorized(&format!("Unauthorized: {rejection}")))
+}
+
+pub(super) async fn principal(state: &AppState, req: &HttpRequest) -> Result<KeyPrincipal, Refusal> {
+    let hash = presented_key(req)?;
     let checked = async {
-        let hash = api_key::parse(raw)?.hash();
         let keys = &state.gateway.lookups.keys;
         let cached = keys.get(&hash);
         let mut found = match &cached {
@@ -508,14 +516,20 @@ async fn relay_http(
 /// The server-to-client stream of a session.
 pub async fn get(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
     let correlation = Uuid::now_v7().to_string();
-    match relay_stream(&req, &state, &name).await {
+    match relay_stream(&req, state, &name).await {
         Ok(response) => response,
         Err(refusal) => refusal.response(&correlation),
     }
 }
 
-async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result<HttpResponse, Refusal> {
-    let principal = principal(state, req).await?;
+async fn relay_stream(
+    req: &HttpRequest,
+    state: web::Data<AppState>,
+    name: &str,
+) -> Result<HttpResponse, Refusal> {
+    let principal = principal(&state, req).await?;
+    let revoked = until_revoked(state.clone(), presented_key(req)?, principal.clone());
+    let state = &*state;
     let service = service(state, &principal, name).await?;
     let (gateway_id, session) =
         session(state, header_str(req, SESSION_HEADER), principal.key_id, service.id)?.ok_or_else(|| {
@@ -569,7 +583,37 @@ async fn relay_stream(req: &HttpRequest, state: &AppState, name: &str) -> Result
         response.insert_header((header::CONTENT_TYPE, content_type));
     }
     response.insert_header((SESSION_HEADER, gateway_id));
-    Ok(response.streaming(chunks.take_until(stopped)))
+    Ok(response.streaming(chunks.take_until(stopped).take_until(revoked)))
+}
+
+/// Resolves when a stream's key may no longer read: revoked, expired or rolled, its owner
+/// deactivated or given another role. Checked at once after a change on this instance, and
+/// every `cache::LIFETIME` for changes made through another.
+fn until_revoked(
+    state: web::Data<AppState>,
+    key_hash: [u8; 32],
+    opened: KeyPrincipal,
+) -> impl Future<Output = ()> + 'static {
+    let mut changes = state.gateway.lookups.changes();
+    async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(super::cache::LIFETIME) => {}
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            let now = state.clock.now();
+            let checked = async {
+                let mut found = api_key::find(&state.db, &key_hash).await?;
+                api_key::admit(&state.db, &mut found, now).await
+            };
+            match checked.await {
+                Ok(now) if now.role == opened.role && now.scopes.contains(Scope::McpRead) => {}
+                // The key store cannot answer now: the stream goes on until it can.
+                Err(KeyRejection::Unavailable(_)) => {}
+                _ => return,
+            }
+        }
+    }
 }
 
 /// The client ends its session.

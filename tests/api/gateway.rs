@@ -21,6 +21,7 @@ on_both_backends!(
     a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row,
     a_revoked_key_is_refused_at_once_here_and_within_seconds_when_revoked_elsewhere,
     secrets_in_paths_user_agents_and_arguments_are_stored_and_logged_redacted,
+    an_open_stream_ends_when_its_key_is_revoked_its_owner_deactivated_or_given_another_role,
 );
 
 pub const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
@@ -499,4 +500,80 @@ async fn secrets_in_paths_user_agents_and_arguments_are_stored_and_logged_redact
     for secret in [TOKEN, OPENAI_KEY, NPM_TOKEN, GOOGLE_KEY] {
         assert!(!everything.contains(secret), "{secret} was stored or logged");
     }
+}
+
+/// Opens a session and its server-to-client stream (GET) for `key`; the stream's body.
+async fn open_stream(
+    app: &TestApp,
+    key: &str,
+) -> impl futures_util::Stream<Item = reqwest::Result<actix_web::web::Bytes>> {
+    let session = open_session(app, "/mcp/tools", key).await;
+    let stream = reqwest::Client::new()
+        .get(app.url("/mcp/tools"))
+        .header("accept", "text/event-stream")
+        .header("authorization", format!("Bearer {key}"))
+        .header("mcp-session-id", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    stream.bytes_stream()
+}
+
+/// Whether the stream ends within `limit`.
+async fn ends_within(
+    stream: impl futures_util::Stream<Item = reqwest::Result<actix_web::web::Bytes>>,
+    limit: std::time::Duration,
+) -> bool {
+    use futures_util::StreamExt;
+    let mut stream = std::pin::pin!(stream);
+    tokio::time::timeout(limit, async { while let Some(Ok(_)) = stream.next().await {} }).await.is_ok()
+}
+
+/// A key revoked, an owner deactivated, a role changed: the new POSTs are refused, and the
+/// event streams already open end too, at once when the change is made on this instance and
+/// within the cache lifetime when it is made through another.
+async fn an_open_stream_ends_when_its_key_is_revoked_its_owner_deactivated_or_given_another_role(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let admin_user = app.create_user(org, Role::Admin).await;
+    let (ada, bob, cy) = (
+        app.create_user(org, Role::Developer).await,
+        app.create_user(org, Role::Developer).await,
+        app.create_user(org, Role::Developer).await,
+    );
+    add_service(&app, org, "tools", &upstream.url, None, 10_000).await;
+    let admin = app.signed_in(&admin_user).await;
+    let quick = std::time::Duration::from_secs(2);
+
+    // Revoked in this instance's dashboard.
+    let ada_key = api_key(&app, org, &ada, "mcp:read").await;
+    let stream = open_stream(&app, &ada_key).await;
+    let revoked_here = key_id(&app, &ada_key).await;
+    let response = app
+        .post_form(&admin, "/organization/keys", &format!("/organization/keys/{revoked_here}/revoke"), &[])
+        .await;
+    assert_eq!(response.status(), 303);
+    assert!(ends_within(stream, quick).await, "the stream of a revoked key goes on");
+
+    // Owner deactivated in this instance's dashboard.
+    let bob_key = api_key(&app, org, &bob, "mcp:read").await;
+    let stream = open_stream(&app, &bob_key).await;
+    let response = app.post_form(&admin, "/members", &format!("/members/{}/deactivate", bob.id), &[]).await;
+    assert_eq!(response.status(), 303);
+    assert!(ends_within(stream, quick).await, "the stream of a deactivated owner goes on");
+
+    // Role changed through another instance (straight in the database): within the lifetime.
+    let cy_key = api_key(&app, org, &cy, "mcp:read").await;
+    let stream = open_stream(&app, &cy_key).await;
+    let mut conn = app.db.acquire().await.unwrap();
+    db::users::set_role(conn.conn(), org, cy.id, Role::Viewer, app.clock_now()).await.unwrap();
+    drop(conn);
+    let limit = mcp_platform::gateway::cache::LIFETIME + quick;
+    assert!(ends_within(stream, limit).await, "the stream of a member made viewer goes on");
+    let (status, _, _) = error_of(post(&app, "/mcp/tools", Some(&cy_key), LIST).await).await;
+    assert_eq!(status, 403, "a viewer's key may not read");
 }
