@@ -42,8 +42,27 @@ pub struct AppState {
 }
 
 pub struct WebSettings {
-    pub public_url: Option<String>,
+    /// The origin links and the origin check use: the public URL, else the address this
+    /// instance listens on.
+    pub origin: String,
+    /// Whether the configured public URL decides the origin (else the bind address does).
+    pub has_public_url: bool,
+    /// Take the client's address, and without a public URL the origin, from the proxy's
+    /// forwarded headers.
     pub trust_proxy: bool,
+}
+
+impl WebSettings {
+    /// The origin users reach the platform at, for links: the public URL; without one, the
+    /// forwarded host behind a trusted proxy, else the address this instance listens on. Never
+    /// a header an untrusted client chose.
+    pub fn public_base(&self, req: &actix_web::HttpRequest) -> String {
+        if self.trust_proxy && !self.has_public_url {
+            let info = req.connection_info();
+            return format!("{}://{}", info.scheme(), info.host());
+        }
+        self.origin.clone()
+    }
 }
 
 pub struct Application {
@@ -116,7 +135,11 @@ impl Application {
             log_writer,
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
             metrics,
-            settings: WebSettings { public_url: config.public_url.clone(), trust_proxy: config.trust_proxy },
+            settings: WebSettings {
+                origin: config.origin(port),
+                has_public_url: config.public_url.is_some(),
+                trust_proxy: config.trust_proxy,
+            },
         });
         spawn_upkeep(state.clone().into_inner());
 

@@ -170,6 +170,16 @@ impl Config {
             bad("MCP_PLATFORM_BIND", format!("\"{bind_raw}\" is not an address like 127.0.0.1:8080"))
         })?;
         let public_url = s.public_url.as_deref().map(parse_public_url).transpose()?;
+        // Links and the origin check must not come from what a client sends.
+        if public_url.is_none() && !bind.ip().is_loopback() {
+            return Err(bad(
+                "MCP_PLATFORM_PUBLIC_URL",
+                format!(
+                    "is required when MCP_PLATFORM_BIND is not a loopback address ({bind}): \
+                     set the address users reach, e.g. https://mcp.example.com"
+                ),
+            ));
+        }
         let cookie_secure = match s.cookie_secure.as_deref() {
             Some(raw) => parse_bool("MCP_PLATFORM_COOKIE_SECURE", raw)?,
             None => match &public_url {
@@ -252,9 +262,15 @@ impl Config {
 
     /// The URL to print at start.
     pub fn display_url(&self, port: u16) -> String {
+        format!("{}/", self.origin(port))
+    }
+
+    /// The origin users reach: the public URL, or (on a loopback bind only) the bind address
+    /// with the port actually bound.
+    pub fn origin(&self, port: u16) -> String {
         match &self.public_url {
-            Some(url) => format!("{url}/"),
-            None => format!("http://{}/", SocketAddr::new(self.bind.ip(), port)),
+            Some(url) => url.clone(),
+            None => format!("http://{}", SocketAddr::new(self.bind.ip(), port)),
         }
     }
 
@@ -420,6 +436,23 @@ mod tests {
     }
 
     #[test]
+    fn a_public_bind_needs_a_public_url() {
+        let err = Config::from_settings(Settings { bind: Some("0.0.0.0:8080".into()), ..Default::default() })
+            .unwrap_err();
+        assert_eq!(err.setting, "MCP_PLATFORM_PUBLIC_URL");
+        assert!(err.message.contains("0.0.0.0:8080"), "{}", err.message);
+        let local = Config::from_settings(Settings::default()).unwrap();
+        assert_eq!(local.origin(8080), "http://127.0.0.1:8080");
+        let public = Config::from_settings(Settings {
+            bind: Some("0.0.0.0:8080".into()),
+            public_url: Some("https://mcp.example.com/".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(public.origin(8080), "https://mcp.example.com");
+    }
+
+    #[test]
     fn stdio_limits_have_defaults_and_can_be_set() {
         let limits = Config::from_settings(Settings::default()).unwrap().stdio;
         assert_eq!(limits, StdioLimits::default());
@@ -439,9 +472,13 @@ mod tests {
     fn cookies_are_secure_except_on_loopback_http() {
         let local = Config::from_settings(Settings::default()).unwrap();
         assert!(!local.cookie_secure);
-        let public =
-            Config::from_settings(Settings { bind: Some("0.0.0.0:8080".into()), ..Default::default() })
-                .unwrap();
+        let public = Config::from_settings(Settings {
+            bind: Some("0.0.0.0:8080".into()),
+            public_url: Some("http://10.1.2.3:8080".into()),
+            cookie_secure: Some("true".into()),
+            ..Default::default()
+        })
+        .unwrap();
         assert!(public.cookie_secure);
         let tls = Config::from_settings(Settings {
             public_url: Some("https://mcp.example.com/".into()),

@@ -215,13 +215,6 @@ fn same_origin(state: &AppState, req: &HttpRequest) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    if state.settings.public_url.as_deref() == Some(origin) {
-        return true;
-    }
-    let host = req.connection_info().host().to_owned();
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    origin_host == Some(host.as_str())
+    // The whole origin, scheme included, as the platform's own settings name it.
+    origin.to_str().is_ok_and(|origin| origin == state.settings.public_base(req))
 }

@@ -63,15 +63,9 @@ pub fn render<T: Template>(status: StatusCode, page: &T) -> Result<HttpResponse,
     Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(html))
 }
 
-/// The origin users reach the platform at: the configured public URL, or the one this request used.
+/// The origin users reach the platform at (`WebSettings::public_base`).
 pub fn public_base(state: &AppState, req: &actix_web::HttpRequest) -> String {
-    match &state.settings.public_url {
-        Some(url) => url.clone(),
-        None => {
-            let info = req.connection_info();
-            format!("{}://{}", info.scheme(), info.host())
-        }
-    }
+    state.settings.public_base(req)
 }
 
 /// An id from a URL; anything that is not one names nothing here.

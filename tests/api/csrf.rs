@@ -3,7 +3,10 @@ use mcp_platform::domain::Role;
 use crate::helpers::{Backend, client, csrf_token, spawn_app};
 use crate::on_both_backends;
 
-on_both_backends!(state_changes_need_a_valid_token_from_this_site);
+on_both_backends!(
+    state_changes_need_a_valid_token_from_this_site,
+    forwarded_headers_decide_neither_links_nor_origins_without_a_trusted_proxy,
+);
 
 const NEW: &str = "a brand new passphrase";
 
@@ -78,4 +81,40 @@ async fn state_changes_need_a_valid_token_from_this_site(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
+}
+
+/// Without `--trust-proxy`, a client's `X-Forwarded-Host` cannot make the platform hand out
+/// links to another site (a poisoned invitation), nor pass the origin check; the origin is
+/// compared whole, scheme included.
+async fn forwarded_headers_decide_neither_links_nor_origins_without_a_trusted_proxy(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let admin = app.signed_in(&app.create_user(org, Role::Admin).await).await;
+    let token = csrf_token(&app.get(&admin, "/members").await.text().await.unwrap());
+    let forged = |request: reqwest::RequestBuilder| {
+        request
+            .header("X-Forwarded-Host", "evil.test")
+            .header("X-Forwarded-Proto", "https")
+            .header("Forwarded", "host=evil.test;proto=https")
+    };
+    let form = [("email", "new@example.com"), ("role", "developer"), ("csrf_token", token.as_str())];
+    let invited = forged(admin.post(app.url("/members/invitations")).form(&form)).send().await.unwrap();
+    assert_eq!(invited.status(), 200);
+    let page = invited.text().await.unwrap();
+    assert!(page.contains(&format!("value=\"{}/invitations/", app.address)), "{page}");
+    assert!(!page.contains("evil.test"));
+    let catalog = forged(admin.get(app.url("/services"))).send().await.unwrap().text().await.unwrap();
+    assert!(!catalog.contains("evil.test"));
+
+    let same = [("email", "other@example.com"), ("role", "viewer"), ("csrf_token", token.as_str())];
+    let wrong_scheme = app.address.replace("http://", "https://");
+    for (what, origin) in
+        [("another scheme", wrong_scheme.as_str()), ("the forwarded host", "https://evil.test")]
+    {
+        let request =
+            forged(admin.post(app.url("/members/invitations")).form(&same)).header("Origin", origin);
+        assert_eq!(request.send().await.unwrap().status(), 403, "{what}");
+    }
+    let own = admin.post(app.url("/members/invitations")).form(&same).header("Origin", app.address.as_str());
+    assert_eq!(own.send().await.unwrap().status(), 200, "the platform's own origin");
 }
