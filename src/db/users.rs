@@ -248,6 +248,17 @@ pub async fn count_active_admins(conn: Conn<'_>, organization_id: Uuid) -> sqlx:
     .await)
 }
 
+/// Whether the organization has a member (active or not) with this email.
+pub async fn member_email_exists(conn: Conn<'_>, organization_id: Uuid, email: &str) -> sqlx::Result<bool> {
+    let row: Option<(i32,)> = on_conn!(conn, c => sqlx::query_as("SELECT 1 FROM users WHERE organization_id = $1 AND email = $2")
+        .bind(organization_id)
+        .bind(email)
+        .fetch_optional(c)
+        .await)?;
+    Ok(row.is_some())
+}
+
+/// Whether any organization has an account with this email.
 pub async fn email_exists(conn: Conn<'_>, email: &str) -> sqlx::Result<bool> {
     let row: Option<(i32,)> = on_conn!(conn, c => sqlx::query_as("SELECT 1 FROM users WHERE email = $1")
         .bind(email)

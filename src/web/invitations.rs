@@ -114,10 +114,12 @@ pub async fn accept(
     let now = state.clock.now();
     let user_id = Uuid::now_v7();
     let mut tx = state.db.begin().await?;
+    // An account belongs to one organization. Whether this email has one in another is not
+    // for the inviting organization to learn, so the answer is the one a used link gets, which
+    // tells the person to sign in if they have an account.
     if db::users::email_exists(tx.conn(), email.as_str()).await? {
         drop(tx);
-        page.form_error = Some(format!("{email} already has an account: sign in instead."));
-        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        return gone(&state, &session, StatusCode::UNPROCESSABLE_ENTITY);
     }
     // Used, revoked or expired since the page was shown: nothing is created.
     if !db::invitations::accept(tx.conn(), invitation.id, now).await? {
@@ -167,14 +169,15 @@ pub struct InvitedPage {
 }
 
 /// Checks one invitation request against the organization; the error is for the email field.
+/// Accounts of other organizations are not looked at: the answer must not reveal them.
 async fn check_invitee(
     tx: &mut Tx,
     user: &CurrentUser,
     email: &Email,
     now: DateTime<Utc>,
 ) -> Result<Result<(), String>, AppError> {
-    if db::users::email_exists(tx.conn(), email.as_str()).await? {
-        return Ok(Err(format!("{email} already has an account.")));
+    if db::users::member_email_exists(tx.conn(), user.organization_id, email.as_str()).await? {
+        return Ok(Err(format!("{email} is already a member of your organization.")));
     }
     if db::invitations::pending_for_email(tx.conn(), user.organization_id, email.as_str(), now).await? {
         return Ok(Err(format!("{email} already has a pending invitation.")));

@@ -7,6 +7,7 @@ use crate::helpers::{Backend, TestApp, TestUser, client, location, spawn_app, sp
 use crate::on_both_backends;
 
 on_both_backends!(
+    inviting_another_organizations_member_reveals_nothing,
     an_invitation_link_works_once,
     expired_and_revoked_invitations_create_nothing,
     bad_invitations_are_refused_at_the_field,
@@ -125,8 +126,8 @@ async fn bad_invitations_are_refused_at_the_field(backend: Backend) {
     invite(&app, &admin, "pending@example.com", "viewer").await;
     for (email, role, message) in [
         ("not-an-email", "viewer", "Enter a valid email address"),
-        (member.email.as_str(), "viewer", "already has an account"),
-        (admin_user.email.as_str(), "admin", "already has an account"),
+        (member.email.as_str(), "viewer", "is already a member of your organization"),
+        (admin_user.email.as_str(), "admin", "is already a member of your organization"),
         ("pending@example.com", "viewer", "already has a pending invitation"),
         ("someone@example.com", "owner", "Choose admin, developer or viewer."),
     ] {
@@ -166,7 +167,7 @@ async fn a_csv_with_a_bad_line_invites_no_one(backend: Backend) {
         "Line 3: Enter a valid email address",
         "Line 4: unknown role &#34;root&#34;",
         "Line 6: ",
-        "already has an account",
+        "is already a member of your organization",
         "Line 7: a@example.com appears twice",
         "Line 8: expected email,role",
         "Nothing was created",
@@ -360,4 +361,48 @@ async fn another_organization_gets_404(backend: Backend) {
         200,
         "still active"
     );
+}
+
+/// An admin probing for other organizations' members by inviting their emails learns nothing
+/// from the answer: the invitation is made as for anyone; the link then cannot make a second
+/// account for that email, and says what a used link says.
+async fn inviting_another_organizations_member_reveals_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let globex = app.create_organization("Globex").await;
+    let theirs = app.create_user(globex, Role::Developer).await;
+    let (_, _, admin) = admin_of(&app, "Acme").await;
+
+    let fresh = app
+        .post_form(
+            &admin,
+            "/members",
+            "/members/invitations",
+            &[("email", "nobody@example.com"), ("role", "viewer")],
+        )
+        .await;
+    let probe = app
+        .post_form(
+            &admin,
+            "/members",
+            "/members/invitations",
+            &[("email", &theirs.email), ("role", "viewer")],
+        )
+        .await;
+    assert_eq!((fresh.status().as_u16(), probe.status().as_u16()), (200, 200), "the same answer");
+    let (fresh, probe) = (fresh.text().await.unwrap(), probe.text().await.unwrap());
+    let strip = |html: &str, email: &str| {
+        let links = links(html);
+        html.replace(&links[0], "LINK").replace(email, "EMAIL")
+    };
+    assert_eq!(strip(&fresh, "nobody@example.com"), strip(&probe, &theirs.email), "the same page");
+    let csv = format!("{},developer", theirs.email.to_uppercase());
+    let bulk = app.post_form(&admin, "/members", "/members/invitations/bulk", &[("csv", &csv)]).await;
+    assert_eq!(bulk.status(), 422, "a pending invitation already exists, as for anyone");
+
+    // The link cannot take over the other organization's account.
+    let link = links(&probe).remove(0);
+    let (_, response) = accept(&app, &link, "a good long password").await;
+    assert_eq!(response.status(), 422);
+    assert!(response.text().await.unwrap().contains("This invitation can no longer be used"));
+    assert_eq!(app.count("users").await, 2, "no second account for that email");
 }
