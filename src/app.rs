@@ -14,6 +14,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
 use crate::auth::csrf::CsrfKey;
+use crate::auth::device::DeviceKey;
 use crate::auth::password::Passwords;
 use crate::auth::session_store::DbSessionStore;
 use crate::auth::throttle::IpLimiter;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub passwords: Passwords,
     pub csrf: CsrfKey,
+    pub devices: DeviceKey,
     pub keyring: Keyring,
     pub gateway: Arc<Gateway>,
     pub log_writer: RequestLogWriter,
@@ -42,6 +44,8 @@ pub struct AppState {
 }
 
 pub struct WebSettings {
+    /// Mark cookies the platform sets itself Secure.
+    pub cookie_secure: bool,
     /// The origin links and the origin check use: the public URL, else the address this
     /// instance listens on.
     pub origin: String,
@@ -130,12 +134,14 @@ impl Application {
             clock: clock.clone(),
             passwords: Passwords::new()?,
             csrf: CsrfKey::new(master.derive(b"csrf-v1")),
+            devices: DeviceKey::new(master.derive(b"device-cookie-v1")),
             keyring,
             gateway: gateway.clone(),
             log_writer,
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
             metrics,
             settings: WebSettings {
+                cookie_secure: config.cookie_secure,
                 origin: config.origin(port),
                 has_public_url: config.public_url.is_some(),
                 trust_proxy: config.trust_proxy,

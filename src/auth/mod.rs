@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod csrf;
+pub mod device;
 pub mod gate;
 pub mod password;
 pub mod session;

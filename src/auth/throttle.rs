@@ -1,7 +1,12 @@
-//! Sign-in throttling. Per account (by email, whether or not it exists), from failures kept in
-//! the database so every instance agrees: after 5 failures in 15 minutes each further attempt
-//! waits 1, 2, 4 ... up to 300 seconds after the last failure, and no more than 100 failures are
-//! allowed in an hour. Per client IP, a token bucket in memory (per instance).
+//! Sign-in throttling, from failures kept in the database so every instance agrees, per account
+//! (by email, whether or not it exists):
+//! - from a browser without a device cookie for the account: per account and client IP, after 5
+//!   failures in 15 minutes each further attempt waits 1, 2, 4 ... up to 300 seconds after the
+//!   last failure; and at most 100 such failures per account in an hour, from all IPs together;
+//! - from a browser whose device cookie names the account (it signed in before): the same
+//!   schedule on that browser's own failures only, so nobody else can lock the owner out of it.
+//!
+//! Per client IP, whatever the account, a token bucket in memory (per instance).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -13,17 +18,55 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 pub const FREE_FAILURES: usize = 5;
 pub const FAILURE_WINDOW: Duration = Duration::minutes(15);
 pub const HOURLY_CAP: usize = 100;
-pub const MAX_DELAY_SECS: i64 = 300;
 
-/// How long an account must wait before its next attempt, given its failures of the last hour
-/// (oldest first); `None` when it may try now.
-pub fn account_wait(failures: &[DateTime<Utc>], now: DateTime<Utc>) -> Option<Duration> {
+/// One failed sign-in to an account.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub at: DateTime<Utc>,
+    pub ip: Option<String>,
+    /// The id of the device cookie it came with, when that named the account.
+    pub device: Option<String>,
+}
+
+/// Who is trying to sign in: the client's IP and, when its device cookie names the account,
+/// the cookie's device id.
+pub struct Attempt<'a> {
+    pub ip: Option<&'a str>,
+    pub device: Option<&'a str>,
+}
+
+/// How long this attempt must wait, given the account's failures of the last hour (oldest
+/// first); `None` when it may try now.
+pub fn sign_in_wait(failures: &[Failure], attempt: &Attempt<'_>, now: DateTime<Utc>) -> Option<Duration> {
+    let times = |keep: &dyn Fn(&Failure) -> bool| -> Vec<DateTime<Utc>> {
+        failures.iter().filter(|f| keep(f)).map(|f| f.at).collect()
+    };
+    match attempt.device {
+        Some(device) => account_wait(&times(&|f| f.device.as_deref() == Some(device)), now),
+        None => {
+            let pair = times(&|f| f.device.is_none() && f.ip.as_deref() == attempt.ip);
+            let untrusted = times(&|f| f.device.is_none());
+            account_wait(&pair, now).or_else(|| hourly_cap_wait(&untrusted, now))
+        }
+    }
+}
+
+/// The wait once `HOURLY_CAP` failures fall within the last hour.
+fn hourly_cap_wait(failures: &[DateTime<Utc>], now: DateTime<Utc>) -> Option<Duration> {
     let hour_ago = now - Duration::hours(1);
     let in_hour: Vec<_> = failures.iter().copied().filter(|t| *t > hour_ago).collect();
-    if in_hour.len() >= HOURLY_CAP {
-        let frees_up = in_hour[in_hour.len() - HOURLY_CAP] + Duration::hours(1);
-        return Some(frees_up - now);
+    (in_hour.len() >= HOURLY_CAP).then(|| in_hour[in_hour.len() - HOURLY_CAP] + Duration::hours(1) - now)
+}
+pub const MAX_DELAY_SECS: i64 = 300;
+
+/// How long one series of failures (oldest first) must wait before its next attempt; `None`
+/// when it may try now.
+fn account_wait(failures: &[DateTime<Utc>], now: DateTime<Utc>) -> Option<Duration> {
+    if let Some(wait) = hourly_cap_wait(failures, now) {
+        return Some(wait);
     }
+    let hour_ago = now - Duration::hours(1);
+    let in_hour: Vec<_> = failures.iter().copied().filter(|t| *t > hour_ago).collect();
     let window_start = now - FAILURE_WINDOW;
     let recent = in_hour.iter().filter(|t| **t > window_start).count();
     if recent < FREE_FAILURES {
@@ -98,6 +141,48 @@ mod tests {
         let failures = failures_at(now, &hundred);
         let wait = account_wait(&failures, now + Duration::seconds(MAX_DELAY_SECS)).unwrap();
         assert!(wait > Duration::zero(), "the 101st failure in an hour must wait");
+    }
+
+    fn failure(at: DateTime<Utc>, ip: &str, device: Option<&str>) -> Failure {
+        Failure { at, ip: Some(ip.to_owned()), device: device.map(str::to_owned) }
+    }
+
+    #[test]
+    fn failures_count_per_address_and_per_known_browser() {
+        let now = Utc::now();
+        let attacker: Vec<Failure> =
+            (0..6).map(|i| failure(now - Duration::seconds(i), "198.51.100.7", None)).collect();
+        let from = |ip, device| Attempt { ip: Some(ip), device };
+        assert!(sign_in_wait(&attacker, &from("198.51.100.7", None), now).is_some(), "the guesser waits");
+        assert_eq!(
+            sign_in_wait(&attacker, &from("203.0.113.5", None), now),
+            None,
+            "another address does not"
+        );
+        assert_eq!(
+            sign_in_wait(&attacker, &from("198.51.100.7", Some("d1")), now),
+            None,
+            "the owner's browser does not"
+        );
+        let own: Vec<Failure> =
+            (0..5).map(|i| failure(now - Duration::seconds(i), "203.0.113.5", Some("d1"))).collect();
+        assert!(
+            sign_in_wait(&own, &from("203.0.113.5", Some("d1")), now).is_some(),
+            "a browser's own failures count"
+        );
+        assert_eq!(sign_in_wait(&own, &from("203.0.113.5", None), now), None, "for that browser only");
+    }
+
+    #[test]
+    fn many_addresses_together_are_capped_per_account_but_not_the_owners_browser() {
+        let now = Utc::now();
+        let spread: Vec<Failure> = (0..100)
+            .map(|i| failure(now - Duration::seconds(i * 30), &format!("198.51.100.{i}"), None))
+            .collect();
+        let fresh = Attempt { ip: Some("203.0.113.9"), device: None };
+        assert!(sign_in_wait(&spread, &fresh, now).is_some(), "100 failures an hour from anywhere");
+        let owner = Attempt { ip: Some("203.0.113.9"), device: Some("d1") };
+        assert_eq!(sign_in_wait(&spread, &owner, now), None);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Sign-in and sign-out. A failed sign-in says the same thing, in the same time, whether the
 //! email is unknown, the password wrong or the account deactivated.
 
+use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -10,10 +11,11 @@ use serde::Deserialize;
 use super::{Layout, audit_by, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
+use crate::auth::device;
 use crate::auth::gate::CurrentUser;
 use crate::auth::password::Verification;
 use crate::auth::session::WebSession;
-use crate::auth::throttle;
+use crate::auth::throttle::{self, Attempt};
 use crate::db::{self, audit};
 use crate::domain::Email;
 use crate::error::AppError;
@@ -61,6 +63,7 @@ pub async fn form(
 }
 
 pub async fn submit(
+    req: HttpRequest,
     state: web::Data<AppState>,
     session: WebSession,
     client: ClientInfo,
@@ -83,8 +86,16 @@ pub async fn submit(
 
     let now = state.clock.now();
     let mut conn = state.db.acquire().await?;
+    let credentials = db::users::credentials_by_email(conn.conn(), &email).await?;
+    // A browser that signed in to this account before is throttled on its own failures only.
+    let device = req
+        .cookie(device::COOKIE)
+        .and_then(|cookie| state.devices.verify(cookie.value(), now))
+        .filter(|device| credentials.as_ref().is_some_and(|c| c.id == device.user_id));
+    let ip = client.ip_string();
+    let attempt = Attempt { ip: ip.as_deref(), device: device.as_ref().map(|d| d.id.as_str()) };
     let failures = db::login_failures::since(conn.conn(), &email, now - chrono::Duration::hours(1)).await?;
-    if let Some(wait) = throttle::account_wait(&failures, now) {
+    if let Some(wait) = throttle::sign_in_wait(&failures, &attempt, now) {
         let secs = wait.num_seconds().max(1);
         let page = LoginPage {
             error: Some(format!("Too many failed sign-ins for this account. Try again in {secs} seconds.")),
@@ -94,13 +105,12 @@ pub async fn submit(
         response.headers_mut().insert(header::RETRY_AFTER, secs.into());
         return Ok(response);
     }
-    let credentials = db::users::credentials_by_email(conn.conn(), &email).await?;
     // Hashing takes a while: give the connection back first.
     drop(conn);
 
     let stored = credentials.as_ref().map(|c| c.password_hash.clone());
     let verification = state.passwords.verify(SecretString::from(password.clone()), stored).await?;
-    let (ip, user_agent) = (client.ip_string(), client.user_agent.clone());
+    let user_agent = client.user_agent.clone();
     let mut entry = audit::Entry {
         organization_id: credentials.as_ref().map(|c| c.organization_id),
         actor_user_id: credentials.as_ref().map(|c| c.id),
@@ -119,18 +129,28 @@ pub async fn submit(
             if let Some(hash) = upgraded {
                 db::users::upgrade_password_hash(tx.conn(), user.id, &hash).await?;
             }
-            db::login_failures::clear(tx.conn(), &email).await?;
+            db::login_failures::clear(tx.conn(), &email, attempt.ip, attempt.device).await?;
             db::users::record_login(tx.conn(), user.id, now).await?;
             audit::record(tx.conn(), entry, now).await?;
             tx.commit().await?;
             session.sign_in(user.id, &client)?;
-            Ok(see_other("/"))
+            let device = device.unwrap_or_else(|| device::new_device(user.id));
+            let cookie = Cookie::build(device::COOKIE, state.devices.issue(&device, now))
+                .path("/login")
+                .http_only(true)
+                .secure(state.settings.cookie_secure)
+                .same_site(SameSite::Strict)
+                .max_age(actix_web::cookie::time::Duration::days(device::LIFETIME.num_days()))
+                .finish();
+            let mut response = see_other("/");
+            response.add_cookie(&cookie).map_err(|e| AppError::Unexpected(e.into()))?;
+            Ok(response)
         }
         _ => {
             entry.action = "auth.sign_in_failed";
             entry.success = false;
             let mut tx = state.db.begin().await?;
-            db::login_failures::record(tx.conn(), &email, ip.as_deref(), now).await?;
+            db::login_failures::record(tx.conn(), &email, attempt.ip, attempt.device, now).await?;
             audit::record(tx.conn(), entry, now).await?;
             tx.commit().await?;
             let page = LoginPage { error: Some(FAILED.into()), ..page(&state, &session, email_input) };

@@ -14,6 +14,7 @@ on_both_backends!(
     attempts_from_one_ip_are_limited,
     deactivated_users_cannot_sign_in_and_lose_their_sessions,
     sign_ins_and_account_changes_are_audited_without_secrets,
+    a_guesser_elsewhere_cannot_lock_the_owner_out,
 );
 
 const FAILED: &str = "Email or password is incorrect.";
@@ -188,4 +189,104 @@ async fn sign_ins_and_account_changes_are_audited_without_secrets(backend: Backe
             assert!(!text.contains(secret), "{action} holds a password: {text}");
         }
     }
+}
+
+/// Signs in from `ip` (the platform trusts the proxy's X-Forwarded-For in this test).
+async fn login_from(
+    app: &crate::helpers::TestApp,
+    browser: &reqwest::Client,
+    ip: &str,
+    email: &str,
+    password: &str,
+) -> u16 {
+    let page = browser.get(app.url("/login")).header("x-forwarded-for", ip).send().await.unwrap();
+    let token = crate::helpers::csrf_token(&page.text().await.unwrap());
+    let form = [("email", email), ("password", password), ("csrf_token", token.as_str())];
+    let response =
+        browser.post(app.url("/login")).header("x-forwarded-for", ip).form(&form).send().await.unwrap();
+    response.status().as_u16()
+}
+
+/// A browser with a jar of its own, holding `cookie` for the sign-in page.
+fn browser_with(app: &crate::helpers::TestApp, cookie: &str) -> reqwest::Client {
+    let jar = reqwest::cookie::Jar::default();
+    jar.add_cookie_str(&format!("{cookie}; Path=/login"), &app.url("/login").parse().unwrap());
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_provider(std::sync::Arc::new(jar))
+        .build()
+        .unwrap()
+}
+
+/// Someone guessing the owner's password from elsewhere is throttled where they are, and the
+/// owner still signs in: from another address, and from their usual browser (its device cookie)
+/// even behind the guesser's address.
+async fn a_guesser_elsewhere_cannot_lock_the_owner_out(backend: Backend) {
+    let settings = Settings { trust_proxy: Some("true".into()), ..Settings::default() };
+    let app = spawn_app_with(backend, settings).await;
+    let org = app.create_organization("Acme").await;
+    let owner = app.create_user(org, Role::Admin).await;
+    let (home, guesser) = ("203.0.113.5", "198.51.100.7");
+
+    // The owner's usual browser signed in before: it holds a device cookie for the account.
+    let usual = client();
+    let page = usual.get(app.url("/login")).header("x-forwarded-for", home).send().await.unwrap();
+    let token = crate::helpers::csrf_token(&page.text().await.unwrap());
+    let form = [
+        ("email", owner.email.as_str()),
+        ("password", owner.password.as_str()),
+        ("csrf_token", token.as_str()),
+    ];
+    let signed_in =
+        usual.post(app.url("/login")).header("x-forwarded-for", home).form(&form).send().await.unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let device_cookie = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("mcp_device="))
+        .expect("a device cookie is set at sign-in");
+    assert!(device_cookie.contains("HttpOnly") && device_cookie.contains("Path=/login"), "{device_cookie}");
+    let device_cookie = device_cookie.split(';').next().unwrap().to_owned();
+    let token = crate::helpers::csrf_token(&app.get(&usual, "/account").await.text().await.unwrap());
+    usual.post(app.url("/logout")).form(&[("csrf_token", token)]).send().await.unwrap();
+
+    // The guesser is throttled after 5 failures, even with the right password.
+    let attacker = client();
+    for _ in 0..5 {
+        assert_eq!(login_from(&app, &attacker, guesser, &owner.email, "guess guess guess").await, 422);
+    }
+    assert_eq!(login_from(&app, &attacker, guesser, &owner.email, &owner.password).await, 429);
+    // Anyone new behind the guesser's address waits too...
+    assert_eq!(login_from(&app, &client(), guesser, &owner.email, &owner.password).await, 429);
+    // ...but the owner signs in from another address, and from the usual browser anywhere.
+    assert_eq!(login_from(&app, &client(), "192.0.2.44", &owner.email, &owner.password).await, 303);
+    assert_eq!(login_from(&app, &usual, guesser, &owner.email, &owner.password).await, 303);
+    // A device cookie that was tampered with is no cookie at all.
+    let forged = device_cookie.replace('.', "x.");
+    assert_eq!(
+        login_from(&app, &browser_with(&app, &forged), guesser, &owner.email, &owner.password).await,
+        429
+    );
+    // A cookie still only helps the browser it belongs to: its own failures count against it.
+    let known = browser_with(&app, &device_cookie);
+    for _ in 0..5 {
+        assert_eq!(login_from(&app, &known, home, &owner.email, "mistyped password").await, 422);
+    }
+    assert_eq!(login_from(&app, &known, home, &owner.email, &owner.password).await, 429);
+    assert_eq!(
+        login_from(&app, &client(), home, &owner.email, &owner.password).await,
+        303,
+        "others are not held up"
+    );
+    // And it expires.
+    app.clock.advance(chrono::Duration::days(91));
+    for _ in 0..5 {
+        login_from(&app, &attacker, guesser, &owner.email, "guess guess guess").await;
+    }
+    assert_eq!(
+        login_from(&app, &browser_with(&app, &device_cookie), guesser, &owner.email, &owner.password).await,
+        429
+    );
 }
