@@ -54,6 +54,8 @@ pub struct WebSettings {
     /// Take the client's address, and without a public URL the origin, from the proxy's
     /// forwarded headers.
     pub trust_proxy: bool,
+    /// Origins besides the platform's own that may use the gateway from a browser.
+    pub allowed_origins: Vec<String>,
 }
 
 impl WebSettings {
@@ -145,6 +147,7 @@ impl Application {
                 origin: config.origin(port),
                 has_public_url: config.public_url.is_some(),
                 trust_proxy: config.trust_proxy,
+                allowed_origins: config.allowed_origins.clone(),
             },
         });
         spawn_upkeep(state.clone().into_inner());

@@ -63,6 +63,9 @@ pub struct Settings {
     /// Private networks tenant-defined upstreams may reach, e.g. 10.0.0.0/8,127.0.0.1 [default: none]
     #[arg(long, env = "MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS", global = true)]
     pub allow_private_upstreams: Option<String>,
+    /// Browser origins besides the public URL's that may use the gateway, comma-separated, e.g. http://localhost:6274
+    #[arg(long, env = "MCP_PLATFORM_ALLOWED_ORIGINS", global = true)]
+    pub allowed_origins: Option<String>,
     /// Request-log rows that may wait for the database; past it the gateway answers 503 [default: 10000]
     #[arg(long, env = "MCP_PLATFORM_LOG_QUEUE", global = true)]
     pub log_queue: Option<String>,
@@ -149,6 +152,7 @@ pub struct Config {
     pub trust_proxy: bool,
     pub stdio: StdioLimits,
     pub log_queue: usize,
+    pub allowed_origins: Vec<String>,
     pub upstream_policy: crate::catalog::egress::UpstreamPolicy,
     pub stop_timeout: Duration,
     /// The operator's system services, read and checked at start.
@@ -228,6 +232,22 @@ impl Config {
             Some(raw) => parse_positive("MCP_PLATFORM_STOP_TIMEOUT_SECONDS", raw, 3600)?.into(),
             None => 30,
         });
+        let allowed_origins = s
+            .allowed_origins
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                parse_public_url(o).map_err(|_| {
+                    bad(
+                        "MCP_PLATFORM_ALLOWED_ORIGINS",
+                        format!("\"{o}\" is not an origin like http://localhost:6274"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let upstream_policy =
             crate::catalog::egress::UpstreamPolicy::parse(s.allow_private_upstreams.as_deref().unwrap_or(""))
                 .map_err(|e| bad("MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS", e))?;
@@ -254,6 +274,7 @@ impl Config {
             trust_proxy,
             stdio,
             log_queue,
+            allowed_origins,
             upstream_policy,
             stop_timeout,
             system_services,

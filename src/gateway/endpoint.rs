@@ -32,6 +32,7 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 pub const SESSION_HEADER: &str = "Mcp-Session-Id";
 pub const PROTOCOL_HEADER: &str = "MCP-Protocol-Version";
 pub const CORRELATION_HEADER: &str = "X-Correlation-Id";
+const LAST_EVENT_ID_HEADER: &str = "Last-Event-ID";
 /// JSON-RPC codes the gateway itself answers with (implementation-defined range).
 const UNAUTHORIZED: i64 = -32001;
 const FORBIDDEN: i64 = -32003;
@@ -45,12 +46,22 @@ pub(super) const SESSION_LIMIT: i64 = -32011;
 pub struct Refusal {
     pub(super) status: StatusCode,
     pub(super) error: RpcError,
-    challenge: bool,
+    challenge: Challenge,
+}
+
+/// The `WWW-Authenticate` challenge of a 401 (RFC 6750 section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Challenge {
+    None,
+    /// No credentials at all: the scheme alone, no error code.
+    Missing,
+    /// Credentials that are not valid.
+    Invalid,
 }
 
 impl Refusal {
     pub(super) fn new(status: StatusCode, code: i64, message: impl Into<String>) -> Refusal {
-        Refusal { status, error: RpcError::new(code, message), challenge: false }
+        Refusal { status, error: RpcError::new(code, message), challenge: Challenge::None }
     }
 
     fn with_id(mut self, id: &Value) -> Refusal {
@@ -61,18 +72,43 @@ impl Refusal {
     pub(super) fn response(&self, correlation: &str) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         response.insert_header((CORRELATION_HEADER, correlation.to_owned()));
-        if self.challenge {
-            response.insert_header((
-                header::WWW_AUTHENTICATE,
-                "Bearer realm=\"mcp-platform\", error=\"invalid_token\"",
-            ));
+        match self.challenge {
+            Challenge::None => {}
+            Challenge::Missing => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"mcp-platform\""));
+            }
+            Challenge::Invalid => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"mcp-platform\", error=\"invalid_token\"",
+                ));
+            }
         }
         response.json(self.error.body())
     }
 }
 
-fn unauthorized(message: &str) -> Refusal {
-    Refusal { challenge: true, ..Refusal::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED, message) }
+fn unauthorized(challenge: Challenge, message: &str) -> Refusal {
+    Refusal { challenge, ..Refusal::new(StatusCode::UNAUTHORIZED, UNAUTHORIZED, message) }
+}
+
+/// Streamable HTTP: a request whose `Origin` is present and not allowed is refused (DNS
+/// rebinding); requests without one (non-browser clients) are fine.
+fn check_origin(state: &AppState, req: &HttpRequest) -> Result<(), Refusal> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else { return Ok(()) };
+    let allowed = origin.to_str().is_ok_and(|origin| {
+        origin == state.settings.public_base(req)
+            || state.settings.allowed_origins.iter().any(|o| o == origin)
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            FORBIDDEN,
+            "This Origin may not use the gateway (the operator lists the allowed ones)",
+        ))
+    }
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -92,10 +128,12 @@ fn header_str(req: &HttpRequest, name: impl header::AsHeaderName) -> Option<&str
 fn presented_key(req: &HttpRequest) -> Result<[u8; 32], Refusal> {
     let raw = header_str(req, header::AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .ok_or_else(|| unauthorized("An API key is required: Authorization: Bearer mcp_sk_..."))?;
+        .ok_or_else(|| {
+            unauthorized(Challenge::Missing, "An API key is required: Authorization: Bearer mcp_sk_...")
+        })?;
     api_key::parse(raw)
         .map(|key| key.hash())
-        .map_err(|rejection| unauthorized(&format!("Unauthorized: {rejection}")))
+        .map_err(|rejection| unauthorized(Challenge::Invalid, &format!("Unauthorized: {rejection}")))
 }
 
 pub(super) async fn principal(state: &AppState, req: &HttpRequest) -> Result<KeyPrincipal, Refusal> {
@@ -115,7 +153,7 @@ pub(super) async fn principal(state: &AppState, req: &HttpRequest) -> Result<Key
     };
     checked.await.map_err(|rejection| match rejection {
         KeyRejection::Unavailable(e) => unavailable(&e, "The platform cannot check keys right now"),
-        other => unauthorized(&format!("Unauthorized: {other}")),
+        other => unauthorized(Challenge::Invalid, &format!("Unauthorized: {other}")),
     })
 }
 
@@ -331,6 +369,7 @@ async fn relay_post(
     payload: web::Payload,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
+    check_origin(state, req)?;
     let content_type = header_str(req, header::CONTENT_TYPE).unwrap_or("");
     if !content_type.starts_with("application/json") {
         return Err(Refusal::new(
@@ -381,7 +420,7 @@ async fn relay_message(
     let message = jsonrpc::parse(&body).map_err(|error| Refusal {
         status: StatusCode::BAD_REQUEST,
         error,
-        challenge: false,
+        challenge: Challenge::None,
     })?;
     let id = match &message {
         Message::Request { id, .. } | Message::Response { id } => id.clone(),
@@ -527,6 +566,7 @@ async fn relay_stream(
     state: web::Data<AppState>,
     name: &str,
 ) -> Result<HttpResponse, Refusal> {
+    check_origin(&state, req)?;
     let principal = principal(&state, req).await?;
     let revoked = until_revoked(state.clone(), presented_key(req)?, principal.clone());
     let state = &*state;
@@ -557,13 +597,17 @@ async fn relay_stream(
                 .upstream(&service, reqwest::Method::GET, url)
                 .map_err(|refused| not_allowed(&refused))?
                 .header("accept", SSE);
-            let upstream = upstream_headers(
+            let mut upstream = upstream_headers(
                 upstream,
                 req,
                 &service,
                 credential.as_ref().map(|(header, _)| header),
                 upstream_session.as_deref(),
             );
+            // A client resuming an interrupted answer names the last event it received.
+            if let Some(last) = header_str(req, LAST_EVENT_ID_HEADER) {
+                upstream = upstream.header(LAST_EVENT_ID_HEADER, last);
+            }
             let answer = upstream.send().await.map_err(|e| match refusal_in(&e) {
                 Some(refused) => not_allowed(refused),
                 None => upstream_failed(StatusCode::BAD_GATEWAY, "The upstream cannot be reached"),
@@ -620,6 +664,7 @@ fn until_revoked(
 pub async fn delete(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
     let correlation = Uuid::now_v7().to_string();
     let result = async {
+        check_origin(&state, &req)?;
         let principal = principal(&state, &req).await?;
         let service = service(&state, &principal, &name).await?;
         let (gateway_id, session) = session(

@@ -10,6 +10,9 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INTERNAL_ERROR: i64 = -32603;
 
+/// The MCP revisions the gateway serves (`MCP-Protocol-Version`), newest first.
+pub const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
 /// Methods a key with `mcp:read` may call; every other method needs `mcp:write`.
 const READ_METHODS: [&str; 9] = [
     "initialize",

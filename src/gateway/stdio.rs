@@ -68,7 +68,7 @@ fn child_environment(
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    #[error("you already have {0} stdio sessions open, the most allowed per user")]
+    #[error("you already have {0} stdio sessions open, the most allowed per user, and each is busy")]
     UserCap(usize),
     #[error("the platform already runs its maximum of {0} stdio sessions")]
     TotalCap(usize),
@@ -128,22 +128,42 @@ impl StdioPool {
         self.limits
     }
 
-    /// Starts a child for a new session, if the caps allow it.
-    pub fn spawn(&self, launch: Launch<'_>) -> Result<Arc<Process>, SpawnError> {
-        let mut live = self.live.lock().expect("stdio table lock");
+    /// Starts a child for a new session, if the caps allow it. A user at their cap gets room
+    /// by ending their least recently used idle session (clients that never send DELETE would
+    /// otherwise lock their user out until the idle time ends); busy ones are never ended.
+    pub async fn spawn(&self, launch: Launch<'_>) -> Result<Arc<Process>, SpawnError> {
+        loop {
+            let idle = {
+                let live = self.live.lock().expect("stdio table lock");
+                let mine = live.per_user.get(&launch.user_id).copied().unwrap_or(0);
+                if live.stopping || mine < self.limits.per_user {
+                    return self.start_child(live, &launch);
+                }
+                let theirs = live.children.values().map(|(process, _)| process);
+                let idle = theirs
+                    .filter(|p| p.user_id == launch.user_id && !p.is_busy())
+                    .min_by_key(|p| p.last_used());
+                idle.cloned().ok_or(SpawnError::UserCap(self.limits.per_user))?
+            };
+            tracing::info!(service = %idle.service, pid = ?idle.pid, "ending the user's least recently used idle stdio session to make room");
+            idle.end().await;
+        }
+    }
+
+    fn start_child(
+        &self,
+        mut live: std::sync::MutexGuard<'_, Live>,
+        launch: &Launch<'_>,
+    ) -> Result<Arc<Process>, SpawnError> {
         if live.stopping {
             return Err(SpawnError::Stopping);
         }
         if live.children.len() >= self.limits.total {
             return Err(SpawnError::TotalCap(self.limits.total));
         }
-        let mine = live.per_user.get(&launch.user_id).copied().unwrap_or(0);
-        if mine >= self.limits.per_user {
-            return Err(SpawnError::UserCap(self.limits.per_user));
-        }
         let (mut child, process) = {
             let _on_the_application_runtime = self.runtime.enter();
-            start(&launch).map_err(SpawnError::Spawn)?
+            start(launch).map_err(SpawnError::Spawn)?
         };
         let serial = self.serial.fetch_add(1, Ordering::Relaxed);
         *live.per_user.entry(launch.user_id).or_default() += 1;
@@ -153,8 +173,9 @@ impl StdioPool {
             self.runtime.spawn(async move {
                 let reason = watch_over(&mut child, &process, idle).await;
                 terminate(&mut child).await;
-                process.close();
+                // Released first: whoever waits for the end may take its place at once.
                 live.lock().expect("stdio table lock").release(serial, user_id);
+                process.close();
                 tracing::info!(service = %process.service, pid = ?process.pid, reason, "stdio process ended");
             })
         };
@@ -187,6 +208,7 @@ impl StdioPool {
 pub struct Process {
     pub service: String,
     pub pid: Option<u32>,
+    user_id: Uuid,
     token: Option<SecretString>,
     stdin: tokio::sync::Mutex<ChildStdin>,
     routes: Mutex<Routes>,
@@ -314,6 +336,16 @@ impl Process {
         *self.last_used.lock().expect("stdio clock lock") = Instant::now();
     }
 
+    fn last_used(&self) -> Instant {
+        *self.last_used.lock().expect("stdio clock lock")
+    }
+
+    /// A request waits for its answer, or a client listens on the session's stream.
+    fn is_busy(&self) -> bool {
+        let routes = self.routes.lock().expect("stdio routes lock");
+        !routes.pending.is_empty() || routes.stream.as_ref().is_some_and(|s| !s.is_closed())
+    }
+
     /// How long the child has been unused; never idle while a request waits.
     fn idle_for(&self) -> Duration {
         if !self.routes.lock().expect("stdio routes lock").pending.is_empty() {
@@ -409,6 +441,7 @@ fn start(launch: &Launch<'_>) -> std::io::Result<(Child, Arc<Process>)> {
     let process = Arc::new(Process {
         service: launch.service.to_owned(),
         pid: child.id(),
+        user_id: launch.user_id,
         token: launch.token.clone(),
         stdin: tokio::sync::Mutex::new(stdin),
         routes: Mutex::default(),

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::answer::{Body, Broken, Relayed, SSE, is_answer, sse_event, whole_answer};
-use super::endpoint::{Call, Refusal, SESSION_LIMIT, upstream_failed, user_token};
+use super::endpoint::{Call, PROTOCOL_HEADER, Refusal, SESSION_LIMIT, upstream_failed, user_token};
 use super::jsonrpc::{self, Message};
 use super::record::CallRecord;
 use super::sessions::{GatewaySession, UpstreamSession};
@@ -22,6 +22,21 @@ pub(super) async fn relay_stdio(
 ) -> Result<Relayed, Refusal> {
     if call.is_initialize() {
         return initialize_stdio(call, record).await;
+    }
+    // An HTTP upstream refuses a revision it does not serve; a stdio child has no header to
+    // check, so the gateway does it (Streamable HTTP: 400).
+    if let Some(version) = call.req.headers().get(PROTOCOL_HEADER)
+        && !version.to_str().is_ok_and(|v| jsonrpc::PROTOCOL_VERSIONS.contains(&v))
+    {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "Unsupported MCP-Protocol-Version {:?}; supported: {}",
+                String::from_utf8_lossy(version.as_bytes()),
+                jsonrpc::PROTOCOL_VERSIONS.join(", ")
+            ),
+        ));
     }
     let Some((session, GatewaySession { upstream: UpstreamSession::Stdio(process), .. })) = existing else {
         return Err(Refusal::new(
@@ -161,23 +176,23 @@ async fn start_process(call: &Call<'_>) -> Result<Arc<Process>, Refusal> {
         env: &service.env,
         token,
     };
-    call.state.gateway.stdio.spawn(launch).map_err(|e| {
-        let idle = call.state.gateway.stdio.limits().idle.as_secs();
-        match e {
-            SpawnError::UserCap(_) => Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                SESSION_LIMIT,
-                format!("Too many sessions: {e}; end one (DELETE) or let one sit idle for {idle} s"),
+    call.state.gateway.stdio.spawn(launch).await.map_err(|e| match e {
+        SpawnError::UserCap(_) => Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            SESSION_LIMIT,
+            format!(
+                "Too many sessions: {e} (a call in progress or an open stream). Wait for a call to finish \
+                     and try again, or end a session you no longer use with DELETE"
             ),
-            SpawnError::TotalCap(_) | SpawnError::Stopping => Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                SESSION_LIMIT,
-                format!("No session can start now: {e}; try again later"),
-            ),
-            SpawnError::Spawn(ref cause) => {
-                tracing::error!(service = %service.name, error = %cause, "stdio service did not start");
-                upstream_failed(StatusCode::BAD_GATEWAY, "The service's command could not be started")
-            }
+        ),
+        SpawnError::TotalCap(_) | SpawnError::Stopping => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SESSION_LIMIT,
+            format!("No session can start now: {e}; try again later"),
+        ),
+        SpawnError::Spawn(ref cause) => {
+            tracing::error!(service = %service.name, error = %cause, "stdio service did not start");
+            upstream_failed(StatusCode::BAD_GATEWAY, "The service's command could not be started")
         }
     })
 }

@@ -22,6 +22,7 @@ on_both_backends!(
     a_revoked_key_is_refused_at_once_here_and_within_seconds_when_revoked_elsewhere,
     secrets_in_paths_user_agents_and_arguments_are_stored_and_logged_redacted,
     an_open_stream_ends_when_its_key_is_revoked_its_owner_deactivated_or_given_another_role,
+    streamable_http_rules_origins_challenges_and_resumption,
 );
 
 pub const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
@@ -576,4 +577,88 @@ async fn an_open_stream_ends_when_its_key_is_revoked_its_owner_deactivated_or_gi
     assert!(ends_within(stream, limit).await, "the stream of a member made viewer goes on");
     let (status, _, _) = error_of(post(&app, "/mcp/tools", Some(&cy_key), LIST).await).await;
     assert_eq!(status, 403, "a viewer's key may not read");
+}
+
+/// The Streamable HTTP transport's rules as the gateway serves them: a foreign `Origin` is
+/// refused (DNS rebinding), a 401 without credentials challenges with the scheme alone, and an
+/// interrupted answer resumes where it broke off with `Last-Event-ID`.
+async fn streamable_http_rules_origins_challenges_and_resumption(backend: Backend) {
+    let settings = mcp_platform::config::Settings {
+        allowed_origins: Some("http://localhost:6274".into()),
+        ..Default::default()
+    };
+    let app = crate::helpers::spawn_app_with(backend, settings).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    add_service(&app, org, "tools", &upstream.url, None, 10_000).await;
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let session = open_session(&app, "/mcp/tools", &key).await;
+
+    // Origins: none, the platform's own and the listed ones pass; any other is 403.
+    let with_origin = |origin: &str| {
+        request(&app.url("/mcp/tools"), &key, Some(&session), LIST).header("origin", origin.to_owned())
+    };
+    for origin in [app.address.as_str(), "http://localhost:6274"] {
+        assert_eq!(with_origin(origin).send().await.unwrap().status(), 200, "{origin}");
+    }
+    for origin in ["http://evil.example", "http://localhost:6275", "null"] {
+        let (status, code, _) = error_of(with_origin(origin).send().await.unwrap()).await;
+        assert_eq!((status, code), (403, -32003), "{origin}");
+    }
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let refused = reqwest::Client::new()
+            .request(method.clone(), app.url("/mcp/tools"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("mcp-session-id", &session)
+            .header("origin", "http://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403, "{method}");
+    }
+
+    // Challenges (RFC 6750 3.1): no error code without credentials, invalid_token for a bad key.
+    let missing = post(&app, "/mcp/tools", None, LIST).await;
+    assert_eq!(missing.headers()["www-authenticate"], "Bearer realm=\"mcp-platform\"");
+    let bad = post(&app, "/mcp/tools", Some(ApiKey::generate().expose()), LIST).await;
+    assert_eq!(bad.headers()["www-authenticate"], "Bearer realm=\"mcp-platform\", error=\"invalid_token\"");
+
+    // Resumption: the client loses a long answer after its first event, and gets the rest by
+    // naming that event on the session's stream.
+    let slow =
+        r#"{"jsonrpc":"2.0","id":31,"method":"tools/call","params":{"name":"slow","arguments":{"ms":1500}}}"#;
+    let mut answer = post_in(&app, "/mcp/tools", &key, &session, slow).await;
+    let first = String::from_utf8_lossy(&answer.chunk().await.unwrap().unwrap()).into_owned();
+    let last_id = first
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .expect("the first event has an id")
+        .trim()
+        .to_owned();
+    drop(answer);
+    let resumed = reqwest::Client::new()
+        .get(app.url("/mcp/tools"))
+        .header("accept", "text/event-stream")
+        .header("authorization", format!("Bearer {key}"))
+        .header("mcp-session-id", &session)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let mut stream = resumed.bytes_stream();
+    let mut rest = String::new();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = stream.next().await {
+            rest.push_str(&String::from_utf8_lossy(&chunk));
+            if rest.contains("slept 1500 ms") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "the rest of the answer after event {last_id}: {rest}");
 }

@@ -296,11 +296,50 @@ async fn stdio_sessions_are_capped_per_user_and_in_total(backend: Backend) {
     assert!(page.contains("The test failed: This service needs your own &#34;github&#34; token"), "{page}");
 
     let (first, _) = open_tracked(&app, path, &alice, &alice_token).await;
-    open_tracked(&app, path, &alice, &alice_token).await;
+    let (second, _) = open_tracked(&app, path, &alice, &alice_token).await;
+    // A request with a revision the gateway does not serve is refused, as over HTTP.
+    let wrong_version = request(&app.url(path), &alice, Some(&first), TOOLS_LIST)
+        .header("mcp-protocol-version", "1999-01-01");
+    let (status, code, message) = error_of(wrong_version.send().await.unwrap()).await;
+    assert_eq!((status, code), (400, -32600), "{message}");
+    assert!(message.contains("2025-11-25"), "the supported revisions are named: {message}");
+    let right_version = request(&app.url(path), &alice, Some(&first), TOOLS_LIST)
+        .header("mcp-protocol-version", "2025-11-25");
+    assert_eq!(right_version.send().await.unwrap().status(), 200);
+
+    // At the cap with both sessions busy, a new one is refused and told what to do.
+    let slow =
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"slow","arguments":{"ms":1500}}}"#;
+    let busy: Vec<_> = [first.clone(), second.clone()]
+        .into_iter()
+        .map(|session| {
+            let (url, key) = (app.url(path), alice.clone());
+            tokio::spawn(async move {
+                request(&url, &key, Some(&session), slow).send().await.unwrap().text().await.unwrap()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let (status, code, message) = error_of(initialize(&alice).await.unwrap()).await;
     assert_eq!((status, code), (429, -32011), "{message}");
-    assert!(message.contains("2 stdio sessions open"), "{message}");
+    assert!(message.contains("2 stdio sessions open") && message.contains("DELETE"), "{message}");
     assert_eq!(processes_with(&alice_token).len(), 2, "no third child for alice");
+    for call in busy {
+        assert!(call.await.unwrap().contains("slept 1500 ms"));
+    }
+    // Idle sessions of a client that never says goodbye make room: the least recently used
+    // one ends, the other goes on.
+    assert_eq!(post_in(&app, path, &alice, &second, TOOLS_LIST).await.status(), 200);
+    let opened = initialize(&alice).await.unwrap();
+    assert_eq!(opened.status(), 200);
+    let third = opened.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    assert_eq!(processes_with(&alice_token).len(), 2, "one ended, one started");
+    assert_eq!(
+        post_in(&app, path, &alice, &first, TOOLS_LIST).await.status(),
+        404,
+        "the oldest idle one ended"
+    );
+    assert_eq!(post_in(&app, path, &alice, &second, TOOLS_LIST).await.status(), 200);
 
     open_tracked(&app, path, &bob, &bob_token).await;
     let (status, code, message) = error_of(initialize(&bob).await.unwrap()).await;
@@ -308,7 +347,7 @@ async fn stdio_sessions_are_capped_per_user_and_in_total(backend: Backend) {
     assert!(message.contains("maximum of 3"), "{message}");
 
     // Ending a session makes room again.
-    assert_eq!(delete_session(&app, path, &alice, &first).await, 204);
+    assert_eq!(delete_session(&app, path, &alice, &third).await, 204);
     let opened = initialize(&bob).await.unwrap();
     assert_eq!(opened.status(), 200);
     let body: Value = opened.json().await.unwrap();
