@@ -124,10 +124,21 @@ impl ServerHandler for Upstream {
     }
 }
 
+const USAGE: &str = "usage: mcp-test-upstream --http ADDR | --stdio [--credential X] [--announce]
+
+  --http ADDR       serve Streamable HTTP at http://ADDR/mcp (port 0: any free port, printed)
+  --stdio           serve over stdin and stdout
+  --credential X    the credential whoami returns over stdio (or MCP_TEST_CREDENTIAL)
+  --announce        print the arguments on stdout and stderr at start (as some servers do)";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--stdio") {
         let credential = flag("--credential").or_else(|| std::env::var("MCP_TEST_CREDENTIAL").ok());
         if args.iter().any(|a| a == "--announce") {
@@ -139,7 +150,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let Some(address) = flag("--http") else {
-        anyhow::bail!("usage: mcp-test-upstream --http ADDR | --stdio [--credential X]");
+        eprintln!("{USAGE}");
+        std::process::exit(2);
     };
     let service: StreamableHttpService<Upstream, LocalSessionManager> = StreamableHttpService::new(
         || Ok(Upstream::new(None)),

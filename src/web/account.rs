@@ -32,6 +32,8 @@ pub struct PasswordErrors {
 pub struct SessionsTable {
     sessions: Vec<db::sessions::SessionInfo>,
     current: Uuid,
+    /// For the plain forms, which work without JavaScript too.
+    csrf_token: String,
 }
 
 #[derive(Template)]
@@ -46,7 +48,7 @@ pub struct AccountPage {
 async fn sessions_table(state: &AppState, user: &CurrentUser) -> Result<SessionsTable, AppError> {
     let now = state.clock.now();
     let sessions = db::sessions::list_for_user(state.db.acquire().await?.conn(), user.id, now).await?;
-    Ok(SessionsTable { sessions, current: user.session_id })
+    Ok(SessionsTable { sessions, current: user.session_id, csrf_token: state.csrf.token(user.session_id) })
 }
 
 async fn account_page(

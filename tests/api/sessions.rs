@@ -189,4 +189,17 @@ async fn account_page_lists_sessions_and_ends_them(backend: Backend) {
     assert_eq!(session_ids(&fragment).len(), 1);
     assert_eq!(location(&app.get(&phone, "/").await).as_deref(), Some("/login"));
     assert_eq!(app.get(&laptop, "/").await.status(), 200);
+
+    // Without JavaScript: the End button's own form carries everything it needs.
+    let tablet = app.signed_in(&user).await;
+    let html = app.get(&laptop, "/account").await.text().await.unwrap();
+    let ended = session_ids(&html).into_iter().find(|id| id != current).unwrap();
+    let action = format!("action=\"/account/sessions/{ended}/end\"");
+    let form = &html[html.find(&action).unwrap()..];
+    let form = &form[..form.find("</form>").unwrap()];
+    let fields = [("csrf_token", crate::helpers::csrf_token(form))];
+    let response =
+        laptop.post(app.url(&format!("/account/sessions/{ended}/end"))).form(&fields).send().await.unwrap();
+    assert_eq!(response.status(), 303, "the plain form ends the session");
+    assert_eq!(location(&app.get(&tablet, "/").await).as_deref(), Some("/login"));
 }

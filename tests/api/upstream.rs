@@ -127,3 +127,15 @@ async fn the_test_upstream_answers_over_stdio() {
     notified_later(&client, &tools_changed).await;
     client.cancel().await.unwrap();
 }
+
+#[test]
+fn the_test_upstream_prints_its_usage_when_asked_and_names_a_mistake() {
+    let help = Command::new(UPSTREAM).arg("--help").env("RUST_BACKTRACE", "1").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).starts_with("usage: mcp-test-upstream"));
+    assert!(help.stderr.is_empty(), "{}", String::from_utf8_lossy(&help.stderr));
+    let wrong = Command::new(UPSTREAM).arg("--serve").env("RUST_BACKTRACE", "1").output().unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&wrong.stderr);
+    assert!(message.starts_with("usage:") && !message.contains("backtrace"), "{message}");
+}
