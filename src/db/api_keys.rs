@@ -149,7 +149,24 @@ pub async fn revoke(
     Ok(done == 1)
 }
 
-/// Marks a key as replaced; it keeps working until `grace_until` (never longer than before).
+/// Revokes every key of a member not yet revoked (rolled ones in their grace time too); how many.
+pub async fn revoke_all_for_user(
+    conn: Conn<'_>,
+    organization_id: Uuid,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> sqlx::Result<u64> {
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE api_keys SET revoked_at = $3 WHERE organization_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .bind(now)
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))
+}
+
 /// Marks an active key as rolled, its grace time starting now; false when it is no longer
 /// active (revoked, or rolled by a concurrent request), so a key is replaced only once.
 pub async fn mark_rolled(

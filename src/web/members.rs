@@ -184,11 +184,16 @@ pub async fn change_role(
         return refuse_on_row(&state, &user, id, LAST_ADMIN).await;
     }
     db::users::set_role(tx.conn(), user.organization_id, id, role, now).await?;
+    // A viewer holds no keys: theirs are revoked, so a later promotion does not bring them back.
+    let revoked = match role {
+        Role::Viewer => db::api_keys::revoke_all_for_user(tx.conn(), user.organization_id, id, now).await?,
+        _ => 0,
+    };
     let entry = audit::Entry {
         target_type: Some("user"),
         target_id: Some(id.to_string()),
         before: Some(json!({ "email": member.email, "role": member.role.as_str() })),
-        after: Some(json!({ "email": member.email, "role": role.as_str() })),
+        after: Some(json!({ "email": member.email, "role": role.as_str(), "keys_revoked": revoked })),
         ..audit_by("member.role_changed", &user, &client)
     };
     audit::record(tx.conn(), entry, now).await?;
@@ -196,7 +201,7 @@ pub async fn change_role(
     Ok(see_other("/members"))
 }
 
-/// Deactivates a member: their sessions end at once and their API keys stop working.
+/// Deactivates a member: their sessions end at once and their API keys are revoked.
 pub async fn deactivate(
     user: CurrentUser,
     state: web::Data<AppState>,
@@ -206,7 +211,7 @@ pub async fn deactivate(
     set_active(user, state, client, id, false).await
 }
 
-/// Reactivates a member. Keys revoked meanwhile stay revoked.
+/// Reactivates a member. Their keys were revoked at deactivation and stay revoked.
 pub async fn reactivate(
     user: CurrentUser,
     state: web::Data<AppState>,
@@ -241,12 +246,23 @@ async fn set_active(
         return refuse_on_row(&state, &user, id, LAST_ADMIN).await;
     }
     db::users::set_active(tx.conn(), user.organization_id, id, active, now).await?;
-    let ended = if active { 0 } else { db::sessions::delete_all_for_user(tx.conn(), id).await? };
+    // Deactivation ends the member's sessions and revokes their keys, so a reactivation starts
+    // from nothing that was out in the world meanwhile.
+    let (ended, revoked) = if active {
+        (0, 0)
+    } else {
+        (
+            db::sessions::delete_all_for_user(tx.conn(), id).await?,
+            db::api_keys::revoke_all_for_user(tx.conn(), user.organization_id, id, now).await?,
+        )
+    };
     let entry = audit::Entry {
         target_type: Some("user"),
         target_id: Some(id.to_string()),
         before: Some(json!({ "email": member.email, "active": member.is_active })),
-        after: Some(json!({ "email": member.email, "active": active, "sessions_ended": ended })),
+        after: Some(
+            json!({ "email": member.email, "active": active, "sessions_ended": ended, "keys_revoked": revoked }),
+        ),
         ..audit_by(if active { "member.reactivated" } else { "member.deactivated" }, &user, &client)
     };
     audit::record(tx.conn(), entry, now).await?;

@@ -284,19 +284,52 @@ async fn deactivation_ends_sessions_and_keys(backend: Backend) {
         .await,
         0
     );
-    assert!(matches!(
-        authenticate_api_key(&app.db, app.clock_now(), &key).await,
-        Err(KeyRejection::OwnerDeactivated)
-    ));
+    assert!(matches!(authenticate_api_key(&app.db, app.clock_now(), &key).await, Err(KeyRejection::Revoked)));
     assert_eq!(app.login(&client(), &developer.email, &developer.password).await.status(), 422);
 
+    // Reactivated, the member signs in again, but keys that were out while they were
+    // deactivated do not come back.
     let response = app.post_form(&admin, "/members", &format!("/members/{id}/reactivate"), &[]).await;
     assert_eq!(response.status(), 303);
-    assert_eq!(app.login(&client(), &developer.email, &developer.password).await.status(), 303);
-    assert!(authenticate_api_key(&app.db, app.clock_now(), &key).await.is_ok());
+    let dev_browser = app.signed_in(&developer).await;
+    for old in [&key, &revoked_key] {
+        assert!(matches!(
+            authenticate_api_key(&app.db, app.clock_now(), old).await,
+            Err(KeyRejection::Revoked)
+        ));
+    }
+    // The same for a member made viewer (who holds no keys) and then developer again.
+    let html = app
+        .post_form(
+            &dev_browser,
+            "/keys",
+            "/keys",
+            &[("name", "new"), ("scope", "mcp:read"), ("expiry", "30")],
+        )
+        .await;
+    let html = html.text().await.unwrap();
+    let start = html.find("value=\"mcp_sk_").unwrap() + 7;
+    let newer = html[start..start + 56].to_owned();
+    assert!(authenticate_api_key(&app.db, app.clock_now(), &newer).await.is_ok());
+    for role in ["viewer", "developer"] {
+        let changed =
+            app.post_form(&admin, "/members", &format!("/members/{id}/role"), &[("role", role)]).await;
+        assert_eq!(changed.status(), 303);
+    }
     assert!(matches!(
-        authenticate_api_key(&app.db, app.clock_now(), &revoked_key).await,
+        authenticate_api_key(&app.db, app.clock_now(), &newer).await,
         Err(KeyRejection::Revoked)
+    ));
+    let audit = app.audit_rows().await;
+    assert!(
+        audit
+            .iter()
+            .any(|(a, _, text)| a == "member.deactivated"
+                && text.replace(" ", "").contains("\"keys_revoked\":1")),
+        "{audit:?}"
+    );
+    assert!(audit.iter().any(
+        |(a, _, text)| a == "member.role_changed" && text.replace(" ", "").contains("\"keys_revoked\":1")
     ));
     let actions: Vec<String> = app.audit_rows().await.into_iter().map(|(a, _, _)| a).collect();
     assert!(
