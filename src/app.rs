@@ -20,6 +20,7 @@ use crate::auth::session_store::DbSessionStore;
 use crate::auth::throttle::IpLimiter;
 use crate::clock::SharedClock;
 use crate::config::{Config, MasterKey};
+use crate::crypto::flash::FlashKey;
 use crate::crypto::keyring::Keyring;
 use crate::db::{self, Db};
 use crate::error::AppError;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub passwords: Passwords,
     pub csrf: CsrfKey,
     pub devices: DeviceKey,
+    pub flash: FlashKey,
     pub keyring: Keyring,
     pub gateway: Arc<Gateway>,
     pub log_writer: RequestLogWriter,
@@ -137,6 +139,7 @@ impl Application {
             passwords: Passwords::new()?,
             csrf: CsrfKey::new(master.derive(b"csrf-v1")),
             devices: DeviceKey::new(master.derive(b"device-cookie-v1")),
+            flash: FlashKey::new(&master.derive(b"flash-v1")),
             keyring,
             gateway: gateway.clone(),
             log_writer,

@@ -95,6 +95,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/services/{name}/test", DEVELOPER, services::test_connection),
     route!(Get "/keys", DEVELOPER, keys::list, nav = "API keys"),
     route!(Post "/keys", DEVELOPER, keys::create),
+    route!(Get "/keys/new", DEVELOPER, keys::created),
     route!(Post "/keys/{id}/revoke", DEVELOPER, keys::revoke),
     route!(Post "/keys/{id}/roll", DEVELOPER, keys::roll),
     route!(Get "/organization", ADMIN, organization::show, nav = "Organization"),

@@ -12,6 +12,8 @@ pub(crate) const SESSION_ID: &str = "sid";
 pub(crate) const USER_ID: &str = "uid";
 pub(crate) const IP: &str = "ip";
 pub(crate) const USER_AGENT: &str = "ua";
+/// Something for the next page only (`put_flash`, `take_flash`).
+const FLASH: &str = "flash";
 
 pub struct WebSession(Session);
 
@@ -56,6 +58,19 @@ impl WebSession {
         }
         self.0.renew();
         Ok(())
+    }
+
+    /// Keeps `value` for the next page that takes it. A secret must be sealed first
+    /// (`crypto::flash`): the state is stored in the database.
+    pub fn put_flash<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        self.0.insert(FLASH, value).map_err(|e| anyhow::anyhow!("cannot keep a flash: {e}"))
+    }
+
+    /// What the previous request kept for this page, once: taking it removes it.
+    pub fn take_flash<T: serde::de::DeserializeOwned>(&self) -> Option<T> {
+        let value = self.0.get::<T>(FLASH).ok().flatten();
+        self.0.remove(FLASH);
+        value
     }
 
     /// Ends the session: the store deletes its row and the cookie is removed.

@@ -3,6 +3,7 @@
 //! No plaintext secret leaves this module except to the caller that asked for it.
 
 pub mod api_key;
+pub mod flash;
 pub mod headers;
 pub mod keyring;
 pub mod rotation;

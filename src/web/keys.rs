@@ -12,6 +12,7 @@ use super::{Layout, audit_by, parse_id, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
+use crate::auth::session::WebSession;
 use crate::crypto::api_key::ApiKey;
 use crate::db::{self, api_keys::KeyRow, audit};
 use crate::domain::{Scope, Scopes};
@@ -198,6 +199,7 @@ fn validate(
 pub async fn create(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     client: ClientInfo,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
@@ -238,12 +240,54 @@ pub async fn create(
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
+    show_once(
+        &state,
+        &session,
+        &user,
+        NewKey { name, sealed_key: String::new(), expires_at, rolled: false },
+        &key,
+    )
+}
+
+/// A new key on its way to the one page that shows it: sealed into the session, which is stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct NewKey {
+    name: String,
+    sealed_key: String,
+    expires_at: DateTime<Utc>,
+    rolled: bool,
+}
+
+/// Redirects to the page that shows the new key (after POST, so a reload makes no other key).
+fn show_once(
+    state: &AppState,
+    session: &WebSession,
+    user: &CurrentUser,
+    mut new: NewKey,
+    key: &ApiKey,
+) -> Result<HttpResponse, AppError> {
+    new.sealed_key = state.flash.seal(user.session_id, key.expose());
+    session.put_flash(&new)?;
+    Ok(see_other(NEW_KEY_PAGE))
+}
+
+const NEW_KEY_PAGE: &str = "/keys/new";
+
+/// Shows a key just created or rolled, once: a reload finds nothing and goes to the list.
+pub async fn created(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: WebSession,
+) -> Result<HttpResponse, AppError> {
+    let Some(new) = session.take_flash::<NewKey>() else { return Ok(see_other("/keys")) };
+    let Some(key) = state.flash.open(user.session_id, &new.sealed_key) else { return Ok(see_other("/keys")) };
+    let title = if new.rolled { "API key rolled" } else { "API key created" };
     let page = CreatedPage {
-        layout: Layout::signed_in("API key created", "/keys", &user, &state),
-        name,
-        key: key.expose().to_owned(),
-        expires_at: Some(expires_at),
-        rolled: false,
+        layout: Layout::signed_in(title, "/keys", &user, &state),
+        name: new.name,
+        key,
+        expires_at: Some(new.expires_at),
+        rolled: new.rolled,
     };
     render(StatusCode::OK, &page)
 }
@@ -295,6 +339,7 @@ pub struct RollForm {
 pub async fn roll(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     client: ClientInfo,
     id: web::Path<String>,
     form: web::Form<RollForm>,
@@ -358,14 +403,8 @@ pub async fn roll(
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
-    let page = CreatedPage {
-        layout: Layout::signed_in("API key rolled", "/keys", &user, &state),
-        name: old.name,
-        key: key.expose().to_owned(),
-        expires_at: Some(expires_at),
-        rolled: true,
-    };
-    render(StatusCode::OK, &page)
+    let new = NewKey { name: old.name, sealed_key: String::new(), expires_at, rolled: true };
+    show_once(&state, &session, &user, new, &key)
 }
 
 pub async fn organization_keys(

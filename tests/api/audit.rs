@@ -118,14 +118,14 @@ async fn every_action_writes_exactly_one_row_without_secrets(backend: Backend) {
                     &[("name", "ci"), ("scope", "mcp:read"), ("expiry", "30")],
                 )
                 .await;
-            secrets.push(value_after(&response.text().await.unwrap(), "class=\"secret\" value=\""));
+            secrets.push(app.shown_key(&developer, response).await);
             did("api_key.created");
             let keys = app.get(&developer, "/keys").await.text().await.unwrap();
             let key_id = value_after(&keys, "action=\"/keys/")[..36].to_owned();
             let response = app
                 .post_form(&developer, "/keys", &format!("/keys/{key_id}/roll"), &[("grace_hours", "1")])
                 .await;
-            secrets.push(value_after(&response.text().await.unwrap(), "class=\"secret\" value=\""));
+            secrets.push(app.shown_key(&developer, response).await);
             did("api_key.rolled");
             assert_eq!(
                 app.post_form(&developer, "/keys", &format!("/keys/{key_id}/revoke"), &[]).await.status(),

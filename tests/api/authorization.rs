@@ -83,7 +83,9 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         // The developer's own key and token: the admin of the same organization manages
         // other people's keys only from the organization page.
         (Post, "/keys/{id}/revoke") => Some([ToLogin, Status(404), NOT_DEVELOPER, Status(303), Status(404)]),
-        (Post, "/keys/{id}/roll") => Some([ToLogin, Status(404), NOT_DEVELOPER, Status(200), Status(404)]),
+        (Post, "/keys/{id}/roll") => Some([ToLogin, Status(404), NOT_DEVELOPER, Status(303), Status(404)]),
+        // Shows a key just made, once; with none waiting, the list.
+        (Get, "/keys/new") => developers(Status(303)),
         (Post, "/tokens/{service}/delete") => {
             Some([ToLogin, Status(404), NOT_DEVELOPER, Status(303), Status(404)])
         }

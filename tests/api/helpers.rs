@@ -359,6 +359,17 @@ impl TestApp {
         self.clock.now()
     }
 
+    /// The key a create or roll form led to: its answer redirects to the page that shows the
+    /// new key once.
+    pub async fn shown_key(&self, browser: &reqwest::Client, response: reqwest::Response) -> String {
+        assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
+        assert_eq!(location(&response).as_deref(), Some("/keys/new"));
+        let html = self.get(browser, "/keys/new").await.text().await.unwrap();
+        let marker = "id=\"new-key\" class=\"secret\" value=\"";
+        let start = html.find(marker).expect("the new key is shown") + marker.len();
+        html[start..start + html[start..].find('"').unwrap()].to_owned()
+    }
+
     /// Header values sealed for a service, as the dashboard stores them.
     pub async fn seal_headers(
         &self,

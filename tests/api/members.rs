@@ -251,9 +251,7 @@ async fn deactivation_ends_sessions_and_keys(backend: Backend) {
     let response = app
         .post_form(&dev_browser, "/keys", "/keys", &[("name", "ci"), ("scope", "mcp:read"), ("expiry", "30")])
         .await;
-    let html = response.text().await.unwrap();
-    let start = html.find("value=\"mcp_sk_").unwrap() + 7;
-    let key = html[start..start + 56].to_owned();
+    let key = app.shown_key(&dev_browser, response).await;
     let second = app
         .post_form(
             &dev_browser,
@@ -261,12 +259,8 @@ async fn deactivation_ends_sessions_and_keys(backend: Backend) {
             "/keys",
             &[("name", "old"), ("scope", "mcp:read"), ("expiry", "30")],
         )
-        .await
-        .text()
-        .await
-        .unwrap();
-    let start = second.find("value=\"mcp_sk_").unwrap() + 7;
-    let revoked_key = second[start..start + 56].to_owned();
+        .await;
+    let revoked_key = app.shown_key(&dev_browser, second).await;
     let list = app.get(&dev_browser, "/keys").await.text().await.unwrap();
     let start = list.find("action=\"/keys/").unwrap() + "action=\"/keys/".len();
     let newest_id = &list[start..start + 36];
@@ -307,9 +301,7 @@ async fn deactivation_ends_sessions_and_keys(backend: Backend) {
             &[("name", "new"), ("scope", "mcp:read"), ("expiry", "30")],
         )
         .await;
-    let html = html.text().await.unwrap();
-    let start = html.find("value=\"mcp_sk_").unwrap() + 7;
-    let newer = html[start..start + 56].to_owned();
+    let newer = app.shown_key(&dev_browser, html).await;
     assert!(authenticate_api_key(&app.db, app.clock_now(), &newer).await.is_ok());
     for role in ["viewer", "developer"] {
         let changed =
