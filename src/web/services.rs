@@ -374,7 +374,7 @@ fn merged_headers(
     };
     let mut headers: Vec<SealedHeader> = stored.iter().filter(|h| !replaced(&h.name)).cloned().collect();
     headers.extend(sealed_new);
-    headers.sort_by(|a, b| a.name.to_ascii_lowercase().cmp(&b.name.to_ascii_lowercase()));
+    headers.sort_by_key(|h| h.name.to_ascii_lowercase());
     headers
 }
 
