@@ -151,7 +151,7 @@ mod tests {
     fn failures_count_per_address_and_per_known_browser() {
         let now = Utc::now();
         let attacker: Vec<Failure> =
-            (0..6).map(|i| failure(now - Duration::seconds(i), "198.51.100.7", None)).collect();
+            (0..6).rev().map(|i| failure(now - Duration::seconds(i), "198.51.100.7", None)).collect();
         let from = |ip, device| Attempt { ip: Some(ip), device };
         assert!(sign_in_wait(&attacker, &from("198.51.100.7", None), now).is_some(), "the guesser waits");
         assert_eq!(
@@ -165,7 +165,7 @@ mod tests {
             "the owner's browser does not"
         );
         let own: Vec<Failure> =
-            (0..5).map(|i| failure(now - Duration::seconds(i), "203.0.113.5", Some("d1"))).collect();
+            (0..5).rev().map(|i| failure(now - Duration::seconds(i), "203.0.113.5", Some("d1"))).collect();
         assert!(
             sign_in_wait(&own, &from("203.0.113.5", Some("d1")), now).is_some(),
             "a browser's own failures count"
