@@ -651,7 +651,7 @@ fn until_revoked(
                 api_key::admit(&state.db, &mut found, now).await
             };
             match checked.await {
-                Ok(now) if now.role == opened.role && now.scopes.contains(Scope::McpRead) => {}
+                Ok(current) if current.role == opened.role && current.scopes.contains(Scope::McpRead) => {}
                 // The key store cannot answer now: the stream goes on until it can.
                 Err(KeyRejection::Unavailable(_)) => {}
                 _ => return,

@@ -154,14 +154,14 @@ impl Writer {
     async fn run(mut self, mut rows: mpsc::Receiver<NewRequestLog>) -> Summary {
         let size = self.config.batch_size;
         let mut batch = Vec::with_capacity(size);
-        let mut finished = match self.recover_spilled().await {
+        let mut in_time = match self.recover_spilled().await {
             Ok(()) => true,
             Err(left) => {
                 batch = left;
                 false
             }
         };
-        while finished {
+        while in_time {
             let received = if rows.is_closed() {
                 match before_deadline(&mut self.stop, rows.recv_many(&mut batch, size)).await {
                     Some(received) => received,
@@ -191,7 +191,7 @@ impl Writer {
                     rows.recv_many(&mut batch, room).await;
                 }
             }
-            finished = self.write(&mut batch).await;
+            in_time = self.write(&mut batch).await;
         }
         rows.close();
         while let Ok(row) = rows.try_recv() {
@@ -387,14 +387,7 @@ fn spill_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Appends rows as JSON lines to a file readable by its owner only, and syncs it.
 fn append_lines(file: &Path, rows: &[NewRequestLog]) -> std::io::Result<()> {
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut out = std::io::BufWriter::new(options.open(file)?);
+    let mut out = std::io::BufWriter::new(crate::config::open_private_file(file, true)?);
     for row in rows {
         serde_json::to_writer(&mut out, row)?;
         out.write_all(b"\n")?;

@@ -131,12 +131,11 @@ impl ServiceForm {
             .headers
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|line| match line.split_once(':') {
-                Some((name, value)) => {
-                    had_values |= !value.trim().is_empty();
-                    format!("{}: ", name.trim())
-                }
-                None => line.to_owned(),
+            .filter_map(|line| {
+                // A line without a name may be a bare secret: it goes too.
+                let (name, value) = line.split_once(':').unzip();
+                had_values |= value.is_none_or(|v| !v.trim().is_empty());
+                name.map(|name| format!("{}: ", name.trim()))
             })
             .collect();
         self.headers = names.join("\n");
