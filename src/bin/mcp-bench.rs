@@ -199,6 +199,8 @@ fn start_platform(dir: &Path, secret: &str) -> anyhow::Result<(Killed, String)> 
     let mut child = Command::new(sibling("mcp-platform")?)
         .env("MCP_PLATFORM_DATA_DIR", dir)
         .env("MCP_PLATFORM_BIND", "127.0.0.1:0")
+        // The benchmark's upstream is an organization's service on this machine's loopback.
+        .env("MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.1")
         .env("MCP_PLATFORM_SECRET_KEY", secret)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -31,10 +31,12 @@ pub struct Lookups {
     changes: watch::Sender<u64>,
 }
 
-/// A service as the gateway uses it: its row, and its header values opened once per load.
+/// A service as the gateway uses it: its row, its header values opened once per load, and
+/// whether its upstream's literal address (if it has one) may be reached (`Gateway::load`).
 pub struct LoadedService {
     pub row: ServiceRow,
     pub headers: Vec<(String, SecretString)>,
+    pub literal_address: Result<(), crate::catalog::egress::Refused>,
 }
 
 impl std::ops::Deref for LoadedService {

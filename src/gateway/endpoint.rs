@@ -181,7 +181,7 @@ pub(super) async fn service(
                             .map_err(|e| {
                                 unavailable(&e, "The platform cannot read this service's headers right now")
                             })?;
-                    Some(Arc::new(LoadedService { row, headers }))
+                    Some(Arc::new(state.gateway.load(row, headers)))
                 }
                 None => None,
             };

@@ -9,9 +9,11 @@ use actix_web::http::StatusCode;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::cache::Lookups;
+use super::cache::{LoadedService, Lookups};
 use super::endpoint::{NOT_FOUND, Refusal, SESSION_HEADER};
 use super::stdio::{Process, StdioLimits, StdioPool};
+use secrecy::SecretString;
+
 use crate::app::AppState;
 use crate::catalog::egress::{GuardedResolver, Refused, UpstreamPolicy};
 use crate::db::services::ServiceRow;
@@ -125,15 +127,25 @@ impl Gateway {
     /// A request to a service's upstream: a tenant's goes through the egress policy.
     pub(super) fn upstream(
         &self,
-        service: &ServiceRow,
+        service: &LoadedService,
         method: reqwest::Method,
         url: &str,
     ) -> Result<reqwest::RequestBuilder, Refused> {
         if service.is_system() {
             return Ok(self.client.request(method, url));
         }
-        self.policy.check_literal(url)?;
+        service.literal_address.clone()?;
         Ok(self.tenant_client.request(method, url))
+    }
+
+    /// A service as loaded for calls: its header values opened and, for a tenant's, its
+    /// literal address checked once (names are checked by the resolver on each connection).
+    pub(super) fn load(&self, row: ServiceRow, headers: Vec<(String, SecretString)>) -> LoadedService {
+        let literal_address = match (&row.upstream_url, row.is_system()) {
+            (Some(url), false) => self.policy.check_literal(url),
+            _ => Ok(()),
+        };
+        LoadedService { row, headers, literal_address }
     }
 
     pub(super) fn forget(&self, gateway_id: &str) {
@@ -173,7 +185,7 @@ pub(super) fn session(
 /// Ends a session, here and upstream (a stdio child is gone when this returns).
 pub(super) async fn end_session(
     state: &AppState,
-    service: &ServiceRow,
+    service: &LoadedService,
     gateway_id: &str,
     session: &GatewaySession,
 ) {
