@@ -14,6 +14,10 @@ use crate::web::{
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// Anyone, with no session at all: served outside the session middleware and the gate, so
+    /// an asset or a health check never loads a session from the database.
+    Open,
+    /// Anyone; the session is there (sign-in, setup, invitations).
     Public,
     Role(Role),
 }
@@ -57,19 +61,20 @@ macro_rules! route {
     (@nav $nav:literal) => { Some($nav) };
 }
 
+const OPEN: Access = Access::Open;
 const PUBLIC: Access = Access::Public;
 const VIEWER: Access = Access::Role(Role::Viewer);
 const DEVELOPER: Access = Access::Role(Role::Developer);
 const ADMIN: Access = Access::Role(Role::Admin);
 
 pub const ROUTES: &[RouteSpec] = &[
-    route!(Get "/healthz", PUBLIC, health::healthz),
-    route!(Get "/readyz", PUBLIC, health::readyz),
-    route!(Get "/metrics", PUBLIC, health::metrics),
-    route!(Get "/static/htmx.min.js", PUBLIC, assets::htmx),
-    route!(Get "/static/style.css", PUBLIC, assets::stylesheet),
-    route!(Get "/static/favicon.svg", PUBLIC, assets::favicon),
-    route!(Get "/static/app.js", PUBLIC, assets::script),
+    route!(Get "/healthz", OPEN, health::healthz),
+    route!(Get "/readyz", OPEN, health::readyz),
+    route!(Get "/metrics", OPEN, health::metrics),
+    route!(Get "/static/htmx.min.js", OPEN, assets::htmx),
+    route!(Get "/static/style.css", OPEN, assets::stylesheet),
+    route!(Get "/static/favicon.svg", OPEN, assets::favicon),
+    route!(Get "/static/app.js", OPEN, assets::script),
     route!(Get "/setup", PUBLIC, setup::form),
     route!(Post "/setup", PUBLIC, setup::submit),
     route!(Get "/login", PUBLIC, login::form),
@@ -111,18 +116,32 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/account/sessions/{id}/end", VIEWER, account::end_session),
 ];
 
-/// Registers every route of the table, each behind the gate with its access rule.
+/// Registers the open routes of the table (assets, health, metrics): no session, no gate.
+pub fn configure_open(cfg: &mut web::ServiceConfig) {
+    register(cfg, |spec| spec.access == Access::Open, |route, _| route);
+}
+
+/// Registers every other route of the table, each behind the gate with its access rule; the
+/// caller puts them inside the session middleware.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    register(cfg, |spec| spec.access != Access::Open, |route, spec| route.wrap(Gate(spec.access)));
+}
+
+fn register(
+    cfg: &mut web::ServiceConfig,
+    included: impl Fn(&RouteSpec) -> bool,
+    guard: impl Fn(Route, &RouteSpec) -> Route,
+) {
     let mut paths: Vec<&str> = Vec::new();
-    for spec in ROUTES {
+    for spec in ROUTES.iter().filter(|s| included(s)) {
         if !paths.contains(&spec.path) {
             paths.push(spec.path);
         }
     }
     for path in paths {
         let mut resource = web::resource(path);
-        for spec in ROUTES.iter().filter(|s| s.path == path) {
-            resource = resource.route((spec.handler)().method(spec.verb.method()).wrap(Gate(spec.access)));
+        for spec in ROUTES.iter().filter(|s| s.path == path && included(s)) {
+            resource = resource.route(guard((spec.handler)().method(spec.verb.method()), spec));
         }
         cfg.service(resource);
     }
@@ -140,7 +159,7 @@ pub fn nav_for(role: Role) -> Vec<NavLink> {
         .filter_map(|spec| {
             let label = spec.nav?;
             let allowed = match spec.access {
-                Access::Public => true,
+                Access::Open | Access::Public => true,
                 Access::Role(needed) => role.allows(needed),
             };
             allowed.then_some(NavLink { label, path: spec.path })
