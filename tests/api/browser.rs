@@ -6,12 +6,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
 use mcp_platform::domain::Role;
 
+use crate::helpers::webdriver::WebDriver;
 use crate::helpers::{Backend, TestApp, spawn_app};
 use crate::on_both_backends;
 
@@ -19,7 +18,7 @@ on_both_backends!(first_run_sign_in_and_htmx_in_a_real_browser, each_role_does_w
 
 /// chromedriver and the browser session it drives; both end when this is dropped.
 struct Browser {
-    client: Option<Client>,
+    client: Option<WebDriver>,
     driver: Child,
     profile: PathBuf,
 }
@@ -56,15 +55,10 @@ impl Browser {
                 ]
             }
         });
-        let capabilities = capabilities.as_object().unwrap().clone();
         let url = format!("http://127.0.0.1:{port}");
         let mut browser = Browser { client: None, driver, profile };
         for _ in 0..100 {
-            let connected = ClientBuilder::new(HttpConnector::new())
-                .capabilities(capabilities.clone())
-                .connect(&url)
-                .await;
-            if let Ok(client) = connected {
+            if let Ok(client) = WebDriver::connect(&url, capabilities.clone()).await {
                 browser.client = Some(client);
                 return Some(browser);
             }
@@ -73,7 +67,7 @@ impl Browser {
         panic!("chromedriver did not accept a session on {url}");
     }
 
-    fn client(&self) -> &Client {
+    fn client(&self) -> &WebDriver {
         self.client.as_ref().unwrap()
     }
 
@@ -92,26 +86,26 @@ impl Drop for Browser {
     }
 }
 
-async fn fill(page: &Client, id: &str, text: &str) {
-    let field = page.find(Locator::Id(id)).await.unwrap();
+async fn fill(page: &WebDriver, id: &str, text: &str) {
+    let field = page.find(&format!("#{id}")).await.unwrap();
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
 
-async fn submit(page: &Client, form: &str) {
-    page.find(Locator::Css(&format!("{form} button[type=submit]"))).await.unwrap().click().await.unwrap();
+async fn submit(page: &WebDriver, form: &str) {
+    page.find(&format!("{form} button[type=submit]")).await.unwrap().click().await.unwrap();
 }
 
-async fn path(page: &Client) -> String {
-    page.current_url().await.unwrap().path().to_owned()
+async fn path(page: &WebDriver) -> String {
+    page.path().await.unwrap()
 }
 
 /// The page's text once it contains `needle` (a form post may still be loading), or a panic.
-async fn text_with(page: &Client, needle: &str) -> String {
+async fn text_with(page: &WebDriver, needle: &str) -> String {
     let mut last = String::new();
     for _ in 0..50 {
         // The element can go stale while the next page loads: read again.
-        if let Ok(body) = page.find(Locator::Css("body")).await
+        if let Ok(body) = page.find("body").await
             && let Ok(text) = body.text().await
         {
             if text.contains(needle) {
@@ -124,7 +118,7 @@ async fn text_with(page: &Client, needle: &str) -> String {
     panic!("page never showed {needle:?}; it shows:\n{last}");
 }
 
-async fn wait_for_path(page: &Client, want: &str) {
+async fn wait_for_path(page: &WebDriver, want: &str) {
     for _ in 0..50 {
         if path(page).await == want {
             return;
@@ -150,7 +144,7 @@ async fn first_run_sign_in_and_htmx_in_a_real_browser(backend: Backend) {
     fill(page, "password_confirm", "correct horse battery").await;
     submit(page, "main form").await;
     text_with(page, "Enter a valid email address").await;
-    let kept = page.find(Locator::Id("organization")).await.unwrap().prop("value").await.unwrap();
+    let kept = page.find("#organization").await.unwrap().prop("value").await.unwrap();
     assert_eq!(kept.as_deref(), Some("Acme Robotics"));
 
     fill(page, "email", "ada@acme.example").await;
@@ -160,11 +154,11 @@ async fn first_run_sign_in_and_htmx_in_a_real_browser(backend: Backend) {
     wait_for_path(page, "/").await;
     let home = text_with(page, "Acme Robotics").await;
     assert!(home.contains("ada@acme.example"), "{home}");
-    let nav = page.find(Locator::Css("nav")).await.unwrap().text().await.unwrap();
+    let nav = page.find("nav").await.unwrap().text().await.unwrap();
     assert!(nav.contains("Dashboard") && nav.contains("Members") && nav.contains("Account"), "{nav}");
 
     // htmx is loaded from our origin under the CSP.
-    let htmx = page.execute("return typeof htmx", vec![]).await.unwrap();
+    let htmx = page.execute("return typeof htmx").await.unwrap();
     assert_eq!(htmx, json!("object"), "htmx did not load; is the CSP blocking it?");
 
     // Sign out, then sign in again.
@@ -178,7 +172,7 @@ async fn first_run_sign_in_and_htmx_in_a_real_browser(backend: Backend) {
     // Ending the current session from the account page goes through htmx and its redirect.
     page.goto(&app.url("/account")).await.unwrap();
     text_with(page, "this session").await;
-    page.find(Locator::Css("#sessions button")).await.unwrap().click().await.unwrap();
+    page.find("#sessions button").await.unwrap().click().await.unwrap();
     wait_for_path(page, "/login").await;
     page.goto(&app.url("/")).await.unwrap();
     assert_eq!(path(page).await, "/login", "the ended session no longer signs in");
@@ -186,7 +180,7 @@ async fn first_run_sign_in_and_htmx_in_a_real_browser(backend: Backend) {
     browser.close().await;
 }
 
-async fn sign_in(page: &Client, app: &TestApp, email: &str, password: &str) {
+async fn sign_in(page: &WebDriver, app: &TestApp, email: &str, password: &str) {
     page.goto(&app.url("/login")).await.unwrap();
     fill(page, "email", email).await;
     fill(page, "password", password).await;
@@ -194,13 +188,13 @@ async fn sign_in(page: &Client, app: &TestApp, email: &str, password: &str) {
     wait_for_path(page, "/").await;
 }
 
-async fn sign_out(page: &Client) {
+async fn sign_out(page: &WebDriver) {
     submit(page, ".who form").await;
     wait_for_path(page, "/login").await;
 }
 
-async fn nav(page: &Client) -> String {
-    page.find(Locator::Css("nav")).await.unwrap().text().await.unwrap()
+async fn nav(page: &WebDriver) -> String {
+    page.find("nav").await.unwrap().text().await.unwrap()
 }
 
 async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
@@ -223,7 +217,7 @@ async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
     fill(page, "invite-email", "dev@acme.example").await;
     submit(page, "form[action='/members/invitations']").await;
     text_with(page, "Invitation created").await;
-    let link = page.find(Locator::Css("input.secret")).await.unwrap().prop("value").await.unwrap().unwrap();
+    let link = page.find("input.secret").await.unwrap().prop("value").await.unwrap().unwrap();
     sign_out(page).await;
 
     // The developer joins through the link.
@@ -246,7 +240,7 @@ async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
     fill(page, "name", "laptop").await;
     submit(page, "form[action='/keys']").await;
     text_with(page, "Copy the key now").await;
-    let copy = page.find(Locator::Css("button[data-copy]")).await.unwrap();
+    let copy = page.find("button[data-copy]").await.unwrap();
     copy.click().await.unwrap();
     for _ in 0..30 {
         if copy.text().await.unwrap() != "Copy" {

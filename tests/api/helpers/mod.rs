@@ -2,6 +2,8 @@
 //! cookie-aware client. Every test runs on SQLite, and on PostgreSQL when
 //! `TEST_POSTGRES_URL` is set (required when `CI=true`).
 
+pub mod webdriver;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
