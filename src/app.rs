@@ -24,6 +24,7 @@ use crate::crypto::flash::FlashKey;
 use crate::crypto::keyring::Keyring;
 use crate::db::{self, Db};
 use crate::error::AppError;
+use crate::gateway::cache::Change;
 use crate::gateway::sessions::Gateway;
 use crate::routes;
 use crate::telemetry::metrics::Metrics;
@@ -98,6 +99,14 @@ impl StopHandle {
     }
 }
 
+impl AppState {
+    /// Says that something the gateway may keep a copy of was changed here: the copies go at
+    /// once. (Other instances' copies expire within `gateway::cache::LIFETIME`.)
+    pub fn changed(&self, change: Change) {
+        self.gateway.lookups.forget(&change);
+    }
+}
+
 /// Largest dashboard form accepted; the CSRF check reads bodies up to the same size.
 pub const FORM_LIMIT: usize = 256 * 1024;
 
@@ -132,7 +141,7 @@ impl Application {
         };
         let (log_writer, log_writer_handle) =
             RequestLogWriter::start(db.clone(), clock.clone(), writer_config, metrics.clone());
-        let gateway = Arc::new(Gateway::new(config.stdio, config.upstream_policy.clone()));
+        let gateway = Arc::new(Gateway::new(config.stdio, config.upstream_policy.clone(), clock.clone()));
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),
@@ -143,7 +152,7 @@ impl Application {
             keyring,
             gateway: gateway.clone(),
             log_writer,
-            login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit),
+            login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit, clock.clone()),
             metrics,
             settings: WebSettings {
                 cookie_secure: config.cookie_secure,

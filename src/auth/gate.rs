@@ -81,17 +81,7 @@ where
         let access = self.access;
         Box::pin(async move {
             match admit(access, &mut req).await {
-                Ok(()) => {
-                    let changes = (!is_safe(req.method()))
-                        .then(|| req.app_data::<web::Data<AppState>>().cloned())
-                        .flatten();
-                    let response = service.call(req).await;
-                    // A dashboard change may touch what the gateway keeps for a few seconds.
-                    if let Some(state) = changes {
-                        state.gateway.lookups.forget_all();
-                    }
-                    response.map(ServiceResponse::map_into_left_body)
-                }
+                Ok(()) => service.call(req).await.map(ServiceResponse::map_into_left_body),
                 Err(refusal) => Ok(req.into_response(refusal).map_into_right_body()),
             }
         })

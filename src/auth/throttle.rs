@@ -12,8 +12,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 
 use chrono::{DateTime, Duration, Utc};
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::clock::SharedClock;
 
 pub const FREE_FAILURES: usize = 5;
 pub const FAILURE_WINDOW: Duration = Duration::minutes(15);
@@ -79,21 +82,39 @@ fn account_wait(failures: &[DateTime<Utc>], now: DateTime<Utc>) -> Option<Durati
     (until > now).then(|| until - now)
 }
 
+/// The application's clock as governor reads it, so tests move time instead of sleeping.
+#[derive(Clone)]
+struct LimiterClock(SharedClock);
+
+impl governor::clock::Clock for LimiterClock {
+    /// Time since the Unix epoch.
+    type Instant = std::time::Duration;
+
+    fn now(&self) -> std::time::Duration {
+        (self.0.now() - DateTime::UNIX_EPOCH).to_std().unwrap_or_default()
+    }
+}
+
 pub struct IpLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    limiter:
+        RateLimiter<IpAddr, HashMapStateStore<IpAddr>, LimiterClock, NoOpMiddleware<std::time::Duration>>,
+    clock: LimiterClock,
 }
 
 impl IpLimiter {
-    pub fn per_minute(limit: u32) -> IpLimiter {
+    pub fn per_minute(limit: u32, clock: SharedClock) -> IpLimiter {
         let limit = NonZeroU32::new(limit).unwrap_or(NonZeroU32::MIN);
-        IpLimiter { limiter: RateLimiter::keyed(Quota::per_minute(limit)) }
+        let clock = LimiterClock(clock);
+        let limiter = RateLimiter::new(Quota::per_minute(limit), HashMapStateStore::default(), clock.clone());
+        IpLimiter { limiter, clock }
     }
 
     /// Takes one attempt from the IP's bucket; the error is the wait in seconds.
     pub fn check(&self, ip: IpAddr) -> Result<(), u64> {
+        use governor::clock::Clock as _;
         self.limiter
             .check_key(&ip)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()).as_secs().max(1))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()).as_secs().max(1))
     }
 
     /// Forgets IPs whose buckets are full again, so memory stays bounded.
@@ -187,12 +208,15 @@ mod tests {
 
     #[test]
     fn ip_limiter_refuses_past_its_quota() {
-        let limiter = IpLimiter::per_minute(3);
+        let clock = std::sync::Arc::new(crate::clock::OffsetClock::default());
+        let limiter = IpLimiter::per_minute(3, clock.clone());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..3 {
             assert!(limiter.check(ip).is_ok());
         }
         assert!(limiter.check(ip).is_err());
         assert!(limiter.check("192.0.2.2".parse().unwrap()).is_ok(), "other IPs are unaffected");
+        clock.advance(Duration::seconds(20));
+        assert!(limiter.check(ip).is_ok(), "a third of a minute later, one attempt is back");
     }
 }

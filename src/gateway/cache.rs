@@ -1,17 +1,20 @@
 //! Short-lived copies of what every gateway call reads: the API key's record, the service and
-//! the caller's sealed token. An entry lives `LIFETIME` at most, so a change made through another
-//! instance reaches this one within that time; a change made through this instance's dashboard
-//! drops every entry as soon as it is saved (`forget_all`, called by the route gate). The checks
-//! themselves (revoked, expired, the owner's status and role, scopes) run on every call.
+//! the caller's sealed token. An entry counts for `LIFETIME` at most by the application's clock,
+//! so a change made through another instance reaches this one within that time; a change made
+//! through this instance drops exactly the entries it touched as soon as it is saved
+//! (`Lookups::forget`, called through `AppState::changed` by the code that made the change). The
+//! checks themselves (revoked, expired, the owner's status and role, scopes) run on every call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use secrecy::SecretString;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::clock::SharedClock;
 use crate::db::api_keys::KeyAuth;
 use crate::db::services::ServiceRow;
 use crate::db::user_tokens::SealedRow;
@@ -20,14 +23,39 @@ pub const LIFETIME: Duration = Duration::from_secs(5);
 /// Entries per kind; the least used go first beyond it.
 const CAPACITY: u64 = 10_000;
 
+/// Something the gateway may hold a copy of has changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A key was revoked or rolled.
+    Key(Uuid),
+    /// A member was deactivated, reactivated or given another role: their keys and tokens.
+    Member(Uuid),
+    /// One of an organization's services, by name, was created, changed or deleted.
+    Service { organization_id: Uuid, name: String },
+    /// A member's service token was set, replaced or deleted.
+    Token { organization_id: Uuid, user_id: Uuid, name: String },
+}
+
+type KeyKey = [u8; 32];
+type ServiceKey = (Uuid, String);
+type TokenKey = (Uuid, Uuid, String);
+
+/// A copy and when it was made, by the application's clock.
+#[derive(Clone)]
+struct Stamped<T> {
+    value: T,
+    at: DateTime<Utc>,
+}
+
 pub struct Lookups {
+    clock: SharedClock,
     /// By the key's SHA-256.
-    pub keys: Cache<[u8; 32], KeyAuth>,
+    keys: Cache<KeyKey, Stamped<KeyAuth>>,
     /// By organization and service name; `None` when there is no such service.
-    pub services: Cache<(Uuid, String), Option<Arc<LoadedService>>>,
+    services: Cache<ServiceKey, Stamped<Option<Arc<LoadedService>>>>,
     /// By organization, user and token name; `None` when the user has not set it.
-    pub tokens: Cache<(Uuid, Uuid, String), Option<SealedRow>>,
-    /// Counts the times everything was dropped, so open streams check their key again at once.
+    tokens: Cache<TokenKey, Stamped<Option<SealedRow>>>,
+    /// Counts the changes to keys and members, so open streams check their key again at once.
     changes: watch::Sender<u64>,
 }
 
@@ -52,25 +80,75 @@ where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    Cache::builder().max_capacity(CAPACITY).time_to_live(LIFETIME).build()
-}
-
-impl Default for Lookups {
-    fn default() -> Self {
-        Lookups { keys: cache(), services: cache(), tokens: cache(), changes: watch::Sender::new(0) }
-    }
+    // moka's own time bounds memory; whether an entry still counts is the clock's call.
+    Cache::builder().max_capacity(CAPACITY).time_to_live(LIFETIME).support_invalidation_closures().build()
 }
 
 impl Lookups {
-    /// Drops every entry: something the gateway reads may have changed.
-    pub fn forget_all(&self) {
-        self.keys.invalidate_all();
-        self.services.invalidate_all();
-        self.tokens.invalidate_all();
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    pub fn new(clock: SharedClock) -> Lookups {
+        Lookups { clock, keys: cache(), services: cache(), tokens: cache(), changes: watch::Sender::new(0) }
     }
 
-    /// Changes as `forget_all` announces them.
+    fn fresh<T: Clone>(&self, stamped: Option<Stamped<T>>) -> Option<T> {
+        let stamped = stamped?;
+        let age = (self.clock.now() - stamped.at).to_std().unwrap_or_default();
+        (age < LIFETIME).then_some(stamped.value)
+    }
+
+    fn stamp<T>(&self, value: T) -> Stamped<T> {
+        Stamped { value, at: self.clock.now() }
+    }
+
+    pub fn key(&self, hash: &KeyKey) -> Option<KeyAuth> {
+        self.fresh(self.keys.get(hash))
+    }
+
+    pub fn keep_key(&self, hash: KeyKey, key: KeyAuth) {
+        self.keys.insert(hash, self.stamp(key));
+    }
+
+    pub fn service(&self, organization_id: Uuid, name: &str) -> Option<Option<Arc<LoadedService>>> {
+        self.fresh(self.services.get(&(organization_id, name.to_owned())))
+    }
+
+    pub fn keep_service(&self, organization_id: Uuid, name: &str, service: Option<Arc<LoadedService>>) {
+        self.services.insert((organization_id, name.to_owned()), self.stamp(service));
+    }
+
+    pub fn token(&self, organization_id: Uuid, user_id: Uuid, name: &str) -> Option<Option<SealedRow>> {
+        self.fresh(self.tokens.get(&(organization_id, user_id, name.to_owned())))
+    }
+
+    pub fn keep_token(&self, organization_id: Uuid, user_id: Uuid, name: &str, row: Option<SealedRow>) {
+        self.tokens.insert((organization_id, user_id, name.to_owned()), self.stamp(row));
+    }
+
+    /// Drops exactly the copies `change` touched.
+    pub fn forget(&self, change: &Change) {
+        // Invalidation closures are enabled on every cache, so these cannot fail.
+        match change {
+            Change::Key(id) => {
+                let id = *id;
+                let _ = self.keys.invalidate_entries_if(move |_, key| key.value.id == id);
+            }
+            Change::Member(user_id) => {
+                let user_id = *user_id;
+                let _ = self.keys.invalidate_entries_if(move |_, key| key.value.user_id == user_id);
+                let _ = self.tokens.invalidate_entries_if(move |(_, user, _), _| *user == user_id);
+            }
+            Change::Service { organization_id, name } => {
+                self.services.invalidate(&(*organization_id, name.clone()));
+            }
+            Change::Token { organization_id, user_id, name } => {
+                self.tokens.invalidate(&(*organization_id, *user_id, name.clone()));
+            }
+        }
+        if matches!(change, Change::Key(_) | Change::Member(_)) {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Changes to keys and members as `forget` announces them.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }

@@ -139,15 +139,15 @@ fn presented_key(req: &HttpRequest) -> Result<[u8; 32], Refusal> {
 pub(super) async fn principal(state: &AppState, req: &HttpRequest) -> Result<KeyPrincipal, Refusal> {
     let hash = presented_key(req)?;
     let checked = async {
-        let keys = &state.gateway.lookups.keys;
-        let cached = keys.get(&hash);
+        let lookups = &state.gateway.lookups;
+        let cached = lookups.key(&hash);
         let mut found = match &cached {
             Some(found) => found.clone(),
             None => api_key::find(&state.db, &hash).await?,
         };
         let principal = api_key::admit(&state.db, &mut found, state.clock.now()).await;
         if cached.is_none_or(|c| c.last_used_at != found.last_used_at) {
-            keys.insert(hash, found);
+            lookups.keep_key(hash, found);
         }
         principal
     };
@@ -162,9 +162,8 @@ pub(super) async fn service(
     principal: &KeyPrincipal,
     name: &str,
 ) -> Result<Arc<LoadedService>, Refusal> {
-    let services = &state.gateway.lookups.services;
-    let cache_key = (principal.organization_id, name.to_owned());
-    let found = match services.get(&cache_key) {
+    let lookups = &state.gateway.lookups;
+    let found = match lookups.service(principal.organization_id, name) {
         Some(found) => found,
         None => {
             let found = async {
@@ -185,7 +184,7 @@ pub(super) async fn service(
                 }
                 None => None,
             };
-            services.insert(cache_key, found.clone());
+            lookups.keep_service(principal.organization_id, name, found.clone());
             found
         }
     };
@@ -210,9 +209,8 @@ pub(super) async fn user_token(
             ),
         )
     };
-    let tokens = &state.gateway.lookups.tokens;
-    let cache_key = (principal.organization_id, principal.user_id, token_name.clone());
-    let row = match tokens.get(&cache_key) {
+    let lookups = &state.gateway.lookups;
+    let row = match lookups.token(principal.organization_id, principal.user_id, token_name) {
         Some(row) => row,
         None => {
             let row = async {
@@ -227,7 +225,7 @@ pub(super) async fn user_token(
             }
             .await
             .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot read service tokens right now"))?;
-            tokens.insert(cache_key.clone(), row.clone());
+            lookups.keep_token(principal.organization_id, principal.user_id, token_name, row.clone());
             row
         }
     };
@@ -239,7 +237,7 @@ pub(super) async fn user_token(
         touched
             .map_err(|e: sqlx::Error| unavailable(&e, "The platform cannot read service tokens right now"))?;
         row.last_used_at = Some(now);
-        tokens.insert(cache_key, Some(row.clone()));
+        lookups.keep_token(principal.organization_id, principal.user_id, token_name, Some(row.clone()));
     }
     let binding = Binding {
         organization_id: row.organization_id,

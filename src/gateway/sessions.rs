@@ -16,6 +16,7 @@ use secrecy::SecretString;
 
 use crate::app::AppState;
 use crate::catalog::egress::{GuardedResolver, Refused, UpstreamPolicy};
+use crate::clock::SharedClock;
 use crate::db::services::ServiceRow;
 
 /// A client session of the gateway, bound to the API key that opened it.
@@ -65,7 +66,7 @@ pub struct Gateway {
 pub const SESSION_IDLE: Duration = Duration::from_secs(60 * 60);
 
 impl Gateway {
-    pub fn new(limits: StdioLimits, policy: UpstreamPolicy) -> Gateway {
+    pub fn new(limits: StdioLimits, policy: UpstreamPolicy, clock: SharedClock) -> Gateway {
         let policy = Arc::new(policy);
         // Redirects are never followed: the client gets the upstream's answer as it is.
         let builder = || {
@@ -85,7 +86,7 @@ impl Gateway {
             tenant_client,
             policy,
             sessions: Mutex::new(HashMap::new()),
-            lookups: Lookups::default(),
+            lookups: Lookups::new(clock),
             stdio: StdioPool::new(limits),
             stopping: watch::Sender::new(false),
         }

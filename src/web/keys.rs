@@ -17,6 +17,7 @@ use crate::crypto::api_key::ApiKey;
 use crate::db::{self, api_keys::KeyRow, audit};
 use crate::domain::{Scope, Scopes};
 use crate::error::AppError;
+use crate::gateway::cache::Change;
 
 const EXPIRY_CHOICES: [&str; 3] = ["30", "90", "365"];
 const DEFAULT_GRACE_HOURS: i64 = 24;
@@ -316,6 +317,7 @@ async fn revoke_key(
         audit::record(tx.conn(), entry, now).await?;
     }
     tx.commit().await?;
+    state.changed(Change::Key(id));
     Ok(())
 }
 
@@ -403,6 +405,7 @@ pub async fn roll(
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
+    state.changed(Change::Key(id));
     let new = NewKey { name: old.name, sealed_key: String::new(), expires_at, rolled: true };
     show_once(&state, &session, &user, new, &key)
 }

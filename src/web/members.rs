@@ -18,6 +18,7 @@ use crate::db::users::{MemberFilter, User};
 use crate::db::{self, Tx, audit};
 use crate::domain::Role;
 use crate::error::AppError;
+use crate::gateway::cache::Change;
 
 const PAGE_SIZE: i64 = 50;
 const LAST_ADMIN: &str = "This is the last active admin: make someone else admin first.";
@@ -198,6 +199,7 @@ pub async fn change_role(
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
+    state.changed(Change::Member(id));
     Ok(see_other("/members"))
 }
 
@@ -267,5 +269,6 @@ async fn set_active(
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
+    state.changed(Change::Member(id));
     Ok(see_other("/members"))
 }

@@ -19,6 +19,7 @@ use crate::db::services::{SealedHeader, ServiceFields, ServiceRow};
 use crate::db::{self, audit, unique_violation};
 use crate::domain::{Role, ServiceName};
 use crate::error::AppError;
+use crate::gateway::cache::Change;
 use crate::gateway::probe;
 
 /// Names that would collide with the catalog's own paths.
@@ -495,6 +496,10 @@ async fn save(
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
+    // The gateway may keep the service under its old name and under its new one.
+    for name in current.iter().map(|c| c.name.as_str()).chain([valid.name.as_str()]) {
+        state.changed(Change::Service { organization_id: user.organization_id, name: name.to_owned() });
+    }
     Ok(see_other(&format!("/services/{}", valid.name)))
 }
 
@@ -523,5 +528,6 @@ pub async fn delete(
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
+    state.changed(Change::Service { organization_id: user.organization_id, name: service.name });
     Ok(see_other("/services"))
 }

@@ -15,6 +15,7 @@ use crate::crypto::keyring::{Binding, visible_tail};
 use crate::db::{self, audit, user_tokens::TokenRow};
 use crate::domain::ServiceName;
 use crate::error::AppError;
+use crate::gateway::cache::Change;
 
 const MAX_TOKEN_LEN: usize = 8 * 1024;
 
@@ -112,6 +113,11 @@ pub async fn save(
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
+    state.changed(Change::Token {
+        organization_id: user.organization_id,
+        user_id: user.id,
+        name: name.to_string(),
+    });
     let notice = format!("Your {name} token is saved.");
     render(
         StatusCode::OK,
@@ -139,5 +145,10 @@ pub async fn delete(
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
+    state.changed(Change::Token {
+        organization_id: user.organization_id,
+        user_id: user.id,
+        name: name.to_string(),
+    });
     Ok(see_other("/tokens"))
 }

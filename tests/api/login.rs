@@ -128,6 +128,9 @@ async fn attempts_from_one_ip_are_limited(backend: Backend) {
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
     assert_eq!(location(&app.get(&browser, "/").await).as_deref(), Some("/login"));
+    // The bucket refills on the application's clock: a minute later the address may try again.
+    app.clock.advance(chrono::Duration::minutes(1));
+    assert_eq!(app.login(&browser, &user.email, &user.password).await.status(), 303);
 }
 
 async fn deactivated_users_cannot_sign_in_and_lose_their_sessions(backend: Backend) {
