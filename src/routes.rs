@@ -3,9 +3,10 @@
 //! role before the handler runs; the navigation is drawn from this table too.
 
 use actix_web::http::Method;
+use actix_web::middleware::from_fn;
 use actix_web::{Route, web};
 
-use crate::auth::gate::Gate;
+use crate::auth::gate::gate;
 use crate::domain::Role;
 use crate::web::{
     account, assets, audit_trail, health, home, invitations, keys, login, members, organization, services,
@@ -124,7 +125,14 @@ pub fn configure_open(cfg: &mut web::ServiceConfig) {
 /// Registers every other route of the table, each behind the gate with its access rule; the
 /// caller puts them inside the session middleware.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    register(cfg, |spec| spec.access != Access::Open, |route, spec| route.wrap(Gate(spec.access)));
+    register(
+        cfg,
+        |spec| spec.access != Access::Open,
+        |route, spec| {
+            let access = spec.access;
+            route.wrap(from_fn(move |req, next| gate(access, req, next)))
+        },
+    );
 }
 
 fn register(

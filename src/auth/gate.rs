@@ -2,15 +2,14 @@
 //! enforces the least role the route table names, and checks CSRF on every non-GET request.
 
 use std::future::{Ready, ready};
-use std::rc::Rc;
 
 use actix_htmx::Htmx;
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
+use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use futures_util::future::LocalBoxFuture;
 use uuid::Uuid;
 
 use super::csrf;
@@ -42,49 +41,15 @@ impl FromRequest for CurrentUser {
     }
 }
 
-pub struct Gate(pub Access);
-
-impl<S, B> Transform<S, ServiceRequest> for Gate
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = actix_web::Error;
-    type Transform = GateMiddleware<S>;
-    type InitError = ();
-    type Future = Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        ready(Ok(GateMiddleware { service: Rc::new(service), access: self.0 }))
-    }
-}
-
-pub struct GateMiddleware<S> {
-    service: Rc<S>,
+/// The gate of one route of the table (`routes::configure`, with `middleware::from_fn`).
+pub async fn gate(
     access: Access,
-}
-
-impl<S, B> Service<ServiceRequest> for GateMiddleware<S>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<EitherBody<B>>;
-    type Error = actix_web::Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    forward_ready!(service);
-
-    fn call(&self, mut req: ServiceRequest) -> Self::Future {
-        let service = Rc::clone(&self.service);
-        let access = self.access;
-        Box::pin(async move {
-            match admit(access, &mut req).await {
-                Ok(()) => service.call(req).await.map(ServiceResponse::map_into_left_body),
-                Err(refusal) => Ok(req.into_response(refusal).map_into_right_body()),
-            }
-        })
+    mut req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    match admit(access, &mut req).await {
+        Ok(()) => next.call(req).await,
+        Err(refusal) => Ok(req.into_response(refusal)),
     }
 }
 
