@@ -273,18 +273,17 @@ pub async fn invite_bulk(
     let mut tx = state.db.begin().await?;
     let mut errors = Vec::new();
     let mut valid: Vec<(Email, Role)> = Vec::new();
-    let lines: Vec<(usize, &str)> =
-        csv.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
-    if lines.is_empty() {
+    let lines = csv_lines(&csv, &mut errors);
+    if lines.is_empty() && errors.is_empty() {
         errors.push("Paste at least one line: email,role".to_owned());
     } else if lines.len() > MAX_CSV_LINES {
         errors.push(format!("At most {MAX_CSV_LINES} lines at once."));
     }
-    for (number, line) in lines.iter().take(MAX_CSV_LINES) {
-        if *number == 1 && line.to_ascii_lowercase().replace(' ', "") == "email,role" {
+    for (number, fields) in lines.iter().take(MAX_CSV_LINES) {
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        if *number == 1 && fields.iter().map(|f| f.to_ascii_lowercase()).eq(["email", "role"]) {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let [email, role] = fields[..] else {
             errors.push(format!("Line {number}: expected email,role"));
             continue;
@@ -327,6 +326,39 @@ pub async fn invite_bulk(
     let page =
         InvitedPage { layout: Layout::signed_in("Invitations created", "/members", &user, &state), links };
     render(StatusCode::OK, &page)
+}
+
+/// The pasted CSV's non-empty records, each with its line number and its trimmed fields; a line
+/// that is not CSV (an unclosed quote) is an error for that line.
+fn csv_lines(text: &str, errors: &mut Vec<String>) -> Vec<(u64, Vec<String>)> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut lines = Vec::new();
+    for record in reader.records() {
+        match record {
+            Ok(record) if record.iter().all(str::is_empty) => {}
+            Ok(record) => {
+                let number = record.position().map_or(0, |p| line_at(text, p.byte()));
+                lines.push((number, record.iter().map(str::to_owned).collect()));
+            }
+            Err(e) => {
+                let number = e.position().map_or(0, |p| line_at(text, p.byte()));
+                errors.push(format!("Line {number}: not a CSV line"));
+            }
+        }
+    }
+    lines
+}
+
+/// The line a record starting at `byte` is on; blank lines before it (which the reader skips
+/// as part of the record) do not count as its own.
+fn line_at(text: &str, byte: u64) -> u64 {
+    let from = text.get(byte as usize..).unwrap_or_default();
+    let start = text.len() - from.trim_start_matches(['\r', '\n']).len();
+    1 + text[..start].matches('\n').count() as u64
 }
 
 pub async fn revoke(

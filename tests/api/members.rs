@@ -185,7 +185,7 @@ async fn a_csv_with_a_bad_line_invites_no_one(backend: Backend) {
             &admin,
             "/members",
             "/members/invitations/bulk",
-            &[("csv", "a@example.com,developer\nb@example.com, viewer\n")],
+            &[("csv", "a@example.com,developer\n\"b@example.com\", viewer\n")],
         )
         .await;
     assert_eq!(response.status(), 200);
