@@ -173,7 +173,8 @@ impl Config {
         let bind = SocketAddr::from_str(bind_raw.trim()).map_err(|_| {
             bad("MCP_PLATFORM_BIND", format!("\"{bind_raw}\" is not an address like 127.0.0.1:8080"))
         })?;
-        let public_url = s.public_url.as_deref().map(parse_public_url).transpose()?;
+        let public_url =
+            s.public_url.as_deref().map(|raw| parse_origin("MCP_PLATFORM_PUBLIC_URL", raw)).transpose()?;
         // Links and the origin check must not come from what a client sends.
         if public_url.is_none() && !bind.ip().is_loopback() {
             return Err(bad(
@@ -239,14 +240,7 @@ impl Config {
             .split(',')
             .map(str::trim)
             .filter(|o| !o.is_empty())
-            .map(|o| {
-                parse_public_url(o).map_err(|_| {
-                    bad(
-                        "MCP_PLATFORM_ALLOWED_ORIGINS",
-                        format!("\"{o}\" is not an origin like http://localhost:6274"),
-                    )
-                })
-            })
+            .map(|o| parse_origin("MCP_PLATFORM_ALLOWED_ORIGINS", o))
             .collect::<Result<Vec<_>, _>>()?;
         let upstream_policy =
             crate::catalog::egress::UpstreamPolicy::parse(s.allow_private_upstreams.as_deref().unwrap_or(""))
@@ -304,16 +298,20 @@ fn default_sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("mcp-platform.db").display())
 }
 
-fn parse_public_url(raw: &str) -> Result<String, ConfigError> {
-    let url = raw.trim().trim_end_matches('/');
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => Ok(url.to_owned()),
-        _ => Err(bad(
-            "MCP_PLATFORM_PUBLIC_URL",
-            format!("\"{raw}\" is not an origin like https://mcp.example.com"),
-        )),
+/// An origin (`http` or `https`, a host, perhaps a port, nothing else), as browsers write it in
+/// `Origin`: lower-case, without a default port or a trailing slash.
+fn parse_origin(setting: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let not_an_origin = || bad(setting, format!("\"{raw}\" is not an origin like https://mcp.example.com"));
+    let url = url::Url::parse(raw.trim()).map_err(|_| not_an_origin())?;
+    let bare = url.username().is_empty()
+        && url.password().is_none()
+        && matches!(url.path(), "" | "/")
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || !bare {
+        return Err(not_an_origin());
     }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn parse_bool(setting: &'static str, raw: &str) -> Result<bool, ConfigError> {
@@ -464,6 +462,19 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.setting, "MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS");
         assert!(err.message.contains("\"intranet\""), "{}", err.message);
+    }
+
+    #[test]
+    fn origins_are_written_as_browsers_write_them() {
+        let origin = |raw| parse_origin("MCP_PLATFORM_PUBLIC_URL", raw);
+        assert_eq!(origin("https://MCP.Example.com:443/").unwrap(), "https://mcp.example.com");
+        assert_eq!(origin(" http://localhost:6274 ").unwrap(), "http://localhost:6274");
+        assert_eq!(origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
+        for bad in
+            ["https://mcp.example.com/app", "ftp://x", "https://ada@x", "https://x/?q", "mcp.example.com", ""]
+        {
+            assert_eq!(origin(bad).unwrap_err().setting, "MCP_PLATFORM_PUBLIC_URL", "{bad}");
+        }
     }
 
     #[test]
