@@ -12,8 +12,8 @@ use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use uuid::Uuid;
 
-use super::csrf;
 use super::session::WebSession;
+use super::{ClientInfo, csrf};
 use crate::app::{AppState, FORM_LIMIT};
 use crate::db;
 use crate::domain::Role;
@@ -30,6 +30,8 @@ pub struct CurrentUser {
     pub role: Role,
     /// The id of this sign-in's session row.
     pub session_id: Uuid,
+    /// Where this request comes from, for the audit rows of what the user does.
+    pub client: ClientInfo,
 }
 
 impl FromRequest for CurrentUser {
@@ -60,7 +62,9 @@ async fn admit(access: Access, req: &mut ServiceRequest) -> Result<(), HttpRespo
         .cloned()
         .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("application state missing")).error_response())?;
     let session = WebSession::of(req.request());
-    let user = resolve_user(&state, &session).await.map_err(|e| e.error_response())?;
+    let user = resolve_user(&state, &session, ClientInfo::of(req.request()))
+        .await
+        .map_err(|e| e.error_response())?;
     if let Some(user) = &user {
         req.extensions_mut().insert(user.clone());
     }
@@ -80,7 +84,11 @@ async fn admit(access: Access, req: &mut ServiceRequest) -> Result<(), HttpRespo
 }
 
 /// The user behind the session, if any. A session of a deactivated or deleted user is ended.
-async fn resolve_user(state: &AppState, session: &WebSession) -> Result<Option<CurrentUser>, AppError> {
+async fn resolve_user(
+    state: &AppState,
+    session: &WebSession,
+    client: ClientInfo,
+) -> Result<Option<CurrentUser>, AppError> {
     let Some(user_id) = session.user_id() else {
         return Ok(None);
     };
@@ -93,6 +101,7 @@ async fn resolve_user(state: &AppState, session: &WebSession) -> Result<Option<C
             email: user.email,
             role: user.role,
             session_id,
+            client,
         })),
         _ => {
             session.sign_out();

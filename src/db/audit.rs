@@ -9,12 +9,89 @@ use uuid::Uuid;
 use super::{Conn, like_pattern};
 use crate::on_conn;
 
+/// What an audit row records someone did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    SignIn,
+    SignInFailed,
+    SignOut,
+    PasswordChanged,
+    SessionEnded,
+    OrganizationCreated,
+    OrganizationUpdated,
+    InvitationCreated,
+    InvitationRevoked,
+    InvitationAccepted,
+    MemberRoleChanged,
+    MemberDeactivated,
+    MemberReactivated,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    ApiKeyRolled,
+    ServiceCreated,
+    ServiceUpdated,
+    ServiceDeleted,
+    ServiceTokenCreated,
+    ServiceTokenReplaced,
+    ServiceTokenDeleted,
+}
+
+impl Action {
+    /// As stored, and as the audit page filters by prefix (`api_key.`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::SignIn => "auth.sign_in",
+            Action::SignInFailed => "auth.sign_in_failed",
+            Action::SignOut => "auth.sign_out",
+            Action::PasswordChanged => "account.password_changed",
+            Action::SessionEnded => "account.session_ended",
+            Action::OrganizationCreated => "organization.created",
+            Action::OrganizationUpdated => "organization.updated",
+            Action::InvitationCreated => "invitation.created",
+            Action::InvitationRevoked => "invitation.revoked",
+            Action::InvitationAccepted => "invitation.accepted",
+            Action::MemberRoleChanged => "member.role_changed",
+            Action::MemberDeactivated => "member.deactivated",
+            Action::MemberReactivated => "member.reactivated",
+            Action::ApiKeyCreated => "api_key.created",
+            Action::ApiKeyRevoked => "api_key.revoked",
+            Action::ApiKeyRolled => "api_key.rolled",
+            Action::ServiceCreated => "service.created",
+            Action::ServiceUpdated => "service.updated",
+            Action::ServiceDeleted => "service.deleted",
+            Action::ServiceTokenCreated => "service_token.created",
+            Action::ServiceTokenReplaced => "service_token.replaced",
+            Action::ServiceTokenDeleted => "service_token.deleted",
+        }
+    }
+
+    /// The kind of thing the row's target id names.
+    pub fn target_type(self) -> Option<&'static str> {
+        Some(match self {
+            Action::SignIn | Action::SignInFailed | Action::SignOut => return None,
+            Action::PasswordChanged
+            | Action::MemberRoleChanged
+            | Action::MemberDeactivated
+            | Action::MemberReactivated => "user",
+            Action::SessionEnded => "session",
+            Action::OrganizationCreated | Action::OrganizationUpdated => "organization",
+            Action::InvitationCreated | Action::InvitationRevoked | Action::InvitationAccepted => {
+                "invitation"
+            }
+            Action::ApiKeyCreated | Action::ApiKeyRevoked | Action::ApiKeyRolled => "api_key",
+            Action::ServiceCreated | Action::ServiceUpdated | Action::ServiceDeleted => "service",
+            Action::ServiceTokenCreated | Action::ServiceTokenReplaced | Action::ServiceTokenDeleted => {
+                "service_token"
+            }
+        })
+    }
+}
+
 pub struct Entry<'a> {
     pub organization_id: Option<Uuid>,
     pub actor_user_id: Option<Uuid>,
     pub actor_email: Option<&'a str>,
-    pub action: &'static str,
-    pub target_type: Option<&'static str>,
+    pub action: Action,
     pub target_id: Option<String>,
     pub before: Option<Value>,
     pub after: Option<Value>,
@@ -24,13 +101,12 @@ pub struct Entry<'a> {
 }
 
 impl<'a> Entry<'a> {
-    pub fn new(action: &'static str) -> Entry<'a> {
+    pub fn new(action: Action) -> Entry<'a> {
         Entry {
             organization_id: None,
             actor_user_id: None,
             actor_email: None,
             action,
-            target_type: None,
             target_id: None,
             before: None,
             after: None,
@@ -59,8 +135,8 @@ pub async fn record(conn: Conn<'_>, entry: Entry<'_>, now: DateTime<Utc>) -> sql
     .bind(entry.organization_id)
     .bind(entry.actor_user_id)
     .bind(entry.actor_email)
-    .bind(entry.action)
-    .bind(entry.target_type)
+    .bind(entry.action.as_str())
+    .bind(entry.action.target_type())
     .bind(entry.target_id)
     .bind(before)
     .bind(after)

@@ -9,13 +9,14 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audit_by, parse_id, render, see_other};
+use super::{Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
-use crate::auth::ClientInfo;
+
 use crate::auth::gate::CurrentUser;
 use crate::auth::password::Verification;
 use crate::auth::session::WebSession;
-use crate::db::{self, audit};
+use crate::db;
+use crate::db::audit::Action;
 use crate::domain::NewPassword;
 use crate::error::AppError;
 
@@ -83,7 +84,6 @@ pub struct PasswordForm {
 pub async fn change_password(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     form: web::Form<PasswordForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
@@ -107,13 +107,16 @@ pub async fn change_password(
     let mut tx = state.db.begin().await?;
     db::users::set_password_hash(tx.conn(), user.id, &hash, now).await?;
     let ended = db::sessions::delete_others_for_user(tx.conn(), user.id, user.session_id).await?;
-    let entry = audit::Entry {
-        target_type: Some("user"),
-        target_id: Some(user.id.to_string()),
-        after: Some(json!({ "other_sessions_ended": ended })),
-        ..audit_by("account.password_changed", &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+    audited(
+        tx.conn(),
+        &user,
+        Action::PasswordChanged,
+        user.id,
+        None,
+        Some(json!({ "other_sessions_ended": ended })),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     let page = account_page(
         &state,
@@ -130,7 +133,6 @@ pub async fn end_session(
     user: CurrentUser,
     state: web::Data<AppState>,
     session: WebSession,
-    client: ClientInfo,
     htmx: Htmx,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
@@ -139,12 +141,7 @@ pub async fn end_session(
     if !db::sessions::delete_for_user(tx.conn(), user.id, id).await? {
         return Err(AppError::NotFound);
     }
-    let entry = audit::Entry {
-        target_type: Some("session"),
-        target_id: Some(id.to_string()),
-        ..audit_by("account.session_ended", &user, &client)
-    };
-    audit::record(tx.conn(), entry, state.clock.now()).await?;
+    audited(tx.conn(), &user, Action::SessionEnded, id, None, None, state.clock.now()).await?;
     tx.commit().await?;
     if id == user.session_id {
         session.sign_out();

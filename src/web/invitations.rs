@@ -14,11 +14,12 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::members::{InviteErrors, InviteForm, PageParts, members_page};
-use super::{Layout, audit_by, parse_id, public_base, render, see_other};
+use super::{Layout, audited, parse_id, public_base, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
 use crate::auth::session::WebSession;
+use crate::db::audit::Action;
 use crate::db::{self, Tx, audit, invitations::Invitation};
 use crate::domain::{Email, NewPassword, Role};
 use crate::error::AppError;
@@ -138,12 +139,11 @@ pub async fn accept(
         organization_id: Some(invitation.organization_id),
         actor_user_id: Some(user_id),
         actor_email: Some(email.as_str()),
-        target_type: Some("invitation"),
         target_id: Some(invitation.id.to_string()),
         after: Some(json!({ "email": email.as_str(), "role": invitation.role.as_str() })),
         ip: client.ip_string(),
         user_agent: client.user_agent.clone(),
-        ..audit::Entry::new("invitation.accepted")
+        ..audit::Entry::new(Action::InvitationAccepted)
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
@@ -189,7 +189,6 @@ async fn check_invitee(
 async fn create_invitation(
     tx: &mut Tx,
     user: &CurrentUser,
-    client: &ClientInfo,
     base: &str,
     email: &Email,
     role: Role,
@@ -209,13 +208,16 @@ async fn create_invitation(
         expires_at,
     };
     db::invitations::insert(tx.conn(), invitation, now).await?;
-    let entry = audit::Entry {
-        target_type: Some("invitation"),
-        target_id: Some(id.to_string()),
-        after: Some(json!({ "email": email.as_str(), "role": role.as_str(), "expires_at": expires_at })),
-        ..audit_by("invitation.created", user, client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+    audited(
+        tx.conn(),
+        user,
+        Action::InvitationCreated,
+        id,
+        None,
+        Some(json!({ "email": email.as_str(), "role": role.as_str(), "expires_at": expires_at })),
+        now,
+    )
+    .await?;
     Ok(NewLink { email: email.to_string(), role, url: format!("{base}/invitations/{token}") })
 }
 
@@ -223,7 +225,6 @@ pub async fn invite(
     req: HttpRequest,
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     form: web::Form<InviteForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
@@ -244,8 +245,7 @@ pub async fn invite(
         let parts = PageParts { invite: form, invite_errors: errors, ..PageParts::default() };
         return render(StatusCode::UNPROCESSABLE_ENTITY, &members_page(&state, &user, parts).await?);
     };
-    let link =
-        create_invitation(&mut tx, &user, &client, &public_base(&state, &req), &email, role, now).await?;
+    let link = create_invitation(&mut tx, &user, &public_base(&state, &req), &email, role, now).await?;
     tx.commit().await?;
     let page = InvitedPage {
         layout: Layout::signed_in("Invitation created", "/members", &user, &state),
@@ -265,7 +265,6 @@ pub async fn invite_bulk(
     req: HttpRequest,
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     form: web::Form<BulkForm>,
 ) -> Result<HttpResponse, AppError> {
     let csv = form.into_inner().csv;
@@ -320,7 +319,7 @@ pub async fn invite_bulk(
     let base = public_base(&state, &req);
     let mut links = Vec::with_capacity(valid.len());
     for (email, role) in &valid {
-        links.push(create_invitation(&mut tx, &user, &client, &base, email, *role, now).await?);
+        links.push(create_invitation(&mut tx, &user, &base, email, *role, now).await?);
     }
     tx.commit().await?;
     let page =
@@ -364,7 +363,6 @@ fn line_at(text: &str, byte: u64) -> u64 {
 pub async fn revoke(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
@@ -372,14 +370,16 @@ pub async fn revoke(
     let mut tx = state.db.begin().await?;
     let email =
         db::invitations::revoke(tx.conn(), user.organization_id, id, now).await?.ok_or(AppError::NotFound)?;
-    let entry = audit::Entry {
-        target_type: Some("invitation"),
-        target_id: Some(id.to_string()),
-        before: Some(json!({ "email": email, "status": "pending" })),
-        after: Some(json!({ "status": "revoked" })),
-        ..audit_by("invitation.revoked", &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+    audited(
+        tx.conn(),
+        &user,
+        Action::InvitationRevoked,
+        id,
+        Some(json!({ "email": email, "status": "pending" })),
+        Some(json!({ "status": "revoked" })),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(see_other("/members"))
 }

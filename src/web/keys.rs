@@ -8,13 +8,14 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audit_by, parse_id, render, see_other};
+use super::{Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
-use crate::auth::ClientInfo;
+
 use crate::auth::gate::CurrentUser;
 use crate::auth::session::WebSession;
 use crate::crypto::api_key::ApiKey;
-use crate::db::{self, api_keys::KeyRow, audit};
+use crate::db::audit::Action;
+use crate::db::{self, api_keys::KeyRow};
 use crate::domain::{Scope, Scopes};
 use crate::error::AppError;
 use crate::gateway::cache::Change;
@@ -201,7 +202,6 @@ pub async fn create(
     user: CurrentUser,
     state: web::Data<AppState>,
     session: WebSession,
-    client: ClientInfo,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
     let form = KeyForm::from_pairs(form.into_inner());
@@ -231,15 +231,9 @@ pub async fn create(
         rolled_from_id: None,
     };
     db::api_keys::insert(tx.conn(), row, now).await?;
-    let entry = audit::Entry {
-        target_type: Some("api_key"),
-        target_id: Some(id.to_string()),
-        after: Some(
+    audited(tx.conn(), &user, Action::ApiKeyCreated, id, None, Some(
             json!({ "name": name, "display": display, "scopes": scopes.to_string(), "expires_at": expires_at }),
-        ),
-        ..audit_by("api_key.created", &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+        ), now).await?;
     tx.commit().await?;
     show_once(
         &state,
@@ -296,7 +290,6 @@ pub async fn created(
 async fn revoke_key(
     state: &AppState,
     user: &CurrentUser,
-    client: &ClientInfo,
     owner: Option<Uuid>,
     id: Uuid,
 ) -> Result<(), AppError> {
@@ -305,16 +298,9 @@ async fn revoke_key(
     let key =
         db::api_keys::find(tx.conn(), user.organization_id, owner, id).await?.ok_or(AppError::NotFound)?;
     if db::api_keys::revoke(tx.conn(), user.organization_id, id, now).await? {
-        let entry = audit::Entry {
-            target_type: Some("api_key"),
-            target_id: Some(id.to_string()),
-            before: Some(
+        audited(tx.conn(), user, Action::ApiKeyRevoked, id, Some(
                 json!({ "name": key.name, "display": key.display_key, "owner": key.owner_email, "status": key.status(now) }),
-            ),
-            after: Some(json!({ "status": "revoked" })),
-            ..audit_by("api_key.revoked", user, client)
-        };
-        audit::record(tx.conn(), entry, now).await?;
+            ), Some(json!({ "status": "revoked" })), now).await?;
     }
     tx.commit().await?;
     state.changed(Change::Key(id));
@@ -324,10 +310,9 @@ async fn revoke_key(
 pub async fn revoke(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    revoke_key(&state, &user, &client, Some(user.id), parse_id(&id)?).await?;
+    revoke_key(&state, &user, Some(user.id), parse_id(&id)?).await?;
     Ok(see_other("/keys"))
 }
 
@@ -342,7 +327,6 @@ pub async fn roll(
     user: CurrentUser,
     state: web::Data<AppState>,
     session: WebSession,
-    client: ClientInfo,
     id: web::Path<String>,
     form: web::Form<RollForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -396,14 +380,16 @@ pub async fn roll(
         ));
     }
     db::api_keys::insert(tx.conn(), row, now).await?;
-    let entry = audit::Entry {
-        target_type: Some("api_key"),
-        target_id: Some(id.to_string()),
-        before: Some(json!({ "name": old.name, "display": old.display_key })),
-        after: Some(json!({ "replaced_by": new_id, "display": display, "grace_hours": grace_hours })),
-        ..audit_by("api_key.rolled", &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+    audited(
+        tx.conn(),
+        &user,
+        Action::ApiKeyRolled,
+        id,
+        Some(json!({ "name": old.name, "display": old.display_key })),
+        Some(json!({ "replaced_by": new_id, "display": display, "grace_hours": grace_hours })),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     state.changed(Change::Key(id));
     let new = NewKey { name: old.name, sealed_key: String::new(), expires_at, rolled: true };
@@ -427,9 +413,8 @@ pub async fn organization_keys(
 pub async fn organization_revoke(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    revoke_key(&state, &user, &client, None, parse_id(&id)?).await?;
+    revoke_key(&state, &user, None, parse_id(&id)?).await?;
     Ok(see_other("/organization/keys"))
 }

@@ -8,7 +8,7 @@ use askama::Template;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Layout, audit_by, render, see_other};
+use super::{Layout, audited, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::device;
@@ -16,7 +16,8 @@ use crate::auth::gate::CurrentUser;
 use crate::auth::password::Verification;
 use crate::auth::session::WebSession;
 use crate::auth::throttle::{self, Attempt};
-use crate::db::{self, audit};
+use crate::db;
+use crate::db::audit::{self, Action};
 use crate::domain::Email;
 use crate::error::AppError;
 
@@ -117,7 +118,7 @@ pub async fn submit(
         actor_email: Some(email.as_str()),
         ip: ip.clone(),
         user_agent,
-        ..audit::Entry::new("auth.sign_in")
+        ..audit::Entry::new(Action::SignIn)
     };
     match (credentials, verification) {
         (Some(user), Verification::Valid { needs_rehash }) if user.is_active => {
@@ -147,7 +148,7 @@ pub async fn submit(
             Ok(response)
         }
         _ => {
-            entry.action = "auth.sign_in_failed";
+            entry.action = Action::SignInFailed;
             entry.success = false;
             let mut tx = state.db.begin().await?;
             db::login_failures::record(tx.conn(), &email, attempt.ip, attempt.device, now).await?;
@@ -163,10 +164,9 @@ pub async fn logout(
     state: web::Data<AppState>,
     session: WebSession,
     user: CurrentUser,
-    client: ClientInfo,
 ) -> Result<HttpResponse, AppError> {
-    let entry = audit_by("auth.sign_out", &user, &client);
-    audit::record(state.db.acquire().await?.conn(), entry, state.clock.now()).await?;
+    audited(state.db.acquire().await?.conn(), &user, Action::SignOut, user.id, None, None, state.clock.now())
+        .await?;
     session.sign_out();
     Ok(see_other("/login"))
 }

@@ -9,13 +9,14 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audit_by, parse_id, render, see_other};
+use super::{Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
-use crate::auth::ClientInfo;
+
 use crate::auth::gate::CurrentUser;
+use crate::db::audit::Action;
 use crate::db::invitations::PendingInvitation;
 use crate::db::users::{MemberFilter, User};
-use crate::db::{self, Tx, audit};
+use crate::db::{self, Tx};
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::gateway::cache::Change;
@@ -163,7 +164,6 @@ pub struct RoleForm {
 pub async fn change_role(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
     form: web::Form<RoleForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -190,14 +190,16 @@ pub async fn change_role(
         Role::Viewer => db::api_keys::revoke_all_for_user(tx.conn(), user.organization_id, id, now).await?,
         _ => 0,
     };
-    let entry = audit::Entry {
-        target_type: Some("user"),
-        target_id: Some(id.to_string()),
-        before: Some(json!({ "email": member.email, "role": member.role.as_str() })),
-        after: Some(json!({ "email": member.email, "role": role.as_str(), "keys_revoked": revoked })),
-        ..audit_by("member.role_changed", &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+    audited(
+        tx.conn(),
+        &user,
+        Action::MemberRoleChanged,
+        id,
+        Some(json!({ "email": member.email, "role": member.role.as_str() })),
+        Some(json!({ "email": member.email, "role": role.as_str(), "keys_revoked": revoked })),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     state.changed(Change::Member(id));
     Ok(see_other("/members"))
@@ -207,26 +209,23 @@ pub async fn change_role(
 pub async fn deactivate(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    set_active(user, state, client, id, false).await
+    set_active(user, state, id, false).await
 }
 
 /// Reactivates a member. Their keys were revoked at deactivation and stay revoked.
 pub async fn reactivate(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    set_active(user, state, client, id, true).await
+    set_active(user, state, id, true).await
 }
 
 async fn set_active(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     id: web::Path<String>,
     active: bool,
 ) -> Result<HttpResponse, AppError> {
@@ -258,16 +257,9 @@ async fn set_active(
             db::api_keys::revoke_all_for_user(tx.conn(), user.organization_id, id, now).await?,
         )
     };
-    let entry = audit::Entry {
-        target_type: Some("user"),
-        target_id: Some(id.to_string()),
-        before: Some(json!({ "email": member.email, "active": member.is_active })),
-        after: Some(
+    audited(tx.conn(), &user, if active { Action::MemberReactivated } else { Action::MemberDeactivated }, id, Some(json!({ "email": member.email, "active": member.is_active })), Some(
             json!({ "email": member.email, "active": active, "sessions_ended": ended, "keys_revoked": revoked }),
-        ),
-        ..audit_by(if active { "member.reactivated" } else { "member.deactivated" }, &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+        ), now).await?;
     tx.commit().await?;
     state.changed(Change::Member(id));
     Ok(see_other("/members"))

@@ -17,12 +17,13 @@ pub mod tokens;
 use actix_web::HttpResponse;
 use actix_web::http::{StatusCode, header};
 use askama::Template;
+use chrono::{DateTime, Utc};
 
 use crate::app::AppState;
-use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
 use crate::auth::session::WebSession;
-use crate::db::audit;
+use crate::db::Conn;
+use crate::db::audit::{self, Action};
 use crate::error::AppError;
 use crate::routes::{NavLink, nav_for};
 
@@ -79,13 +80,27 @@ pub fn see_other(to: &str) -> HttpResponse {
 }
 
 /// An audit entry for something `user` did from `client`.
-pub fn audit_by<'a>(action: &'static str, user: &'a CurrentUser, client: &ClientInfo) -> audit::Entry<'a> {
-    audit::Entry {
+/// Records that the signed-in user did `action` to `target`, with the thing as it was and as it
+/// is (secrets are removed on the way); `conn` is the transaction of the change itself.
+pub async fn audited(
+    conn: Conn<'_>,
+    user: &CurrentUser,
+    action: Action,
+    target: impl std::fmt::Display,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let entry = audit::Entry {
         organization_id: Some(user.organization_id),
         actor_user_id: Some(user.id),
         actor_email: Some(&user.email),
-        ip: client.ip_string(),
-        user_agent: client.user_agent.clone(),
+        target_id: Some(target.to_string()),
+        before,
+        after,
+        ip: user.client.ip_string(),
+        user_agent: user.client.user_agent.clone(),
         ..audit::Entry::new(action)
-    }
+    };
+    audit::record(conn, entry, now).await
 }

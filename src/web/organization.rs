@@ -7,12 +7,13 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Layout, audit_by, render};
+use super::{Layout, audited, render};
 use crate::app::AppState;
-use crate::auth::ClientInfo;
+
 use crate::auth::gate::CurrentUser;
+use crate::db;
+use crate::db::audit::Action;
 use crate::db::organizations::{Organization, PlanLimits, Settings, plan_limits};
-use crate::db::{self, audit};
 use crate::domain::{Email, OrganizationName};
 use crate::error::AppError;
 
@@ -92,7 +93,6 @@ pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpR
 pub async fn save(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     form: web::Form<SettingsForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
@@ -122,18 +122,16 @@ pub async fn save(
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     db::organizations::update(tx.conn(), org.id, name.as_str(), contact.as_str(), settings, now).await?;
-    let entry = audit::Entry {
-        target_type: Some("organization"),
-        target_id: Some(org.id.to_string()),
-        before: Some(
-            json!({ "name": org.name, "contact_email": org.contact_email, "settings": *org.settings }),
-        ),
-        after: Some(
-            json!({ "name": name.as_str(), "contact_email": contact.as_str(), "settings": settings }),
-        ),
-        ..audit_by("organization.updated", &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+    audited(
+        tx.conn(),
+        &user,
+        Action::OrganizationUpdated,
+        org.id,
+        Some(json!({ "name": org.name, "contact_email": org.contact_email, "settings": *org.settings })),
+        Some(json!({ "name": name.as_str(), "contact_email": contact.as_str(), "settings": settings })),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     let org = organization(&state, &user).await?;
     // The signed-in user's layout shows the new name at once.

@@ -9,14 +9,15 @@ use askama::Template;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audit_by, public_base, render, see_other};
+use super::{Layout, audited, public_base, render, see_other};
 use crate::app::AppState;
-use crate::auth::ClientInfo;
+
 use crate::auth::gate::CurrentUser;
 use crate::catalog::definition::{CredentialPlacement, parse_headers, parse_upstream_url};
 use crate::catalog::egress::Refused;
+use crate::db::audit::Action;
 use crate::db::services::{SealedHeader, ServiceFields, ServiceRow};
-use crate::db::{self, audit, unique_violation};
+use crate::db::{self, unique_violation};
 use crate::domain::{Role, ServiceName};
 use crate::error::AppError;
 use crate::gateway::cache::Change;
@@ -381,20 +382,18 @@ fn merged_headers(
 pub async fn create(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
-    save(user, state, client, None, ServiceForm::from_pairs(form.into_inner())).await
+    save(user, state, None, ServiceForm::from_pairs(form.into_inner())).await
 }
 
 pub async fn update(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     name: web::Path<String>,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
-    save(user, state, client, Some(name.into_inner()), ServiceForm::from_pairs(form.into_inner())).await
+    save(user, state, Some(name.into_inner()), ServiceForm::from_pairs(form.into_inner())).await
 }
 
 /// The form again, with the errors, its stored headers as they are and no header value typed
@@ -417,7 +416,6 @@ fn refused_form(
 async fn save(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     editing: Option<String>,
     form: ServiceForm,
 ) -> Result<HttpResponse, AppError> {
@@ -480,10 +478,12 @@ async fn save(
         return Err(e.into());
     }
     let token = valid.token.as_ref().map(|t| t.as_str());
-    let entry = audit::Entry {
-        target_type: Some("service"),
-        target_id: Some(id.to_string()),
-        before: current.as_ref().map(|s| {
+    audited(
+        tx.conn(),
+        &user,
+        if current.is_some() { Action::ServiceUpdated } else { Action::ServiceCreated },
+        id,
+        current.as_ref().map(|s| {
             audit_view(
                 &s.name,
                 s.upstream_url.as_deref().unwrap_or(""),
@@ -491,10 +491,10 @@ async fn save(
                 s.token_service_name.as_deref(),
             )
         }),
-        after: Some(audit_view(valid.name.as_str(), &valid.url, &headers, token)),
-        ..audit_by(if current.is_some() { "service.updated" } else { "service.created" }, &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+        Some(audit_view(valid.name.as_str(), &valid.url, &headers, token)),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     // The gateway may keep the service under its old name and under its new one.
     for name in current.iter().map(|c| c.name.as_str()).chain([valid.name.as_str()]) {
@@ -506,7 +506,6 @@ async fn save(
 pub async fn delete(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let now = state.clock.now();
@@ -520,13 +519,7 @@ pub async fn delete(
         &service.sealed_headers,
         service.token_service_name.as_deref(),
     );
-    let entry = audit::Entry {
-        target_type: Some("service"),
-        target_id: Some(service.id.to_string()),
-        before: Some(before),
-        ..audit_by("service.deleted", &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+    audited(tx.conn(), &user, Action::ServiceDeleted, service.id, Some(before), None, now).await?;
     tx.commit().await?;
     state.changed(Change::Service { organization_id: user.organization_id, name: service.name });
     Ok(see_other("/services"))

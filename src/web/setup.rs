@@ -11,7 +11,8 @@ use super::{Layout, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::session::WebSession;
-use crate::db::{self, audit};
+use crate::db;
+use crate::db::audit::{self, Action};
 use crate::domain::{Email, NewPassword, OrganizationName, Role};
 use crate::error::AppError;
 
@@ -123,12 +124,11 @@ pub async fn submit(
         organization_id: Some(organization_id),
         actor_user_id: Some(user_id),
         actor_email: Some(email.as_str()),
-        target_type: Some("organization"),
         target_id: Some(organization_id.to_string()),
         after: Some(json!({ "name": name.as_str(), "admin": email.as_str() })),
         ip: client.ip_string(),
         user_agent: client.user_agent.clone(),
-        ..audit::Entry::new("organization.created")
+        ..audit::Entry::new(Action::OrganizationCreated)
     };
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;

@@ -7,12 +7,13 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Layout, audit_by, render, see_other};
+use super::{Layout, audited, render, see_other};
 use crate::app::AppState;
-use crate::auth::ClientInfo;
+
 use crate::auth::gate::CurrentUser;
 use crate::crypto::keyring::{Binding, visible_tail};
-use crate::db::{self, audit, user_tokens::TokenRow};
+use crate::db::audit::Action;
+use crate::db::{self, user_tokens::TokenRow};
 use crate::domain::ServiceName;
 use crate::error::AppError;
 use crate::gateway::cache::Change;
@@ -70,7 +71,6 @@ pub async fn list(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpR
 pub async fn save(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, AppError> {
     let TokenForm { service_name, token } = form.into_inner();
@@ -105,13 +105,16 @@ pub async fn save(
         last4: &last4,
     };
     let replaced = db::user_tokens::upsert(tx.conn(), row, now).await?;
-    let entry = audit::Entry {
-        target_type: Some("service_token"),
-        target_id: Some(name.to_string()),
-        after: Some(json!({ "service_name": name.as_str() })),
-        ..audit_by(if replaced { "service_token.replaced" } else { "service_token.created" }, &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+    audited(
+        tx.conn(),
+        &user,
+        if replaced { Action::ServiceTokenReplaced } else { Action::ServiceTokenCreated },
+        &name,
+        None,
+        Some(json!({ "service_name": name.as_str() })),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     state.changed(Change::Token {
         organization_id: user.organization_id,
@@ -128,7 +131,6 @@ pub async fn save(
 pub async fn delete(
     user: CurrentUser,
     state: web::Data<AppState>,
-    client: ClientInfo,
     service: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let name = ServiceName::parse(&service).map_err(|_| AppError::NotFound)?;
@@ -137,13 +139,16 @@ pub async fn delete(
     if !db::user_tokens::delete(tx.conn(), user.organization_id, user.id, name.as_str()).await? {
         return Err(AppError::NotFound);
     }
-    let entry = audit::Entry {
-        target_type: Some("service_token"),
-        target_id: Some(name.to_string()),
-        before: Some(json!({ "service_name": name.as_str() })),
-        ..audit_by("service_token.deleted", &user, &client)
-    };
-    audit::record(tx.conn(), entry, now).await?;
+    audited(
+        tx.conn(),
+        &user,
+        Action::ServiceTokenDeleted,
+        &name,
+        Some(json!({ "service_name": name.as_str() })),
+        None,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     state.changed(Change::Token {
         organization_id: user.organization_id,

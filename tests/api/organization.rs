@@ -80,7 +80,7 @@ async fn the_audit_trail_filters_and_pages(backend: Backend) {
             organization_id: Some(org),
             actor_email: Some(admin_user.email.as_str()),
             target_id: Some(format!("target-{i}")),
-            ..audit::Entry::new("invitation.created")
+            ..audit::Entry::new(audit::Action::InvitationCreated)
         };
         audit::record(app.db.acquire().await.unwrap().conn(), entry, now + Duration::milliseconds(i))
             .await
