@@ -23,14 +23,51 @@ pub struct KeyRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// Where a key stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    /// Rolled: it works until its grace time ends.
+    InGrace,
+    /// Rolled, and its grace time is over.
+    Replaced,
+    Expired,
+    Revoked,
+}
+
+impl KeyStatus {
+    /// Whether the key still lets its holder in.
+    pub fn works(self) -> bool {
+        matches!(self, KeyStatus::Active | KeyStatus::InGrace)
+    }
+}
+
+impl std::fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyStatus::Active => "active",
+            KeyStatus::InGrace => "replaced, in grace",
+            KeyStatus::Replaced => "replaced",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+        })
+    }
+}
+
+impl serde::Serialize for KeyStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl KeyRow {
-    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
+    pub fn status(&self, now: DateTime<Utc>) -> KeyStatus {
         match (self.revoked_at, self.expires_at, self.rolled_at) {
-            (Some(_), _, _) => "revoked",
-            (None, Some(expires), Some(_)) if expires <= now => "replaced",
-            (None, Some(expires), _) if expires <= now => "expired",
-            (None, _, Some(_)) => "replaced, in grace",
-            _ => "active",
+            (Some(_), _, _) => KeyStatus::Revoked,
+            (None, Some(expires), Some(_)) if expires <= now => KeyStatus::Replaced,
+            (None, Some(expires), _) if expires <= now => KeyStatus::Expired,
+            (None, _, Some(_)) => KeyStatus::InGrace,
+            _ => KeyStatus::Active,
         }
     }
 }

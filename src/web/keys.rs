@@ -14,8 +14,9 @@ use crate::app::AppState;
 use crate::auth::gate::CurrentUser;
 use crate::auth::session::WebSession;
 use crate::crypto::api_key::ApiKey;
+use crate::db::api_keys::{KeyRow, KeyStatus};
 use crate::db::audit::Action;
-use crate::db::{self, api_keys::KeyRow};
+use crate::db::{self};
 use crate::domain::{Scope, Scopes};
 use crate::error::AppError;
 use crate::gateway::cache::Change;
@@ -342,7 +343,9 @@ pub async fn roll(
     };
     let refusal = match grace_hours {
         None => Some(format!("Enter the grace time in hours, from 0 to {MAX_GRACE_HOURS}.")),
-        Some(_) if old.status(now) != "active" => Some("Only an active key can be rolled.".to_owned()),
+        Some(_) if old.status(now) != KeyStatus::Active => {
+            Some("Only an active key can be rolled.".to_owned())
+        }
         Some(_) => None,
     };
     let (Some(grace_hours), None) = (grace_hours, refusal.clone()) else {
