@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audited, parse_id, render, see_other};
+use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
@@ -19,13 +19,6 @@ use crate::db;
 use crate::db::audit::Action;
 use crate::domain::NewPassword;
 use crate::error::AppError;
-
-#[derive(Default)]
-pub struct PasswordErrors {
-    current: Option<String>,
-    new: Option<String>,
-    confirm: Option<String>,
-}
 
 /// The sessions table, also sent alone as an htmx swap.
 #[derive(Template)]
@@ -42,7 +35,7 @@ pub struct SessionsTable {
 pub struct AccountPage {
     layout: Layout,
     sessions: SessionsTable,
-    errors: PasswordErrors,
+    errors: FieldErrors,
     notice: Option<&'static str>,
 }
 
@@ -55,7 +48,7 @@ async fn sessions_table(state: &AppState, user: &CurrentUser) -> Result<Sessions
 async fn account_page(
     state: &AppState,
     user: &CurrentUser,
-    errors: PasswordErrors,
+    errors: FieldErrors,
     notice: Option<&'static str>,
 ) -> Result<AccountPage, AppError> {
     Ok(AccountPage {
@@ -67,7 +60,7 @@ async fn account_page(
 }
 
 pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    render(StatusCode::OK, &account_page(&state, &user, PasswordErrors::default(), None).await?)
+    render(StatusCode::OK, &account_page(&state, &user, FieldErrors::default(), None).await?)
 }
 
 #[derive(Deserialize)]
@@ -87,17 +80,17 @@ pub async fn change_password(
     form: web::Form<PasswordForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
-    let mut errors = PasswordErrors::default();
+    let mut errors = FieldErrors::default();
     let stored = db::users::password_hash(state.db.acquire().await?.conn(), user.id).await?;
     let verified = state.passwords.verify(SecretString::from(form.current_password), stored).await?;
     if matches!(verified, Verification::Invalid) {
-        errors.current = Some("This is not your current password.".into());
+        errors.add("current", "This is not your current password.");
     }
-    let new = NewPassword::parse(&form.new_password).map_err(|e| errors.new = Some(e)).ok();
+    let new = NewPassword::parse(&form.new_password).map_err(|e| errors.add("new", e)).ok();
     if new.is_some() && form.new_password != form.new_password_confirm {
-        errors.confirm = Some("The passwords do not match.".into());
+        errors.add("confirm", "The passwords do not match.");
     }
-    let (Some(new), None, None) = (new, &errors.current, &errors.confirm) else {
+    let (Some(new), true) = (new, errors.is_empty()) else {
         let page = account_page(&state, &user, errors, None).await?;
         return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };
@@ -121,7 +114,7 @@ pub async fn change_password(
     let page = account_page(
         &state,
         &user,
-        PasswordErrors::default(),
+        FieldErrors::default(),
         Some("Password changed. Your other sessions have been signed out."),
     )
     .await?;

@@ -13,8 +13,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::members::{InviteErrors, InviteForm, PageParts, members_page};
-use super::{Layout, audited, parse_id, public_base, render, see_other};
+use super::members::{InviteForm, PageParts, members_page};
+use super::{FieldErrors, Layout, audited, parse_id, public_base, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
@@ -229,18 +229,17 @@ pub async fn invite(
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     let now = state.clock.now();
-    let mut errors = InviteErrors::default();
-    let email = Email::parse(&form.email).map_err(|e| errors.email = Some(e.into())).ok();
-    let role = Role::parse(&form.role)
-        .map_err(|_| errors.role = Some("Choose admin, developer or viewer.".into()))
-        .ok();
+    let mut errors = FieldErrors::default();
+    let email = Email::parse(&form.email).map_err(|e| errors.add("email", e)).ok();
+    let role =
+        Role::parse(&form.role).map_err(|_| errors.add("role", "Choose admin, developer or viewer.")).ok();
     let mut tx = state.db.begin().await?;
     if let Some(email) = &email
         && let Err(message) = check_invitee(&mut tx, &user, email, now).await?
     {
-        errors.email = Some(message);
+        errors.add("email", message);
     }
-    let (Some(email), Some(role), None) = (email, role, &errors.email) else {
+    let (Some(email), Some(role), true) = (email, role, errors.is_empty()) else {
         drop(tx);
         let parts = PageParts { invite: form, invite_errors: errors, ..PageParts::default() };
         return render(StatusCode::UNPROCESSABLE_ENTITY, &members_page(&state, &user, parts).await?);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audited, parse_id, render, see_other};
+use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
@@ -64,13 +64,6 @@ impl KeyForm {
     }
 }
 
-#[derive(Default)]
-pub struct KeyErrors {
-    name: Option<String>,
-    scopes: Option<String>,
-    expiry: Option<String>,
-}
-
 #[derive(Template)]
 #[template(path = "keys/list.html")]
 pub struct KeysPage {
@@ -79,7 +72,7 @@ pub struct KeysPage {
     now: DateTime<Utc>,
     grantable: Vec<&'static str>,
     form: KeyForm,
-    errors: KeyErrors,
+    errors: FieldErrors,
     /// A refused roll: which key, and why.
     roll_error: Option<(Uuid, String)>,
     is_admin: bool,
@@ -107,7 +100,7 @@ async fn keys_page(
     state: &AppState,
     user: &CurrentUser,
     form: KeyForm,
-    errors: KeyErrors,
+    errors: FieldErrors,
     roll_error: Option<(Uuid, String)>,
 ) -> Result<KeysPage, AppError> {
     let keys =
@@ -128,7 +121,7 @@ pub async fn list(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpR
     let org = db::organizations::find(state.db.acquire().await?.conn(), user.organization_id).await?;
     let expiry = org.map_or(365, |o| o.settings.default_key_expiry_days).to_string();
     let form = KeyForm { expiry, ..KeyForm::default() };
-    render(StatusCode::OK, &keys_page(&state, &user, form, KeyErrors::default(), None).await?)
+    render(StatusCode::OK, &keys_page(&state, &user, form, FieldErrors::default(), None).await?)
 }
 
 /// Checks the form; the result is the key's name, scopes and expiry, or the errors to show.
@@ -136,27 +129,27 @@ fn validate(
     form: &KeyForm,
     user: &CurrentUser,
     now: DateTime<Utc>,
-) -> Result<(String, Scopes, DateTime<Utc>), KeyErrors> {
-    let mut errors = KeyErrors::default();
+) -> Result<(String, Scopes, DateTime<Utc>), FieldErrors> {
+    let mut errors = FieldErrors::default();
     let name = form.name.trim();
     if name.is_empty() {
-        errors.name = Some("Give the key a name, e.g. the machine or tool that uses it.".into());
+        errors.add("name", "Give the key a name, e.g. the machine or tool that uses it.");
     } else if name.chars().count() > 100 || name.chars().any(char::is_control) {
-        errors.name = Some("Use at most 100 printable characters.".into());
+        errors.add("name", "Use at most 100 printable characters.");
     }
     let scopes = match Scopes::parse(form.scopes.iter().map(String::as_str)) {
         Err(e) => {
-            errors.scopes = Some(format!("That is an {e}."));
+            errors.add("scopes", format!("That is an {e}."));
             None
         }
         Ok(scopes) if scopes.is_empty() => {
-            errors.scopes = Some("Choose at least one scope.".into());
+            errors.add("scopes", "Choose at least one scope.");
             None
         }
         Ok(scopes) => {
             let too_much = scopes.iter().find(|s| !s.allowed_for(user.role));
             if let Some(scope) = too_much {
-                errors.scopes = Some(format!("Your role ({}) cannot grant {}.", user.role, scope.as_str()));
+                errors.add("scopes", format!("Your role ({}) cannot grant {}.", user.role, scope.as_str()));
                 None
             } else {
                 Some(scopes)
@@ -168,7 +161,7 @@ fn validate(
     } else if form.expiry == "custom" {
         match NaiveDate::parse_from_str(form.custom_date.trim(), "%Y-%m-%d") {
             Err(_) => {
-                errors.expiry = Some("Enter the date as YYYY-MM-DD.".into());
+                errors.add("expiry", "Enter the date as YYYY-MM-DD.");
                 None
             }
             Ok(date) => {
@@ -176,11 +169,11 @@ fn validate(
                 let end = date.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
                 match end {
                     Some(end) if end <= now => {
-                        errors.expiry = Some("The expiry date is in the past.".into());
+                        errors.add("expiry", "The expiry date is in the past.");
                         None
                     }
                     Some(end) if end > now + Duration::days(5 * 366) => {
-                        errors.expiry = Some("Choose a date within five years.".into());
+                        errors.add("expiry", "Choose a date within five years.");
                         None
                     }
                     end => end,
@@ -188,11 +181,11 @@ fn validate(
             }
         }
     } else {
-        errors.expiry = Some("Choose when the key expires.".into());
+        errors.add("expiry", "Choose when the key expires.");
         None
     };
-    match (errors.name.is_none(), scopes, expires_at) {
-        (true, Some(scopes), Some(expires_at)) if errors.expiry.is_none() => {
+    match (!errors.has("name"), scopes, expires_at) {
+        (true, Some(scopes), Some(expires_at)) if !errors.has("expiry") => {
             Ok((name.to_owned(), scopes, expires_at))
         }
         _ => Err(errors),
@@ -351,7 +344,7 @@ pub async fn roll(
     let (Some(grace_hours), None) = (grace_hours, refusal.clone()) else {
         drop(tx);
         let page =
-            keys_page(&state, &user, KeyForm::default(), KeyErrors::default(), refusal.map(|r| (id, r)))
+            keys_page(&state, &user, KeyForm::default(), FieldErrors::default(), refusal.map(|r| (id, r)))
                 .await?;
         return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };

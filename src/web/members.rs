@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audited, parse_id, render, see_other};
+use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
@@ -43,12 +43,6 @@ pub struct InviteForm {
     pub(super) role: String,
 }
 
-#[derive(Default)]
-pub struct InviteErrors {
-    pub(super) email: Option<String>,
-    pub(super) role: Option<String>,
-}
-
 #[derive(Template)]
 #[template(path = "members/list.html")]
 pub struct MembersPage {
@@ -58,7 +52,7 @@ pub struct MembersPage {
     next_after: Option<String>,
     invitations: Vec<PendingInvitation>,
     invite: InviteForm,
-    invite_errors: InviteErrors,
+    invite_errors: FieldErrors,
     csv: String,
     csv_errors: Vec<String>,
     /// An action refused on one member's row: whose, and why.
@@ -70,7 +64,7 @@ pub struct MembersPage {
 pub(super) struct PageParts {
     pub(super) query: DirectoryQuery,
     pub(super) invite: InviteForm,
-    pub(super) invite_errors: InviteErrors,
+    pub(super) invite_errors: FieldErrors,
     pub(super) csv: String,
     pub(super) csv_errors: Vec<String>,
     pub(super) row_error: Option<(Uuid, String)>,
@@ -81,7 +75,7 @@ impl Default for PageParts {
         PageParts {
             query: DirectoryQuery::default(),
             invite: InviteForm { email: String::new(), role: Role::Developer.as_str().into() },
-            invite_errors: InviteErrors::default(),
+            invite_errors: FieldErrors::default(),
             csv: String::new(),
             csv_errors: Vec::new(),
             row_error: None,

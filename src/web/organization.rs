@@ -7,7 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Layout, audited, render};
+use super::{FieldErrors, Layout, audited, render};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
@@ -32,14 +32,6 @@ pub struct SettingsForm {
     log_retention_days: String,
 }
 
-#[derive(Default)]
-pub struct SettingsErrors {
-    name: Option<String>,
-    contact_email: Option<String>,
-    default_key_expiry_days: Option<String>,
-    log_retention_days: Option<String>,
-}
-
 #[derive(Template)]
 #[template(path = "organization/settings.html")]
 pub struct SettingsPage {
@@ -47,7 +39,7 @@ pub struct SettingsPage {
     plan: String,
     limits: PlanLimits,
     form: SettingsForm,
-    errors: SettingsErrors,
+    errors: FieldErrors,
     expiry_choices: [u16; 3],
     notice: Option<&'static str>,
 }
@@ -72,7 +64,7 @@ fn page(
     user: &CurrentUser,
     org: &Organization,
     form: SettingsForm,
-    errors: SettingsErrors,
+    errors: FieldErrors,
 ) -> SettingsPage {
     SettingsPage {
         layout: Layout::signed_in("Organization", "/organization", user, state),
@@ -87,7 +79,7 @@ fn page(
 
 pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let org = organization(&state, &user).await?;
-    render(StatusCode::OK, &page(&state, &user, &org, form_of(&org), SettingsErrors::default()))
+    render(StatusCode::OK, &page(&state, &user, &org, form_of(&org), FieldErrors::default()))
 }
 
 pub async fn save(
@@ -97,22 +89,21 @@ pub async fn save(
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     let org = organization(&state, &user).await?;
-    let mut errors = SettingsErrors::default();
-    let name = OrganizationName::parse(&form.name).map_err(|e| errors.name = Some(e.into())).ok();
-    let contact = Email::parse(&form.contact_email).map_err(|e| errors.contact_email = Some(e.into())).ok();
+    let mut errors = FieldErrors::default();
+    let name = OrganizationName::parse(&form.name).map_err(|e| errors.add("name", e)).ok();
+    let contact = Email::parse(&form.contact_email).map_err(|e| errors.add("contact_email", e)).ok();
     let expiry =
         form.default_key_expiry_days.trim().parse::<u16>().ok().filter(|d| KEY_EXPIRY_CHOICES.contains(d));
     if expiry.is_none() {
-        errors.default_key_expiry_days = Some("Choose 30, 90 or 365 days.".into());
+        errors.add("default_key_expiry_days", "Choose 30, 90 or 365 days.");
     }
     let retention =
         form.log_retention_days.trim().parse::<u16>().ok().filter(|d| RETENTION_RANGE.contains(d));
     if retention.is_none() {
-        errors.log_retention_days = Some(format!(
-            "Enter a number of days from {} to {}.",
-            RETENTION_RANGE.start(),
-            RETENTION_RANGE.end()
-        ));
+        errors.add(
+            "log_retention_days",
+            format!("Enter a number of days from {} to {}.", RETENTION_RANGE.start(), RETENTION_RANGE.end()),
+        );
     }
     let (Some(name), Some(contact), Some(expiry), Some(retention)) = (name, contact, expiry, retention)
     else {
@@ -136,7 +127,7 @@ pub async fn save(
     let org = organization(&state, &user).await?;
     // The signed-in user's layout shows the new name at once.
     let user = CurrentUser { organization_name: org.name.clone(), ..user };
-    let mut saved = page(&state, &user, &org, form_of(&org), SettingsErrors::default());
+    let mut saved = page(&state, &user, &org, form_of(&org), FieldErrors::default());
     saved.notice = Some("Settings saved.");
     render(StatusCode::OK, &saved)
 }

@@ -9,7 +9,7 @@ use askama::Template;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, audited, public_base, render, see_other};
+use super::{FieldErrors, Layout, audited, public_base, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
@@ -145,17 +145,6 @@ impl ServiceForm {
     }
 }
 
-#[derive(Default)]
-pub struct ServiceErrors {
-    name: Option<String>,
-    description: Option<String>,
-    upstream_url: Option<String>,
-    headers: Option<String>,
-    token_service_name: Option<String>,
-    credential_header: Option<String>,
-    timeout_seconds: Option<String>,
-}
-
 #[derive(Template)]
 #[template(path = "services/form.html")]
 pub struct FormPage {
@@ -163,7 +152,7 @@ pub struct FormPage {
     /// The name of the service being edited; `None` for a new one.
     editing: Option<String>,
     form: ServiceForm,
-    errors: ServiceErrors,
+    errors: FieldErrors,
 }
 
 pub async fn catalog(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
@@ -239,7 +228,7 @@ fn form_page(
     user: &CurrentUser,
     editing: Option<String>,
     form: ServiceForm,
-    errors: ServiceErrors,
+    errors: FieldErrors,
 ) -> FormPage {
     let title = if editing.is_some() { "Edit service" } else { "New service" };
     FormPage { layout: Layout::signed_in(title, "/services", user, state), editing, form, errors }
@@ -247,7 +236,7 @@ fn form_page(
 
 pub async fn new_form(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let form = ServiceForm { timeout_seconds: "60".into(), ..ServiceForm::default() };
-    render(StatusCode::OK, &form_page(&state, &user, None, form, ServiceErrors::default()))
+    render(StatusCode::OK, &form_page(&state, &user, None, form, FieldErrors::default()))
 }
 
 pub async fn edit_form(
@@ -270,7 +259,7 @@ pub async fn edit_form(
         ..ServiceForm::default()
     };
     form.show_stored(Some(&service));
-    render(StatusCode::OK, &form_page(&state, &user, Some(service.name), form, ServiceErrors::default()))
+    render(StatusCode::OK, &form_page(&state, &user, Some(service.name), form, FieldErrors::default()))
 }
 
 /// A checked form, ready to store.
@@ -287,44 +276,41 @@ struct Valid {
 }
 
 /// Checks the form; on a mistake, `errors` says which field and why.
-fn validate(form: &ServiceForm, errors: &mut ServiceErrors) -> Option<Valid> {
-    let name = ServiceName::parse(&form.name).map_err(|e| errors.name = Some(e.into())).ok();
+fn validate(form: &ServiceForm, errors: &mut FieldErrors) -> Option<Valid> {
+    let name = ServiceName::parse(&form.name).map_err(|e| errors.add("name", e)).ok();
     if name.as_ref().is_some_and(|n| RESERVED_NAMES.contains(&n.as_str())) {
-        errors.name = Some("This name is reserved; choose another.".into());
+        errors.add("name", "This name is reserved; choose another.");
     }
     if form.description.chars().count() > 500 || form.version.chars().count() > 50 {
-        errors.description =
-            Some("Keep the description under 500 and the version under 50 characters.".into());
+        errors.add("description", "Keep the description under 500 and the version under 50 characters.");
     }
-    let url = parse_upstream_url(&form.upstream_url).map_err(|e| errors.upstream_url = Some(e)).ok();
+    let url = parse_upstream_url(&form.upstream_url).map_err(|e| errors.add("upstream_url", e)).ok();
     // A new value for a stored header is one more `Name: value` line.
     let replaced = form.stored.iter().filter(|s| !s.remove && !s.value.trim().is_empty());
     let lines: Vec<String> = replaced
         .map(|s| format!("{}: {}", s.name, s.value))
         .chain(form.headers.lines().map(str::to_owned))
         .collect();
-    let headers = parse_headers(&lines.join("\n")).map_err(|e| errors.headers = Some(e)).ok();
+    let headers = parse_headers(&lines.join("\n")).map_err(|e| errors.add("headers", e)).ok();
     let token = match form.token_service_name.trim() {
         "" => None,
-        raw => ServiceName::parse(raw).map_err(|e| errors.token_service_name = Some(e.into())).ok(),
+        raw => ServiceName::parse(raw).map_err(|e| errors.add("token_service_name", e)).ok(),
     };
     let placement = match form.credential_header.trim() {
         "" => None,
-        raw => CredentialPlacement::parse(raw).map_err(|e| errors.credential_header = Some(e)).ok(),
+        raw => CredentialPlacement::parse(raw).map_err(|e| errors.add("credential_header", e)).ok(),
     };
     if form.token_service_name.trim().is_empty() != form.credential_header.trim().is_empty() {
-        errors
-            .credential_header
-            .get_or_insert("Give both the token name and where it goes, or neither.".into());
+        errors.add("credential_header", "Give both the token name and where it goes, or neither.");
     }
     let timeout = form.timeout_seconds.trim().parse::<i32>().ok().filter(|t| (1..=600).contains(t));
     if timeout.is_none() {
-        errors.timeout_seconds = Some("Enter a timeout from 1 to 600 seconds.".into());
+        errors.add("timeout_seconds", "Enter a timeout from 1 to 600 seconds.");
     }
-    let no_errors = errors.name.is_none()
-        && errors.description.is_none()
-        && errors.token_service_name.is_none()
-        && errors.credential_header.is_none();
+    let no_errors = !errors.has("name")
+        && !errors.has("description")
+        && !errors.has("token_service_name")
+        && !errors.has("credential_header");
     match (name, url, headers, timeout, no_errors) {
         (Some(name), Some(url), Some(new_headers), Some(timeout), true) => Some(Valid {
             name,
@@ -403,12 +389,12 @@ fn refused_form(
     user: &CurrentUser,
     editing: Option<String>,
     mut form: ServiceForm,
-    mut errors: ServiceErrors,
+    mut errors: FieldErrors,
     existing: Option<&ServiceRow>,
 ) -> Result<HttpResponse, AppError> {
     form.show_stored(existing);
     if form.forget_values() {
-        errors.headers.get_or_insert_with(|| "Header values are not shown again: enter them again.".into());
+        errors.add("headers", "Header values are not shown again: enter them again.");
     }
     render(StatusCode::UNPROCESSABLE_ENTITY, &form_page(state, user, editing, form, errors))
 }
@@ -428,14 +414,14 @@ async fn save(
         ),
         None => None,
     };
-    let mut errors = ServiceErrors::default();
+    let mut errors = FieldErrors::default();
     let mut valid = validate(&form, &mut errors);
     // A name can take a while to resolve: before the transaction. A name that does not resolve
     // yet is accepted; every connection checks the address it reaches.
     if let Ok(url) = parse_upstream_url(&form.upstream_url)
         && let Err(refused @ Refused::NotPublic(_)) = state.gateway.policy().check_url(&url).await
     {
-        errors.upstream_url = Some(format!("Not saved: {refused}."));
+        errors.add("upstream_url", format!("Not saved: {refused}."));
         valid = None;
     }
     let Some(valid) = valid else {
@@ -458,7 +444,7 @@ async fn save(
     }
     if db::services::system_name_exists(tx.conn(), valid.name.as_str()).await? {
         drop(tx);
-        errors.name = Some(format!("{} is a system service's name.", valid.name));
+        errors.add("name", format!("{} is a system service's name.", valid.name));
         return refused_form(&state, &user, editing, form, errors, existing.as_ref());
     }
     let stored = current.as_ref().map_or(&[][..], |c| &c.sealed_headers[..]);
@@ -472,7 +458,7 @@ async fn save(
     if let Err(e) = written {
         if unique_violation(&e).is_some() {
             drop(tx);
-            errors.name = Some("A service with this name already exists.".into());
+            errors.add("name", "A service with this name already exists.");
             return refused_form(&state, &user, editing, form, errors, existing.as_ref());
         }
         return Err(e.into());

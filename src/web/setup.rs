@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Layout, render, see_other};
+use super::{FieldErrors, Layout, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::session::WebSession;
@@ -28,30 +28,13 @@ pub struct SetupForm {
     password_confirm: String,
 }
 
-#[derive(Default)]
-pub struct SetupErrors {
-    organization: Option<String>,
-    email: Option<String>,
-    password: Option<String>,
-    password_confirm: Option<String>,
-}
-
-impl SetupErrors {
-    fn any(&self) -> bool {
-        self.organization.is_some()
-            || self.email.is_some()
-            || self.password.is_some()
-            || self.password_confirm.is_some()
-    }
-}
-
 #[derive(Template)]
 #[template(path = "setup.html")]
 pub struct SetupPage {
     layout: Layout,
     organization: String,
     email: String,
-    errors: SetupErrors,
+    errors: FieldErrors,
 }
 
 async fn ensure_first_run(state: &AppState) -> Result<(), AppError> {
@@ -67,7 +50,7 @@ pub async fn form(state: web::Data<AppState>, session: WebSession) -> Result<Htt
         layout: Layout::public("Set up", "/setup", &session, &state),
         organization: String::new(),
         email: String::new(),
-        errors: SetupErrors::default(),
+        errors: FieldErrors::default(),
     };
     render(StatusCode::OK, &page)
 }
@@ -80,15 +63,14 @@ pub async fn submit(
 ) -> Result<HttpResponse, AppError> {
     ensure_first_run(&state).await?;
     let form = form.into_inner();
-    let mut errors = SetupErrors::default();
-    let name =
-        OrganizationName::parse(&form.organization).map_err(|e| errors.organization = Some(e.into())).ok();
-    let email = Email::parse(&form.email).map_err(|e| errors.email = Some(e.into())).ok();
-    let password = NewPassword::parse(&form.password).map_err(|e| errors.password = Some(e)).ok();
+    let mut errors = FieldErrors::default();
+    let name = OrganizationName::parse(&form.organization).map_err(|e| errors.add("organization", e)).ok();
+    let email = Email::parse(&form.email).map_err(|e| errors.add("email", e)).ok();
+    let password = NewPassword::parse(&form.password).map_err(|e| errors.add("password", e)).ok();
     if password.is_some() && form.password != form.password_confirm {
-        errors.password_confirm = Some("The passwords do not match.".into());
+        errors.add("password_confirm", "The passwords do not match.");
     }
-    let (Some(name), Some(email), Some(password), false) = (name, email, password, errors.any()) else {
+    let (Some(name), Some(email), Some(password), false) = (name, email, password, !errors.is_empty()) else {
         let page = SetupPage {
             layout: Layout::public("Set up", "/setup", &session, &state),
             organization: form.organization,

@@ -7,7 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Layout, audited, render, see_other};
+use super::{FieldErrors, Layout, audited, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
@@ -28,19 +28,13 @@ pub struct TokenForm {
     token: String,
 }
 
-#[derive(Default)]
-pub struct TokenErrors {
-    service_name: Option<String>,
-    token: Option<String>,
-}
-
 #[derive(Template)]
 #[template(path = "tokens/list.html")]
 pub struct TokensPage {
     layout: Layout,
     tokens: Vec<TokenRow>,
     service_name: String,
-    errors: TokenErrors,
+    errors: FieldErrors,
     notice: Option<String>,
 }
 
@@ -48,7 +42,7 @@ async fn tokens_page(
     state: &AppState,
     user: &CurrentUser,
     service_name: String,
-    errors: TokenErrors,
+    errors: FieldErrors,
     notice: Option<String>,
 ) -> Result<TokensPage, AppError> {
     let tokens =
@@ -64,7 +58,7 @@ async fn tokens_page(
 }
 
 pub async fn list(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    render(StatusCode::OK, &tokens_page(&state, &user, String::new(), TokenErrors::default(), None).await?)
+    render(StatusCode::OK, &tokens_page(&state, &user, String::new(), FieldErrors::default(), None).await?)
 }
 
 /// Sets or replaces the user's token for a service.
@@ -74,17 +68,17 @@ pub async fn save(
     form: web::Form<TokenForm>,
 ) -> Result<HttpResponse, AppError> {
     let TokenForm { service_name, token } = form.into_inner();
-    let mut errors = TokenErrors::default();
-    let name = ServiceName::parse(&service_name).map_err(|e| errors.service_name = Some(e.into())).ok();
+    let mut errors = FieldErrors::default();
+    let name = ServiceName::parse(&service_name).map_err(|e| errors.add("service_name", e)).ok();
     let token = token.trim();
     if token.is_empty() {
-        errors.token = Some("Paste the token.".into());
+        errors.add("token", "Paste the token.");
     } else if token.len() > MAX_TOKEN_LEN {
-        errors.token = Some(format!("A token can be at most {MAX_TOKEN_LEN} bytes."));
+        errors.add("token", format!("A token can be at most {MAX_TOKEN_LEN} bytes."));
     } else if token.chars().any(char::is_control) {
-        errors.token = Some("The token cannot contain line breaks or control characters.".into());
+        errors.add("token", "The token cannot contain line breaks or control characters.");
     }
-    let (Some(name), None) = (name, &errors.token) else {
+    let (Some(name), true) = (name, errors.is_empty()) else {
         // The token itself is never sent back.
         let page = tokens_page(&state, &user, service_name, errors, None).await?;
         return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
@@ -124,7 +118,7 @@ pub async fn save(
     let notice = format!("Your {name} token is saved.");
     render(
         StatusCode::OK,
-        &tokens_page(&state, &user, String::new(), TokenErrors::default(), Some(notice)).await?,
+        &tokens_page(&state, &user, String::new(), FieldErrors::default(), Some(notice)).await?,
     )
 }
 
