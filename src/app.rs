@@ -262,10 +262,17 @@ impl Application {
             ),
             Err(e) => tracing::error!(error = ?e, "request logs could not all be written"),
         }
-        self.db.close().await;
+        // A connection stuck in the database (a lock that is never released) must not keep the
+        // process from ending: whatever is still open after this is dropped with the process.
+        if tokio::time::timeout(POOL_CLOSE_WAIT, self.db.close()).await.is_err() {
+            tracing::warn!("database connections still busy at the stop; leaving them");
+        }
         result
     }
 }
+
+/// How long a stop waits for the database pool to close, after the request logs are done.
+const POOL_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Records the operator's system services, their header values sealed for their rows.
 pub async fn record_system_services(
