@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::Conn;
 use crate::domain::Role;
-use crate::on_conn;
+use crate::{execute, execute_one, on_conn};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeyRow {
@@ -101,24 +101,22 @@ pub struct NewKey<'a> {
 }
 
 pub async fn insert(conn: Conn<'_>, key: NewKey<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO api_keys (id, organization_id, user_id, name, key_hash, display_key, scopes, \
          expires_at, rolled_from_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        key.id,
+        key.organization_id,
+        key.user_id,
+        key.name,
+        key.key_hash,
+        key.display_key,
+        key.scopes,
+        key.expires_at,
+        key.rolled_from_id,
+        now
     )
-    .bind(key.id)
-    .bind(key.organization_id)
-    .bind(key.user_id)
-    .bind(key.name)
-    .bind(key.key_hash)
-    .bind(key.display_key)
-    .bind(key.scopes)
-    .bind(key.expires_at)
-    .bind(key.rolled_from_id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    .map(drop)
 }
 
 const SELECT_ROW: &str = "SELECT k.id, k.user_id, u.email AS owner_email, k.name, k.display_key, k.scopes, \
@@ -174,16 +172,13 @@ pub async fn revoke(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE api_keys SET revoked_at = $3 WHERE organization_id = $1 AND id = $2 AND revoked_at IS NULL",
+        organization_id,
+        id,
+        now
     )
-    .bind(organization_id)
-    .bind(id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 /// Revokes every key of a member not yet revoked (rolled ones in their grace time too); how many.
@@ -193,15 +188,13 @@ pub async fn revoke_all_for_user(
     user_id: Uuid,
     now: DateTime<Utc>,
 ) -> sqlx::Result<u64> {
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "UPDATE api_keys SET revoked_at = $3 WHERE organization_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        organization_id,
+        user_id,
+        now
     )
-    .bind(organization_id)
-    .bind(user_id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))
 }
 
 /// Marks an active key as rolled, its grace time starting now; false when it is no longer
@@ -213,19 +206,16 @@ pub async fn mark_rolled(
     now: DateTime<Utc>,
     grace_until: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE api_keys SET rolled_at = $3, \
          expires_at = CASE WHEN expires_at IS NULL OR expires_at > $4 THEN $4 ELSE expires_at END \
          WHERE organization_id = $1 AND id = $2 AND rolled_at IS NULL AND revoked_at IS NULL",
+        organization_id,
+        id,
+        now,
+        grace_until
     )
-    .bind(organization_id)
-    .bind(id)
-    .bind(now)
-    .bind(grace_until)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 pub async fn by_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<KeyAuth>> {
@@ -241,14 +231,11 @@ pub async fn by_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<Key
 
 /// Records use at most once a minute per key, and only ever forward in time.
 pub async fn touch(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
+        id,
+        now,
+        now - super::LAST_USE_INTERVAL
     )
-    .bind(id)
-    .bind(now)
-    .bind(now - super::LAST_USE_INTERVAL)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }

@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Conn, like_pattern};
-use crate::on_conn;
+use crate::{execute, on_conn};
 
 /// What an audit row records someone did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,28 +126,26 @@ pub fn without_secrets(mut value: Value) -> Value {
 pub async fn record(conn: Conn<'_>, entry: Entry<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
     let before = entry.before.map(|v| Json(without_secrets(v)));
     let after = entry.after.map(|v| Json(without_secrets(v)));
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO audit_logs (id, organization_id, actor_user_id, actor_email, action, target_type, \
          target_id, before_state, after_state, ip, user_agent, success, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        Uuid::now_v7(),
+        entry.organization_id,
+        entry.actor_user_id,
+        entry.actor_email,
+        entry.action.as_str(),
+        entry.action.target_type(),
+        entry.target_id,
+        before,
+        after,
+        entry.ip,
+        entry.user_agent,
+        entry.success,
+        now
     )
-    .bind(Uuid::now_v7())
-    .bind(entry.organization_id)
-    .bind(entry.actor_user_id)
-    .bind(entry.actor_email)
-    .bind(entry.action.as_str())
-    .bind(entry.action.target_type())
-    .bind(entry.target_id)
-    .bind(before)
-    .bind(after)
-    .bind(entry.ip)
-    .bind(entry.user_agent)
-    .bind(entry.success)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    .map(drop)
 }
 
 /// An audit row as the audit page shows it.

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::Conn;
 use crate::domain::Role;
-use crate::on_conn;
+use crate::{execute, execute_one, on_conn};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct PendingInvitation {
@@ -48,22 +48,8 @@ pub struct NewInvitation<'a> {
 }
 
 pub async fn insert(conn: Conn<'_>, invitation: NewInvitation<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
-        "INSERT INTO invitations (id, organization_id, email, role, token_hash, invited_by, expires_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(invitation.id)
-    .bind(invitation.organization_id)
-    .bind(invitation.email)
-    .bind(invitation.role.as_str())
-    .bind(invitation.token_hash)
-    .bind(invitation.invited_by)
-    .bind(invitation.expires_at)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(conn, "INSERT INTO invitations (id, organization_id, email, role, token_hash, invited_by, expires_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", invitation.id, invitation.organization_id, invitation.email, invitation.role.as_str(), invitation.token_hash, invitation.invited_by, invitation.expires_at, now).map(drop)
 }
 
 pub async fn list_pending(
@@ -115,16 +101,13 @@ pub async fn find_by_token_hash(conn: Conn<'_>, token_hash: &[u8]) -> sqlx::Resu
 
 /// Uses the invitation up; false when it was no longer usable (used, revoked or expired).
 pub async fn accept(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE invitations SET accepted_at = $2 WHERE id = $1 AND accepted_at IS NULL \
          AND revoked_at IS NULL AND expires_at > $2",
+        id,
+        now
     )
-    .bind(id)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 /// Revokes a pending invitation of the organization; false when there is none.

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::Conn;
 use crate::auth::throttle::Failure;
 use crate::domain::Email;
-use crate::on_conn;
+use crate::{execute, on_conn};
 
 pub async fn record(
     conn: Conn<'_>,
@@ -16,18 +16,16 @@ pub async fn record(
     device: Option<&str>,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO login_failures (id, email, ip, device, created_at) VALUES ($1, $2, $3, $4, $5)",
+        Uuid::now_v7(),
+        email.as_str(),
+        ip,
+        device,
+        now
     )
-    .bind(Uuid::now_v7())
-    .bind(email.as_str())
-    .bind(ip)
-    .bind(device)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    .map(drop)
 }
 
 /// This address's failures since `since`, oldest first.
@@ -51,24 +49,18 @@ pub async fn clear(
     ip: Option<&str>,
     device: Option<&str>,
 ) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "DELETE FROM login_failures WHERE email = $1 \
          AND (device = $3 OR ($3 IS NULL AND device IS NULL AND ip = $2))",
+        email.as_str(),
+        ip,
+        device
     )
-        .bind(email.as_str())
-        .bind(ip)
-        .bind(device)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(())
+    .map(drop)
 }
 
 pub async fn delete_before(conn: Conn<'_>, before: DateTime<Utc>) -> sqlx::Result<u64> {
-    let done = on_conn!(conn, c => sqlx::query("DELETE FROM login_failures WHERE created_at <= $1")
-        .bind(before)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
+    let done = execute!(conn, "DELETE FROM login_failures WHERE created_at <= $1", before)?;
     Ok(done)
 }

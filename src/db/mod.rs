@@ -52,6 +52,22 @@ macro_rules! on_conn {
     };
 }
 
+/// Runs one statement with its bound values on either backend: how many rows it changed.
+#[macro_export]
+macro_rules! execute {
+    ($conn:expr, $sql:expr $(, $bind:expr)* $(,)?) => {
+        $crate::on_conn!($conn, c => sqlx::query($sql)$(.bind($bind))*.execute(c).await.map(|done| done.rows_affected()))
+    };
+}
+
+/// Runs one statement that changes one row when it applies: whether it did.
+#[macro_export]
+macro_rules! execute_one {
+    ($($statement:tt)*) => {
+        $crate::execute!($($statement)*).map(|changed| changed == 1)
+    };
+}
+
 pub enum PooledConn {
     Sqlite(PoolConnection<Sqlite>),
     Postgres(PoolConnection<Postgres>),

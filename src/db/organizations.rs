@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Conn;
-use crate::on_conn;
+use crate::{execute, execute_one, on_conn};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Organization {
@@ -58,18 +58,7 @@ pub async fn update(
     settings: Settings,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
-        "UPDATE organizations SET name = $2, contact_email = $3, settings = $4, updated_at = $5 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(name)
-    .bind(contact_email)
-    .bind(Json(settings))
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(conn, "UPDATE organizations SET name = $2, contact_email = $3, settings = $4, updated_at = $5 WHERE id = $1", id, name, contact_email, Json(settings), now).map(drop)
 }
 
 pub async fn insert(
@@ -80,19 +69,17 @@ pub async fn insert(
     contact_email: &str,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO organizations (id, name, slug, contact_email, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $5)",
+        id,
+        name,
+        slug,
+        contact_email,
+        now
     )
-    .bind(id)
-    .bind(name)
-    .bind(slug)
-    .bind(contact_email)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    .map(drop)
 }
 
 pub async fn find(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<Organization>> {
@@ -116,24 +103,16 @@ pub async fn find_by_slug(conn: Conn<'_>, slug: &str) -> sqlx::Result<Option<Org
 /// Marks the installation as set up. Returns false when it already was, which makes the
 /// first-run setup happen exactly once even when two requests race.
 pub async fn claim_installation(conn: Conn<'_>, now: DateTime<Utc>) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "INSERT INTO installation (id, completed_at) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        now
     )
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 /// Takes the organization's write lock for the rest of the transaction, so checks such as
 /// "is this the last admin" cannot race with each other (row lock on PostgreSQL, the
 /// database write lock on SQLite).
 pub async fn lock(conn: Conn<'_>, id: Uuid) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query("UPDATE organizations SET updated_at = updated_at WHERE id = $1")
-        .bind(id)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(conn, "UPDATE organizations SET updated_at = updated_at WHERE id = $1", id).map(drop)
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::Conn;
 use crate::catalog::system::{SystemService, Transport};
-use crate::on_conn;
+use crate::{execute, execute_one, on_conn};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ServiceRow {
@@ -71,27 +71,9 @@ pub async fn insert(
     f: &ServiceFields<'_>,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
-        "INSERT INTO mcp_services (id, organization_id, name, description, version, is_public, transport, \
+    execute!(conn, "INSERT INTO mcp_services (id, organization_id, name, description, version, is_public, transport, \
          upstream_url, sealed_headers, token_service_name, token_placement, timeout_ms, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'http', $7, $8, $9, $10, $11, $12, $12)",
-    )
-    .bind(id)
-    .bind(organization_id)
-    .bind(f.name)
-    .bind(f.description)
-    .bind(f.version)
-    .bind(f.is_public)
-    .bind(f.upstream_url)
-    .bind(Json(f.headers))
-    .bind(f.token_service_name)
-    .bind(f.token_placement)
-    .bind(f.timeout_ms)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+         VALUES ($1, $2, $3, $4, $5, $6, 'http', $7, $8, $9, $10, $11, $12, $12)", id, organization_id, f.name, f.description, f.version, f.is_public, f.upstream_url, Json(f.headers), f.token_service_name, f.token_placement, f.timeout_ms, now).map(drop)
 }
 
 pub async fn update(
@@ -101,27 +83,24 @@ pub async fn update(
     f: &ServiceFields<'_>,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE mcp_services SET name = $3, description = $4, version = $5, is_public = $6, upstream_url = $7, \
          sealed_headers = $8, token_service_name = $9, token_placement = $10, timeout_ms = $11, updated_at = $12 \
          WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
+        organization_id,
+        id,
+        f.name,
+        f.description,
+        f.version,
+        f.is_public,
+        f.upstream_url,
+        Json(f.headers),
+        f.token_service_name,
+        f.token_placement,
+        f.timeout_ms,
+        now
     )
-    .bind(organization_id)
-    .bind(id)
-    .bind(f.name)
-    .bind(f.description)
-    .bind(f.version)
-    .bind(f.is_public)
-    .bind(f.upstream_url)
-    .bind(Json(f.headers))
-    .bind(f.token_service_name)
-    .bind(f.token_placement)
-    .bind(f.timeout_ms)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 /// Marks one of the organization's services deleted: it leaves the catalog and the gateway and
@@ -132,17 +111,14 @@ pub async fn delete(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE mcp_services SET deleted_at = $3, updated_at = $3 \
          WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
+        organization_id,
+        id,
+        now
     )
-        .bind(organization_id)
-        .bind(id)
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 /// What the organization's members can use: enabled public system services and the
@@ -282,16 +258,13 @@ pub async fn replace_sealed_headers(
     before: &[SealedHeader],
     after: &[SealedHeader],
 ) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE mcp_services SET sealed_headers = $3, headers = '{}' WHERE id = $1 AND sealed_headers = $2",
+        id,
+        Json(before),
+        Json(after)
     )
-    .bind(id)
-    .bind(Json(before))
-    .bind(Json(after))
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 /// Enabled services the organization's members can use.

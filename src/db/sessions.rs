@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Conn;
-use crate::on_conn;
+use crate::{execute, execute_one, on_conn};
 
 pub struct NewSession<'a> {
     pub id: Uuid,
@@ -36,22 +36,20 @@ pub struct SessionInfo {
 }
 
 pub async fn insert(conn: Conn<'_>, s: NewSession<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO sessions (id, key_hash, user_id, state, ip, user_agent, created_at, \
          last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
+        s.id,
+        s.key_hash,
+        s.user_id,
+        s.state,
+        s.ip,
+        s.user_agent,
+        now,
+        s.expires_at
     )
-    .bind(s.id)
-    .bind(s.key_hash)
-    .bind(s.user_id)
-    .bind(s.state)
-    .bind(s.ip)
-    .bind(s.user_agent)
-    .bind(now)
-    .bind(s.expires_at)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    .map(drop)
 }
 
 pub async fn find_by_key_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<StoredSession>> {
@@ -69,16 +67,14 @@ pub async fn touch(
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "UPDATE sessions SET last_seen_at = $2, expires_at = $3 WHERE id = $1",
+        id,
+        now,
+        expires_at
     )
-    .bind(id)
-    .bind(now)
-    .bind(expires_at)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    .map(drop)
 }
 
 /// Replaces the state of the session with this key; false when the row is gone.
@@ -88,34 +84,21 @@ pub async fn update_state(
     user_id: Option<Uuid>,
     state: &str,
 ) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE sessions SET state = $2, user_id = $3 WHERE key_hash = $1",
+        key_hash,
+        state,
+        user_id
     )
-    .bind(key_hash)
-    .bind(state)
-    .bind(user_id)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 pub async fn delete_by_key_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query("DELETE FROM sessions WHERE key_hash = $1")
-        .bind(key_hash)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(conn, "DELETE FROM sessions WHERE key_hash = $1", key_hash).map(drop)
 }
 
 pub async fn delete_by_id(conn: Conn<'_>, id: Uuid) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query("DELETE FROM sessions WHERE id = $1")
-        .bind(id)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(conn, "DELETE FROM sessions WHERE id = $1", id).map(drop)
 }
 
 pub async fn list_for_user(
@@ -135,39 +118,20 @@ pub async fn list_for_user(
 
 /// Ends one of the user's sessions; false when the user has no session with that id.
 pub async fn delete_for_user(conn: Conn<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id = $2")
-        .bind(user_id)
-        .bind(id)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
+    execute_one!(conn, "DELETE FROM sessions WHERE user_id = $1 AND id = $2", user_id, id)
 }
 
 pub async fn delete_others_for_user(conn: Conn<'_>, user_id: Uuid, keep: Uuid) -> sqlx::Result<u64> {
-    let done = on_conn!(conn, c => sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
-        .bind(user_id)
-        .bind(keep)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
+    let done = execute!(conn, "DELETE FROM sessions WHERE user_id = $1 AND id <> $2", user_id, keep)?;
     Ok(done)
 }
 
 pub async fn delete_all_for_user(conn: Conn<'_>, user_id: Uuid) -> sqlx::Result<u64> {
-    let done = on_conn!(conn, c => sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-        .bind(user_id)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
+    let done = execute!(conn, "DELETE FROM sessions WHERE user_id = $1", user_id)?;
     Ok(done)
 }
 
 pub async fn delete_expired(conn: Conn<'_>, now: DateTime<Utc>) -> sqlx::Result<u64> {
-    let done = on_conn!(conn, c => sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
+    let done = execute!(conn, "DELETE FROM sessions WHERE expires_at <= $1", now)?;
     Ok(done)
 }

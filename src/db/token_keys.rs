@@ -3,17 +3,17 @@
 use chrono::{DateTime, Utc};
 
 use super::Conn;
-use crate::on_conn;
+use crate::{execute, on_conn};
 
 pub async fn insert(conn: Conn<'_>, id: &str, wrapped: &[u8], now: DateTime<Utc>) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query("INSERT INTO token_keys (id, wrapped_key, created_at) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(wrapped)
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(
+        conn,
+        "INSERT INTO token_keys (id, wrapped_key, created_at) VALUES ($1, $2, $3)",
+        id,
+        wrapped,
+        now
+    )
+    .map(drop)
 }
 
 /// The newest key: the one new tokens are sealed with.

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Conn;
-use crate::on_conn;
+use crate::{execute, execute_one, on_conn};
 
 /// What the tokens page shows: never the token.
 #[derive(Debug, sqlx::FromRow)]
@@ -106,16 +106,13 @@ pub async fn delete(
     user_id: Uuid,
     service_name: &str,
 ) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "DELETE FROM user_tokens WHERE organization_id = $1 AND user_id = $2 AND service_name = $3",
+        organization_id,
+        user_id,
+        service_name
     )
-    .bind(organization_id)
-    .bind(user_id)
-    .bind(service_name)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 pub async fn find_sealed(
@@ -169,30 +166,18 @@ pub async fn replace_sealed(
     ciphertext: &[u8],
     key_id: &str,
 ) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE user_tokens SET ciphertext = $4, key_id = $5 WHERE id = $1 AND key_id = $2 AND ciphertext = $3",
+        id,
+        old_key_id,
+        old_ciphertext,
+        ciphertext,
+        key_id
     )
-    .bind(id)
-    .bind(old_key_id)
-    .bind(old_ciphertext)
-    .bind(ciphertext)
-    .bind(key_id)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 /// Records use at most once a minute per token, and only ever forward in time.
 pub async fn touch(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
-        "UPDATE user_tokens SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",
-    )
-    .bind(id)
-    .bind(now)
-    .bind(now - super::LAST_USE_INTERVAL)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(conn, "UPDATE user_tokens SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)", id, now, now - super::LAST_USE_INTERVAL).map(drop)
 }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::Conn;
 use crate::domain::{Email, Role};
-use crate::on_conn;
+use crate::{execute, execute_one, on_conn};
 
 /// A member as the dashboard shows them.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -50,20 +50,18 @@ pub struct NewUser<'a> {
 }
 
 pub async fn insert(conn: Conn<'_>, user: NewUser<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "INSERT INTO users (id, organization_id, email, password_hash, role, is_active, \
          password_changed_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6, $6, $6)",
+        user.id,
+        user.organization_id,
+        user.email.as_str(),
+        user.password_hash,
+        user.role.as_str(),
+        now
     )
-    .bind(user.id)
-    .bind(user.organization_id)
-    .bind(user.email.as_str())
-    .bind(user.password_hash)
-    .bind(user.role.as_str())
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    .map(drop)
 }
 
 pub async fn any_exists(conn: Conn<'_>) -> sqlx::Result<bool> {
@@ -103,37 +101,23 @@ pub async fn session_user(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<Sessi
 }
 
 pub async fn set_password_hash(conn: Conn<'_>, id: Uuid, hash: &str, now: DateTime<Utc>) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query(
+    execute!(
+        conn,
         "UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1",
+        id,
+        hash,
+        now
     )
-    .bind(id)
-    .bind(hash)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(())
+    .map(drop)
 }
 
 /// Replaces a hash made with older parameters; leaves `password_changed_at` alone.
 pub async fn upgrade_password_hash(conn: Conn<'_>, id: Uuid, hash: &str) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-        .bind(id)
-        .bind(hash)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(conn, "UPDATE users SET password_hash = $2 WHERE id = $1", id, hash).map(drop)
 }
 
 pub async fn record_login(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
-        .bind(id)
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(conn, "UPDATE users SET last_login_at = $2 WHERE id = $1", id, now).map(drop)
 }
 
 pub async fn set_active(
@@ -143,17 +127,14 @@ pub async fn set_active(
     active: bool,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
-    let done = on_conn!(conn, c => sqlx::query(
+    execute_one!(
+        conn,
         "UPDATE users SET is_active = $3, updated_at = $4 WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        id,
+        active,
+        now
     )
-    .bind(organization_id)
-    .bind(id)
-    .bind(active)
-    .bind(now)
-    .execute(c)
-    .await
-    .map(|done| done.rows_affected()))?;
-    Ok(done == 1)
 }
 
 pub async fn list_members(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<User>> {
@@ -228,15 +209,15 @@ pub async fn set_role(
     role: Role,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    on_conn!(conn, c => sqlx::query("UPDATE users SET role = $3, updated_at = $4 WHERE organization_id = $1 AND id = $2")
-        .bind(organization_id)
-        .bind(id)
-        .bind(role.as_str())
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|done| done.rows_affected()))?;
-    Ok(())
+    execute!(
+        conn,
+        "UPDATE users SET role = $3, updated_at = $4 WHERE organization_id = $1 AND id = $2",
+        organization_id,
+        id,
+        role.as_str(),
+        now
+    )
+    .map(drop)
 }
 
 pub async fn count_active_admins(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<i64> {
