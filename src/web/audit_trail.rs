@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::filters;
 use super::{Layout, render};
 use crate::app::AppState;
 use crate::auth::gate::CurrentUser;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::filters;
 use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
 

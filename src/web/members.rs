@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::filters;
 use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
 

@@ -69,6 +69,17 @@ pub fn public_base(state: &AppState, req: &actix_web::HttpRequest) -> String {
     state.settings.public_base(req)
 }
 
+/// Filters the templates share.
+pub mod filters {
+    use chrono::{DateTime, Utc};
+
+    /// A moment as every page writes it: `2026-11-29 21:05 UTC`.
+    #[askama::filter_fn]
+    pub fn when(moment: &DateTime<Utc>, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(moment.format("%Y-%m-%d %H:%M UTC").to_string())
+    }
+}
+
 /// What is wrong with a submitted form, by field name, to show at each field; none means the
 /// form is valid. The first message for a field is the one kept.
 #[derive(Debug, Default)]

@@ -7,6 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::filters;
 use super::{FieldErrors, Layout, audited, render, see_other};
 use crate::app::AppState;
 
