@@ -197,7 +197,7 @@ async fn admin_create(config: Config, org: &str, email: &str) -> Result<(), Fail
         role: Role::Admin,
     };
     if let Err(e) = db::users::insert(tx.conn(), user, now).await {
-        if db::unique_violation(&e).is_some() {
+        if db::users::email_taken(&e) {
             return Err(anyhow::anyhow!("--email: a user with the email {email} already exists").into());
         }
         return Err(anyhow::Error::new(e).context("cannot create the user").into());

@@ -239,6 +239,12 @@ pub async fn member_email_exists(conn: Conn<'_>, organization_id: Uuid, email: &
     Ok(row.is_some())
 }
 
+/// Whether a write failed because another account has the email (the unique index, by the name
+/// each backend gives it).
+pub fn email_taken(err: &sqlx::Error) -> bool {
+    matches!(super::unique_violation(err).as_deref(), Some("users_email_key" | "users.email"))
+}
+
 /// Whether any organization has an account with this email.
 pub async fn email_exists(conn: Conn<'_>, email: &str) -> sqlx::Result<bool> {
     let row: Option<(i32,)> = on_conn!(conn, c => sqlx::query_as("SELECT 1 FROM users WHERE email = $1")

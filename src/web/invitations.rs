@@ -134,7 +134,14 @@ pub async fn accept(
         password_hash: &hash,
         role: invitation.role,
     };
-    db::users::insert(tx.conn(), user, now).await?;
+    // Two links for the same email accepted at the same moment: the second finds it taken.
+    if let Err(e) = db::users::insert(tx.conn(), user, now).await {
+        if db::users::email_taken(&e) {
+            drop(tx);
+            return gone(&state, &session, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        return Err(e.into());
+    }
     let entry = audit::Entry {
         organization_id: Some(invitation.organization_id),
         actor_user_id: Some(user_id),

@@ -8,6 +8,7 @@ use crate::on_both_backends;
 
 on_both_backends!(
     inviting_another_organizations_member_reveals_nothing,
+    two_links_for_one_email_accepted_at_once_make_one_account,
     an_invitation_link_works_once,
     expired_and_revoked_invitations_create_nothing,
     bad_invitations_are_refused_at_the_field,
@@ -430,4 +431,56 @@ async fn inviting_another_organizations_member_reveals_nothing(backend: Backend)
     assert_eq!(response.status(), 422);
     assert!(response.text().await.unwrap().contains("This invitation can no longer be used"));
     assert_eq!(app.count("users").await, 2, "no second account for that email");
+}
+
+/// Two organizations invite the same email and both links are accepted at the same moment: one
+/// account is made, and the other link ends like a used one, not with a 500.
+async fn two_links_for_one_email_accepted_at_once_make_one_account(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, _, acme) = admin_of(&app, "Acme").await;
+    let (_, _, globex) = admin_of(&app, "Globex").await;
+    let links = [
+        invite(&app, &acme, "twice@example.com", "viewer").await,
+        invite(&app, &globex, "twice@example.com", "viewer").await,
+    ];
+    let accepts: Vec<_> = links
+        .into_iter()
+        .map(|link| {
+            let app_url = app.address.clone();
+            tokio::spawn(async move {
+                let path = &link[link.find("/invitations/").unwrap()..];
+                let browser = client();
+                let page =
+                    browser.get(format!("{app_url}{path}")).send().await.unwrap().text().await.unwrap();
+                let token = crate::helpers::csrf_token(&page);
+                let fields = [
+                    ("password", "a good long password"),
+                    ("password_confirm", "a good long password"),
+                    ("csrf_token", &token),
+                ];
+                browser.post(format!("{app_url}{path}")).form(&fields).send().await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for accept in accepts {
+        statuses.push(accept.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [303, 422], "one account, one link refused like a used one");
+    assert_eq!(app.count("users WHERE email = 'twice@example.com'").await, 1);
+    // The loser of such a race meets the unique index, which the platform recognises by name on
+    // either backend (a race is too quick to stage reliably here).
+    let org = app.create_organization("Initech").await;
+    let email = mcp_platform::domain::Email::parse("twice@example.com").unwrap();
+    let user = mcp_platform::db::users::NewUser {
+        id: uuid::Uuid::now_v7(),
+        organization_id: org,
+        email: &email,
+        password_hash: "x",
+        role: Role::Viewer,
+    };
+    let refused =
+        mcp_platform::db::users::insert(app.db.acquire().await.unwrap().conn(), user, app.clock_now()).await;
+    assert!(mcp_platform::db::users::email_taken(&refused.unwrap_err()));
 }
