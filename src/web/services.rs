@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use actix_htmx::Htmx;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
@@ -43,8 +44,17 @@ pub struct DetailPage {
     has_token: bool,
     can_hold_tokens: bool,
     can_edit: bool,
-    /// What "test connection" found, after the button was pressed.
-    probe: Option<Result<Vec<probe::Tool>, String>>,
+    /// "Test connection", for those who may run it.
+    probe: Option<ProbePanel>,
+}
+
+/// "Test connection" and what it found once pressed; htmx swaps it alone.
+#[derive(Template)]
+#[template(path = "services/probe.html")]
+pub struct ProbePanel {
+    service_name: String,
+    csrf_token: String,
+    result: Option<Result<Vec<probe::Tool>, String>>,
 }
 
 #[derive(Default)]
@@ -181,13 +191,27 @@ pub async fn test_connection(
     req: HttpRequest,
     user: CurrentUser,
     state: web::Data<AppState>,
+    htmx: Htmx,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     // Another organization's service answers 404 before anything is sent.
     let service = visible_service(&state, &user, &name).await?;
     let principal = probe::principal(user.organization_id, user.id, user.role);
     let found = probe::probe(&state, &req, &principal, &name).await;
+    // htmx asked for the panel alone; without JavaScript the whole page comes back.
+    if htmx.is_htmx {
+        return render(StatusCode::OK, &probe_panel(&state, &user, &service, Some(found)));
+    }
     detail_page(&req, &user, &state, service, Some(found)).await
+}
+
+fn probe_panel(
+    state: &AppState,
+    user: &CurrentUser,
+    service: &ServiceRow,
+    result: Option<Result<Vec<probe::Tool>, String>>,
+) -> ProbePanel {
+    ProbePanel { service_name: service.name.clone(), csrf_token: state.csrf.token(user.session_id), result }
 }
 
 /// The service the member can use under this name, or 404.
@@ -217,8 +241,8 @@ async fn detail_page(
         has_token,
         can_hold_tokens: user.role.allows(Role::Developer),
         can_edit: user.role == Role::Admin && !service.is_system(),
+        probe: user.role.allows(Role::Developer).then(|| probe_panel(state, user, &service, probe)),
         service,
-        probe,
     };
     render(StatusCode::OK, &page)
 }
