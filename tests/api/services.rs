@@ -275,6 +275,25 @@ async fn header_values_are_sealed_write_only_sent_upstream_and_rotated(backend: 
     assert!(edit.contains("<code>Authorization</code>") && edit.contains("••••0001"));
     assert!(!edit.contains(HEADER_SECRET), "write-only: {edit}");
 
+    // Test connection answers htmx with its panel alone, a browser without JavaScript with the page.
+    let html = app.get(&admin, "/services/static").await.text().await.unwrap();
+    let token = crate::helpers::csrf_token(&html);
+    let panel = admin
+        .post(app.url("/services/static/test"))
+        .header("HX-Request", "true")
+        .header("X-CSRF-Token", &token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(panel.starts_with("<section id=\"probe\"") && panel.contains("Connected: 7 tools"), "{panel}");
+    assert!(!panel.contains("<html"), "a fragment, not a page cut down");
+    let page =
+        app.post_form(&admin, "/services/static", "/services/static/test", &[]).await.text().await.unwrap();
+    assert!(page.contains("<html") && page.contains("Connected: 7 tools"));
+
     // The gateway opens them for the upstream, and redacts them from what it records.
     let key = crate::gateway::api_key(&app, org, &admin_user, "mcp:read mcp:write").await;
     let session = crate::gateway::open_session(&app, "/mcp/static", &key).await;
