@@ -1,5 +1,5 @@
-//! Authenticating a raw API key, for the gateway: either who is calling and with which scopes,
-//! or exactly why the key is refused.
+//! Authenticating an API key for the gateway (`parse`, then `find` or a cached copy, then
+//! `admit`): either who is calling and with which scopes, or exactly why the key is refused.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -35,16 +35,6 @@ pub enum KeyRejection {
     OwnerDeactivated,
     #[error("the key store is unavailable")]
     Unavailable(#[source] anyhow::Error),
-}
-
-pub async fn authenticate_api_key(
-    db: &Db,
-    now: DateTime<Utc>,
-    raw: &str,
-) -> Result<KeyPrincipal, KeyRejection> {
-    let key = parse(raw)?;
-    let mut found = find(db, &key.hash()).await?;
-    admit(db, &mut found, now).await
 }
 
 /// The checksum refuses typos and guesses before the database is asked anything.

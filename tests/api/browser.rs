@@ -263,8 +263,8 @@ async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
 
     // "Test connection" reaches the service through the gateway with that token; htmx swaps
     // the result into the page in place.
-    let upstream = crate::upstream::HttpUpstream::start();
-    crate::gateway::http_service(&app, org, "tools", &upstream.url).await;
+    let upstream = crate::helpers::upstream::HttpUpstream::start();
+    crate::helpers::gateway::http_service(&app, org, "tools", &upstream.url).await;
     page.goto(&app.url("/services/tools")).await.unwrap();
     submit(page, "#probe form").await;
     let probed = text_with(page, "Connected: 7 tools").await;

@@ -5,10 +5,10 @@
 use mcp_platform::config::Settings;
 use mcp_platform::domain::Role;
 
-use crate::gateway::{add_service, api_key, error_of, post};
+use crate::helpers::gateway::{add_service, api_key, error_of, post};
+use crate::helpers::upstream::HttpUpstream;
 use crate::helpers::{Backend, spawn_app_with};
 use crate::on_both_backends;
-use crate::upstream::HttpUpstream;
 
 on_both_backends!(tenant_upstreams_reach_public_addresses_only_and_system_services_are_trusted);
 

@@ -8,12 +8,12 @@ use mcp_platform::domain::Role;
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, TestUser, spawn_app};
+use crate::helpers::gateway::*;
+use crate::helpers::upstream::{HttpUpstream, ROOT, RootsClient, call, notified_later};
+use crate::helpers::{Backend, TestApp, spawn_app};
 use crate::on_both_backends;
-use crate::upstream::{HttpUpstream, ROOT, RootsClient, call, notified_later};
 
 on_both_backends!(
     a_real_client_works_through_the_gateway_with_its_token_injected,
@@ -24,56 +24,6 @@ on_both_backends!(
     an_open_stream_ends_when_its_key_is_revoked_its_owner_deactivated_or_given_another_role,
     streamable_http_rules_origins_challenges_and_resumption,
 );
-
-pub const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
-
-/// An API key made directly in the database for `user`, with `scopes`.
-pub async fn api_key(app: &TestApp, org: Uuid, user: &TestUser, scopes: &str) -> String {
-    let key = ApiKey::generate();
-    let row = db::api_keys::NewKey {
-        id: Uuid::now_v7(),
-        organization_id: org,
-        user_id: user.id,
-        name: "test",
-        key_hash: &key.hash(),
-        display_key: &key.display(),
-        scopes,
-        expires_at: Some(app.clock_now() + chrono::Duration::days(30)),
-        rolled_from_id: None,
-    };
-    db::api_keys::insert(app.db.acquire().await.unwrap().conn(), row, app.clock_now()).await.unwrap();
-    key.expose().to_owned()
-}
-
-/// An HTTP service of `org` in front of `url` that injects the caller's `github` token.
-pub async fn http_service(app: &TestApp, org: Uuid, name: &str, url: &str) {
-    add_service(app, org, name, url, Some("github"), 10_000).await;
-}
-
-pub async fn add_service(
-    app: &TestApp,
-    org: Uuid,
-    name: &str,
-    url: &str,
-    token: Option<&str>,
-    timeout_ms: i32,
-) {
-    let id = Uuid::now_v7();
-    let headers = app.seal_headers(id, &[("X-Team", "platform")]).await;
-    let fields = db::services::ServiceFields {
-        name,
-        description: "the test upstream",
-        version: "1",
-        is_public: true,
-        upstream_url: url,
-        headers: &headers,
-        token_service_name: token,
-        token_placement: token.map(|_| "Authorization: Bearer {token}"),
-        timeout_ms,
-    };
-    let mut conn = app.db.acquire().await.unwrap();
-    db::services::insert(conn.conn(), org, id, &fields, app.clock_now()).await.unwrap();
-}
 
 async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -134,74 +84,6 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     // The token's last use is shown to its owner.
     let tokens = app.get(&browser, "/tokens").await.text().await.unwrap();
     assert!(tokens.contains("<code>github</code>") && !tokens.contains(">never<"), "{tokens}");
-}
-
-pub struct Row {
-    pub method: String,
-    pub tool: String,
-    pub request: String,
-    pub response: String,
-    pub response_truncated: bool,
-    pub success: bool,
-    pub error_code: Option<i32>,
-}
-
-type RawRow = (Option<String>, Option<String>, Option<String>, Option<String>, bool, String, Option<i32>);
-
-/// The request-log rows once the batched writer has written them all (it waits up to 50 ms).
-pub async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
-    let sql = "SELECT method, tool_name, request_body, response_body, response_truncated, status, error_code \
-               FROM request_logs ORDER BY created_at, id";
-    let mut last = 0;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let raw: Vec<RawRow> = match &app.db {
-            mcp_platform::db::Db::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
-            mcp_platform::db::Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
-        };
-        if raw.len() >= at_least && raw.len() == last {
-            return raw
-                .into_iter()
-                .map(|(method, tool, request, response, response_truncated, status, error_code)| Row {
-                    method: method.unwrap_or_default(),
-                    tool: tool.unwrap_or_default(),
-                    request: request.unwrap_or_default(),
-                    response: response.unwrap_or_default(),
-                    response_truncated,
-                    success: status == "success",
-                    error_code,
-                })
-                .collect();
-        }
-        last = raw.len();
-    }
-    panic!("the request log did not settle at {at_least} rows or more (has {last})");
-}
-
-pub async fn usage_total(app: &TestApp) -> i64 {
-    let sql = "SELECT CAST(COALESCE(SUM(request_count), 0) AS BIGINT) FROM service_usage WHERE day IS NULL";
-    match &app.db {
-        mcp_platform::db::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-        mcp_platform::db::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-    }
-}
-
-pub async fn post(app: &TestApp, path: &str, key: Option<&str>, body: &str) -> reqwest::Response {
-    let request = match key {
-        Some(key) => request(&app.url(path), key, None, body),
-        None => reqwest::Client::new()
-            .post(app.url(path))
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_owned()),
-    };
-    request.send().await.unwrap()
-}
-
-pub async fn error_of(response: reqwest::Response) -> (u16, i64, String) {
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    (status, body["error"]["code"].as_i64().unwrap(), body["error"]["message"].as_str().unwrap().to_owned())
 }
 
 const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
@@ -380,35 +262,6 @@ async fn a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row(backend: 
     assert_eq!(usage_total(&app).await, rows, "counters equal log rows after a graceful stop");
 }
 
-pub fn request(url: &str, key: &str, session: Option<&str>, body: &str) -> reqwest::RequestBuilder {
-    let request = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("authorization", format!("Bearer {key}"))
-        .body(body.to_owned());
-    match session {
-        Some(session) => request.header("mcp-session-id", session),
-        None => request,
-    }
-}
-
-pub async fn post_in(app: &TestApp, path: &str, key: &str, session: &str, body: &str) -> reqwest::Response {
-    request(&app.url(path), key, Some(session), body).send().await.unwrap()
-}
-
-/// Initializes an MCP session through the gateway, as a client would, and returns its id.
-pub async fn open_session(app: &TestApp, path: &str, key: &str) -> String {
-    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-    let opened = request(&app.url(path), key, None, init).send().await.unwrap();
-    assert_eq!(opened.status(), 200);
-    let session = opened.headers().get("mcp-session-id").unwrap().to_str().unwrap().to_owned();
-    opened.text().await.unwrap();
-    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    assert_eq!(post_in(app, path, key, &session, initialized).await.status(), 202);
-    session
-}
-
 async fn changes_apply_at_once_here_and_within_the_cache_lifetime_elsewhere(backend: Backend) {
     let app = spawn_app(backend).await;
     let upstream = HttpUpstream::start();
@@ -469,11 +322,6 @@ async fn changes_apply_at_once_here_and_within_the_cache_lifetime_elsewhere(back
     assert_eq!(status(elsewhere.clone()).await, 200, "this instance's copy is still fresh");
     app.clock.advance(chrono::Duration::from_std(mcp_platform::gateway::cache::LIFETIME).unwrap());
     assert_eq!(status(elsewhere).await, 401);
-}
-
-async fn key_id(app: &TestApp, raw: &str) -> Uuid {
-    let hash = ApiKey::parse(raw).unwrap().hash();
-    db::api_keys::by_hash(app.db.acquire().await.unwrap().conn(), &hash).await.unwrap().unwrap().id
 }
 
 const OPENAI_KEY: &str = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789T3BlbkFJ";

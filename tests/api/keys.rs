@@ -1,8 +1,8 @@
 use chrono::Duration;
-use mcp_platform::auth::api_key::{KeyRejection, authenticate_api_key};
 use mcp_platform::db;
-use mcp_platform::domain::{Role, Scope};
+use mcp_platform::domain::Role;
 
+use crate::helpers::gateway::{add_service, key_verdict, may_call_tools};
 use crate::helpers::{Backend, TestApp, csrf_token, spawn_app};
 use crate::on_both_backends;
 
@@ -80,13 +80,13 @@ async fn a_key_is_shown_once_and_stored_only_as_a_hash(backend: Backend) {
     let actions: Vec<String> = app.audit_rows().await.into_iter().map(|(a, _, _)| a).collect();
     assert_eq!(actions.iter().filter(|a| *a == "api_key.created").count(), 2);
 
-    let principal = authenticate_api_key(&app.db, app.clock_now(), &key).await.unwrap();
-    assert_eq!(principal.user_id, developer.id);
+    // The gateway lets it in, with the scopes it was given.
+    add_service(&app, org, "nowhere", "http://127.0.0.1:9/mcp", None, 1_000).await;
+    assert_eq!(key_verdict(&app, &key).await, Ok(()));
+    assert!(may_call_tools(&app, &key, "nowhere").await, "mcp:write was given");
     let logs = crate::helpers::captured_logs();
     assert!(logs.contains("POST /keys"), "the access log was captured");
     assert!(!logs.contains(&key[7..50]), "the key reached a log line");
-    assert!(principal.scopes.contains(Scope::McpRead) && principal.scopes.contains(Scope::McpWrite));
-    assert!(!principal.scopes.contains(Scope::LogsRead));
 }
 
 fn hex_upper(bytes: &[u8]) -> String {
@@ -104,49 +104,31 @@ async fn authentication_says_why_a_key_is_refused(backend: Backend) {
     let org = app.create_organization("Acme").await;
     let developer = app.create_user(org, Role::Developer).await;
     let browser = app.signed_in(&developer).await;
-    let now = || app.clock_now();
-    let reason =
-        |r: Result<_, KeyRejection>| r.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted".into());
 
     // Malformed: a one-character change breaks the checksum, and no lookup is needed to say so.
     let key = create_key(&app, &browser, &default_key()).await;
     let mut typo = key.clone().into_bytes();
     typo[20] = if typo[20] == b'x' { b'y' } else { b'x' };
     let typo = String::from_utf8(typo).unwrap();
-    assert!(matches!(authenticate_api_key(&app.db, now(), &typo).await, Err(KeyRejection::Malformed)));
-    assert!(matches!(
-        authenticate_api_key(&app.db, now(), "Bearer nonsense").await,
-        Err(KeyRejection::Malformed)
-    ));
-    // The checksum is checked before any database lookup: with the database gone, a typo is
-    // still "malformed", while a well-formed key cannot be judged.
-    let unreachable =
-        db::Db::connect(&mcp_platform::config::DatabaseUrl::parse(&app.database_url).unwrap()).await.unwrap();
-    unreachable.close().await;
-    assert!(matches!(authenticate_api_key(&unreachable, now(), &typo).await, Err(KeyRejection::Malformed)));
-    assert!(matches!(
-        authenticate_api_key(&unreachable, now(), &key).await,
-        Err(KeyRejection::Unavailable(_))
-    ));
+    let malformed = Err("the API key is malformed".to_owned());
+    assert_eq!(key_verdict(&app, &typo).await, malformed);
+    assert_eq!(key_verdict(&app, "Bearer nonsense").await, malformed);
     // Unknown: well-formed but never issued.
     let stranger = mcp_platform::crypto::api_key::ApiKey::generate();
-    assert!(matches!(
-        authenticate_api_key(&app.db, now(), stranger.expose()).await,
-        Err(KeyRejection::Unknown)
-    ));
+    assert_eq!(key_verdict(&app, stranger.expose()).await, Err("the API key is not known".to_owned()));
 
     // Revoked.
     let id = key_id_from_list(&app.get(&browser, "/keys").await.text().await.unwrap());
     let response = app.post_form(&browser, "/keys", &format!("/keys/{id}/revoke"), &[]).await;
     assert_eq!(response.status(), 303);
-    assert!(matches!(authenticate_api_key(&app.db, now(), &key).await, Err(KeyRejection::Revoked)));
+    assert_eq!(key_verdict(&app, &key).await, Err("the API key has been revoked".to_owned()));
 
     // Expired: a 30-day key, 31 days later.
     let short =
         create_key(&app, &browser, &[("name", "short"), ("scope", "mcp:read"), ("expiry", "30")]).await;
-    assert!(authenticate_api_key(&app.db, now(), &short).await.is_ok());
+    assert_eq!(key_verdict(&app, &short).await, Ok(()));
     app.clock.advance(Duration::days(31));
-    assert_eq!(reason(authenticate_api_key(&app.db, now(), &short).await), "the API key has expired");
+    assert_eq!(key_verdict(&app, &short).await, Err("the API key has expired".to_owned()));
 
     // Rolled: the old key works during the grace time, not after; the new one works.
     let browser = app.signed_in(&developer).await;
@@ -157,17 +139,27 @@ async fn authentication_says_why_a_key_is_refused(backend: Backend) {
         app.post_form(&browser, "/keys", &format!("/keys/{old_id}/roll"), &[("grace_hours", "2")]).await;
     let new = app.shown_key(&browser, response).await;
     assert_ne!(new, old);
-    assert!(authenticate_api_key(&app.db, now(), &old).await.is_ok(), "old key works during the grace time");
+    assert_eq!(key_verdict(&app, &old).await, Ok(()), "the old key works during the grace time");
     app.clock.advance(Duration::hours(3));
-    assert!(matches!(authenticate_api_key(&app.db, now(), &old).await, Err(KeyRejection::Rolled)));
-    let principal = authenticate_api_key(&app.db, now(), &new).await.unwrap();
-    assert!(principal.scopes.contains(Scope::McpWrite), "the new key keeps the scopes");
+    let rolled = Err("the API key was replaced and its grace period is over".to_owned());
+    assert_eq!(key_verdict(&app, &old).await, rolled);
+    add_service(&app, org, "nowhere", "http://127.0.0.1:9/mcp", None, 1_000).await;
+    assert!(may_call_tools(&app, &new, "nowhere").await, "the new key keeps the scopes");
 
-    // Owner deactivated: every key stops working.
-    let done =
-        db::users::set_active(app.db.acquire().await.unwrap().conn(), org, developer.id, false, now()).await;
-    assert!(done.unwrap());
-    assert!(matches!(authenticate_api_key(&app.db, now(), &new).await, Err(KeyRejection::OwnerDeactivated)));
+    // Owner deactivated through another instance (straight in the database): every key stops
+    // once this instance's copy has expired.
+    let mut conn = app.db.acquire().await.unwrap();
+    assert!(db::users::set_active(conn.conn(), org, developer.id, false, app.clock_now()).await.unwrap());
+    drop(conn);
+    app.clock.advance(Duration::seconds(10));
+    assert_eq!(key_verdict(&app, &new).await, Err("the API key's owner is deactivated".to_owned()));
+
+    // The checksum is checked before any database lookup: with the database gone, a typo is
+    // still "malformed", while a well-formed key cannot be judged.
+    app.server_db.close().await;
+    assert_eq!(key_verdict(&app, &typo).await, malformed);
+    let unavailable = key_verdict(&app, mcp_platform::crypto::api_key::ApiKey::generate().expose()).await;
+    assert_eq!(unavailable, Err("The platform cannot check keys right now".to_owned()));
 }
 
 async fn last_use_is_recorded_at_most_once_a_minute(backend: Backend) {
@@ -183,17 +175,18 @@ async fn last_use_is_recorded_at_most_once_a_minute(backend: Backend) {
         rows[0].last_used_at
     };
     assert_eq!(last_used().await, None);
-    authenticate_api_key(&app.db, app.clock_now(), &key).await.unwrap();
+    assert_eq!(key_verdict(&app, &key).await, Ok(()));
     let first = last_used().await.expect("recorded");
     app.clock.advance(Duration::seconds(30));
-    authenticate_api_key(&app.db, app.clock_now(), &key).await.unwrap();
+    assert_eq!(key_verdict(&app, &key).await, Ok(()));
     assert_eq!(last_used().await, Some(first), "not rewritten within a minute");
     app.clock.advance(Duration::seconds(61));
-    authenticate_api_key(&app.db, app.clock_now(), &key).await.unwrap();
+    assert_eq!(key_verdict(&app, &key).await, Ok(()));
     let later = last_used().await.unwrap();
     assert!(later > first);
-    // A call that reports an older time (another instance's clock) never moves it back.
-    authenticate_api_key(&app.db, later - Duration::minutes(5), &key).await.unwrap();
+    // A call on a clock that is behind (another instance's) never moves it back.
+    app.clock.advance(Duration::minutes(-5));
+    assert_eq!(key_verdict(&app, &key).await, Ok(()));
     assert_eq!(last_used().await, Some(later));
 }
 
@@ -236,8 +229,9 @@ async fn bad_key_forms_are_refused_at_the_field(backend: Backend) {
     let fields =
         [("name", "dated"), ("scope", "logs:read"), ("expiry", "custom"), ("custom_date", date.as_str())];
     let ok = create_key(&app, &browser, &fields).await;
-    let principal = authenticate_api_key(&app.db, app.clock_now(), &ok).await.unwrap();
-    assert!(principal.scopes.contains(Scope::LogsRead));
+    assert_eq!(key_verdict(&app, &ok).await, Ok(()));
+    let list = app.get(&browser, "/keys").await.text().await.unwrap();
+    assert!(list.contains(&format!("<td>logs:read</td>")), "{list}");
     // A rolled grace time out of range is refused at that key's row.
     let id = key_id_from_list(&app.get(&browser, "/keys").await.text().await.unwrap());
     let response =
@@ -273,7 +267,7 @@ async fn keys_belong_to_their_owner_and_organization(backend: Backend) {
     assert!(!list.contains(&id) && !list.contains(&owner.email), "{list}");
     let response = app.post_form(&foreign, "/keys", &format!("/organization/keys/{id}/revoke"), &[]).await;
     assert_eq!(response.status(), 404);
-    assert!(authenticate_api_key(&app.db, app.clock_now(), &key).await.is_ok());
+    assert_eq!(key_verdict(&app, &key).await, Ok(()));
 
     // The organization's admin sees it with its owner and can revoke it.
     let admin_browser = app.signed_in(&admin).await;
@@ -287,7 +281,7 @@ async fn keys_belong_to_their_owner_and_organization(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 303);
-    assert!(matches!(authenticate_api_key(&app.db, app.clock_now(), &key).await, Err(KeyRejection::Revoked)));
+    assert_eq!(key_verdict(&app, &key).await, Err("the API key has been revoked".to_owned()));
 }
 
 /// Four rolls of the same key at the same moment (SQLite used to answer "database is locked"

@@ -1,8 +1,8 @@
 use chrono::Duration;
-use mcp_platform::auth::api_key::{KeyRejection, authenticate_api_key};
 use mcp_platform::config::Settings;
 use mcp_platform::domain::Role;
 
+use crate::helpers::gateway::key_verdict;
 use crate::helpers::{Backend, TestApp, TestUser, client, location, spawn_app, spawn_app_with};
 use crate::on_both_backends;
 
@@ -279,7 +279,7 @@ async fn deactivation_ends_sessions_and_keys(backend: Backend) {
         .await,
         0
     );
-    assert!(matches!(authenticate_api_key(&app.db, app.clock_now(), &key).await, Err(KeyRejection::Revoked)));
+    assert_eq!(key_verdict(&app, &key).await, Err("the API key has been revoked".to_owned()));
     assert_eq!(app.login(&client(), &developer.email, &developer.password).await.status(), 422);
 
     // Reactivated, the member signs in again, but keys that were out while they were
@@ -288,10 +288,7 @@ async fn deactivation_ends_sessions_and_keys(backend: Backend) {
     assert_eq!(response.status(), 303);
     let dev_browser = app.signed_in(&developer).await;
     for old in [&key, &revoked_key] {
-        assert!(matches!(
-            authenticate_api_key(&app.db, app.clock_now(), old).await,
-            Err(KeyRejection::Revoked)
-        ));
+        assert_eq!(key_verdict(&app, old).await, Err("the API key has been revoked".to_owned()));
     }
     // The same for a member made viewer (who holds no keys) and then developer again.
     let html = app
@@ -303,16 +300,13 @@ async fn deactivation_ends_sessions_and_keys(backend: Backend) {
         )
         .await;
     let newer = app.shown_key(&dev_browser, html).await;
-    assert!(authenticate_api_key(&app.db, app.clock_now(), &newer).await.is_ok());
+    assert_eq!(key_verdict(&app, &newer).await, Ok(()));
     for role in ["viewer", "developer"] {
         let changed =
             app.post_form(&admin, "/members", &format!("/members/{id}/role"), &[("role", role)]).await;
         assert_eq!(changed.status(), 303);
     }
-    assert!(matches!(
-        authenticate_api_key(&app.db, app.clock_now(), &newer).await,
-        Err(KeyRejection::Revoked)
-    ));
+    assert_eq!(key_verdict(&app, &newer).await, Err("the API key has been revoked".to_owned()));
     let audit = app.audit_rows().await;
     assert!(
         audit

@@ -11,10 +11,12 @@ use mcp_platform::domain::Role;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::gateway::{add_service, api_key, error_of, open_session, post_in, settled_rows, usage_total};
+use crate::helpers::gateway::{
+    add_service, api_key, error_of, open_session, post_in, settled_rows, usage_total,
+};
+use crate::helpers::upstream::HttpUpstream;
 use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
 use crate::on_both_backends;
-use crate::upstream::HttpUpstream;
 
 on_both_backends!(
     a_service_deleted_during_a_call_keeps_its_history_and_frees_its_name,
@@ -64,7 +66,8 @@ async fn a_service_deleted_during_a_call_keeps_its_history_and_frees_its_name(ba
     let call = {
         let (url, key, session) = (app.url("/mcp/tools"), key.clone(), session.clone());
         tokio::spawn(async move {
-            let response = crate::gateway::request(&url, &key, Some(&session), &slow_call(800)).send().await;
+            let response =
+                crate::helpers::gateway::request(&url, &key, Some(&session), &slow_call(800)).send().await;
             response.unwrap().text().await.unwrap()
         })
     };
@@ -84,7 +87,8 @@ async fn a_service_deleted_during_a_call_keeps_its_history_and_frees_its_name(ba
     // It has left the catalog and the gateway, and its name is free for a new service.
     let catalog = app.get(&browser, "/services").await.text().await.unwrap();
     assert!(!catalog.contains("/services/tools\""), "{catalog}");
-    let (status, code, _) = error_of(crate::gateway::post(&app, "/mcp/tools", Some(&key), LIST).await).await;
+    let (status, code, _) =
+        error_of(crate::helpers::gateway::post(&app, "/mcp/tools", Some(&key), LIST).await).await;
     assert_eq!((status, code), (404, -32004));
     let form = [("name", "tools"), ("upstream_url", upstream.url.as_str()), ("timeout_seconds", "10")];
     let created = app.post_form(&browser, "/services/new", "/services", &form).await;
@@ -124,8 +128,9 @@ async fn a_row_the_database_refuses_is_set_aside_and_other_organizations_are_sti
     let call = {
         let (url, key) = (app.url("/mcp/tools"), acme_key.clone());
         tokio::spawn(async move {
-            let response =
-                crate::gateway::request(&url, &key, Some(&acme_session), &slow_call(600)).send().await;
+            let response = crate::helpers::gateway::request(&url, &key, Some(&acme_session), &slow_call(600))
+                .send()
+                .await;
             response.unwrap().text().await.unwrap()
         })
     };

@@ -15,10 +15,10 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::gateway::{api_key, settled_rows, usage_total};
+use crate::helpers::gateway::{api_key, settled_rows, usage_total};
+use crate::helpers::upstream::call;
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::on_both_backends;
-use crate::upstream::call;
 
 on_both_backends!(
     server_everything_works_behind_the_gateway_over_http_and_stdio,

@@ -255,7 +255,7 @@ const HEADER_SECRET: &str = "header-secret-value-0001";
 
 async fn header_values_are_sealed_write_only_sent_upstream_and_rotated(backend: Backend) {
     let mut app = spawn_app(backend).await;
-    let upstream = crate::upstream::HttpUpstream::start();
+    let upstream = crate::helpers::upstream::HttpUpstream::start();
     let org = app.create_organization("Acme").await;
     let admin_user = app.create_user(org, Role::Admin).await;
     let admin = app.signed_in(&admin_user).await;
@@ -295,14 +295,17 @@ async fn header_values_are_sealed_write_only_sent_upstream_and_rotated(backend: 
     assert!(page.contains("<html") && page.contains("Connected: 7 tools"));
 
     // The gateway opens them for the upstream, and redacts them from what it records.
-    let key = crate::gateway::api_key(&app, org, &admin_user, "mcp:read mcp:write").await;
-    let session = crate::gateway::open_session(&app, "/mcp/static", &key).await;
+    let key = crate::helpers::gateway::api_key(&app, org, &admin_user, "mcp:read mcp:write").await;
+    let session = crate::helpers::gateway::open_session(&app, "/mcp/static", &key).await;
     let whoami =
         r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
-    let answer =
-        crate::gateway::post_in(&app, "/mcp/static", &key, &session, whoami).await.text().await.unwrap();
+    let answer = crate::helpers::gateway::post_in(&app, "/mcp/static", &key, &session, whoami)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(answer.contains(HEADER_SECRET), "the upstream received the header: {answer}");
-    let rows = crate::gateway::settled_rows(&app, 3).await;
+    let rows = crate::helpers::gateway::settled_rows(&app, 3).await;
     assert!(rows.iter().all(|r| !r.response.contains(HEADER_SECRET)), "a header value was stored");
 
     // An empty field keeps a value, a new value replaces it, a box removes it, a line adds one.

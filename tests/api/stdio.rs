@@ -13,10 +13,10 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::gateway::{api_key, error_of, open_session, post_in, request, settled_rows, usage_total};
+use crate::helpers::gateway::{api_key, error_of, open_session, post_in, request, settled_rows, usage_total};
+use crate::helpers::upstream::{ROOT, RootsClient, UPSTREAM, call, notified_later};
 use crate::helpers::{Backend, TestApp, TestUser, spawn_app_with};
 use crate::on_both_backends;
-use crate::upstream::{ROOT, RootsClient, UPSTREAM, call, notified_later};
 
 on_both_backends!(
     a_real_client_works_through_a_stdio_service_with_its_token_injected,

@@ -2,6 +2,8 @@
 //! cookie-aware client. Every test runs on SQLite, and on PostgreSQL when
 //! `TEST_POSTGRES_URL` is set (required when `CI=true`).
 
+pub mod gateway;
+pub mod upstream;
 pub mod webdriver;
 
 use std::path::PathBuf;
