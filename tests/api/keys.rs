@@ -231,7 +231,7 @@ async fn bad_key_forms_are_refused_at_the_field(backend: Backend) {
     let ok = create_key(&app, &browser, &fields).await;
     assert_eq!(key_verdict(&app, &ok).await, Ok(()));
     let list = app.get(&browser, "/keys").await.text().await.unwrap();
-    assert!(list.contains(&format!("<td>logs:read</td>")), "{list}");
+    assert!(list.contains("<td>logs:read</td>"), "{list}");
     // A rolled grace time out of range is refused at that key's row.
     let id = key_id_from_list(&app.get(&browser, "/keys").await.text().await.unwrap());
     let response =
