@@ -32,7 +32,7 @@ impl Browser {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("CI=true but {driver_path} is missing: install chromium and chromium-driver");
             }
-            eprintln!("{driver_path} not found: skipping the browser test");
+            crate::helpers::skipped(&format!("{driver_path} is not installed"));
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

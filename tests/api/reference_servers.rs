@@ -37,7 +37,7 @@ fn npm_packages() -> Option<PathBuf> {
         Ok("true") if installed => Some(root),
         Ok("true") => panic!("CI=true but the npm reference servers are missing: npm ci --prefix tests/npm"),
         _ => {
-            eprintln!("CI is not true: skipping the npm reference servers");
+            crate::helpers::skipped("the npm reference servers run with CI=true");
             None
         }
     }

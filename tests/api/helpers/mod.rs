@@ -77,11 +77,16 @@ impl Backend {
                 panic!("CI=true but TEST_POSTGRES_URL is not set: the PostgreSQL tests must run in CI")
             }
             _ => {
-                eprintln!("TEST_POSTGRES_URL not set: skipping the PostgreSQL variant");
+                skipped("TEST_POSTGRES_URL is not set");
                 None
             }
         }
     }
+}
+
+/// Says, in one line naming the test, that it was skipped and why.
+pub fn skipped(why: &str) {
+    eprintln!("skipped {}: {why}", std::thread::current().name().unwrap_or("a test"));
 }
 
 /// Generates one test per backend for each named `async fn(Backend)` in the calling module.
