@@ -282,11 +282,11 @@ pub async fn record_system_services(
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<()> {
     use crate::catalog::system::Transport;
-    let known: std::collections::HashMap<String, uuid::Uuid> =
+    let known: std::collections::HashMap<String, crate::ids::ServiceId> =
         db::services::system_ids(db.acquire().await?.conn()).await?.into_iter().collect();
     let mut rows = Vec::with_capacity(services.len());
     for service in services {
-        let id = known.get(service.name.as_str()).copied().unwrap_or_else(uuid::Uuid::now_v7);
+        let id = known.get(service.name.as_str()).copied().unwrap_or_default();
         let headers = match &service.transport {
             Transport::Http { headers, .. } => {
                 crate::crypto::headers::seal(keyring, db, now, id, headers).await?

@@ -8,13 +8,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use tracing_subscriber::EnvFilter;
-use uuid::Uuid;
 
 use crate::app::Application;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, Settings, load_secret};
 use crate::db::{self, Db};
 use crate::domain::{Email, NewPassword, OrganizationName, Role};
+use crate::ids::{OrgId, UserId};
 
 #[derive(Parser)]
 #[command(name = "mcp-platform", version, about = "MCP services for your organization, safely")]
@@ -182,7 +182,7 @@ async fn admin_create(config: Config, org: &str, email: &str) -> Result<(), Fail
         match db::organizations::find_by_slug(tx.conn(), &slug).await.context("lookup failed")? {
             Some(existing) => existing.id,
             None => {
-                let id = Uuid::now_v7();
+                let id = OrgId::new();
                 db::organizations::insert(tx.conn(), id, name.as_str(), &slug, email.as_str(), now)
                     .await
                     .context("cannot create the organization")?;
@@ -190,7 +190,7 @@ async fn admin_create(config: Config, org: &str, email: &str) -> Result<(), Fail
             }
         };
     let user = db::users::NewUser {
-        id: Uuid::now_v7(),
+        id: UserId::new(),
         organization_id,
         email: &email,
         password_hash: &hash,

@@ -2,18 +2,18 @@
 //! `admit`): either who is calling and with which scopes, or exactly why the key is refused.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::crypto::api_key::ApiKey;
 use crate::db::api_keys::KeyAuth;
 use crate::db::{self, Db};
 use crate::domain::{Role, Scopes};
+use crate::ids::{KeyId, OrgId, UserId};
 
 #[derive(Debug, Clone)]
 pub struct KeyPrincipal {
-    pub key_id: Uuid,
-    pub organization_id: Uuid,
-    pub user_id: Uuid,
+    pub key_id: KeyId,
+    pub organization_id: OrgId,
+    pub user_id: UserId,
     pub role: Role,
     /// The key's scopes, cut down to what the owner's current role allows.
     pub scopes: Scopes,

@@ -10,7 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use uuid::Uuid;
+
+use crate::ids::UserId;
 
 pub const COOKIE: &str = "mcp_device";
 /// How long a browser stays known after its last successful sign-in.
@@ -21,7 +22,7 @@ pub struct DeviceKey([u8; 32]);
 /// A browser that signed in to `user_id` before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub id: String,
 }
 
@@ -39,7 +40,8 @@ impl DeviceKey {
 
     /// The cookie value for `device`, valid for `LIFETIME` from `now`.
     pub fn issue(&self, device: &Device, now: DateTime<Utc>) -> String {
-        let body = format!("{}.{}.{}", device.user_id.simple(), device.id, (now + LIFETIME).timestamp());
+        let body =
+            format!("{}.{}.{}", device.user_id.as_uuid().simple(), device.id, (now + LIFETIME).timestamp());
         let tag = URL_SAFE_NO_PAD.encode(self.mac(&body).finalize().into_bytes());
         format!("{body}.{tag}")
     }
@@ -54,12 +56,12 @@ impl DeviceKey {
         if parts.next().is_some() || expires.parse::<i64>().ok()? <= now.timestamp() {
             return None;
         }
-        Some(Device { user_id: Uuid::parse_str(user).ok()?, id: id.to_owned() })
+        Some(Device { user_id: UserId::parse(user)?, id: id.to_owned() })
     }
 }
 
 /// A new device id for a browser signing in for the first time.
-pub fn new_device(user_id: Uuid) -> Device {
+pub fn new_device(user_id: UserId) -> Device {
     Device { user_id, id: URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<16>()) }
 }
 
@@ -71,13 +73,16 @@ mod tests {
     fn a_cookie_names_its_account_until_it_expires_and_cannot_be_forged() {
         let key = DeviceKey::new([3; 32]);
         let now = Utc::now();
-        let device = new_device(Uuid::now_v7());
+        let device = new_device(UserId::new());
         let cookie = key.issue(&device, now);
         assert_eq!(key.verify(&cookie, now), Some(device.clone()));
         assert_eq!(key.verify(&cookie, now + LIFETIME), None, "expired");
         assert_eq!(DeviceKey::new([4; 32]).verify(&cookie, now), None, "another key");
-        let other_user =
-            cookie.replacen(&device.user_id.simple().to_string(), &Uuid::now_v7().simple().to_string(), 1);
+        let other_user = cookie.replacen(
+            &device.user_id.as_uuid().simple().to_string(),
+            &UserId::new().as_uuid().simple().to_string(),
+            1,
+        );
         assert_eq!(key.verify(&other_user, now), None, "another account");
         assert_eq!(key.verify("garbage", now), None);
     }

@@ -18,13 +18,14 @@ use crate::app::{AppState, FORM_LIMIT};
 use crate::db;
 use crate::domain::Role;
 use crate::error::AppError;
+use crate::ids::{OrgId, UserId};
 use crate::routes::Access;
 
 /// The signed-in user, put in the request by the gate. Handlers take it as an extractor.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
-    pub id: Uuid,
-    pub organization_id: Uuid,
+    pub id: UserId,
+    pub organization_id: OrgId,
     pub organization_name: String,
     pub email: String,
     pub role: Role,

@@ -7,6 +7,8 @@ use uuid::Uuid;
 
 use super::ClientInfo;
 
+use crate::ids::UserId;
+
 /// Keys of the session state. The store reads them to fill its columns.
 pub(crate) const SESSION_ID: &str = "sid";
 pub(crate) const USER_ID: &str = "uid";
@@ -38,13 +40,13 @@ impl WebSession {
         self.0.get::<Uuid>(SESSION_ID).ok().flatten()
     }
 
-    pub fn user_id(&self) -> Option<Uuid> {
-        self.0.get::<Uuid>(USER_ID).ok().flatten()
+    pub fn user_id(&self) -> Option<UserId> {
+        self.0.get::<UserId>(USER_ID).ok().flatten()
     }
 
     /// Signs `user_id` in under a fresh session key and a fresh session id, so nothing an
     /// attacker planted before sign-in (a fixed cookie, a CSRF token) carries over.
-    pub fn sign_in(&self, user_id: Uuid, client: &ClientInfo) -> anyhow::Result<()> {
+    pub fn sign_in(&self, user_id: UserId, client: &ClientInfo) -> anyhow::Result<()> {
         for key in [SESSION_ID, USER_ID, IP, USER_AGENT] {
             self.0.remove(key);
         }

@@ -18,6 +18,7 @@ use mcp_platform::crypto::api_key::ApiKey;
 use mcp_platform::crypto::keyring::Binding;
 use mcp_platform::db::{self, Db};
 use mcp_platform::domain::{Email, Role};
+use mcp_platform::ids::{KeyId, OrgId, ServiceId, UserId};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -140,8 +141,8 @@ fn peak_memory_kib(pid: u32) -> Option<u64> {
 
 async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<String> {
     let now = SystemClock.now();
-    let org = Uuid::now_v7();
-    let user = Uuid::now_v7();
+    let org = OrgId::new();
+    let user = UserId::new();
     let mut tx = db.begin().await?;
     db::organizations::insert(tx.conn(), org, "Bench", "bench", "bench@example.com", now).await?;
     let email = Email::parse("bench@example.com").map_err(anyhow::Error::msg)?;
@@ -165,10 +166,10 @@ async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<St
         token_placement: Some("Authorization: Bearer {token}"),
         timeout_ms: 60_000,
     };
-    db::services::insert(tx.conn(), org, Uuid::now_v7(), &service, now).await?;
+    db::services::insert(tx.conn(), org, ServiceId::new(), &service, now).await?;
     let key = ApiKey::generate();
     let row = db::api_keys::NewKey {
-        id: Uuid::now_v7(),
+        id: KeyId::new(),
         organization_id: org,
         user_id: user,
         name: "bench",

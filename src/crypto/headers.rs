@@ -9,18 +9,18 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
 
 use super::keyring::{HeaderBinding, Keyring, OpenError, key_id_of, seal_with, visible_tail};
 use crate::db::services::SealedHeader;
 use crate::db::{self, Db};
+use crate::ids::ServiceId;
 
 /// Seals each value for the service's row.
 pub async fn seal(
     keyring: &Keyring,
     db: &Db,
     now: DateTime<Utc>,
-    service_id: Uuid,
+    service_id: ServiceId,
     values: &BTreeMap<String, String>,
 ) -> anyhow::Result<Vec<SealedHeader>> {
     let mut sealed = Vec::with_capacity(values.len());
@@ -40,7 +40,7 @@ pub async fn seal(
 pub async fn open(
     keyring: &Keyring,
     db: &Db,
-    service_id: Uuid,
+    service_id: ServiceId,
     headers: &[SealedHeader],
 ) -> Result<Vec<(String, SecretString)>, OpenError> {
     let mut opened = Vec::with_capacity(headers.len());

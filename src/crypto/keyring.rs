@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::db::{self, Db};
+use crate::ids::{OrgId, ServiceId, UserId};
 
 const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
@@ -30,8 +31,8 @@ pub trait Bound: Copy {
 /// The row a user's service token belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct Binding<'a> {
-    pub organization_id: Uuid,
-    pub user_id: Uuid,
+    pub organization_id: OrgId,
+    pub user_id: UserId,
     pub service_name: &'a str,
 }
 
@@ -48,7 +49,7 @@ impl Bound for Binding<'_> {
 /// The service and header name a service's header value belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderBinding<'a> {
-    pub service_id: Uuid,
+    pub service_id: ServiceId,
     pub name: &'a str,
 }
 
@@ -231,9 +232,14 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::Id;
 
     fn binding(service: &str) -> Binding<'_> {
-        Binding { organization_id: Uuid::from_u128(1), user_id: Uuid::from_u128(2), service_name: service }
+        Binding {
+            organization_id: OrgId::from_uuid(Uuid::from_u128(1)),
+            user_id: UserId::from_uuid(Uuid::from_u128(2)),
+            service_name: service,
+        }
     }
 
     fn cipher() -> Aes256Gcm {
@@ -268,9 +274,10 @@ mod tests {
     fn a_ciphertext_moved_to_another_row_does_not_open() {
         let sealed = seal_with(&cipher(), "k1", b"ghp_example", binding("github"));
         assert!(matches!(open_with(&cipher(), &sealed, binding("gitlab")), Err(OpenError::Rejected)));
-        let other_user = Binding { user_id: Uuid::from_u128(3), ..binding("github") };
+        let other_user = Binding { user_id: UserId::from_uuid(Uuid::from_u128(3)), ..binding("github") };
         assert!(matches!(open_with(&cipher(), &sealed, other_user), Err(OpenError::Rejected)));
-        let other_org = Binding { organization_id: Uuid::from_u128(4), ..binding("github") };
+        let other_org =
+            Binding { organization_id: OrgId::from_uuid(Uuid::from_u128(4)), ..binding("github") };
         assert!(matches!(open_with(&cipher(), &sealed, other_org), Err(OpenError::Rejected)));
     }
 

@@ -2,16 +2,16 @@
 //! the dashboard reads them scoped to the organization (and to the owner for their own list).
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::Conn;
 use crate::domain::Role;
+use crate::ids::{KeyId, OrgId, UserId};
 use crate::{execute, execute_one, on_conn};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeyRow {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: KeyId,
+    pub user_id: UserId,
     pub owner_email: String,
     pub name: String,
     pub display_key: String,
@@ -75,9 +75,9 @@ impl KeyRow {
 /// What authentication needs about a key and its owner.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeyAuth {
-    pub id: Uuid,
-    pub organization_id: Uuid,
-    pub user_id: Uuid,
+    pub id: KeyId,
+    pub organization_id: OrgId,
+    pub user_id: UserId,
     pub scopes: String,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -89,15 +89,15 @@ pub struct KeyAuth {
 }
 
 pub struct NewKey<'a> {
-    pub id: Uuid,
-    pub organization_id: Uuid,
-    pub user_id: Uuid,
+    pub id: KeyId,
+    pub organization_id: OrgId,
+    pub user_id: UserId,
     pub name: &'a str,
     pub key_hash: &'a [u8],
     pub display_key: &'a str,
     pub scopes: &'a str,
     pub expires_at: Option<DateTime<Utc>>,
-    pub rolled_from_id: Option<Uuid>,
+    pub rolled_from_id: Option<KeyId>,
 }
 
 pub async fn insert(conn: Conn<'_>, key: NewKey<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
@@ -126,8 +126,8 @@ const SELECT_ROW: &str = "SELECT k.id, k.user_id, u.email AS owner_email, k.name
 /// The user's own keys, newest first.
 pub async fn list_for_user(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    user_id: Uuid,
+    organization_id: OrgId,
+    user_id: UserId,
 ) -> sqlx::Result<Vec<KeyRow>> {
     let sql = format!(
         "{SELECT_ROW} WHERE k.organization_id = $1 AND k.user_id = $2 ORDER BY k.created_at DESC LIMIT 500"
@@ -140,7 +140,7 @@ pub async fn list_for_user(
 }
 
 /// Every key of the organization, newest first.
-pub async fn list_for_organization(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<KeyRow>> {
+pub async fn list_for_organization(conn: Conn<'_>, organization_id: OrgId) -> sqlx::Result<Vec<KeyRow>> {
     let sql = format!("{SELECT_ROW} WHERE k.organization_id = $1 ORDER BY k.created_at DESC LIMIT 1000");
     on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(organization_id)
@@ -149,18 +149,32 @@ pub async fn list_for_organization(conn: Conn<'_>, organization_id: Uuid) -> sql
 }
 
 /// One key of the organization; with `owner`, only if that user owns it.
-pub async fn find(
+/// One of the user's own keys.
+pub async fn find_mine(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    owner: Option<Uuid>,
-    id: Uuid,
+    organization_id: OrgId,
+    user_id: UserId,
+    id: KeyId,
 ) -> sqlx::Result<Option<KeyRow>> {
-    let sql =
-        format!("{SELECT_ROW} WHERE k.organization_id = $1 AND k.id = $2 AND ($3 IS NULL OR k.user_id = $3)");
+    let sql = format!("{SELECT_ROW} WHERE k.organization_id = $1 AND k.id = $2 AND k.user_id = $3");
     on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(organization_id)
         .bind(id)
-        .bind(owner)
+        .bind(user_id)
+        .fetch_optional(c)
+        .await)
+}
+
+/// Any key of the organization, whoever owns it (for its admins).
+pub async fn find_in_organization(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    id: KeyId,
+) -> sqlx::Result<Option<KeyRow>> {
+    let sql = format!("{SELECT_ROW} WHERE k.organization_id = $1 AND k.id = $2");
+    on_conn!(conn, c => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(organization_id)
+        .bind(id)
         .fetch_optional(c)
         .await)
 }
@@ -168,8 +182,8 @@ pub async fn find(
 /// Revokes a key that is not revoked yet; false when there was nothing to revoke.
 pub async fn revoke(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    id: Uuid,
+    organization_id: OrgId,
+    id: KeyId,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
     execute_one!(
@@ -184,8 +198,8 @@ pub async fn revoke(
 /// Revokes every key of a member not yet revoked (rolled ones in their grace time too); how many.
 pub async fn revoke_all_for_user(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    user_id: Uuid,
+    organization_id: OrgId,
+    user_id: UserId,
     now: DateTime<Utc>,
 ) -> sqlx::Result<u64> {
     execute!(
@@ -201,8 +215,8 @@ pub async fn revoke_all_for_user(
 /// active (revoked, or rolled by a concurrent request), so a key is replaced only once.
 pub async fn mark_rolled(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    id: Uuid,
+    organization_id: OrgId,
+    id: KeyId,
     now: DateTime<Utc>,
     grace_until: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
@@ -230,7 +244,7 @@ pub async fn by_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<Key
 }
 
 /// Records use at most once a minute per key, and only ever forward in time.
-pub async fn touch(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<bool> {
+pub async fn touch(conn: Conn<'_>, id: KeyId, now: DateTime<Utc>) -> sqlx::Result<bool> {
     execute_one!(
         conn,
         "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at <= $3)",

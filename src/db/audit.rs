@@ -7,6 +7,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Conn, like_pattern};
+use crate::ids::{OrgId, UserId};
 use crate::{execute, on_conn};
 
 /// What an audit row records someone did.
@@ -88,8 +89,8 @@ impl Action {
 }
 
 pub struct Entry<'a> {
-    pub organization_id: Option<Uuid>,
-    pub actor_user_id: Option<Uuid>,
+    pub organization_id: Option<OrgId>,
+    pub actor_user_id: Option<UserId>,
     pub actor_email: Option<&'a str>,
     pub action: Action,
     pub target_id: Option<String>,
@@ -178,7 +179,7 @@ pub struct AuditFilter<'a> {
 /// more follow.
 pub async fn search(
     conn: Conn<'_>,
-    organization_id: Uuid,
+    organization_id: OrgId,
     filter: &AuditFilter<'_>,
     limit: i64,
 ) -> sqlx::Result<Vec<AuditRow>> {

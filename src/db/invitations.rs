@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::Conn;
 use crate::domain::Role;
+use crate::ids::{OrgId, UserId};
 use crate::{execute, execute_one, on_conn};
 
 #[derive(Debug, sqlx::FromRow)]
@@ -21,7 +22,7 @@ pub struct PendingInvitation {
 #[derive(Debug, sqlx::FromRow)]
 pub struct Invitation {
     pub id: Uuid,
-    pub organization_id: Uuid,
+    pub organization_id: OrgId,
     pub organization_name: String,
     pub email: String,
     #[sqlx(try_from = "String")]
@@ -39,11 +40,11 @@ impl Invitation {
 
 pub struct NewInvitation<'a> {
     pub id: Uuid,
-    pub organization_id: Uuid,
+    pub organization_id: OrgId,
     pub email: &'a str,
     pub role: Role,
     pub token_hash: &'a [u8],
-    pub invited_by: Uuid,
+    pub invited_by: UserId,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -54,7 +55,7 @@ pub async fn insert(conn: Conn<'_>, invitation: NewInvitation<'_>, now: DateTime
 
 pub async fn list_pending(
     conn: Conn<'_>,
-    organization_id: Uuid,
+    organization_id: OrgId,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Vec<PendingInvitation>> {
     on_conn!(conn, c => sqlx::query_as(
@@ -72,7 +73,7 @@ pub async fn list_pending(
 /// Whether the organization already has a usable invitation for this email.
 pub async fn pending_for_email(
     conn: Conn<'_>,
-    organization_id: Uuid,
+    organization_id: OrgId,
     email: &str,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
@@ -113,7 +114,7 @@ pub async fn accept(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Resul
 /// Revokes a pending invitation of the organization; false when there is none.
 pub async fn revoke(
     conn: Conn<'_>,
-    organization_id: Uuid,
+    organization_id: OrgId,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Option<String>> {

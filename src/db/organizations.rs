@@ -3,14 +3,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
-use uuid::Uuid;
 
 use super::Conn;
+use crate::ids::OrgId;
 use crate::{execute, execute_one, on_conn};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Organization {
-    pub id: Uuid,
+    pub id: OrgId,
     pub name: String,
     pub slug: String,
     pub contact_email: Option<String>,
@@ -52,7 +52,7 @@ pub fn plan_limits(plan: &str) -> PlanLimits {
 
 pub async fn update(
     conn: Conn<'_>,
-    id: Uuid,
+    id: OrgId,
     name: &str,
     contact_email: &str,
     settings: Settings,
@@ -63,7 +63,7 @@ pub async fn update(
 
 pub async fn insert(
     conn: Conn<'_>,
-    id: Uuid,
+    id: OrgId,
     name: &str,
     slug: &str,
     contact_email: &str,
@@ -82,7 +82,7 @@ pub async fn insert(
     .map(drop)
 }
 
-pub async fn find(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<Organization>> {
+pub async fn find(conn: Conn<'_>, id: OrgId) -> sqlx::Result<Option<Organization>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT id, name, slug, contact_email, plan, settings, created_at FROM organizations WHERE id = $1",
     )
@@ -113,6 +113,6 @@ pub async fn claim_installation(conn: Conn<'_>, now: DateTime<Utc>) -> sqlx::Res
 /// Takes the organization's write lock for the rest of the transaction, so checks such as
 /// "is this the last admin" cannot race with each other (row lock on PostgreSQL, the
 /// database write lock on SQLite).
-pub async fn lock(conn: Conn<'_>, id: Uuid) -> sqlx::Result<()> {
+pub async fn lock(conn: Conn<'_>, id: OrgId) -> sqlx::Result<()> {
     execute!(conn, "UPDATE organizations SET updated_at = updated_at WHERE id = $1", id).map(drop)
 }

@@ -4,15 +4,16 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Conn;
+use crate::ids::{KeyId, OrgId, ServiceId, UserId};
 use crate::on_conn;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewRequestLog {
     pub id: Uuid,
-    pub organization_id: Uuid,
-    pub user_id: Option<Uuid>,
-    pub api_key_id: Option<Uuid>,
-    pub mcp_service_id: Option<Uuid>,
+    pub organization_id: OrgId,
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<KeyId>,
+    pub mcp_service_id: Option<ServiceId>,
     pub service_name: String,
     pub method: Option<String>,
     pub tool_name: Option<String>,

@@ -5,16 +5,16 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use uuid::Uuid;
 
 use super::Conn;
 use crate::catalog::system::{SystemService, Transport};
+use crate::ids::{OrgId, ServiceId};
 use crate::{execute, execute_one, on_conn};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ServiceRow {
-    pub id: Uuid,
-    pub organization_id: Option<Uuid>,
+    pub id: ServiceId,
+    pub organization_id: Option<OrgId>,
     pub name: String,
     pub description: String,
     pub version: String,
@@ -66,8 +66,8 @@ pub struct ServiceFields<'a> {
 
 pub async fn insert(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    id: Uuid,
+    organization_id: OrgId,
+    id: ServiceId,
     f: &ServiceFields<'_>,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
@@ -78,8 +78,8 @@ pub async fn insert(
 
 pub async fn update(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    id: Uuid,
+    organization_id: OrgId,
+    id: ServiceId,
     f: &ServiceFields<'_>,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
@@ -107,8 +107,8 @@ pub async fn update(
 /// its name is free again, while its request logs and usage stay.
 pub async fn delete(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    id: Uuid,
+    organization_id: OrgId,
+    id: ServiceId,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
     execute_one!(
@@ -123,7 +123,7 @@ pub async fn delete(
 
 /// What the organization's members can use: enabled public system services and the
 /// organization's own, system services first.
-pub async fn catalog(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<ServiceRow>> {
+pub async fn catalog(conn: Conn<'_>, organization_id: OrgId) -> sqlx::Result<Vec<ServiceRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM mcp_services WHERE (organization_id = $1 AND deleted_at IS NULL) \
          OR (organization_id IS NULL AND is_public = TRUE AND is_enabled = TRUE) \
@@ -135,7 +135,7 @@ pub async fn catalog(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<
 /// The service a member reaches by this name: the organization's own, else a public system one.
 pub async fn find_for_organization(
     conn: Conn<'_>,
-    organization_id: Uuid,
+    organization_id: OrgId,
     name: &str,
 ) -> sqlx::Result<Option<ServiceRow>> {
     let sql = format!(
@@ -147,7 +147,11 @@ pub async fn find_for_organization(
 }
 
 /// A service of the organization's own (never a system one), for editing.
-pub async fn find_own(conn: Conn<'_>, organization_id: Uuid, name: &str) -> sqlx::Result<Option<ServiceRow>> {
+pub async fn find_own(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    name: &str,
+) -> sqlx::Result<Option<ServiceRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM mcp_services WHERE organization_id = $1 AND name = $2 AND deleted_at IS NULL"
     );
@@ -163,7 +167,7 @@ pub async fn system_name_exists(conn: Conn<'_>, name: &str) -> sqlx::Result<bool
 }
 
 /// The ids of the system services already recorded, by name.
-pub async fn system_ids(conn: Conn<'_>) -> sqlx::Result<Vec<(String, Uuid)>> {
+pub async fn system_ids(conn: Conn<'_>) -> sqlx::Result<Vec<(String, ServiceId)>> {
     on_conn!(conn, c => sqlx::query_as("SELECT name, id FROM mcp_services WHERE organization_id IS NULL")
         .fetch_all(c)
         .await)
@@ -171,7 +175,7 @@ pub async fn system_ids(conn: Conn<'_>) -> sqlx::Result<Vec<(String, Uuid)>> {
 
 /// A system service to record under `id`, its header values sealed.
 pub struct SystemRow<'a> {
-    pub id: Uuid,
+    pub id: ServiceId,
     pub service: &'a SystemService,
     pub headers: Vec<SealedHeader>,
 }
@@ -237,14 +241,16 @@ pub async fn sync_system(conn: Conn<'_>, services: &[SystemRow<'_>], now: DateTi
 }
 
 /// Services whose header values are still in plain text (written before they were sealed).
-pub async fn with_plain_headers(conn: Conn<'_>) -> sqlx::Result<Vec<(Uuid, Json<BTreeMap<String, String>>)>> {
+pub async fn with_plain_headers(
+    conn: Conn<'_>,
+) -> sqlx::Result<Vec<(ServiceId, Json<BTreeMap<String, String>>)>> {
     on_conn!(conn, c => sqlx::query_as("SELECT id, headers FROM mcp_services WHERE headers <> '{}'")
         .fetch_all(c)
         .await)
 }
 
 /// Every service's sealed header values, for re-sealing under a new key.
-pub async fn with_sealed_headers(conn: Conn<'_>) -> sqlx::Result<Vec<(Uuid, Json<Vec<SealedHeader>>)>> {
+pub async fn with_sealed_headers(conn: Conn<'_>) -> sqlx::Result<Vec<(ServiceId, Json<Vec<SealedHeader>>)>> {
     on_conn!(conn, c => sqlx::query_as("SELECT id, sealed_headers FROM mcp_services WHERE sealed_headers <> '[]'")
         .fetch_all(c)
         .await)
@@ -254,7 +260,7 @@ pub async fn with_sealed_headers(conn: Conn<'_>) -> sqlx::Result<Vec<(Uuid, Json
 /// sealed values are still `before`; false when the service changed meanwhile.
 pub async fn replace_sealed_headers(
     conn: Conn<'_>,
-    id: Uuid,
+    id: ServiceId,
     before: &[SealedHeader],
     after: &[SealedHeader],
 ) -> sqlx::Result<bool> {
@@ -268,7 +274,7 @@ pub async fn replace_sealed_headers(
 }
 
 /// Enabled services the organization's members can use.
-pub async fn count_available(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<i64> {
+pub async fn count_available(conn: Conn<'_>, organization_id: OrgId) -> sqlx::Result<i64> {
     let (n,): (i64,) = on_conn!(conn, c => sqlx::query_as(
         "SELECT COUNT(*) FROM mcp_services WHERE is_enabled = TRUE AND deleted_at IS NULL \
          AND (organization_id = $1 OR (organization_id IS NULL AND is_public = TRUE))",

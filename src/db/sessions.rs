@@ -5,12 +5,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Conn;
+use crate::ids::UserId;
 use crate::{execute, execute_one, on_conn};
 
 pub struct NewSession<'a> {
     pub id: Uuid,
     pub key_hash: &'a [u8],
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     pub state: &'a str,
     pub ip: Option<&'a str>,
     pub user_agent: Option<&'a str>,
@@ -81,7 +82,7 @@ pub async fn touch(
 pub async fn update_state(
     conn: Conn<'_>,
     key_hash: &[u8],
-    user_id: Option<Uuid>,
+    user_id: Option<UserId>,
     state: &str,
 ) -> sqlx::Result<bool> {
     execute_one!(
@@ -103,7 +104,7 @@ pub async fn delete_by_id(conn: Conn<'_>, id: Uuid) -> sqlx::Result<()> {
 
 pub async fn list_for_user(
     conn: Conn<'_>,
-    user_id: Uuid,
+    user_id: UserId,
     now: DateTime<Utc>,
 ) -> sqlx::Result<Vec<SessionInfo>> {
     on_conn!(conn, c => sqlx::query_as(
@@ -117,16 +118,16 @@ pub async fn list_for_user(
 }
 
 /// Ends one of the user's sessions; false when the user has no session with that id.
-pub async fn delete_for_user(conn: Conn<'_>, user_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+pub async fn delete_for_user(conn: Conn<'_>, user_id: UserId, id: Uuid) -> sqlx::Result<bool> {
     execute_one!(conn, "DELETE FROM sessions WHERE user_id = $1 AND id = $2", user_id, id)
 }
 
-pub async fn delete_others_for_user(conn: Conn<'_>, user_id: Uuid, keep: Uuid) -> sqlx::Result<u64> {
+pub async fn delete_others_for_user(conn: Conn<'_>, user_id: UserId, keep: Uuid) -> sqlx::Result<u64> {
     let done = execute!(conn, "DELETE FROM sessions WHERE user_id = $1 AND id <> $2", user_id, keep)?;
     Ok(done)
 }
 
-pub async fn delete_all_for_user(conn: Conn<'_>, user_id: Uuid) -> sqlx::Result<u64> {
+pub async fn delete_all_for_user(conn: Conn<'_>, user_id: UserId) -> sqlx::Result<u64> {
     let done = execute!(conn, "DELETE FROM sessions WHERE user_id = $1", user_id)?;
     Ok(done)
 }

@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::Conn;
+use crate::ids::{OrgId, ServiceId};
 use crate::on_conn;
 
 #[derive(Debug, Default, sqlx::FromRow)]
@@ -15,7 +16,7 @@ pub struct Totals {
 /// The organization's totals for one month, summed over its services' monthly rows.
 pub async fn month_totals(
     conn: Conn<'_>,
-    organization_id: Uuid,
+    organization_id: OrgId,
     year: i32,
     month: i32,
 ) -> sqlx::Result<Totals> {
@@ -44,8 +45,8 @@ pub struct Increment {
 /// Adds `inc` to the daily row of `day` and to the monthly row of its month.
 pub async fn add(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    mcp_service_id: Uuid,
+    organization_id: OrgId,
+    mcp_service_id: ServiceId,
     day: chrono::NaiveDate,
     inc: Increment,
     now: chrono::DateTime<chrono::Utc>,

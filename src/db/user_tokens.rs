@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Conn;
+use crate::ids::{OrgId, UserId};
 use crate::{execute, execute_one, on_conn};
 
 /// What the tokens page shows: never the token.
@@ -20,8 +21,8 @@ pub struct TokenRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SealedRow {
     pub id: Uuid,
-    pub organization_id: Uuid,
-    pub user_id: Uuid,
+    pub organization_id: OrgId,
+    pub user_id: UserId,
     pub service_name: String,
     pub ciphertext: Vec<u8>,
     pub key_id: String,
@@ -31,8 +32,8 @@ pub struct SealedRow {
 const SEALED_COLUMNS: &str = "id, organization_id, user_id, service_name, ciphertext, key_id, last_used_at";
 
 pub struct NewToken<'a> {
-    pub organization_id: Uuid,
-    pub user_id: Uuid,
+    pub organization_id: OrgId,
+    pub user_id: UserId,
     pub service_name: &'a str,
     pub ciphertext: &'a [u8],
     pub key_id: &'a str,
@@ -87,8 +88,8 @@ pub async fn upsert(conn: Conn<'_>, token: NewToken<'_>, now: DateTime<Utc>) -> 
 
 pub async fn list_for_user(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    user_id: Uuid,
+    organization_id: OrgId,
+    user_id: UserId,
 ) -> sqlx::Result<Vec<TokenRow>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT service_name, last4, created_at, updated_at, last_used_at FROM user_tokens \
@@ -102,8 +103,8 @@ pub async fn list_for_user(
 
 pub async fn delete(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    user_id: Uuid,
+    organization_id: OrgId,
+    user_id: UserId,
     service_name: &str,
 ) -> sqlx::Result<bool> {
     execute_one!(
@@ -117,8 +118,8 @@ pub async fn delete(
 
 pub async fn find_sealed(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    user_id: Uuid,
+    organization_id: OrgId,
+    user_id: UserId,
     service_name: &str,
 ) -> sqlx::Result<Option<SealedRow>> {
     let sql = format!(

@@ -1,17 +1,17 @@
 //! The `users` table. Lookups for the dashboard take the organization id from the session.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::Conn;
 use crate::domain::{Email, Role};
+use crate::ids::{OrgId, UserId};
 use crate::{execute, execute_one, on_conn};
 
 /// A member as the dashboard shows them.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct User {
-    pub id: Uuid,
-    pub organization_id: Uuid,
+    pub id: UserId,
+    pub organization_id: OrgId,
     pub email: String,
     #[sqlx(try_from = "String")]
     pub role: Role,
@@ -23,8 +23,8 @@ pub struct User {
 /// The signed-in user with the organization they belong to, read once per request.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionUser {
-    pub id: Uuid,
-    pub organization_id: Uuid,
+    pub id: UserId,
+    pub organization_id: OrgId,
     pub organization_name: String,
     pub email: String,
     #[sqlx(try_from = "String")]
@@ -35,15 +35,15 @@ pub struct SessionUser {
 /// What sign-in needs to check a password.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Credentials {
-    pub id: Uuid,
-    pub organization_id: Uuid,
+    pub id: UserId,
+    pub organization_id: OrgId,
     pub password_hash: String,
     pub is_active: bool,
 }
 
 pub struct NewUser<'a> {
-    pub id: Uuid,
-    pub organization_id: Uuid,
+    pub id: UserId,
+    pub organization_id: OrgId,
     pub email: &'a Email,
     pub password_hash: &'a str,
     pub role: Role,
@@ -80,7 +80,7 @@ pub async fn credentials_by_email(conn: Conn<'_>, email: &Email) -> sqlx::Result
     .await)
 }
 
-pub async fn password_hash(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<String>> {
+pub async fn password_hash(conn: Conn<'_>, id: UserId) -> sqlx::Result<Option<String>> {
     let row: Option<(String,)> = on_conn!(conn, c => sqlx::query_as(
         "SELECT password_hash FROM users WHERE id = $1",
     )
@@ -90,7 +90,7 @@ pub async fn password_hash(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<Stri
     Ok(row.map(|(hash,)| hash))
 }
 
-pub async fn session_user(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<SessionUser>> {
+pub async fn session_user(conn: Conn<'_>, id: UserId) -> sqlx::Result<Option<SessionUser>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT u.id, u.organization_id, o.name AS organization_name, u.email, u.role, u.is_active \
          FROM users u JOIN organizations o ON o.id = u.organization_id WHERE u.id = $1",
@@ -100,7 +100,12 @@ pub async fn session_user(conn: Conn<'_>, id: Uuid) -> sqlx::Result<Option<Sessi
     .await)
 }
 
-pub async fn set_password_hash(conn: Conn<'_>, id: Uuid, hash: &str, now: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn set_password_hash(
+    conn: Conn<'_>,
+    id: UserId,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<()> {
     execute!(
         conn,
         "UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1",
@@ -112,18 +117,18 @@ pub async fn set_password_hash(conn: Conn<'_>, id: Uuid, hash: &str, now: DateTi
 }
 
 /// Replaces a hash made with older parameters; leaves `password_changed_at` alone.
-pub async fn upgrade_password_hash(conn: Conn<'_>, id: Uuid, hash: &str) -> sqlx::Result<()> {
+pub async fn upgrade_password_hash(conn: Conn<'_>, id: UserId, hash: &str) -> sqlx::Result<()> {
     execute!(conn, "UPDATE users SET password_hash = $2 WHERE id = $1", id, hash).map(drop)
 }
 
-pub async fn record_login(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Result<()> {
+pub async fn record_login(conn: Conn<'_>, id: UserId, now: DateTime<Utc>) -> sqlx::Result<()> {
     execute!(conn, "UPDATE users SET last_login_at = $2 WHERE id = $1", id, now).map(drop)
 }
 
 pub async fn set_active(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    id: Uuid,
+    organization_id: OrgId,
+    id: UserId,
     active: bool,
     now: DateTime<Utc>,
 ) -> sqlx::Result<bool> {
@@ -137,7 +142,7 @@ pub async fn set_active(
     )
 }
 
-pub async fn list_members(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<User>> {
+pub async fn list_members(conn: Conn<'_>, organization_id: OrgId) -> sqlx::Result<Vec<User>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT id, organization_id, email, role, is_active, last_login_at, created_at \
          FROM users WHERE organization_id = $1 ORDER BY email LIMIT 500",
@@ -148,7 +153,10 @@ pub async fn list_members(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result
 }
 
 /// Active members per role.
-pub async fn count_active_by_role(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<Vec<(String, i64)>> {
+pub async fn count_active_by_role(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+) -> sqlx::Result<Vec<(String, i64)>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT role, COUNT(*) FROM users WHERE organization_id = $1 AND is_active = TRUE \
          GROUP BY role ORDER BY role",
@@ -171,7 +179,7 @@ pub struct MemberFilter<'a> {
 /// One page of the directory, ordered by email; `limit` + 1 rows tell whether more follow.
 pub async fn search(
     conn: Conn<'_>,
-    organization_id: Uuid,
+    organization_id: OrgId,
     filter: &MemberFilter<'_>,
     limit: i64,
 ) -> sqlx::Result<Vec<User>> {
@@ -191,7 +199,7 @@ pub async fn search(
     .await)
 }
 
-pub async fn find_member(conn: Conn<'_>, organization_id: Uuid, id: Uuid) -> sqlx::Result<Option<User>> {
+pub async fn find_member(conn: Conn<'_>, organization_id: OrgId, id: UserId) -> sqlx::Result<Option<User>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT id, organization_id, email, role, is_active, last_login_at, created_at FROM users \
          WHERE organization_id = $1 AND id = $2",
@@ -204,8 +212,8 @@ pub async fn find_member(conn: Conn<'_>, organization_id: Uuid, id: Uuid) -> sql
 
 pub async fn set_role(
     conn: Conn<'_>,
-    organization_id: Uuid,
-    id: Uuid,
+    organization_id: OrgId,
+    id: UserId,
     role: Role,
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
@@ -220,7 +228,7 @@ pub async fn set_role(
     .map(drop)
 }
 
-pub async fn count_active_admins(conn: Conn<'_>, organization_id: Uuid) -> sqlx::Result<i64> {
+pub async fn count_active_admins(conn: Conn<'_>, organization_id: OrgId) -> sqlx::Result<i64> {
     on_conn!(conn, c => sqlx::query_scalar(
         "SELECT COUNT(*) FROM users WHERE organization_id = $1 AND role = 'admin' AND is_active = TRUE",
     )
@@ -230,7 +238,7 @@ pub async fn count_active_admins(conn: Conn<'_>, organization_id: Uuid) -> sqlx:
 }
 
 /// Whether the organization has a member (active or not) with this email.
-pub async fn member_email_exists(conn: Conn<'_>, organization_id: Uuid, email: &str) -> sqlx::Result<bool> {
+pub async fn member_email_exists(conn: Conn<'_>, organization_id: OrgId, email: &str) -> sqlx::Result<bool> {
     let row: Option<(i32,)> = on_conn!(conn, c => sqlx::query_as("SELECT 1 FROM users WHERE organization_id = $1 AND email = $2")
         .bind(organization_id)
         .bind(email)

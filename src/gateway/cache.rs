@@ -12,12 +12,12 @@ use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use secrecy::SecretString;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use crate::clock::SharedClock;
 use crate::db::api_keys::KeyAuth;
 use crate::db::services::ServiceRow;
 use crate::db::user_tokens::SealedRow;
+use crate::ids::{KeyId, OrgId, UserId};
 
 pub const LIFETIME: Duration = Duration::from_secs(5);
 /// Entries per kind; the least used go first beyond it.
@@ -27,18 +27,18 @@ const CAPACITY: u64 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// A key was revoked or rolled.
-    Key(Uuid),
+    Key(KeyId),
     /// A member was deactivated, reactivated or given another role: their keys and tokens.
-    Member(Uuid),
+    Member(UserId),
     /// One of an organization's services, by name, was created, changed or deleted.
-    Service { organization_id: Uuid, name: String },
+    Service { organization_id: OrgId, name: String },
     /// A member's service token was set, replaced or deleted.
-    Token { organization_id: Uuid, user_id: Uuid, name: String },
+    Token { organization_id: OrgId, user_id: UserId, name: String },
 }
 
 type KeyKey = [u8; 32];
-type ServiceKey = (Uuid, String);
-type TokenKey = (Uuid, Uuid, String);
+type ServiceKey = (OrgId, String);
+type TokenKey = (OrgId, UserId, String);
 
 /// A copy and when it was made, by the application's clock.
 #[derive(Clone)]
@@ -107,19 +107,19 @@ impl Lookups {
         self.keys.insert(hash, self.stamp(key));
     }
 
-    pub fn service(&self, organization_id: Uuid, name: &str) -> Option<Option<Arc<LoadedService>>> {
+    pub fn service(&self, organization_id: OrgId, name: &str) -> Option<Option<Arc<LoadedService>>> {
         self.fresh(self.services.get(&(organization_id, name.to_owned())))
     }
 
-    pub fn keep_service(&self, organization_id: Uuid, name: &str, service: Option<Arc<LoadedService>>) {
+    pub fn keep_service(&self, organization_id: OrgId, name: &str, service: Option<Arc<LoadedService>>) {
         self.services.insert((organization_id, name.to_owned()), self.stamp(service));
     }
 
-    pub fn token(&self, organization_id: Uuid, user_id: Uuid, name: &str) -> Option<Option<SealedRow>> {
+    pub fn token(&self, organization_id: OrgId, user_id: UserId, name: &str) -> Option<Option<SealedRow>> {
         self.fresh(self.tokens.get(&(organization_id, user_id, name.to_owned())))
     }
 
-    pub fn keep_token(&self, organization_id: Uuid, user_id: Uuid, name: &str, row: Option<SealedRow>) {
+    pub fn keep_token(&self, organization_id: OrgId, user_id: UserId, name: &str, row: Option<SealedRow>) {
         self.tokens.insert((organization_id, user_id, name.to_owned()), self.stamp(row));
     }
 

@@ -12,6 +12,7 @@ use super::sessions::{end_session, session};
 use crate::app::AppState;
 use crate::auth::api_key::KeyPrincipal;
 use crate::domain::{Role, Scope, Scopes};
+use crate::ids::{Id, KeyId, OrgId, UserId};
 use crate::telemetry::redact::redact_text;
 
 /// A tool as the service describes it.
@@ -25,9 +26,9 @@ const MAX_PAGES: usize = 20;
 
 /// The member as the gateway sees a key of theirs that may read. No key is involved: the
 /// session is bound to the nil key id, which no key has.
-pub fn principal(organization_id: Uuid, user_id: Uuid, role: Role) -> KeyPrincipal {
+pub fn principal(organization_id: OrgId, user_id: UserId, role: Role) -> KeyPrincipal {
     KeyPrincipal {
-        key_id: Uuid::nil(),
+        key_id: KeyId::from_uuid(Uuid::nil()),
         organization_id,
         user_id,
         role,

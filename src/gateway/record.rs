@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::auth::ClientInfo;
 use crate::clock::SharedClock;
 use crate::db::request_logs::NewRequestLog;
+use crate::ids::{KeyId, OrgId, ServiceId, UserId};
 use crate::telemetry::redact::{redact_body, redact_text, truncate};
 use crate::telemetry::writer::{RequestLogWriter, Slot};
 
@@ -20,10 +21,10 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 pub struct CallRecord {
     pub correlation: String,
     started: Instant,
-    pub organization_id: Option<Uuid>,
-    pub user_id: Option<Uuid>,
-    pub api_key_id: Option<Uuid>,
-    pub service_id: Option<Uuid>,
+    pub organization_id: Option<OrgId>,
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<KeyId>,
+    pub service_id: Option<ServiceId>,
     service_name: String,
     pub method: Option<String>,
     pub tool: Option<String>,

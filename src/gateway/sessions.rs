@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use super::cache::{LoadedService, Lookups};
 use super::endpoint::{NOT_FOUND, Refusal, SESSION_HEADER};
@@ -18,12 +17,13 @@ use crate::app::AppState;
 use crate::catalog::egress::{GuardedResolver, Refused, UpstreamPolicy};
 use crate::clock::SharedClock;
 use crate::db::services::ServiceRow;
+use crate::ids::{KeyId, ServiceId};
 
 /// A client session of the gateway, bound to the API key that opened it.
 #[derive(Clone)]
 pub(super) struct GatewaySession {
-    pub(super) key_id: Uuid,
-    pub(super) service_id: Uuid,
+    pub(super) key_id: KeyId,
+    pub(super) service_id: ServiceId,
     pub(super) upstream: UpstreamSession,
     pub(super) last_used: std::time::Instant,
 }
@@ -159,8 +159,8 @@ impl Gateway {
 pub(super) fn session(
     state: &AppState,
     id: Option<&str>,
-    key: Uuid,
-    service: Uuid,
+    key: KeyId,
+    service: ServiceId,
 ) -> Result<Option<(String, GatewaySession)>, Refusal> {
     let Some(id) = id else { return Ok(None) };
     let mut sessions = state.gateway.sessions.lock().expect("session table lock");

@@ -17,9 +17,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Notify, mpsc, watch};
-use uuid::Uuid;
 
 use crate::catalog::definition::TOKEN_PLACEHOLDER;
+use crate::ids::UserId;
 use crate::telemetry::redact::{redact_text, truncate};
 
 /// How many stdio sessions may run, and how long an unused one lives.
@@ -81,7 +81,7 @@ pub enum SpawnError {
 /// What a child is started from: the service's command with the caller's token in place.
 pub struct Launch<'a> {
     pub service: &'a str,
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub command: &'a str,
     pub args: &'a [String],
     pub env: &'a BTreeMap<String, String>,
@@ -100,13 +100,13 @@ pub struct StdioPool {
 
 #[derive(Default)]
 struct Live {
-    per_user: HashMap<Uuid, usize>,
+    per_user: HashMap<UserId, usize>,
     children: HashMap<u64, (Arc<Process>, tokio::task::JoinHandle<()>)>,
     stopping: bool,
 }
 
 impl Live {
-    fn release(&mut self, serial: u64, user_id: Uuid) {
+    fn release(&mut self, serial: u64, user_id: UserId) {
         self.children.remove(&serial);
         if let Some(count) = self.per_user.get_mut(&user_id) {
             *count -= 1;
@@ -208,7 +208,7 @@ impl StdioPool {
 pub struct Process {
     pub service: String,
     pub pid: Option<u32>,
-    user_id: Uuid,
+    user_id: UserId,
     token: Option<SecretString>,
     stdin: tokio::sync::Mutex<ChildStdin>,
     routes: Mutex<Routes>,

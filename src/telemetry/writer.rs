@@ -24,6 +24,7 @@ use crate::clock::SharedClock;
 use crate::db::request_logs::NewRequestLog;
 use crate::db::usage::Increment;
 use crate::db::{self, Db};
+use crate::ids::{OrgId, ServiceId};
 use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, Clone)]
@@ -410,7 +411,7 @@ fn read_lines(file: &Path) -> std::io::Result<Vec<NewRequestLog>> {
 }
 
 async fn try_write(db: &Db, clock: &SharedClock, batch: &[NewRequestLog]) -> sqlx::Result<()> {
-    let mut usage: BTreeMap<(Uuid, Uuid, chrono::NaiveDate), Increment> = BTreeMap::new();
+    let mut usage: BTreeMap<(OrgId, ServiceId, chrono::NaiveDate), Increment> = BTreeMap::new();
     let mut tx = db.begin().await?;
     db::request_logs::insert_many(tx.conn(), batch).await?;
     for row in batch {

@@ -13,6 +13,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::ids::UserId;
+
 use super::members::{InviteForm, PageParts, members_page};
 use super::{FieldErrors, Layout, audited, parse_id, public_base, render, see_other};
 use crate::app::AppState;
@@ -113,7 +115,7 @@ pub async fn accept(
         Email::parse(&invitation.email).map_err(|e| anyhow::anyhow!("stored invitation email: {e}"))?;
     let hash = state.passwords.hash(password.into_secret()).await?;
     let now = state.clock.now();
-    let user_id = Uuid::now_v7();
+    let user_id = UserId::new();
     let mut tx = state.db.begin().await?;
     // An account belongs to one organization. Whether this email has one in another is not
     // for the inviting organization to learn, so the answer is the one a used link gets, which

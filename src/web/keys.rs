@@ -6,7 +6,6 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
-use uuid::Uuid;
 
 use super::filters;
 use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
@@ -21,6 +20,7 @@ use crate::db::{self};
 use crate::domain::{Scope, Scopes};
 use crate::error::AppError;
 use crate::gateway::cache::Change;
+use crate::ids::KeyId;
 
 const EXPIRY_CHOICES: [&str; 3] = ["30", "90", "365"];
 const DEFAULT_GRACE_HOURS: i64 = 24;
@@ -75,7 +75,7 @@ pub struct KeysPage {
     form: KeyForm,
     errors: FieldErrors,
     /// A refused roll: which key, and why.
-    roll_error: Option<(Uuid, String)>,
+    roll_error: Option<(KeyId, String)>,
     is_admin: bool,
 }
 
@@ -102,7 +102,7 @@ async fn keys_page(
     user: &CurrentUser,
     form: KeyForm,
     errors: FieldErrors,
-    roll_error: Option<(Uuid, String)>,
+    roll_error: Option<(KeyId, String)>,
 ) -> Result<KeysPage, AppError> {
     let keys =
         db::api_keys::list_for_user(state.db.acquire().await?.conn(), user.organization_id, user.id).await?;
@@ -211,7 +211,7 @@ pub async fn create(
         }
     };
     let key = ApiKey::generate();
-    let id = Uuid::now_v7();
+    let id = KeyId::new();
     let display = key.display();
     let mut tx = state.db.begin().await?;
     let row = db::api_keys::NewKey {
@@ -282,20 +282,26 @@ pub async fn created(
     render(StatusCode::OK, &page)
 }
 
-async fn revoke_key(
-    state: &AppState,
-    user: &CurrentUser,
-    owner: Option<Uuid>,
-    id: Uuid,
-) -> Result<(), AppError> {
+/// Whose keys a revocation may reach: the user's own, or (admins) any of the organization's.
+enum Whose {
+    Mine,
+    Organization,
+}
+
+async fn revoke_key(state: &AppState, user: &CurrentUser, whose: Whose, id: KeyId) -> Result<(), AppError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let key =
-        db::api_keys::find(tx.conn(), user.organization_id, owner, id).await?.ok_or(AppError::NotFound)?;
+    let key = match whose {
+        Whose::Mine => db::api_keys::find_mine(tx.conn(), user.organization_id, user.id, id).await?,
+        Whose::Organization => {
+            db::api_keys::find_in_organization(tx.conn(), user.organization_id, id).await?
+        }
+    };
+    let key = key.ok_or(AppError::NotFound)?;
     if db::api_keys::revoke(tx.conn(), user.organization_id, id, now).await? {
-        audited(tx.conn(), user, Action::ApiKeyRevoked, id, Some(
-                json!({ "name": key.name, "display": key.display_key, "owner": key.owner_email, "status": key.status(now) }),
-            ), Some(json!({ "status": "revoked" })), now).await?;
+        let before = json!({ "name": key.name, "display": key.display_key, "owner": key.owner_email, "status": key.status(now) });
+        let after = json!({ "status": "revoked" });
+        audited(tx.conn(), user, Action::ApiKeyRevoked, id, Some(before), Some(after), now).await?;
     }
     tx.commit().await?;
     state.changed(Change::Key(id));
@@ -307,7 +313,7 @@ pub async fn revoke(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    revoke_key(&state, &user, Some(user.id), parse_id(&id)?).await?;
+    revoke_key(&state, &user, Whose::Mine, parse_id(&id)?).await?;
     Ok(see_other("/keys"))
 }
 
@@ -328,7 +334,7 @@ pub async fn roll(
     let id = parse_id(&id)?;
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let old = db::api_keys::find(tx.conn(), user.organization_id, Some(user.id), id)
+    let old = db::api_keys::find_mine(tx.conn(), user.organization_id, user.id, id)
         .await?
         .ok_or(AppError::NotFound)?;
     let grace_hours = match form.grace_hours.trim() {
@@ -354,7 +360,7 @@ pub async fn roll(
     let lifetime = old.expires_at.map_or(Duration::days(365), |t| t - old.created_at);
     let expires_at = now + lifetime;
     let key = ApiKey::generate();
-    let new_id = Uuid::now_v7();
+    let new_id = KeyId::new();
     let display = key.display();
     let row = db::api_keys::NewKey {
         id: new_id,
@@ -412,6 +418,6 @@ pub async fn organization_revoke(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    revoke_key(&state, &user, None, parse_id(&id)?).await?;
+    revoke_key(&state, &user, Whose::Organization, parse_id(&id)?).await?;
     Ok(see_other("/organization/keys"))
 }

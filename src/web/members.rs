@@ -2,12 +2,12 @@
 //! deactivation and reactivation. The last active admin of an organization can be neither
 //! demoted nor deactivated. Invitations live in `invitations`.
 
+use crate::ids::UserId;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::filters;
 use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
@@ -57,7 +57,7 @@ pub struct MembersPage {
     csv: String,
     csv_errors: Vec<String>,
     /// An action refused on one member's row: whose, and why.
-    row_error: Option<(Uuid, String)>,
+    row_error: Option<(UserId, String)>,
     roles: [Role; 3],
 }
 
@@ -68,7 +68,7 @@ pub(super) struct PageParts {
     pub(super) invite_errors: FieldErrors,
     pub(super) csv: String,
     pub(super) csv_errors: Vec<String>,
-    pub(super) row_error: Option<(Uuid, String)>,
+    pub(super) row_error: Option<(UserId, String)>,
 }
 
 impl Default for PageParts {
@@ -143,7 +143,7 @@ async fn keeps_an_admin(tx: &mut Tx, user: &CurrentUser, member: &User) -> Resul
 async fn refuse_on_row(
     state: &AppState,
     user: &CurrentUser,
-    id: Uuid,
+    id: UserId,
     message: &str,
 ) -> Result<HttpResponse, AppError> {
     let parts = PageParts { row_error: Some((id, message.to_owned())), ..PageParts::default() };

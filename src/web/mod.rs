@@ -25,6 +25,7 @@ use crate::auth::session::WebSession;
 use crate::db::Conn;
 use crate::db::audit::{self, Action};
 use crate::error::AppError;
+use crate::ids::Id;
 use crate::routes::{NavLink, nav_for};
 
 /// What the base layout needs: the page title, the CSRF token for forms and htmx, and for
@@ -113,8 +114,8 @@ impl FieldErrors {
 }
 
 /// An id from a URL; anything that is not one names nothing here.
-pub fn parse_id(raw: &str) -> Result<uuid::Uuid, AppError> {
-    uuid::Uuid::parse_str(raw).map_err(|_| AppError::NotFound)
+pub fn parse_id<T: Id>(raw: &str) -> Result<T, AppError> {
+    uuid::Uuid::parse_str(raw).map(T::from_uuid).map_err(|_| AppError::NotFound)
 }
 
 /// The answer to a successful form post: go to `to` (Post/Redirect/Get).

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::ids::ServiceId;
 use actix_htmx::Htmx;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::{FieldErrors, Layout, audited, public_base, render, see_other};
 use crate::app::AppState;
@@ -451,7 +451,7 @@ async fn save(
     let Some(valid) = valid else {
         return refused_form(&state, &user, editing, form, errors, existing.as_ref());
     };
-    let id = existing.as_ref().map_or_else(Uuid::now_v7, |s| s.id);
+    let id = existing.as_ref().map_or_else(ServiceId::new, |s| s.id);
     // Sealed before the transaction, which holds SQLite's write lock that sealing may need.
     let sealed_new =
         crate::crypto::headers::seal(&state.keyring, &state.db, now, id, &valid.new_headers).await?;

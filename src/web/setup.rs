@@ -1,11 +1,11 @@
 //! First run: create the first organization and its admin. Gone (404) once anyone exists.
 
+use crate::ids::{OrgId, UserId};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::{FieldErrors, Layout, render, see_other};
 use crate::app::AppState;
@@ -82,8 +82,8 @@ pub async fn submit(
 
     let hash = state.passwords.hash(password.into_secret()).await?;
     let now = state.clock.now();
-    let organization_id = Uuid::now_v7();
-    let user_id = Uuid::now_v7();
+    let organization_id = OrgId::new();
+    let user_id = UserId::new();
     let mut tx = state.db.begin().await?;
     // Two setups racing: the second finds the installation claimed and gets a 404.
     if !db::organizations::claim_installation(tx.conn(), now).await?

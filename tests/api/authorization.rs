@@ -111,7 +111,7 @@ struct Fixture {
     developer: TestUser,
     admin: TestUser,
     foreign_admin: TestUser,
-    key_id: Uuid,
+    key_id: mcp_platform::ids::KeyId,
     invitation_id: Uuid,
     invitation_token: String,
     session_id: String,
@@ -130,7 +130,7 @@ async fn fixture(app: &TestApp) -> Fixture {
     let mut conn = app.db.acquire().await.unwrap();
 
     let key = ApiKey::generate();
-    let key_id = Uuid::now_v7();
+    let key_id = mcp_platform::ids::KeyId::new();
     let new_key = db::api_keys::NewKey {
         id: key_id,
         organization_id: org,
@@ -175,7 +175,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         expires_at: now + chrono::Duration::days(7),
     };
     db::invitations::insert(conn.conn(), invitation, now).await.unwrap();
-    let service_id = Uuid::now_v7();
+    let service_id = mcp_platform::ids::ServiceId::new();
     let headers = app.seal_headers(service_id, &[("X-Team", "zeppelin-header-value")]).await;
     let service = db::services::ServiceFields {
         name: SERVICE,

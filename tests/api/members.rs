@@ -44,7 +44,7 @@ async fn accept(app: &TestApp, link: &str, password: &str) -> (reqwest::Client, 
     (browser, response)
 }
 
-async fn admin_of(app: &TestApp, name: &str) -> (uuid::Uuid, TestUser, reqwest::Client) {
+async fn admin_of(app: &TestApp, name: &str) -> (mcp_platform::ids::OrgId, TestUser, reqwest::Client) {
     let org = app.create_organization(name).await;
     let admin = app.create_user(org, Role::Admin).await;
     let browser = app.signed_in(&admin).await;
@@ -468,7 +468,7 @@ async fn two_links_for_one_email_accepted_at_once_make_one_account(backend: Back
     let org = app.create_organization("Initech").await;
     let email = mcp_platform::domain::Email::parse("twice@example.com").unwrap();
     let user = mcp_platform::db::users::NewUser {
-        id: uuid::Uuid::now_v7(),
+        id: mcp_platform::ids::UserId::new(),
         organization_id: org,
         email: &email,
         password_hash: "x",

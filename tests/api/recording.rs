@@ -9,7 +9,6 @@ use mcp_platform::config::Settings;
 use mcp_platform::db::{Db, Tx};
 use mcp_platform::domain::Role;
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::helpers::gateway::{
     add_service, api_key, error_of, open_session, post_in, settled_rows, usage_total,
@@ -48,7 +47,11 @@ async fn execute(app: &TestApp, sql: &str) {
     }
 }
 
-async fn service_id(app: &TestApp, org: Uuid, name: &str) -> Uuid {
+async fn service_id(
+    app: &TestApp,
+    org: mcp_platform::ids::OrgId,
+    name: &str,
+) -> mcp_platform::ids::ServiceId {
     let mut conn = app.db.acquire().await.unwrap();
     mcp_platform::db::services::find_own(conn.conn(), org, name).await.unwrap().unwrap().id
 }
@@ -98,7 +101,8 @@ async fn a_service_deleted_during_a_call_keeps_its_history_and_frees_its_name(ba
 }
 
 /// How an id is written in SQL on each backend.
-fn uuid_literal(app: &TestApp, id: Uuid) -> String {
+fn uuid_literal(app: &TestApp, id: mcp_platform::ids::ServiceId) -> String {
+    let id = id.as_uuid();
     match app.db {
         Db::Sqlite(_) => format!("X'{}'", id.simple()),
         Db::Postgres(_) => format!("'{id}'"),

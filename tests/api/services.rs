@@ -238,7 +238,11 @@ async fn stored_service_text(app: &crate::helpers::TestApp) -> String {
 }
 
 /// The service's header values, opened with the platform's key.
-async fn opened_headers(app: &crate::helpers::TestApp, org: uuid::Uuid, name: &str) -> Vec<(String, String)> {
+async fn opened_headers(
+    app: &crate::helpers::TestApp,
+    org: mcp_platform::ids::OrgId,
+    name: &str,
+) -> Vec<(String, String)> {
     let service =
         db::services::find_own(app.db.acquire().await.unwrap().conn(), org, name).await.unwrap().unwrap();
     let keyring = app.master.token_keyring();

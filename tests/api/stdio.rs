@@ -73,7 +73,7 @@ async fn stdio_app(backend: Backend, per_user: &str, total: &str, idle_seconds: 
 
 /// A developer of a new organization with their own `github` token (unique, so the process
 /// table shows which children are theirs) and an API key.
-async fn developer_with_token(app: &TestApp, org: Uuid) -> (TestUser, String, String) {
+async fn developer_with_token(app: &TestApp, org: mcp_platform::ids::OrgId) -> (TestUser, String, String) {
     let developer = app.create_user(org, Role::Developer).await;
     let token = format!("ghp_stdio{}", Uuid::now_v7().simple());
     let browser = app.signed_in(&developer).await;

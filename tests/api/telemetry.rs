@@ -18,8 +18,8 @@ async fn scalar(app: &TestApp, sql: &'static str) -> i64 {
     }
 }
 
-async fn service(app: &TestApp, org: Uuid, name: &str) -> Uuid {
-    let id = Uuid::now_v7();
+async fn service(app: &TestApp, org: mcp_platform::ids::OrgId, name: &str) -> mcp_platform::ids::ServiceId {
+    let id = mcp_platform::ids::ServiceId::new();
     let headers = Vec::new();
     let fields = db::services::ServiceFields {
         name,
@@ -38,7 +38,12 @@ async fn service(app: &TestApp, org: Uuid, name: &str) -> Uuid {
     id
 }
 
-fn row(org: Uuid, service: Option<Uuid>, i: i64, at: DateTime<Utc>) -> NewRequestLog {
+fn row(
+    org: mcp_platform::ids::OrgId,
+    service: Option<mcp_platform::ids::ServiceId>,
+    i: i64,
+    at: DateTime<Utc>,
+) -> NewRequestLog {
     NewRequestLog {
         id: Uuid::now_v7(),
         organization_id: org,

@@ -4,7 +4,6 @@ use mcp_platform::crypto::rotation::reseal_tokens;
 use mcp_platform::db::{self, Db};
 use mcp_platform::domain::Role;
 use secrecy::ExposeSecret;
-use uuid::Uuid;
 
 use crate::helpers::{Backend, TestApp, TestUser, spawn_app};
 use crate::on_both_backends;
@@ -27,7 +26,12 @@ async fn save_token(
     app.post_form(browser, "/tokens", "/tokens", &[("service_name", service), ("token", token)]).await
 }
 
-async fn sealed(app: &TestApp, user: &TestUser, org: Uuid, service: &str) -> db::user_tokens::SealedRow {
+async fn sealed(
+    app: &TestApp,
+    user: &TestUser,
+    org: mcp_platform::ids::OrgId,
+    service: &str,
+) -> db::user_tokens::SealedRow {
     db::user_tokens::find_sealed(app.db.acquire().await.unwrap().conn(), org, user.id, service)
         .await
         .unwrap()

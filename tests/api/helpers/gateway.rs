@@ -3,18 +3,18 @@
 
 use mcp_platform::crypto::api_key::ApiKey;
 use mcp_platform::db;
+use mcp_platform::ids::{KeyId, OrgId, ServiceId};
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::{TestApp, TestUser};
 
 pub const TOKEN: &str = "ghp_gatewayInjectedTokenValue00000000001";
 
 /// An API key made directly in the database for `user`, with `scopes`.
-pub async fn api_key(app: &TestApp, org: Uuid, user: &TestUser, scopes: &str) -> String {
+pub async fn api_key(app: &TestApp, org: OrgId, user: &TestUser, scopes: &str) -> String {
     let key = ApiKey::generate();
     let row = db::api_keys::NewKey {
-        id: Uuid::now_v7(),
+        id: KeyId::new(),
         organization_id: org,
         user_id: user.id,
         name: "test",
@@ -29,19 +29,19 @@ pub async fn api_key(app: &TestApp, org: Uuid, user: &TestUser, scopes: &str) ->
 }
 
 /// An HTTP service of `org` in front of `url` that injects the caller's `github` token.
-pub async fn http_service(app: &TestApp, org: Uuid, name: &str, url: &str) {
+pub async fn http_service(app: &TestApp, org: OrgId, name: &str, url: &str) {
     add_service(app, org, name, url, Some("github"), 10_000).await;
 }
 
 pub async fn add_service(
     app: &TestApp,
-    org: Uuid,
+    org: OrgId,
     name: &str,
     url: &str,
     token: Option<&str>,
     timeout_ms: i32,
 ) {
-    let id = Uuid::now_v7();
+    let id = ServiceId::new();
     let headers = app.seal_headers(id, &[("X-Team", "platform")]).await;
     let fields = db::services::ServiceFields {
         name,
@@ -155,7 +155,7 @@ pub async fn open_session(app: &TestApp, path: &str, key: &str) -> String {
     session
 }
 
-pub async fn key_id(app: &TestApp, raw: &str) -> Uuid {
+pub async fn key_id(app: &TestApp, raw: &str) -> KeyId {
     let hash = ApiKey::parse(raw).unwrap().hash();
     db::api_keys::by_hash(app.db.acquire().await.unwrap().conn(), &hash).await.unwrap().unwrap().id
 }

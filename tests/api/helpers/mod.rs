@@ -14,6 +14,7 @@ use mcp_platform::clock::OffsetClock;
 use mcp_platform::config::{Config, MasterKey, Settings};
 use mcp_platform::db::{self, Db};
 use mcp_platform::domain::{Email, OrganizationName, Role};
+use mcp_platform::ids::{OrgId, ServiceId, UserId};
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -173,7 +174,7 @@ async fn password_hash() -> &'static str {
 }
 
 pub struct TestUser {
-    pub id: Uuid,
+    pub id: UserId,
     pub email: String,
     pub password: String,
 }
@@ -322,15 +323,15 @@ impl TestApp {
         client.post(self.url(path)).form(&form).send().await.unwrap()
     }
 
-    pub async fn create_organization(&self, name: &str) -> Uuid {
-        let id = Uuid::now_v7();
+    pub async fn create_organization(&self, name: &str) -> OrgId {
+        let id = OrgId::new();
         let name = OrganizationName::parse(name).unwrap();
         let mut conn = self.db.acquire().await.unwrap();
         db::organizations::insert(
             conn.conn(),
             id,
             name.as_str(),
-            &format!("{}-{}", name.slug(), id.simple()),
+            &format!("{}-{}", name.slug(), id.as_uuid().simple()),
             "owner@example.com",
             self.clock_now(),
         )
@@ -340,9 +341,9 @@ impl TestApp {
         id
     }
 
-    pub async fn create_user(&self, organization_id: Uuid, role: Role) -> TestUser {
-        let id = Uuid::now_v7();
-        let email = format!("{}-{}@example.com", role.as_str(), id.simple());
+    pub async fn create_user(&self, organization_id: OrgId, role: Role) -> TestUser {
+        let id = UserId::new();
+        let email = format!("{}-{}@example.com", role.as_str(), id.as_uuid().simple());
         let hash = password_hash().await;
         let parsed = Email::parse(&email).unwrap();
         let user = db::users::NewUser { id, organization_id, email: &parsed, password_hash: hash, role };
@@ -382,7 +383,7 @@ impl TestApp {
     /// Header values sealed for a service, as the dashboard stores them.
     pub async fn seal_headers(
         &self,
-        service_id: Uuid,
+        service_id: ServiceId,
         headers: &[(&str, &str)],
     ) -> Vec<mcp_platform::db::services::SealedHeader> {
         let values = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();

@@ -1,0 +1,79 @@
+//! Typed ids: an organization's id cannot be handed to a query that wants a user's, and a
+//! handler gets the organization only from the signed-in user or the gateway's principal.
+
+use uuid::Uuid;
+
+/// Ids written in URLs: the typed ones below, and plain UUIDs for rows no query is scoped by.
+pub trait Id: Sized {
+    fn from_uuid(id: Uuid) -> Self;
+}
+
+impl Id for Uuid {
+    fn from_uuid(id: Uuid) -> Uuid {
+        id
+    }
+}
+
+/// Defines an id type: a UUID (v7, time-ordered) that only says what it names.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, sqlx::Type,
+        )]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A new id, ordered by the time it is made.
+            pub fn new() -> $name {
+                $name(Uuid::now_v7())
+            }
+
+            /// An id written in a URL; `None` for anything that is not one.
+            pub fn parse(raw: &str) -> Option<$name> {
+                Uuid::parse_str(raw).ok().map($name)
+            }
+
+            pub fn as_uuid(self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl Id for $name {
+            fn from_uuid(id: Uuid) -> $name {
+                $name(id)
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> $name {
+                $name::new()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An organization (a tenant).
+    OrgId
+);
+id_type!(
+    /// A user, who belongs to one organization.
+    UserId
+);
+id_type!(
+    /// An API key.
+    KeyId
+);
+id_type!(
+    /// An MCP service, an organization's own or a system one.
+    ServiceId
+);
