@@ -281,17 +281,17 @@ pub async fn record_system_services(
     services: &[crate::catalog::system::SystemService],
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<()> {
-    use crate::catalog::system::Transport;
+    use crate::catalog::system::SystemUpstream;
     let known: std::collections::HashMap<String, crate::ids::ServiceId> =
         db::services::system_ids(db.acquire().await?.conn()).await?.into_iter().collect();
     let mut rows = Vec::with_capacity(services.len());
     for service in services {
         let id = known.get(service.name.as_str()).copied().unwrap_or_default();
         let headers = match &service.transport {
-            Transport::Http { headers, .. } => {
+            SystemUpstream::Http { headers, .. } => {
                 crate::crypto::headers::seal(keyring, db, now, id, headers).await?
             }
-            Transport::Stdio { .. } => Vec::new(),
+            SystemUpstream::Stdio { .. } => Vec::new(),
         };
         rows.push(db::services::SystemRow { id, service, headers });
     }

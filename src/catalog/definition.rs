@@ -20,6 +20,41 @@ const RESERVED_HEADERS: [&str; 10] = [
 
 pub const TOKEN_PLACEHOLDER: &str = "{token}";
 
+/// How the gateway reaches a service: over Streamable HTTP, or through a child process per
+/// session (operators' services only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Stdio,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Stdio => "stdio",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Transport {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Transport, String> {
+        match stored.as_str() {
+            "http" => Ok(Transport::Http),
+            "stdio" => Ok(Transport::Stdio),
+            other => Err(format!("unknown transport {other:?}")),
+        }
+    }
+}
+
 /// Where the calling user's credential goes: a header whose value template holds `{token}`,
 /// e.g. `Authorization: Bearer {token}`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,7 +56,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Transport {
+pub enum SystemUpstream {
     Http { url: Url, headers: BTreeMap<String, String>, placement: Option<CredentialPlacement> },
     Stdio { command: String, args: Vec<String>, env: BTreeMap<String, String> },
 }
@@ -67,7 +67,7 @@ pub struct SystemService {
     pub description: String,
     pub version: String,
     pub public: bool,
-    pub transport: Transport,
+    pub transport: SystemUpstream,
     /// The service-token name whose value is injected, e.g. `github`.
     pub token: Option<ServiceName>,
     pub timeout_ms: i32,
@@ -118,7 +118,7 @@ fn check(raw: RawService) -> Result<SystemService, String> {
             if token.is_some() != placement.is_some() {
                 return Err(bad("credential_header", "token and credential_header go together"));
             }
-            Transport::Http { url, headers, placement }
+            SystemUpstream::Http { url, headers, placement }
         }
         "stdio" => {
             if raw.url.is_some() || !raw.headers.is_empty() || raw.credential_header.is_some() {
@@ -135,7 +135,7 @@ fn check(raw: RawService) -> Result<SystemService, String> {
             if token.is_none() && uses_token {
                 return Err(bad("token", "{token} is used but no token name is given"));
             }
-            Transport::Stdio { command, args: raw.args, env: raw.env }
+            SystemUpstream::Stdio { command, args: raw.args, env: raw.env }
         }
         other => return Err(bad("kind", &format!("\"{other}\" is not http or stdio"))),
     };
@@ -184,10 +184,10 @@ mod tests {
     fn the_readme_example_parses() {
         let services = parse(EXAMPLE).unwrap();
         assert_eq!(services.len(), 2);
-        assert!(matches!(&services[0].transport, Transport::Stdio { command, .. } if command == "npx"));
+        assert!(matches!(&services[0].transport, SystemUpstream::Stdio { command, .. } if command == "npx"));
         assert_eq!(services[0].token.as_ref().unwrap().as_str(), "github");
         assert!(services[0].public);
-        let Transport::Http { url, headers, placement } = &services[1].transport else { panic!("http") };
+        let SystemUpstream::Http { url, headers, placement } = &services[1].transport else { panic!("http") };
         assert_eq!(url.as_str(), "http://127.0.0.1:3001/mcp");
         assert_eq!(headers["X-Team"], "platform");
         assert_eq!(placement.as_ref().unwrap().render("t").1, "Bearer t");

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 use super::Conn;
-use crate::catalog::system::{SystemService, Transport};
+use crate::catalog::definition::Transport;
+use crate::catalog::system::{SystemService, SystemUpstream};
 use crate::ids::{OrgId, ServiceId};
 use crate::{execute, execute_one, on_conn};
 
@@ -19,7 +20,8 @@ pub struct ServiceRow {
     pub description: String,
     pub version: String,
     pub is_public: bool,
-    pub transport: String,
+    #[sqlx(try_from = "String")]
+    pub transport: Transport,
     pub upstream_url: Option<String>,
     pub sealed_headers: Json<Vec<SealedHeader>>,
     pub command: Option<String>,
@@ -186,11 +188,11 @@ pub async fn sync_system(conn: Conn<'_>, services: &[SystemRow<'_>], now: DateTi
     on_conn!(conn, c => {
         for SystemRow { id, service: s, headers } in services {
             let (transport, url, command, args, env, placement) = match &s.transport {
-                Transport::Http { url, placement, .. } => {
-                    ("http", Some(url.to_string()), None, Vec::new(), BTreeMap::new(), placement.as_ref().map(|p| p.to_string()))
+                SystemUpstream::Http { url, placement, .. } => {
+                    (Transport::Http.as_str(), Some(url.to_string()), None, Vec::new(), BTreeMap::new(), placement.as_ref().map(|p| p.to_string()))
                 }
-                Transport::Stdio { command, args, env } => {
-                    ("stdio", None, Some(command.clone()), args.clone(), env.clone(), None)
+                SystemUpstream::Stdio { command, args, env } => {
+                    (Transport::Stdio.as_str(), None, Some(command.clone()), args.clone(), env.clone(), None)
                 }
             };
             sqlx::query(

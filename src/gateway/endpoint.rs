@@ -443,7 +443,7 @@ async fn relay_message(
     };
     let (service, existing) = checked.await.map_err(|r| r.with_id(&id))?;
     let call = Call { req, state, principal, service: &service, message: &message, body };
-    let relayed = if service.transport == "stdio" {
+    let relayed = if service.transport == crate::catalog::definition::Transport::Stdio {
         relay_stdio(call, existing, record).await
     } else {
         relay_http(call, existing, record).await
