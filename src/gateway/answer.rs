@@ -9,16 +9,18 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
 
-use super::endpoint::{CORRELATION_HEADER, Refusal, SESSION_HEADER, UPSTREAM_FAILED};
 use super::jsonrpc;
-use super::record::{BODY_LIMIT, CallRecord, Outcome, error_in};
+use super::record::{BODY_LIMIT, CallRecord, Outcome, error_in, messages_in};
+use super::refusal::{CORRELATION_HEADER, Refusal, SESSION_HEADER, SSE, UPSTREAM_FAILED};
+use super::sessions::UpstreamSession;
 use crate::app::AppState;
 
 /// What the gateway sends back for a relayed message.
 pub(super) struct Relayed {
     pub(super) status: StatusCode,
     pub(super) content_type: Option<String>,
-    pub(super) session: Option<String>,
+    /// The upstream session an `initialize` opened.
+    pub(super) opened: Option<UpstreamSession>,
     pub(super) body: Body,
 }
 
@@ -36,7 +38,6 @@ pub(super) struct Broken {
     pub(super) timeout: bool,
 }
 
-pub(super) const SSE: &str = "text/event-stream";
 /// How long an upstream's answer is held in the hope that it completes and goes out whole, and
 /// the most that is held.
 const HOLD_WAIT: Duration = Duration::from_millis(100);
@@ -46,10 +47,11 @@ pub(super) fn sse_event(message: &impl std::fmt::Display) -> String {
     format!("event: message\ndata: {message}\n\n")
 }
 
-/// The client's answer to a relayed (or refused) message; the call is recorded when the answer
-/// has gone out.
+/// The client's answer to a relayed (or refused) message in the gateway session `session_id`;
+/// the call is recorded when the answer has gone out.
 pub(super) async fn answer(
     relayed: Result<Relayed, Refusal>,
+    session_id: Option<String>,
     record: CallRecord,
     state: &AppState,
 ) -> HttpResponse {
@@ -57,13 +59,7 @@ pub(super) async fn answer(
     let relayed = match relayed {
         Ok(relayed) => relayed,
         Err(refusal) => {
-            let body = refusal.error.body().to_string();
-            let outcome = Outcome {
-                http_status: refusal.status.as_u16(),
-                error_code: Some(refusal.error.code),
-                error_message: Some(refusal.error.message.clone()),
-            };
-            record.finish(outcome, Some(&body), &state.log_writer, &state.clock);
+            record_refusal(&refusal, record, state);
             return refusal.response(&correlation);
         }
     };
@@ -72,17 +68,10 @@ pub(super) async fn answer(
     if let Some(content_type) = relayed.content_type {
         response.insert_header((header::CONTENT_TYPE, content_type));
     }
-    if let Some(session) = relayed.session {
+    if let Some(session) = session_id {
         response.insert_header((SESSION_HEADER, session));
     }
-    let capture = Capture {
-        rpc_id: record.rpc_id.clone(),
-        record: Some(record),
-        captured: Vec::new(),
-        status: relayed.status.as_u16(),
-        writer: state.log_writer.clone(),
-        clock: state.clock.clone(),
-    };
+    let capture = capture(record, relayed.status, state);
     match relayed.body {
         Body::Empty => {
             drop(capture);
@@ -122,6 +111,48 @@ pub(super) async fn answer(
             let chunks = futures_util::stream::once(async { Ok(held) }).chain(chunks).boxed();
             response.streaming(recorded(chunks, capture, is_sse))
         }
+    }
+}
+
+/// Records a refused message.
+pub(super) fn record_refusal(refusal: &Refusal, record: CallRecord, state: &AppState) {
+    let body = refusal.error.body().to_string();
+    let outcome = Outcome {
+        http_status: refusal.status.as_u16(),
+        error_code: Some(refusal.error.code),
+        error_message: Some(refusal.error.message.clone()),
+    };
+    record.finish(outcome, Some(&body), &state.log_writer, &state.clock);
+}
+
+/// The messages of a relayed answer, read to its end, for the platform itself (test
+/// connection); the call is recorded as any other. `None` when the answer broke off.
+pub(super) async fn collect(relayed: Relayed, record: CallRecord, state: &AppState) -> Option<Vec<Value>> {
+    let mut capture = capture(record, relayed.status, state);
+    let text = match relayed.body {
+        Body::Empty => String::new(),
+        Body::Whole(text) => text,
+        Body::Stream { mut chunks, .. } => {
+            let mut body = Vec::new();
+            while let Some(chunk) = chunks.next().await {
+                body.extend_from_slice(&chunk.ok()?);
+            }
+            String::from_utf8_lossy(&body).into_owned()
+        }
+    };
+    capture.keep(text.as_bytes());
+    capture.done();
+    Some(messages_in(&text))
+}
+
+fn capture(record: CallRecord, status: StatusCode, state: &AppState) -> Capture {
+    Capture {
+        rpc_id: record.rpc_id.clone(),
+        record: Some(record),
+        captured: Vec::new(),
+        status: status.as_u16(),
+        writer: state.log_writer.clone(),
+        clock: state.clock.clone(),
     }
 }
 
@@ -212,7 +243,7 @@ pub(super) fn is_answer(message: &Value) -> bool {
 }
 
 /// Messages known in full: one answer as JSON, several as an event stream.
-pub(super) fn whole_answer(messages: &[Value], session: Option<String>) -> Relayed {
+pub(super) fn whole_answer(messages: &[Value], opened: Option<UpstreamSession>) -> Relayed {
     let (content_type, body) = match messages {
         [answer] => ("application/json", answer.to_string()),
         _ => (SSE, messages.iter().map(sse_event).collect()),
@@ -220,7 +251,7 @@ pub(super) fn whole_answer(messages: &[Value], session: Option<String>) -> Relay
     Relayed {
         status: StatusCode::OK,
         content_type: Some(content_type.to_owned()),
-        session,
+        opened,
         body: Body::Whole(body),
     }
 }

@@ -59,11 +59,14 @@ pub struct Lookups {
     changes: watch::Sender<u64>,
 }
 
-/// A service as the gateway uses it: its row, its header values opened once per load, and
-/// whether its upstream's literal address (if it has one) may be reached (`Gateway::load`).
+/// A service as the gateway uses it: its row, its header values opened and its credential
+/// placement parsed once per load, and whether its upstream's literal address (if it has one)
+/// may be reached (`Gateway::load`).
 pub struct LoadedService {
     pub row: ServiceRow,
     pub headers: Vec<(String, SecretString)>,
+    /// Where the caller's own token goes, for an HTTP upstream that takes one.
+    pub placement: Option<crate::catalog::definition::CredentialPlacement>,
     pub literal_address: Result<(), crate::catalog::egress::Refused>,
 }
 

@@ -111,6 +111,14 @@ impl Message {
         }
     }
 
+    /// The id an answer must carry: a request's, or the one a client's response answers.
+    pub fn id(&self) -> Option<&Value> {
+        match self {
+            Message::Request { id, .. } | Message::Response { id } => Some(id),
+            Message::Notification { .. } => None,
+        }
+    }
+
     pub fn method(&self) -> Option<&str> {
         match self {
             Message::Request { method, .. } | Message::Notification { method } => Some(method),

@@ -1,18 +1,22 @@
-//! "Test connection": initialize and tools/list through the gateway as a signed-in member, as a
-//! client with one of their keys would, each message checked, relayed and recorded like any
-//! other. The session ends afterwards (a stdio child with it).
+//! "Test connection": initialize and tools/list through the gateway's own phases as a signed-in
+//! member, as a client with one of their keys would: each message checked, relayed with the
+//! member's credential and recorded like any other. The upstream session is the probe's own and
+//! ends afterwards (a stdio child with it); no client session is opened.
 
 use actix_web::HttpRequest;
+use actix_web::web::Bytes;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use super::endpoint::{SESSION_HEADER, send_as, service};
-use super::record::{CallRecord, message_in};
-use super::sessions::{end_session, session};
+use super::admit;
+use super::answer::{collect, record_refusal};
+use super::call::{Caller, Credential};
+use super::credential;
+use super::record::CallRecord;
+use super::relay;
+use super::sessions::UpstreamSession;
 use crate::app::AppState;
-use crate::auth::api_key::KeyPrincipal;
 use crate::domain::{Role, Scope, Scopes};
-use crate::ids::{Id, KeyId, OrgId, UserId};
+use crate::ids::{OrgId, UserId};
 use crate::telemetry::redact::redact_text;
 
 /// A tool as the service describes it.
@@ -23,39 +27,52 @@ pub struct Tool {
 
 /// Most pages of tools followed.
 const MAX_PAGES: usize = 20;
+const PROTOCOL_VERSION: &str = "2025-11-25";
 
-/// The member as the gateway sees a key of theirs that may read. No key is involved: the
-/// session is bound to the nil key id, which no key has.
-pub fn principal(organization_id: OrgId, user_id: UserId, role: Role) -> KeyPrincipal {
-    KeyPrincipal {
-        key_id: KeyId::from_uuid(Uuid::nil()),
-        organization_id,
-        user_id,
-        role,
-        scopes: Scopes::new([Scope::McpRead]).limited_to(role),
-    }
+/// The member as the gateway sees them here: reading only, and through no key.
+pub fn caller(organization_id: OrgId, user_id: UserId, role: Role) -> Caller {
+    Caller { organization_id, user_id, scopes: Scopes::new([Scope::McpRead]).limited_to(role), key_id: None }
 }
 
 /// The service's tools, or what went wrong, in words for the page.
 pub async fn probe(
     state: &AppState,
     req: &HttpRequest,
-    principal: &KeyPrincipal,
+    caller: &Caller,
     name: &str,
 ) -> Result<Vec<Tool>, String> {
+    let service = admit::service(state, caller.organization_id, name).await.map_err(|r| r.error.message)?;
+    let credential = credential::open(state, caller, &service).await.map_err(|r| r.error.message)?;
+    let probe = Probe { state, req, caller, name, credential: &credential };
     let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
+        "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
         "clientInfo": { "name": "mcp-platform test connection", "version": env!("CARGO_PKG_VERSION") } } });
-    let (session_id, _) = exchange(state, req, principal, name, None, &initialize).await?;
-    let listed = async {
+    let (session, _) = probe.exchange(None, &initialize).await?;
+    let listed = probe.list_tools(session.as_ref()).await;
+    if let Some(session) = &session {
+        relay::end(state, &service, session).await;
+    }
+    listed
+}
+
+struct Probe<'a> {
+    state: &'a AppState,
+    req: &'a HttpRequest,
+    caller: &'a Caller,
+    name: &'a str,
+    credential: &'a Credential,
+}
+
+impl Probe<'_> {
+    async fn list_tools(&self, session: Option<&UpstreamSession>) -> Result<Vec<Tool>, String> {
         let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-        exchange(state, req, principal, name, session_id.as_deref(), &initialized).await?;
+        self.exchange(session, &initialized).await?;
         let mut tools = Vec::new();
         let mut cursor: Option<Value> = None;
         for page in 0..MAX_PAGES {
             let params = cursor.take().map_or(json!({}), |cursor| json!({ "cursor": cursor }));
             let list = json!({ "jsonrpc": "2.0", "id": 2 + page, "method": "tools/list", "params": params });
-            let (_, result) = exchange(state, req, principal, name, session_id.as_deref(), &list).await?;
+            let (_, result) = self.exchange(session, &list).await?;
             let result = result.unwrap_or_default();
             for tool in result["tools"].as_array().into_iter().flatten() {
                 tools.push(Tool {
@@ -70,57 +87,56 @@ pub async fn probe(
         }
         Ok(tools)
     }
-    .await;
-    if let Some(session_id) = &session_id {
-        end(state, principal, name, session_id).await;
-    }
-    listed
-}
 
-/// Sends one message; the session id the answer names, and the result of a request.
-async fn exchange(
-    state: &AppState,
-    req: &HttpRequest,
-    principal: &KeyPrincipal,
-    name: &str,
-    session_id: Option<&str>,
-    message: &Value,
-) -> Result<(Option<String>, Option<Value>), String> {
-    let slot = state
-        .log_writer
-        .reserve()
-        .map_err(|_| "The platform cannot record calls right now; try again in a moment".to_owned())?;
-    let mut record = CallRecord::new(req, name, slot);
-    record.organization_id = Some(principal.organization_id);
-    record.user_id = Some(principal.user_id);
-    let body = actix_web::web::Bytes::from(message.to_string());
-    let response = send_as(state, req, principal, name, body, session_id, record).await;
-    let status = response.status();
-    let session = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = actix_web::body::to_bytes(response.into_body())
-        .await
-        .map_err(|_| "The service's answer broke off".to_owned())?;
-    let text = String::from_utf8_lossy(&body);
-    let Some(id) = message.get("id") else {
-        return if status.is_success() {
-            Ok((session, None))
-        } else {
-            Err(format!("The service refused {}: HTTP {status}", message["method"]))
+    /// Sends one message through the phases; the session an initialize opened, and the
+    /// result of a request.
+    async fn exchange(
+        &self,
+        session: Option<&UpstreamSession>,
+        message: &Value,
+    ) -> Result<(Option<UpstreamSession>, Option<Value>), String> {
+        let state = self.state;
+        let slot = state
+            .log_writer
+            .reserve()
+            .map_err(|_| "The platform cannot record calls right now; try again in a moment".to_owned())?;
+        let mut record = CallRecord::new(self.req, self.name, slot);
+        record.organization_id = Some(self.caller.organization_id);
+        record.user_id = Some(self.caller.user_id);
+        let body = Bytes::from(message.to_string());
+        let version = Some(PROTOCOL_VERSION.to_owned());
+        let relayed =
+            match admit::message(state, self.caller.clone(), self.name, body, version, &mut record).await {
+                Ok(call) => relay::post(state, &call, self.credential, session, &mut record).await,
+                Err(refusal) => Err(refusal),
+            };
+        let mut relayed = match relayed {
+            Ok(relayed) => relayed,
+            Err(refusal) => {
+                record_refusal(&refusal, record, state);
+                // The upstream may have written this message; a credential it echoes must not
+                // reach the page.
+                return Err(redact_text(&refusal.error.message, &[]).into_owned());
+            }
         };
-    };
-    let reply = message_in(&text, id).ok_or_else(|| format!("The service did not answer (HTTP {status})"))?;
-    if let Some(error) = reply.get("error") {
-        // The upstream wrote this message; a credential it echoes must not reach the page.
-        let message = error["message"].as_str().unwrap_or("The service answered with an error");
-        return Err(redact_text(message, &[]).into_owned());
-    }
-    Ok((session, reply.get("result").cloned()))
-}
-
-/// Ends the probe's session.
-async fn end(state: &AppState, principal: &KeyPrincipal, name: &str, session_id: &str) {
-    let Ok(service) = service(state, principal, name).await else { return };
-    if let Ok(Some((gateway_id, session))) = session(state, Some(session_id), principal.key_id, service.id) {
-        end_session(state, &service, &gateway_id, &session).await;
+        let opened = relayed.opened.take();
+        let status = relayed.status;
+        let messages = collect(relayed, record, state).await.ok_or("The service's answer broke off")?;
+        let Some(id) = message.get("id") else {
+            return if status.is_success() {
+                Ok((opened, None))
+            } else {
+                Err(format!("The service refused {}: HTTP {status}", message["method"]))
+            };
+        };
+        let reply = messages
+            .into_iter()
+            .find(|m| &m["id"] == id && m.get("method").is_none())
+            .ok_or_else(|| format!("The service did not answer (HTTP {status})"))?;
+        if let Some(error) = reply.get("error") {
+            let message = error["message"].as_str().unwrap_or("The service answered with an error");
+            return Err(redact_text(message, &[]).into_owned());
+        }
+        Ok((opened, reply.get("result").cloned()))
     }
 }

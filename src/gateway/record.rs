@@ -129,9 +129,9 @@ impl CallRecord {
     }
 }
 
-/// The message answering request `id` in a captured answer (plain JSON or SSE events).
-pub fn message_in(captured: &str, id: &Value) -> Option<Value> {
-    let messages: Vec<Value> = if captured.trim_start().starts_with('{') {
+/// The messages of a captured answer (plain JSON or SSE events).
+pub fn messages_in(captured: &str) -> Vec<Value> {
+    if captured.trim_start().starts_with('{') {
         serde_json::from_str(captured).ok().into_iter().collect()
     } else {
         captured
@@ -139,8 +139,12 @@ pub fn message_in(captured: &str, id: &Value) -> Option<Value> {
             .filter_map(|line| line.strip_prefix("data:"))
             .filter_map(|data| serde_json::from_str(data.trim()).ok())
             .collect()
-    };
-    messages.into_iter().find(|m| &m["id"] == id && m.get("method").is_none())
+    }
+}
+
+/// The message answering request `id` in a captured answer.
+pub fn message_in(captured: &str, id: &Value) -> Option<Value> {
+    messages_in(captured).into_iter().find(|m| &m["id"] == id && m.get("method").is_none())
 }
 
 /// The JSON-RPC error, if any, in a captured answer to request `id`.

@@ -8,12 +8,13 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use tokio::sync::watch;
 
-use super::cache::{LoadedService, Lookups};
-use super::endpoint::{NOT_FOUND, Refusal, SESSION_HEADER};
-use super::stdio::{Process, StdioLimits, StdioPool};
 use secrecy::SecretString;
 
+use super::cache::{LoadedService, Lookups};
+use super::refusal::{NOT_FOUND, Refusal};
+use super::stdio::{Process, StdioLimits, StdioPool};
 use crate::app::AppState;
+use crate::catalog::definition::CredentialPlacement;
 use crate::catalog::egress::{GuardedResolver, Refused, UpstreamPolicy};
 use crate::clock::SharedClock;
 use crate::db::services::ServiceRow;
@@ -41,6 +42,13 @@ impl UpstreamSession {
         match self {
             UpstreamSession::Http(id) => id.as_deref(),
             UpstreamSession::Stdio(_) => None,
+        }
+    }
+
+    pub(super) fn process(&self) -> Option<&Arc<Process>> {
+        match self {
+            UpstreamSession::Stdio(process) => Some(process),
+            UpstreamSession::Http(_) => None,
         }
     }
 }
@@ -139,14 +147,34 @@ impl Gateway {
         Ok(self.tenant_client.request(method, url))
     }
 
-    /// A service as loaded for calls: its header values opened and, for a tenant's, its
-    /// literal address checked once (names are checked by the resolver on each connection).
-    pub(super) fn load(&self, row: ServiceRow, headers: Vec<(String, SecretString)>) -> LoadedService {
+    /// A service as loaded for calls: its header values opened, its credential placement
+    /// parsed and, for a tenant's, its literal address checked once (names are checked by the
+    /// resolver on each connection).
+    pub(super) fn load(
+        &self,
+        row: ServiceRow,
+        headers: Vec<(String, SecretString)>,
+    ) -> Result<LoadedService, Refusal> {
         let literal_address = match (&row.upstream_url, row.is_system()) {
             (Some(url), false) => self.policy.check_literal(url),
             _ => Ok(()),
         };
-        LoadedService { row, headers, literal_address }
+        let placement = row
+            .token_placement
+            .as_deref()
+            .map(CredentialPlacement::parse)
+            .transpose()
+            .map_err(|e| Refusal::unavailable(&e, "This service's credential header is misconfigured"))?;
+        Ok(LoadedService { row, headers, placement, literal_address })
+    }
+
+    /// Registers a client session for the upstream session an `initialize` of `key` opened;
+    /// its id, for the client.
+    pub(super) fn open(&self, key_id: KeyId, service_id: ServiceId, upstream: UpstreamSession) -> String {
+        let gateway_id = crate::crypto::random_token();
+        let entry = GatewaySession { key_id, service_id, upstream, last_used: std::time::Instant::now() };
+        self.sessions.lock().expect("session table lock").insert(gateway_id.clone(), entry);
+        gateway_id
     }
 
     pub(super) fn forget(&self, gateway_id: &str) {
@@ -180,24 +208,5 @@ pub(super) fn session(
             Ok(Some((id.to_owned(), s.clone())))
         }
         _ => Err(Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "Session not found; initialize a new one")),
-    }
-}
-
-/// Ends a session, here and upstream (a stdio child is gone when this returns).
-pub(super) async fn end_session(
-    state: &AppState,
-    service: &LoadedService,
-    gateway_id: &str,
-    session: &GatewaySession,
-) {
-    state.gateway.forget(gateway_id);
-    match (&session.upstream, &service.upstream_url) {
-        (UpstreamSession::Stdio(process), _) => process.end().await,
-        (UpstreamSession::Http(Some(upstream_session)), Some(url)) => {
-            if let Ok(request) = state.gateway.upstream(service, reqwest::Method::DELETE, url) {
-                let _ = request.header(SESSION_HEADER, upstream_session).send().await;
-            }
-        }
-        (UpstreamSession::Http(_), _) => {}
     }
 }

@@ -196,8 +196,8 @@ pub async fn test_connection(
 ) -> Result<HttpResponse, AppError> {
     // Another organization's service answers 404 before anything is sent.
     let service = visible_service(&state, &user, &name).await?;
-    let principal = probe::principal(user.organization_id, user.id, user.role);
-    let found = probe::probe(&state, &req, &principal, &name).await;
+    let caller = probe::caller(user.organization_id, user.id, user.role);
+    let found = probe::probe(&state, &req, &caller, &name).await;
     // htmx asked for the panel alone; without JavaScript the whole page comes back.
     if htmx.is_htmx {
         return render(StatusCode::OK, &probe_panel(&state, &user, &service, Some(found)));

@@ -8,37 +8,42 @@ use actix_web::http::StatusCode;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::answer::{Body, Broken, Relayed, SSE, is_answer, sse_event, whole_answer};
-use super::endpoint::{Call, PROTOCOL_HEADER, Refusal, SESSION_LIMIT, upstream_failed, user_token};
-use super::jsonrpc::{self, Message};
-use super::record::CallRecord;
-use super::sessions::{GatewaySession, UpstreamSession};
-use super::stdio::{Launch, Process, SendError, SpawnError, Waiting};
+use super::Streamed;
+use crate::app::AppState;
+use crate::gateway::answer::{Body, Broken, Relayed, is_answer, sse_event, whole_answer};
+use crate::gateway::call::Call;
+use crate::gateway::call::Credential;
+use crate::gateway::jsonrpc::{self, Message};
+use crate::gateway::record::CallRecord;
+use crate::gateway::refusal::{NOT_FOUND, Refusal, SESSION_LIMIT, SSE};
+use crate::gateway::sessions::UpstreamSession;
+use crate::gateway::stdio::{Launch, Process, SendError, SpawnError, Waiting};
 
-pub(super) async fn relay_stdio(
-    call: Call<'_>,
-    existing: Option<(String, GatewaySession)>,
+pub(super) async fn post(
+    state: &AppState,
+    call: &Call,
+    credential: &Credential,
+    process: Option<&Arc<Process>>,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
     if call.is_initialize() {
-        return initialize_stdio(call, record).await;
+        return initialize(state, call, credential, record).await;
     }
     // An HTTP upstream refuses a revision it does not serve; a stdio child has no header to
     // check, so the gateway does it (Streamable HTTP: 400).
-    if let Some(version) = call.req.headers().get(PROTOCOL_HEADER)
-        && !version.to_str().is_ok_and(|v| jsonrpc::PROTOCOL_VERSIONS.contains(&v))
+    if let Some(version) = &call.protocol_version
+        && !jsonrpc::PROTOCOL_VERSIONS.contains(&version.as_str())
     {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             jsonrpc::INVALID_REQUEST,
             format!(
-                "Unsupported MCP-Protocol-Version {:?}; supported: {}",
-                String::from_utf8_lossy(version.as_bytes()),
+                "Unsupported MCP-Protocol-Version {version:?}; supported: {}",
                 jsonrpc::PROTOCOL_VERSIONS.join(", ")
             ),
         ));
     }
-    let Some((session, GatewaySession { upstream: UpstreamSession::Stdio(process), .. })) = existing else {
+    let Some(process) = process else {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             jsonrpc::INVALID_REQUEST,
@@ -48,11 +53,11 @@ pub(super) async fn relay_stdio(
     if let Some(secret) = process.secret() {
         record.secrets.push(secret.to_owned());
     }
-    let Some(waiting) = send_to_child(&process, &call).await? else {
+    let Some(waiting) = send_to_child(process, call).await? else {
         return Ok(Relayed {
             status: StatusCode::ACCEPTED,
             content_type: None,
-            session: Some(session),
+            opened: None,
             body: Body::Empty,
         });
     };
@@ -61,7 +66,7 @@ pub(super) async fn relay_stdio(
         Ok(Some(pair)) => pair,
         Ok(None) => return Err(child_ended()),
         Err(_) => {
-            if let Message::Request { id, .. } = call.message {
+            if let Message::Request { id, .. } = &call.message {
                 let cancel = serde_json::json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
                     "params": { "requestId": id, "reason": "The gateway's timeout passed" } });
                 let _ = process.send(cancel.to_string().as_bytes(), None).await;
@@ -70,7 +75,7 @@ pub(super) async fn relay_stdio(
         }
     };
     if is_answer(&first) {
-        return Ok(whole_answer(&[first], Some(session)));
+        return Ok(whole_answer(&[first], None));
     }
     // The server speaks before it answers (progress, sampling ...): relay it all as events
     // until the answer.
@@ -89,21 +94,38 @@ pub(super) async fn relay_stdio(
     Ok(Relayed {
         status: StatusCode::OK,
         content_type: Some(SSE.to_owned()),
-        session: Some(session),
+        opened: None,
         body: Body::Stream { is_sse: true, chunks: chunks.boxed() },
     })
 }
 
+/// The session's server-to-client stream: what the child says outside any request.
+pub(super) fn stream(process: &Process) -> Result<Streamed, Refusal> {
+    let messages = process.open_stream().ok_or_else(|| {
+        Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "The session's service process has ended")
+    })?;
+    let events = futures_util::stream::unfold(messages, |mut messages| async move {
+        let message = messages.recv().await?;
+        Some((Ok::<_, actix_web::Error>(sse_event(&message).into()), messages))
+    });
+    Ok(Streamed { status: StatusCode::OK, content_type: Some(SSE.to_owned()), chunks: events.boxed() })
+}
+
 /// Starts a child for a new session and relays its handshake; whatever the server says before
 /// its answer comes along. A child that does not complete the handshake is ended.
-async fn initialize_stdio(call: Call<'_>, record: &mut CallRecord) -> Result<Relayed, Refusal> {
-    let process = start_process(&call).await?;
+async fn initialize(
+    state: &AppState,
+    call: &Call,
+    credential: &Credential,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
+    let process = start_process(state, call, credential).await?;
     if let Some(secret) = process.secret() {
         record.secrets.push(secret.to_owned());
     }
     let deadline = tokio::time::Instant::now() + call.timeout();
     let handshake = async {
-        let mut waiting = send_to_child(&process, &call).await?.ok_or_else(child_ended)?;
+        let mut waiting = send_to_child(&process, call).await?.ok_or_else(child_ended)?;
         let mut messages = Vec::new();
         loop {
             let message = tokio::time::timeout_at(deadline, waiting.messages.recv())
@@ -129,13 +151,12 @@ async fn initialize_stdio(call: Call<'_>, record: &mut CallRecord) -> Result<Rel
         process.end().await;
         return Ok(whole_answer(&messages, None));
     }
-    let session = call.open_session(UpstreamSession::Stdio(process));
-    Ok(whole_answer(&messages, Some(session)))
+    Ok(whole_answer(&messages, Some(UpstreamSession::Stdio(process))))
 }
 
 /// Writes the client's message to the child; for a request, the place its answer arrives.
-async fn send_to_child(process: &Arc<Process>, call: &Call<'_>) -> Result<Option<Waiting>, Refusal> {
-    let request = match call.message {
+async fn send_to_child(process: &Arc<Process>, call: &Call) -> Result<Option<Waiting>, Refusal> {
+    let request = match &call.message {
         Message::Request { id, params, .. } => {
             let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
             Some((id, progress))
@@ -151,11 +172,11 @@ async fn send_to_child(process: &Arc<Process>, call: &Call<'_>) -> Result<Option
 }
 
 fn child_ended() -> Refusal {
-    upstream_failed(StatusCode::BAD_GATEWAY, "The service's process has ended")
+    Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The service's process has ended")
 }
 
 fn timed_out() -> Refusal {
-    upstream_failed(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time")
+    Refusal::upstream_failed(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time")
 }
 
 /// The next message for a waiting request, handing the request back for the one after.
@@ -165,18 +186,22 @@ async fn next_for(mut waiting: Waiting) -> Option<(Value, Waiting)> {
 }
 
 /// Starts the child for a new stdio session, with the caller's token in place.
-async fn start_process(call: &Call<'_>) -> Result<Arc<Process>, Refusal> {
-    let service = call.service;
-    let token = user_token(call.state, call.principal, service).await?;
+async fn start_process(
+    state: &AppState,
+    call: &Call,
+    credential: &Credential,
+) -> Result<Arc<Process>, Refusal> {
+    let service = &call.service;
+    let token = credential.token().cloned();
     let launch = Launch {
         service: &service.name,
-        user_id: call.principal.user_id,
+        user_id: call.caller.user_id,
         command: service.command.as_deref().unwrap_or_default(),
         args: &service.args,
         env: &service.env,
         token,
     };
-    call.state.gateway.stdio.spawn(launch).await.map_err(|e| match e {
+    state.gateway.stdio.spawn(launch).await.map_err(|e| match e {
         SpawnError::UserCap(_) => Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
             SESSION_LIMIT,
@@ -192,7 +217,7 @@ async fn start_process(call: &Call<'_>) -> Result<Arc<Process>, Refusal> {
         ),
         SpawnError::Spawn(ref cause) => {
             tracing::error!(service = %service.name, error = %cause, "stdio service did not start");
-            upstream_failed(StatusCode::BAD_GATEWAY, "The service's command could not be started")
+            Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The service's command could not be started")
         }
     })
 }

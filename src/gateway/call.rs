@@ -1,0 +1,91 @@
+//! A message on its way through the gateway's phases, as they hand it on: who it is for, the
+//! checked message and its service (from `admit`), and the caller's credential (from
+//! `credential`). Later phases read it; none of them reaches back into an earlier one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::cache::LoadedService;
+use super::jsonrpc::Message;
+use crate::auth::api_key::KeyPrincipal;
+use crate::catalog::definition::Transport;
+use crate::domain::Scopes;
+use crate::ids::{KeyId, OrgId, UserId};
+
+/// Who a message is relayed for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub organization_id: OrgId,
+    pub user_id: UserId,
+    pub scopes: Scopes,
+    /// The key the member called with; `None` for the dashboard's own test connection.
+    pub key_id: Option<KeyId>,
+}
+
+impl From<&KeyPrincipal> for Caller {
+    fn from(principal: &KeyPrincipal) -> Caller {
+        Caller {
+            organization_id: principal.organization_id,
+            user_id: principal.user_id,
+            scopes: principal.scopes.clone(),
+            key_id: Some(principal.key_id),
+        }
+    }
+}
+
+/// A client message that passed every check, on its way to the service.
+pub struct Call {
+    pub caller: Caller,
+    pub service: Arc<LoadedService>,
+    pub message: Message,
+    pub body: web::Bytes,
+    /// The MCP revision the client says it speaks, passed on to an HTTP upstream.
+    pub protocol_version: Option<String>,
+}
+
+impl Call {
+    pub fn is_initialize(&self) -> bool {
+        self.message.method() == Some("initialize")
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.service.timeout_ms.max(1) as u64)
+    }
+
+    /// Whether the caller's own token is needed now: on every call to an HTTP upstream, and
+    /// when a stdio session's child is started.
+    pub fn needs_credential(&self) -> bool {
+        self.service.transport == Transport::Http || self.is_initialize()
+    }
+}
+
+/// The caller's token for a service, when the service takes one.
+#[derive(Default)]
+pub struct Credential {
+    pub(super) token: Option<SecretString>,
+}
+
+impl Credential {
+    /// No credential: the service takes none, or none is needed now.
+    pub fn none() -> Credential {
+        Credential::default()
+    }
+
+    pub fn token(&self) -> Option<&SecretString> {
+        self.token.as_ref()
+    }
+
+    /// The token as a value to redact from everything recorded about the call.
+    pub fn secret(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.expose_secret())
+    }
+
+    /// The header an HTTP upstream gets it in, where the service says.
+    pub fn header(&self, service: &LoadedService) -> Option<(String, String)> {
+        let (token, placement) = (self.token.as_ref()?, service.placement.as_ref()?);
+        Some(placement.render(token.expose_secret()))
+    }
+}

@@ -1,0 +1,58 @@
+//! The second phase: the caller's own credential for the service (e.g. their GitHub token),
+//! opened once for the call that needs it, and never kept.
+
+use super::cache::LoadedService;
+use super::call::{Caller, Credential};
+use super::refusal::{Refusal, TOKEN_MISSING};
+use crate::app::AppState;
+use crate::crypto::keyring::Binding;
+use crate::db;
+use actix_web::http::StatusCode;
+
+/// Opens the caller's token for the service; refused, naming it, when they have not set it.
+pub async fn open(state: &AppState, caller: &Caller, service: &LoadedService) -> Result<Credential, Refusal> {
+    let Some(token_name) = &service.token_service_name else { return Ok(Credential::none()) };
+    let missing = || {
+        Refusal::new(
+            StatusCode::FORBIDDEN,
+            TOKEN_MISSING,
+            format!(
+                "This service needs your own \"{token_name}\" token: set it on the dashboard's Service tokens page (/tokens)"
+            ),
+        )
+    };
+    let unavailable = |e: &dyn std::fmt::Debug| {
+        Refusal::unavailable(e, "The platform cannot read service tokens right now")
+    };
+    let lookups = &state.gateway.lookups;
+    let row = match lookups.token(caller.organization_id, caller.user_id, token_name) {
+        Some(row) => row,
+        None => {
+            let row = async {
+                let mut conn = state.db.acquire().await?;
+                db::user_tokens::find_sealed(conn.conn(), caller.organization_id, caller.user_id, token_name)
+                    .await
+            }
+            .await
+            .map_err(|e: sqlx::Error| unavailable(&e))?;
+            lookups.keep_token(caller.organization_id, caller.user_id, token_name, row.clone());
+            row
+        }
+    };
+    let mut row = row.ok_or_else(missing)?;
+    let now = state.clock.now();
+    if db::last_use_due(row.last_used_at, now) {
+        let touched =
+            async { db::user_tokens::touch(state.db.acquire().await?.conn(), row.id, now).await }.await;
+        touched.map_err(|e: sqlx::Error| unavailable(&e))?;
+        row.last_used_at = Some(now);
+        lookups.keep_token(caller.organization_id, caller.user_id, token_name, Some(row.clone()));
+    }
+    let binding = Binding {
+        organization_id: row.organization_id,
+        user_id: row.user_id,
+        service_name: &row.service_name,
+    };
+    let token = state.keyring.open(&state.db, &row.ciphertext, binding).await.map_err(|e| unavailable(&e))?;
+    Ok(Credential { token: Some(token) })
+}

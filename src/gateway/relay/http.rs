@@ -1,0 +1,129 @@
+//! Relaying to a Streamable HTTP upstream: the message goes with the client's protocol version,
+//! the service's own headers, the caller's token where the service says and the upstream's
+//! session id; the answer comes back as it arrives.
+
+use actix_web::http::StatusCode;
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+
+use super::Streamed;
+use crate::app::AppState;
+use crate::catalog::egress::refusal_in;
+use crate::gateway::answer::{Body, Broken, Relayed};
+use crate::gateway::cache::LoadedService;
+use crate::gateway::call::Call;
+use crate::gateway::call::Credential;
+use crate::gateway::record::CallRecord;
+use crate::gateway::refusal::{
+    LAST_EVENT_ID_HEADER, NOT_FOUND, PROTOCOL_HEADER, Refusal, SESSION_HEADER, SSE,
+};
+use crate::gateway::sessions::UpstreamSession;
+
+pub(super) async fn post(
+    state: &AppState,
+    call: &Call,
+    credential: &Credential,
+    upstream_session: Option<&str>,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
+    let service = &call.service;
+    // The caller's token, and the service's own header values: credentials all, should the
+    // upstream echo them.
+    record.secrets.extend(credential.secret().map(str::to_owned));
+    record.secrets.extend(service.headers.iter().map(|(_, value)| value.expose_secret().to_owned()));
+    let request = request(state, service, reqwest::Method::POST)?
+        .timeout(call.timeout())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    let request =
+        with_headers(request, service, credential, call.protocol_version.as_deref(), upstream_session);
+    let answer = request.body(call.body.clone()).send().await.map_err(|e| {
+        if let Some(refused) = refusal_in(&e) {
+            Refusal::not_allowed(refused)
+        } else if e.is_timeout() {
+            Refusal::upstream_failed(StatusCode::GATEWAY_TIMEOUT, "The upstream did not answer in time")
+        } else {
+            Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The upstream cannot be reached")
+        }
+    })?;
+    // The upstream forgot the session: the client must start again.
+    if answer.status() == reqwest::StatusCode::NOT_FOUND && upstream_session.is_some() {
+        return Err(Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "Session expired; initialize a new one"));
+    }
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = header(&answer, reqwest::header::CONTENT_TYPE.as_str());
+    let opened = (call.is_initialize() && status.is_success())
+        .then(|| UpstreamSession::Http(header(&answer, SESSION_HEADER)));
+    let is_sse = content_type.as_deref().is_some_and(|v| v.starts_with(SSE));
+    let chunks = answer.bytes_stream().map(|chunk| chunk.map_err(|e| Broken { timeout: e.is_timeout() }));
+    Ok(Relayed { status, content_type, opened, body: Body::Stream { is_sse, chunks: chunks.boxed() } })
+}
+
+pub(super) async fn stream(
+    state: &AppState,
+    service: &LoadedService,
+    credential: &Credential,
+    upstream_session: Option<&str>,
+    protocol_version: Option<&str>,
+    last_event_id: Option<&str>,
+) -> Result<Streamed, Refusal> {
+    let request = request(state, service, reqwest::Method::GET)?.header("accept", SSE);
+    let mut request = with_headers(request, service, credential, protocol_version, upstream_session);
+    if let Some(last) = last_event_id {
+        request = request.header(LAST_EVENT_ID_HEADER, last);
+    }
+    let answer = request.send().await.map_err(|e| match refusal_in(&e) {
+        Some(refused) => Refusal::not_allowed(refused),
+        None => Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The upstream cannot be reached"),
+    })?;
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = header(&answer, reqwest::header::CONTENT_TYPE.as_str());
+    let chunks = answer.bytes_stream().map(|chunk| chunk.map_err(actix_web::error::ErrorBadGateway));
+    Ok(Streamed { status, content_type, chunks: chunks.boxed() })
+}
+
+pub(super) async fn end(state: &AppState, service: &LoadedService, upstream_session: &str) {
+    if let Ok(request) = request(state, service, reqwest::Method::DELETE) {
+        let _ = request.header(SESSION_HEADER, upstream_session).send().await;
+    }
+}
+
+/// A request to the service's upstream, through the client its kind of service uses.
+fn request(
+    state: &AppState,
+    service: &LoadedService,
+    method: reqwest::Method,
+) -> Result<reqwest::RequestBuilder, Refusal> {
+    let Some(url) = service.upstream_url.as_deref() else {
+        return Err(Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "This service has no HTTP upstream"));
+    };
+    state.gateway.upstream(service, method, url).map_err(|refused| Refusal::not_allowed(&refused))
+}
+
+/// The headers every upstream request carries: the protocol version the client speaks, the
+/// service's own headers, the caller's credential and the upstream's session id.
+fn with_headers(
+    mut request: reqwest::RequestBuilder,
+    service: &LoadedService,
+    credential: &Credential,
+    protocol_version: Option<&str>,
+    upstream_session: Option<&str>,
+) -> reqwest::RequestBuilder {
+    if let Some(version) = protocol_version {
+        request = request.header(PROTOCOL_HEADER, version);
+    }
+    for (name, value) in &service.headers {
+        request = request.header(name, value.expose_secret());
+    }
+    if let Some((name, value)) = credential.header(service) {
+        request = request.header(name, value);
+    }
+    if let Some(session) = upstream_session {
+        request = request.header(SESSION_HEADER, session);
+    }
+    request
+}
+
+fn header(answer: &reqwest::Response, name: &str) -> Option<String> {
+    answer.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}

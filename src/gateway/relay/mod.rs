@@ -1,0 +1,72 @@
+//! The third phase: a checked message goes to the service's upstream, over HTTP or to the
+//! session's stdio child, with the caller's credential; what comes back is a `Relayed` answer
+//! for the next phase. Also the session's server-to-client stream, and the end of a session.
+
+mod http;
+mod stdio;
+
+use actix_web::http::StatusCode;
+use actix_web::web;
+use futures_util::stream::BoxStream;
+
+use super::answer::Relayed;
+use super::cache::LoadedService;
+use super::call::Call;
+use super::call::Credential;
+use super::record::CallRecord;
+use super::refusal::Refusal;
+use super::sessions::UpstreamSession;
+use crate::app::AppState;
+use crate::catalog::definition::Transport;
+
+/// A session's server-to-client stream.
+pub(super) struct Streamed {
+    pub(super) status: StatusCode,
+    pub(super) content_type: Option<String>,
+    pub(super) chunks: BoxStream<'static, Result<web::Bytes, actix_web::Error>>,
+}
+
+/// Relays one message in the session (if any); an `initialize` that succeeds brings back the
+/// upstream session it opened.
+pub(super) async fn post(
+    state: &AppState,
+    call: &Call,
+    credential: &Credential,
+    session: Option<&UpstreamSession>,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
+    match call.service.transport {
+        Transport::Http => {
+            http::post(state, call, credential, session.and_then(UpstreamSession::http_id), record).await
+        }
+        Transport::Stdio => {
+            stdio::post(state, call, credential, session.and_then(UpstreamSession::process), record).await
+        }
+    }
+}
+
+/// Opens the session's server-to-client stream; `last_event_id` resumes an answer that broke off.
+pub(super) async fn stream(
+    state: &AppState,
+    service: &LoadedService,
+    credential: &Credential,
+    session: &UpstreamSession,
+    protocol_version: Option<&str>,
+    last_event_id: Option<&str>,
+) -> Result<Streamed, Refusal> {
+    match session {
+        UpstreamSession::Stdio(process) => stdio::stream(process),
+        UpstreamSession::Http(id) => {
+            http::stream(state, service, credential, id.as_deref(), protocol_version, last_event_id).await
+        }
+    }
+}
+
+/// Ends a session upstream (a stdio child is gone when this returns).
+pub(super) async fn end(state: &AppState, service: &LoadedService, session: &UpstreamSession) {
+    match session {
+        UpstreamSession::Stdio(process) => process.end().await,
+        UpstreamSession::Http(Some(id)) => http::end(state, service, id).await,
+        UpstreamSession::Http(None) => {}
+    }
+}
