@@ -32,6 +32,28 @@ pub struct NewRequestLog {
     pub created_at: DateTime<Utc>,
 }
 
+/// How a call ended, as the `status` column stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStatus {
+    Success,
+    Error,
+}
+
+impl LogStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStatus::Success => "success",
+            LogStatus::Error => "error",
+        }
+    }
+}
+
+impl NewRequestLog {
+    pub fn status(&self) -> LogStatus {
+        if self.success { LogStatus::Success } else { LogStatus::Error }
+    }
+}
+
 /// Rows per INSERT statement: 21 parameters each stays within both databases' limits.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -60,7 +82,7 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                     .push_bind(&row.response_body)
                     .push_bind(row.request_truncated)
                     .push_bind(row.response_truncated)
-                    .push_bind(if row.success { "success" } else { "error" })
+                    .push_bind(row.status().as_str())
                     .push_bind(row.http_status)
                     .push_bind(row.error_code)
                     .push_bind(&row.error_message)
