@@ -77,3 +77,35 @@ id_type!(
     /// An MCP service, an organization's own or a system one.
     ServiceId
 );
+id_type!(
+    /// A request-log row, which is also the correlation id its client received.
+    LogId
+);
+
+/// Keeps the ids of calls that arrive within one millisecond in order.
+static LOG_ID_ORDER: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
+
+impl LogId {
+    /// The id of a call that arrived at `at` (by the application's clock, so ids and times
+    /// agree in tests that move it).
+    pub fn at(at: chrono::DateTime<chrono::Utc>) -> LogId {
+        let seconds = u64::try_from(at.timestamp()).unwrap_or(0);
+        LogId(Uuid::new_v7(uuid::Timestamp::from_unix(&LOG_ID_ORDER, seconds, at.timestamp_subsec_nanos())))
+    }
+
+    /// The lowest id of a call that arrived at `at` or later: a bound for time ranges.
+    pub fn floor(at: chrono::DateTime<chrono::Utc>) -> LogId {
+        let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+        bytes[6] = 0x70;
+        bytes[8] = 0x80;
+        LogId(Uuid::from_bytes(bytes))
+    }
+
+    /// When the call arrived, to the millisecond.
+    pub fn time(self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let (seconds, nanos) = self.0.get_timestamp()?.to_unix();
+        chrono::DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
+    }
+}

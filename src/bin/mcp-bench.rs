@@ -1,7 +1,8 @@
 //! The gateway benchmark: tools/call `echo` straight to the test upstream and through the
 //! platform, in alternating rounds, at concurrency 1 and 16. Prints requests per second,
-//! p50/p99 latency, the throughput ratio, the added p50, the platform's peak memory, checks
-//! that log rows and usage counters equal the calls made, and ends with one JSON line.
+//! p50/p99 latency, the throughput ratio, the added p50, the platform's peak memory and the
+//! request log's bytes on disk per call, checks that log rows, usage counters and roll-ups equal
+//! the calls made, and ends with one JSON line.
 //!
 //! cargo build --release --features test-upstream --bins && target/release/mcp-bench [--calls 2000 --rounds 3]
 //! (build every binary: the benchmark starts the platform and the upstream from beside itself)
@@ -309,9 +310,29 @@ async fn main() -> anyhow::Result<()> {
             .await?,
             Db::Postgres(_) => unreachable!(),
         };
-    let consistent = rows == gateway_messages as i64 && counted == rows;
+    let (rolled_up, log_bytes): (i64, i64) = match &db {
+        Db::Sqlite(pool) => (
+            sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM usage_rollups WHERE level = 0 AND grain = 2",
+            )
+            .fetch_one(pool)
+            .await?,
+            // The table and its indexes, page by page.
+            sqlx::query_scalar(
+                "SELECT CAST(SUM(pgsize) AS BIGINT) FROM dbstat WHERE name IN \
+                 (SELECT name FROM sqlite_schema WHERE tbl_name = 'request_logs')",
+            )
+            .fetch_one(pool)
+            .await?,
+        ),
+        Db::Postgres(_) => unreachable!(),
+    };
+    let bytes_per_call = log_bytes as f64 / rows.max(1) as f64;
+    println!("request logs on disk: {log_bytes} bytes for {rows} calls, {bytes_per_call:.0} bytes per call");
+    report.insert("log_bytes_per_call".into(), json!(bytes_per_call.round()));
+    let consistent = rows == gateway_messages as i64 && counted == rows && rolled_up == rows;
     println!(
-        "platform peak memory {} MiB; log rows {rows}, usage count {counted}, gateway messages sent {gateway_messages}: {}",
+        "platform peak memory {} MiB; log rows {rows}, usage count {counted}, rolled up {rolled_up}, gateway messages sent {gateway_messages}: {}",
         peak_kib.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
         if consistent { "all recorded" } else { "MISMATCH" }
     );

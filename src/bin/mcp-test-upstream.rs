@@ -94,6 +94,11 @@ impl Upstream {
         format!("will notify in {ms} ms")
     }
 
+    #[tool(description = "Always reports a failure of the tool itself: a result with isError")]
+    fn fail(&self) -> Result<String, String> {
+        Err("the tool failed, as it always does".to_owned())
+    }
+
     // Roots are deprecated for protocol versions after 2025-11-25, which the gateway serves.
     #[allow(deprecated)]
     #[tool(description = "Asks the client for its roots and returns their URIs, one per line")]

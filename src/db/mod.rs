@@ -6,6 +6,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod compact_time;
 pub mod invitations;
 pub mod login_failures;
 pub mod organizations;
@@ -26,6 +27,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+pub use compact_time::CompactTime;
 
 use crate::config::{Backend, DatabaseUrl};
 

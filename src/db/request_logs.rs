@@ -1,15 +1,16 @@
 //! The `request_logs` table: one row per client JSON-RPC request, already redacted.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
+use super::CompactTime;
 use super::Conn;
-use crate::ids::{KeyId, OrgId, ServiceId, UserId};
+use crate::ids::{KeyId, LogId, OrgId, ServiceId, UserId};
 use crate::on_conn;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewRequestLog {
-    pub id: Uuid,
+    /// Also the correlation id the client received.
+    pub id: LogId,
     pub organization_id: OrgId,
     pub user_id: Option<UserId>,
     pub api_key_id: Option<KeyId>,
@@ -17,40 +18,84 @@ pub struct NewRequestLog {
     pub service_name: String,
     pub method: Option<String>,
     pub tool_name: Option<String>,
-    pub correlation_id: String,
+    /// Shared by the messages of one client session.
+    pub session_tag: Option<i64>,
     pub request_body: Option<String>,
     pub response_body: Option<String>,
     pub request_truncated: bool,
     pub response_truncated: bool,
-    pub success: bool,
+    pub outcome: Outcome,
     pub http_status: i32,
     pub error_code: Option<i32>,
     pub error_message: Option<String>,
     pub duration_ms: i64,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// When the call arrived.
     pub created_at: DateTime<Utc>,
 }
 
-/// How a call ended, as the `status` column stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogStatus {
+/// How a call ended, as the `outcome` column stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// An answer without error.
     Success,
-    Error,
+    /// A tool's result with `isError: true`: the tool ran and reported a failure.
+    ToolError,
+    /// A JSON-RPC error, a refusal by the gateway or an upstream failure.
+    Failure,
 }
 
-impl LogStatus {
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Success, Outcome::ToolError, Outcome::Failure];
+
+    pub fn code(self) -> i16 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::ToolError => 1,
+            Outcome::Failure => 2,
+        }
+    }
+
+    pub fn from_code(code: i16) -> Outcome {
+        match code {
+            0 => Outcome::Success,
+            1 => Outcome::ToolError,
+            _ => Outcome::Failure,
+        }
+    }
+
+    /// As written in URLs and exports.
     pub fn as_str(self) -> &'static str {
         match self {
-            LogStatus::Success => "success",
-            LogStatus::Error => "error",
+            Outcome::Success => "success",
+            Outcome::ToolError => "tool_error",
+            Outcome::Failure => "failure",
         }
+    }
+
+    pub fn parse(raw: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == raw)
     }
 }
 
 impl NewRequestLog {
-    pub fn status(&self) -> LogStatus {
-        if self.success { LogStatus::Success } else { LogStatus::Error }
+    /// A row kept as a JSON line (spilled at a stop), including the form written before the
+    /// correlation id became the row's id and the outcome had three values.
+    pub fn from_json_line(line: &str) -> serde_json::Result<NewRequestLog> {
+        let mut value: serde_json::Value = serde_json::from_str(line)?;
+        if let Some(object) = value.as_object_mut()
+            && !object.contains_key("outcome")
+        {
+            if let Some(correlation) = object.remove("correlation_id") {
+                object.insert("id".into(), correlation);
+            }
+            let success = object.remove("success").and_then(|s| s.as_bool()).unwrap_or(false);
+            let outcome = if success { Outcome::Success } else { Outcome::Failure };
+            object.insert("outcome".into(), serde_json::json!(outcome));
+        }
+        serde_json::from_value(value)
     }
 }
 
@@ -63,8 +108,8 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO request_logs (id, organization_id, user_id, api_key_id, mcp_service_id, service_name, \
-                 method, tool_name, correlation_id, request_body, response_body, request_truncated, \
-                 response_truncated, status, http_status, error_code, error_message, duration_ms, ip, user_agent, \
+                 method, tool_name, session_tag, request_body, response_body, request_truncated, \
+                 response_truncated, outcome, http_status, error_code, error_message, duration_ms, ip, user_agent, \
                  created_at) ",
             );
             insert.push_values(chunk, |mut values, row| {
@@ -77,19 +122,19 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                     .push_bind(&row.service_name)
                     .push_bind(&row.method)
                     .push_bind(&row.tool_name)
-                    .push_bind(&row.correlation_id)
+                    .push_bind(row.session_tag)
                     .push_bind(&row.request_body)
                     .push_bind(&row.response_body)
                     .push_bind(row.request_truncated)
                     .push_bind(row.response_truncated)
-                    .push_bind(row.status().as_str())
+                    .push_bind(row.outcome.code())
                     .push_bind(row.http_status)
                     .push_bind(row.error_code)
                     .push_bind(&row.error_message)
                     .push_bind(row.duration_ms)
                     .push_bind(&row.ip)
                     .push_bind(&row.user_agent)
-                    .push_bind(row.created_at);
+                    .push_bind(CompactTime(row.created_at));
             });
             // Batches differ in size: their statements are not worth keeping prepared.
             insert.build().persistent(false).execute(&mut *c).await?;
@@ -117,4 +162,27 @@ pub async fn insert_reject(
     .execute(c)
     .await
     .map(|_| ()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_spilled_by_the_release_before_are_read() {
+        let correlation = "01a22932-a37e-7019-a56d-44e731447ac3";
+        let legacy = format!(
+            r#"{{"id":"01a22932-0000-7000-8000-000000000001","organization_id":"01a22932-0000-7000-8000-000000000002",
+            "user_id":null,"api_key_id":null,"mcp_service_id":null,"service_name":"tools","method":"ping",
+            "tool_name":null,"correlation_id":"{correlation}","request_body":null,"response_body":null,
+            "request_truncated":false,"response_truncated":false,"success":false,"http_status":502,
+            "error_code":-32000,"error_message":"down","duration_ms":4,"ip":null,"user_agent":null,
+            "created_at":"2026-03-10T12:00:00Z"}}"#
+        );
+        let row = NewRequestLog::from_json_line(&legacy.replace('\n', "")).unwrap();
+        assert_eq!(row.id.to_string(), correlation);
+        assert_eq!(row.outcome, Outcome::Failure);
+        let again = NewRequestLog::from_json_line(&serde_json::to_string(&row).unwrap()).unwrap();
+        assert_eq!((again.id, again.outcome, again.session_tag), (row.id, row.outcome, None));
+    }
 }

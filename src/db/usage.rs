@@ -1,10 +1,13 @@
 //! The `service_usage` roll-ups: daily rows and monthly rows (`day` NULL).
 
+use std::collections::BTreeMap;
+
 use uuid::Uuid;
 
-use super::Conn;
-use crate::ids::{OrgId, ServiceId};
+use super::{CompactTime, Conn};
+use crate::ids::{KeyId, OrgId, ServiceId, UserId};
 use crate::on_conn;
+use crate::telemetry::rollup::{BUCKETS, Counts, RollupKey};
 
 #[derive(Debug, Default, sqlx::FromRow)]
 pub struct Totals {
@@ -86,5 +89,56 @@ pub async fn add(
                 .await?;
         }
         Ok::<_, sqlx::Error>(())
+    })
+}
+
+/// Roll-up rows per INSERT statement: 31 parameters each stays within both databases' limits.
+const ROLLUPS_PER_STATEMENT: usize = 200;
+
+/// Adds counts to the roll-up rows they belong to, creating the rows that do not exist yet.
+pub async fn add_rollups(conn: Conn<'_>, rollups: &BTreeMap<RollupKey, Counts>) -> sqlx::Result<()> {
+    let rollups: Vec<_> = rollups.iter().collect();
+    let buckets: String = (0..BUCKETS).map(|b| format!(", b{b}")).collect();
+    let added: String =
+        (0..BUCKETS).map(|b| format!(", b{b} = usage_rollups.b{b} + excluded.b{b}")).collect();
+    on_conn!(conn, c => {
+        for chunk in rollups.chunks(ROLLUPS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO usage_rollups (organization_id, level, grain, period_start, mcp_service_id, tool_name, \
+                 api_key_id, user_id, requests, tool_errors, failures, duration_ms, last_success_at{buckets}) "
+            ));
+            insert.push_values(chunk, |mut values, (key, counts)| {
+                values
+                    .push_bind(key.organization_id)
+                    .push_bind(key.level.code())
+                    .push_bind(key.grain.code())
+                    .push_bind(CompactTime(key.period_start))
+                    .push_bind(key.service.map_or(Uuid::nil(), ServiceId::as_uuid))
+                    .push_bind(&key.tool)
+                    .push_bind(key.key.map_or(Uuid::nil(), KeyId::as_uuid))
+                    .push_bind(key.user.map_or(Uuid::nil(), UserId::as_uuid))
+                    .push_bind(counts.requests)
+                    .push_bind(counts.tool_errors)
+                    .push_bind(counts.failures)
+                    .push_bind(counts.duration_ms)
+                    .push_bind(counts.last_success_at.map(CompactTime));
+                for count in counts.buckets {
+                    values.push_bind(count);
+                }
+            });
+            insert.push(format!(
+                " ON CONFLICT (organization_id, level, grain, period_start, mcp_service_id, tool_name, api_key_id, user_id) \
+                 DO UPDATE SET requests = usage_rollups.requests + excluded.requests, \
+                 tool_errors = usage_rollups.tool_errors + excluded.tool_errors, \
+                 failures = usage_rollups.failures + excluded.failures, \
+                 duration_ms = usage_rollups.duration_ms + excluded.duration_ms, \
+                 last_success_at = CASE WHEN usage_rollups.last_success_at IS NULL \
+                 OR excluded.last_success_at > usage_rollups.last_success_at \
+                 THEN excluded.last_success_at ELSE usage_rollups.last_success_at END{added}"
+            ));
+            // Batches differ in size: their statements are not worth keeping prepared.
+            insert.build().persistent(false).execute(&mut *c).await?;
+        }
+        Ok(())
     })
 }

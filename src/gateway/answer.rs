@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use serde_json::Value;
 
 use super::jsonrpc;
-use super::record::{BODY_LIMIT, CallRecord, Outcome, error_in, messages_in};
+use super::record::{BODY_LIMIT, CallRecord, Ending, ending_of, messages_in};
 use super::refusal::{CORRELATION_HEADER, Refusal, SESSION_HEADER, SSE, UPSTREAM_FAILED};
 use super::sessions::UpstreamSession;
 use crate::app::AppState;
@@ -55,7 +55,7 @@ pub(super) async fn answer(
     record: CallRecord,
     state: &AppState,
 ) -> HttpResponse {
-    let correlation = record.correlation.clone();
+    let correlation = record.id.to_string();
     let relayed = match relayed {
         Ok(relayed) => relayed,
         Err(refusal) => {
@@ -117,12 +117,13 @@ pub(super) async fn answer(
 /// Records a refused message.
 pub(super) fn record_refusal(refusal: &Refusal, record: CallRecord, state: &AppState) {
     let body = refusal.error.body().to_string();
-    let outcome = Outcome {
+    let ending = Ending {
         http_status: refusal.status.as_u16(),
         error_code: Some(refusal.error.code),
         error_message: Some(refusal.error.message.clone()),
+        tool_error: false,
     };
-    record.finish(outcome, Some(&body), &state.log_writer, &state.clock);
+    record.finish(ending, Some(&body), &state.log_writer);
 }
 
 /// The messages of a relayed answer, read to its end, for the platform itself (test
@@ -152,7 +153,6 @@ fn capture(record: CallRecord, status: StatusCode, state: &AppState) -> Capture 
         captured: Vec::new(),
         status: status.as_u16(),
         writer: state.log_writer.clone(),
-        clock: state.clock.clone(),
     }
 }
 
@@ -208,7 +208,6 @@ struct Capture {
     pub(super) captured: Vec<u8>,
     pub(super) status: u16,
     pub(super) writer: crate::telemetry::writer::RequestLogWriter,
-    pub(super) clock: crate::clock::SharedClock,
 }
 
 impl Capture {
@@ -220,14 +219,9 @@ impl Capture {
     pub(super) fn done(&mut self) {
         let Some(record) = self.record.take() else { return };
         let text = String::from_utf8_lossy(&self.captured).into_owned();
-        let error = error_in(&text, &record.rpc_id);
-        let outcome = Outcome {
-            http_status: self.status,
-            error_code: error.as_ref().map(|(code, _)| *code),
-            error_message: error.map(|(_, message)| message),
-        };
+        let ending = ending_of(&text, &record.rpc_id, self.status);
         let body = (!text.is_empty()).then_some(text.as_str());
-        record.finish(outcome, body, &self.writer, &self.clock);
+        record.finish(ending, body, &self.writer);
     }
 }
 

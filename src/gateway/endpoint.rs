@@ -16,7 +16,7 @@ use super::answer::{Relayed, answer};
 use super::call::{Caller, Credential};
 use super::credential;
 use super::jsonrpc;
-use super::record::CallRecord;
+use super::record::{CallRecord, session_tag};
 use super::refusal::{LAST_EVENT_ID_HEADER, NOT_FOUND, PROTOCOL_HEADER, Refusal, SESSION_HEADER};
 use super::relay;
 use super::sessions::{GatewaySession, session};
@@ -44,7 +44,7 @@ pub async fn post(
         Ok(slot) => slot,
         Err(_) => return unrecordable(&state),
     };
-    let mut record = CallRecord::new(&req, &name, slot);
+    let mut record = CallRecord::new(&req, &name, slot, state.clock.now());
     match relay_post(&req, &state, &name, payload, &mut record).await {
         Ok((relayed, session_id)) => answer(Ok(relayed), session_id, record, &state).await,
         Err(refusal) => answer(Err(refusal), None, record, &state).await,
@@ -83,6 +83,7 @@ async fn relay_post(
                     Some(opened) => Some(state.gateway.open(principal.key_id, call.service.id, opened)),
                     None => existing.map(|(gateway_id, _)| gateway_id),
                 };
+                record.session_tag = session_id.as_deref().map(session_tag);
                 Ok((relayed, session_id))
             }
             // The upstream forgot the session: so does the gateway, and the client starts again.

@@ -100,7 +100,7 @@ impl Probe<'_> {
             .log_writer
             .reserve()
             .map_err(|_| "The platform cannot record calls right now; try again in a moment".to_owned())?;
-        let mut record = CallRecord::new(self.req, self.name, slot);
+        let mut record = CallRecord::new(self.req, self.name, slot, self.state.clock.now());
         record.organization_id = Some(self.caller.organization_id);
         record.user_id = Some(self.caller.user_id);
         let body = Bytes::from(message.to_string());

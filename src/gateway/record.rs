@@ -4,22 +4,21 @@
 
 use std::time::Instant;
 
-use actix_web::HttpRequest;
-use serde_json::Value;
-use uuid::Uuid;
-
 use crate::auth::ClientInfo;
-use crate::clock::SharedClock;
-use crate::db::request_logs::NewRequestLog;
-use crate::ids::{KeyId, OrgId, ServiceId, UserId};
+use crate::db::request_logs::{NewRequestLog, Outcome};
+use crate::ids::{KeyId, LogId, OrgId, ServiceId, UserId};
 use crate::telemetry::redact::{redact_body, redact_text, truncate};
 use crate::telemetry::writer::{RequestLogWriter, Slot};
+use actix_web::HttpRequest;
+use serde_json::Value;
 
 /// Bodies are stored up to this size and marked as cut beyond it.
 pub const BODY_LIMIT: usize = 16 * 1024;
 
 pub struct CallRecord {
-    pub correlation: String,
+    /// The row's id, which the client receives as its correlation id.
+    pub id: LogId,
+    arrived: chrono::DateTime<chrono::Utc>,
     started: Instant,
     pub organization_id: Option<OrgId>,
     pub user_id: Option<UserId>,
@@ -28,6 +27,7 @@ pub struct CallRecord {
     service_name: String,
     pub method: Option<String>,
     pub tool: Option<String>,
+    pub session_tag: Option<i64>,
     pub rpc_id: Value,
     pub request_body: Option<String>,
     /// Values that must never be stored: the credential injected for this call.
@@ -38,16 +38,37 @@ pub struct CallRecord {
 }
 
 /// How a call ended, as far as the gateway can tell.
-pub struct Outcome {
+pub struct Ending {
     pub http_status: u16,
     pub error_code: Option<i64>,
     pub error_message: Option<String>,
+    /// The answer was a tool's result with `isError: true`.
+    pub tool_error: bool,
+}
+
+impl Ending {
+    fn outcome(&self) -> Outcome {
+        if !(200..300).contains(&self.http_status) || self.error_code.is_some() {
+            Outcome::Failure
+        } else if self.tool_error {
+            Outcome::ToolError
+        } else {
+            Outcome::Success
+        }
+    }
 }
 
 impl CallRecord {
-    pub fn new(req: &HttpRequest, service_name: &str, slot: Slot) -> CallRecord {
+    /// The record of a call that arrived `now`.
+    pub fn new(
+        req: &HttpRequest,
+        service_name: &str,
+        slot: Slot,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> CallRecord {
         CallRecord {
-            correlation: Uuid::now_v7().to_string(),
+            id: LogId::at(now),
+            arrived: now,
             started: Instant::now(),
             organization_id: None,
             user_id: None,
@@ -57,6 +78,7 @@ impl CallRecord {
             service_name: redact_text(service_name, &[]).chars().take(100).collect(),
             method: None,
             tool: None,
+            session_tag: None,
             rpc_id: Value::Null,
             request_body: None,
             secrets: Vec::new(),
@@ -71,12 +93,7 @@ impl CallRecord {
 
     /// The row for this call, or `None` before the caller's organization is known (a call
     /// without a valid key belongs to no organization's log).
-    fn row(
-        &self,
-        outcome: Outcome,
-        response_body: Option<&str>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Option<NewRequestLog> {
+    fn row(&self, ending: Ending, response_body: Option<&str>) -> Option<NewRequestLog> {
         let organization_id = self.organization_id?;
         let secrets = self.secrets();
         let cut = |text: &str| {
@@ -88,9 +105,8 @@ impl CallRecord {
             self.request_body.as_deref().map(cut).map_or((None, false), |(b, c)| (Some(b), c));
         let (response_body, response_truncated) =
             response_body.map(cut).map_or((None, false), |(b, c)| (Some(b), c));
-        let success = (200..300).contains(&outcome.http_status) && outcome.error_code.is_none();
         Some(NewRequestLog {
-            id: Uuid::now_v7(),
+            id: self.id,
             organization_id,
             user_id: self.user_id,
             api_key_id: self.api_key_id,
@@ -98,32 +114,26 @@ impl CallRecord {
             service_name: self.service_name.clone(),
             method: self.method.clone(),
             tool_name: self.tool.clone(),
-            correlation_id: self.correlation.clone(),
+            session_tag: self.session_tag,
             request_body,
             response_body,
             request_truncated,
             response_truncated,
-            success,
-            http_status: i32::from(outcome.http_status),
-            error_code: outcome.error_code.map(|c| c as i32),
-            error_message: outcome.error_message.map(|m| redact_text(&m, &secrets).into_owned()),
+            outcome: ending.outcome(),
+            http_status: i32::from(ending.http_status),
+            error_code: ending.error_code.map(|c| c as i32),
+            error_message: ending.error_message.map(|m| redact_text(&m, &secrets).into_owned()),
             duration_ms: self.started.elapsed().as_millis() as i64,
             ip: self.client.ip_string(),
             user_agent: self.client.user_agent.clone(),
-            created_at: now,
+            created_at: self.arrived,
         })
     }
 
     /// Puts the row in the room taken for it, without holding up the response.
-    pub fn finish(
-        self,
-        outcome: Outcome,
-        response_body: Option<&str>,
-        writer: &RequestLogWriter,
-        clock: &SharedClock,
-    ) {
-        writer.count(outcome.http_status, self.started.elapsed());
-        if let Some(row) = self.row(outcome, response_body, clock.now()) {
+    pub fn finish(self, ending: Ending, response_body: Option<&str>, writer: &RequestLogWriter) {
+        writer.count(ending.http_status, self.started.elapsed());
+        if let Some(row) = self.row(ending, response_body) {
             self.slot.fill(row);
         }
     }
@@ -150,8 +160,33 @@ pub fn message_in(captured: &str, id: &Value) -> Option<Value> {
 /// The JSON-RPC error, if any, in a captured answer to request `id`.
 pub fn error_in(captured: &str, id: &Value) -> Option<(i64, String)> {
     let answer = message_in(captured, id)?;
+    error_of(&answer)
+}
+
+fn error_of(answer: &Value) -> Option<(i64, String)> {
     let error = answer.get("error")?;
     Some((error["code"].as_i64().unwrap_or(0), error["message"].as_str().unwrap_or("").to_owned()))
+}
+
+/// How a captured answer with HTTP status `http_status` to request `id` ended: its JSON-RPC
+/// error, or whether it is a tool's result with `isError: true`.
+pub fn ending_of(captured: &str, id: &Value, http_status: u16) -> Ending {
+    let answer = message_in(captured, id);
+    let error = answer.as_ref().and_then(error_of);
+    let tool_error = answer.as_ref().is_some_and(|a| a["result"]["isError"] == Value::Bool(true));
+    Ending {
+        http_status,
+        error_code: error.as_ref().map(|(code, _)| *code),
+        error_message: error.map(|(_, message)| message),
+        tool_error,
+    }
+}
+
+/// A tag shared by the rows of one client session that says nothing about its id.
+pub fn session_tag(gateway_id: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(gateway_id.as_bytes());
+    i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"))
 }
 
 #[cfg(test)]
@@ -167,5 +202,19 @@ mod tests {
         assert_eq!(error_in(sse, &json!("a")), Some((-32000, "boom".into())));
         let ok = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
         assert_eq!(error_in(ok, &json!(1)), None);
+    }
+
+    #[test]
+    fn tool_errors_are_told_from_successes_and_failures() {
+        let tool_error = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#;
+        assert_eq!(ending_of(tool_error, &json!(1), 200).outcome(), Outcome::ToolError);
+        let fine = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":false}}"#;
+        assert_eq!(ending_of(fine, &json!(1), 200).outcome(), Outcome::Success);
+        let failed = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no such tool"}}"#;
+        assert_eq!(ending_of(failed, &json!(1), 200).outcome(), Outcome::Failure);
+        assert_eq!(ending_of("", &Value::Null, 202).outcome(), Outcome::Success, "a notification taken");
+        assert_eq!(ending_of("", &json!(1), 502).outcome(), Outcome::Failure);
+        // Another request's result says nothing about this one.
+        assert_eq!(ending_of(tool_error, &json!(2), 200).outcome(), Outcome::Success);
     }
 }

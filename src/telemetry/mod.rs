@@ -2,4 +2,5 @@
 
 pub mod metrics;
 pub mod redact;
+pub mod rollup;
 pub mod writer;

@@ -1,7 +1,7 @@
 //! The batched request-log writer. A call takes a `Slot` in a bounded queue when it is admitted
 //! (none left: the gateway refuses the call, 503, rather than accept one it cannot record) and
 //! fills it with its row when it ends. A background task writes each batch, its log rows and the
-//! usage counters they move, in one transaction.
+//! usage counters and roll-ups they move, in one transaction.
 //!
 //! Nothing accepted is lost, and nothing holds up the rest: a row the database refuses (a
 //! constraint, a value out of range) is set aside in `request_log_rejects`, or in a file when the
@@ -21,11 +21,12 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::clock::SharedClock;
-use crate::db::request_logs::NewRequestLog;
+use crate::db::request_logs::{NewRequestLog, Outcome};
 use crate::db::usage::Increment;
 use crate::db::{self, Db};
 use crate::ids::{OrgId, ServiceId};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::rollup;
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -400,7 +401,7 @@ fn read_lines(file: &Path) -> std::io::Result<Vec<NewRequestLog>> {
     let text = std::fs::read_to_string(file)?;
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        match serde_json::from_str(line) {
+        match NewRequestLog::from_json_line(line) {
             Ok(row) => rows.push(row),
             Err(e) => {
                 tracing::error!(file = %file.display(), line = n + 1, error = %e, "a spilled request-log line is unreadable; skipped")
@@ -412,19 +413,21 @@ fn read_lines(file: &Path) -> std::io::Result<Vec<NewRequestLog>> {
 
 async fn try_write(db: &Db, clock: &SharedClock, batch: &[NewRequestLog]) -> sqlx::Result<()> {
     let mut usage: BTreeMap<(OrgId, ServiceId, chrono::NaiveDate), Increment> = BTreeMap::new();
-    let mut tx = db.begin().await?;
-    db::request_logs::insert_many(tx.conn(), batch).await?;
     for row in batch {
         if let Some(service) = row.mcp_service_id {
             let inc = usage.entry((row.organization_id, service, row.created_at.date_naive())).or_default();
             inc.requests += 1;
             inc.duration_ms += row.duration_ms;
-            if row.success { inc.successes += 1 } else { inc.failures += 1 }
+            if row.outcome == Outcome::Success { inc.successes += 1 } else { inc.failures += 1 }
         }
     }
+    let rollups = rollup::rollups_of(batch);
+    let mut tx = db.begin().await?;
+    db::request_logs::insert_many(tx.conn(), batch).await?;
     let now = clock.now();
     for ((organization_id, service, day), inc) in usage {
         db::usage::add(tx.conn(), organization_id, service, day, inc, now).await?;
     }
+    db::usage::add_rollups(tx.conn(), &rollups).await?;
     tx.commit().await
 }

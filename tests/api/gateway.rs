@@ -4,6 +4,7 @@
 
 use mcp_platform::crypto::api_key::ApiKey;
 use mcp_platform::db;
+use mcp_platform::db::request_logs::Outcome;
 use mcp_platform::domain::Role;
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -42,7 +43,7 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     let handler = RootsClient::default();
     let tools_changed = handler.tools_changed.clone();
     let client = handler.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 7);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 8);
     assert_eq!(call(&client, "echo", json!({ "text": "through the gateway" })).await, "through the gateway");
     assert_eq!(call(&client, "add", json!({ "a": 20, "b": 22 })).await, "42");
     // The upstream received the user's own token, not the API key.
@@ -66,7 +67,7 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     for row in &rows {
         assert!(!row.request.contains(TOKEN) && !row.response.contains(TOKEN), "the token was stored");
         assert!(!row.request.contains(&key_text) && !row.response.contains(&key_text), "the key was stored");
-        assert!(row.success, "{} failed", row.method);
+        assert_eq!(row.outcome, Outcome::Success, "{} failed", row.method);
     }
     let logs = crate::helpers::captured_logs();
     assert!(!logs.contains(TOKEN) && !logs.contains(&key_text), "a secret reached a log line");
@@ -194,7 +195,10 @@ async fn bad_requests_are_refused_with_json_rpc_errors(backend: Backend) {
     // (they belong to no organization).
     let rows = settled_rows(&app, 10).await;
     for code in [-32700, -32600, -32003, -32004, -32005, -32010] {
-        assert!(rows.iter().any(|r| r.error_code == Some(code) && !r.success), "no row for {code}");
+        assert!(
+            rows.iter().any(|r| r.error_code == Some(code) && r.outcome == Outcome::Failure),
+            "no row for {code}"
+        );
     }
     assert!(rows.iter().all(|r| r.error_code != Some(-32001)), "401s are not in an organization's log");
 }

@@ -24,3 +24,4 @@ mod stdio;
 mod telemetry;
 mod tokens;
 mod upstream;
+mod usage;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use mcp_platform::config::Settings;
+use mcp_platform::db::request_logs::Outcome;
 use rmcp::ServiceExt;
 use rmcp::model::ClientConfig;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -171,7 +172,10 @@ args = [{script:?}, "stdio"]
         assert!(echoed.contains(&format!("hello {service}")), "{service}: {echoed}");
     }
     let rows = settled_rows(&app, 8).await;
-    assert!(rows.iter().filter(|r| r.tool == "echo").all(|r| r.success), "the echo calls are recorded");
+    assert!(
+        rows.iter().filter(|r| r.tool == "echo").all(|r| r.outcome == Outcome::Success),
+        "the echo calls are recorded"
+    );
     assert_eq!(usage_total(&app).await, rows.len() as i64);
 }
 

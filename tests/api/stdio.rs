@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mcp_platform::config::Settings;
+use mcp_platform::db::request_logs::Outcome;
 use mcp_platform::domain::Role;
 use rmcp::ServiceExt;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -152,7 +153,7 @@ async fn a_real_client_works_through_a_stdio_service_with_its_token_injected(bac
     let client = handler.serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
     let children = processes_with(&token);
     assert_eq!(children.len(), 1, "one child for the session");
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 7);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 8);
     assert_eq!(call(&client, "echo", json!({ "text": "over stdio" })).await, "over stdio");
     // The child was started with the user's own token.
     assert_eq!(call(&client, "whoami", json!({})).await, token);
@@ -175,7 +176,7 @@ async fn a_real_client_works_through_a_stdio_service_with_its_token_injected(bac
     for row in &rows {
         assert!(!row.request.contains(&token) && !row.response.contains(&token), "the token was stored");
         assert!(!row.request.contains(&key) && !row.response.contains(&key), "the key was stored");
-        assert!(row.success, "{} failed", row.method);
+        assert_eq!(row.outcome, Outcome::Success, "{} failed", row.method);
     }
     assert_eq!(usage_total(&app).await, rows.len() as i64, "counters equal log rows");
     // The child printed its arguments, token included, on stdout and stderr: the stdout line was

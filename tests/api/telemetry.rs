@@ -2,9 +2,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mcp_platform::clock::SharedClock;
-use mcp_platform::db::{self, Db, request_logs::NewRequestLog};
+use mcp_platform::db::request_logs::{NewRequestLog, Outcome};
+use mcp_platform::db::{self, Db};
+use mcp_platform::ids::LogId;
 use mcp_platform::telemetry::writer::{RequestLogWriter, WriterConfig};
-use uuid::Uuid;
 
 use crate::helpers::{Backend, TestApp, spawn_app};
 use crate::on_both_backends;
@@ -45,7 +46,7 @@ fn row(
     at: DateTime<Utc>,
 ) -> NewRequestLog {
     NewRequestLog {
-        id: Uuid::now_v7(),
+        id: LogId::at(at),
         organization_id: org,
         user_id: None,
         api_key_id: None,
@@ -53,12 +54,12 @@ fn row(
         service_name: "svc".into(),
         method: Some("tools/call".into()),
         tool_name: Some("echo".into()),
-        correlation_id: Uuid::now_v7().to_string(),
+        session_tag: None,
         request_body: Some("{}".into()),
         response_body: None,
         request_truncated: false,
         response_truncated: false,
-        success: i % 4 != 0,
+        outcome: if i % 4 != 0 { Outcome::Success } else { Outcome::Failure },
         http_status: 200,
         error_code: (i % 4 == 0).then_some(-32000),
         error_message: None,

@@ -39,7 +39,7 @@ async fn the_test_upstream_answers_over_stdio() {
     let handler = RootsClient::default();
     let tools_changed = handler.tools_changed.clone();
     let client = handler.serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 7);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 8);
     assert_eq!(call(&client, "echo", json!({ "text": "over stdio" })).await, "over stdio");
     assert_eq!(call(&client, "whoami", json!({})).await, "stdio-credential-2");
     assert_eq!(call(&client, "roots", json!({})).await, ROOT);

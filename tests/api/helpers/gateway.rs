@@ -3,6 +3,7 @@
 
 use mcp_platform::crypto::api_key::ApiKey;
 use mcp_platform::db;
+use mcp_platform::db::request_logs::Outcome;
 use mcp_platform::ids::{KeyId, OrgId, ServiceId};
 use serde_json::Value;
 
@@ -64,16 +65,16 @@ pub struct Row {
     pub request: String,
     pub response: String,
     pub response_truncated: bool,
-    pub success: bool,
+    pub outcome: Outcome,
     pub error_code: Option<i32>,
 }
 
-type RawRow = (Option<String>, Option<String>, Option<String>, Option<String>, bool, String, Option<i32>);
+type RawRow = (Option<String>, Option<String>, Option<String>, Option<String>, bool, i16, Option<i32>);
 
 /// The request-log rows once the batched writer has written them all (it waits up to 50 ms).
 pub async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
-    let sql = "SELECT method, tool_name, request_body, response_body, response_truncated, status, error_code \
-               FROM request_logs ORDER BY created_at, id";
+    let sql = "SELECT method, tool_name, request_body, response_body, response_truncated, outcome, error_code \
+               FROM request_logs ORDER BY id";
     let mut last = 0;
     for _ in 0..100 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -84,13 +85,13 @@ pub async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
         if raw.len() >= at_least && raw.len() == last {
             return raw
                 .into_iter()
-                .map(|(method, tool, request, response, response_truncated, status, error_code)| Row {
+                .map(|(method, tool, request, response, response_truncated, outcome, error_code)| Row {
                     method: method.unwrap_or_default(),
                     tool: tool.unwrap_or_default(),
                     request: request.unwrap_or_default(),
                     response: response.unwrap_or_default(),
                     response_truncated,
-                    success: status == "success",
+                    outcome: Outcome::from_code(outcome),
                     error_code,
                 })
                 .collect();

@@ -116,7 +116,7 @@ macro_rules! on_both_backends {
 }
 
 /// Removes the test's database when the test ends.
-enum Cleanup {
+pub enum Cleanup {
     SqliteDir(PathBuf),
     PostgresDatabase { admin_url: String, name: String },
 }
@@ -188,21 +188,7 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
     log_buffer();
     let data_dir = std::env::temp_dir().join(format!("mcp-platform-test-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&data_dir).unwrap();
-    let (database_url, cleanup) = match backend {
-        Backend::Sqlite => {
-            let url = format!("sqlite://{}", data_dir.join("test.db").display());
-            (url, Cleanup::SqliteDir(data_dir.clone()))
-        }
-        Backend::Postgres(admin_url) => {
-            let name = format!("mcp_test_{}", Uuid::now_v7().simple());
-            let pool = sqlx::PgPool::connect(&admin_url).await.expect("TEST_POSTGRES_URL must be reachable");
-            let sql = format!("CREATE DATABASE \"{name}\"");
-            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
-            pool.close().await;
-            let url = with_database(&admin_url, &name);
-            (url, Cleanup::PostgresDatabase { admin_url, name })
-        }
-    };
+    let (database_url, cleanup) = empty_database(backend, &data_dir).await;
     settings.database_url = Some(database_url.clone());
     settings.bind = Some("127.0.0.1:0".into());
     settings.data_dir = Some(data_dir.clone());
@@ -237,6 +223,26 @@ async fn start(config: &Config, master: &MasterKey, clock: &Arc<OffsetClock>) ->
     let handle = app.handle();
     let stopped = tokio::spawn(app.run_until_stopped());
     (address, server_db, (handle, stopped))
+}
+
+/// A new, empty database of the backend (a file in `data_dir` for SQLite), removed when the
+/// returned guard is dropped.
+pub async fn empty_database(backend: Backend, data_dir: &std::path::Path) -> (String, Cleanup) {
+    match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}", data_dir.join("test.db").display());
+            (url, Cleanup::SqliteDir(data_dir.to_owned()))
+        }
+        Backend::Postgres(admin_url) => {
+            let name = format!("mcp_test_{}", Uuid::now_v7().simple());
+            let pool = sqlx::PgPool::connect(&admin_url).await.expect("TEST_POSTGRES_URL must be reachable");
+            let sql = format!("CREATE DATABASE \"{name}\"");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+            pool.close().await;
+            let url = with_database(&admin_url, &name);
+            (url, Cleanup::PostgresDatabase { admin_url, name })
+        }
+    }
 }
 
 fn with_database(url: &str, name: &str) -> String {

@@ -1,0 +1,268 @@
+//! Usage insight: the roll-ups the charts read, and the pages that show them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+use mcp_platform::db::{CompactTime, Db};
+use mcp_platform::domain::Role;
+use uuid::Uuid;
+
+use crate::helpers::gateway::*;
+use crate::helpers::upstream::HttpUpstream;
+use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::on_both_backends;
+
+on_both_backends!(
+    rollups_equal_a_recount_of_the_rows_after_a_mixed_run,
+    logs_written_before_the_upgrade_are_kept_with_their_correlation_ids_and_rolled_up,
+);
+
+const ECHO: &str =
+    r#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
+const FAIL: &str =
+    r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"fail","arguments":{}}}"#;
+const MISSING: &str =
+    r#"{"jsonrpc":"2.0","id":13,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}}"#;
+const LIST: &str = r#"{"jsonrpc":"2.0","id":14,"method":"tools/list"}"#;
+
+/// One request-log row, as the recount needs it.
+type LogRow = (Uuid, Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<String>, i16, i64, CompactTime);
+
+/// One roll-up row: its key (level, grain, period, service, tool, key, member) and counts
+/// (requests, tool errors, failures, total duration, buckets).
+type Key = (i16, i16, DateTime<Utc>, Uuid, String, Uuid, Uuid);
+type Counts = (i64, i64, i64, i64, Vec<i64>);
+
+async fn log_rows(db: &Db) -> Vec<LogRow> {
+    let sql = "SELECT organization_id, user_id, api_key_id, mcp_service_id, tool_name, outcome, duration_ms, \
+               created_at FROM request_logs";
+    match db {
+        Db::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+        Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+    }
+}
+
+async fn rollup_rows(db: &Db) -> BTreeMap<Key, Counts> {
+    let buckets: String = (0..18).map(|b| format!(" || ',' || CAST(b{b} AS TEXT)")).collect();
+    let sql = format!(
+        "SELECT level, grain, period_start, mcp_service_id, tool_name, api_key_id, user_id, requests, tool_errors, \
+         failures, duration_ms, ''{buckets} FROM usage_rollups"
+    );
+    type Raw = (i16, i16, CompactTime, Uuid, String, Uuid, Uuid, i64, i64, i64, i64, String);
+    let raw: Vec<Raw> = match db {
+        Db::Sqlite(pool) => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.unwrap(),
+        Db::Postgres(pool) => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.unwrap(),
+    };
+    raw.into_iter()
+        .map(
+            |(
+                level,
+                grain,
+                start,
+                service,
+                tool,
+                key,
+                user,
+                requests,
+                tool_errors,
+                failures,
+                duration,
+                buckets,
+            )| {
+                let buckets = buckets.split(',').skip(1).map(|b| b.parse().unwrap()).collect();
+                (
+                    (level, grain, start.0, service, tool, key, user),
+                    (requests, tool_errors, failures, duration, buckets),
+                )
+            },
+        )
+        .collect()
+}
+
+/// The roll-ups recounted from the log rows, without the platform's own roll-up code.
+fn recount(rows: &[LogRow]) -> BTreeMap<Key, Counts> {
+    let mut counts: BTreeMap<Key, Counts> = BTreeMap::new();
+    for (_, user, key, service, tool, outcome, duration, at) in rows {
+        let at = at.0;
+        let hour = Utc.with_ymd_and_hms(at.year(), at.month(), at.day(), at.hour(), 0, 0).unwrap();
+        let day = Utc.with_ymd_and_hms(at.year(), at.month(), at.day(), 0, 0, 0).unwrap();
+        let month = Utc.with_ymd_and_hms(at.year(), at.month(), 1, 0, 0, 0).unwrap();
+        // Bucket 0 below 1 ms; bucket n from 2^(n-1) up to 2^n ms; the last from 65536 ms.
+        let mut bucket = 0;
+        while bucket < 17 && *duration >= 1 << bucket {
+            bucket += 1;
+        }
+        let nil = Uuid::nil();
+        let (service, tool) = (service.unwrap_or(nil), tool.clone().unwrap_or_default());
+        let (key, user) = (key.unwrap_or(nil), user.unwrap_or(nil));
+        // Per service; per service and tool; per service, key and member.
+        let levels = [(0, String::new(), nil, nil), (1, tool, nil, nil), (2, String::new(), key, user)];
+        for (level, tool, key, user) in levels {
+            for (grain, start) in [(0, hour), (1, day), (2, month)] {
+                let dims = (level, grain, start, service, tool.clone(), key, user);
+                let entry = counts.entry(dims).or_insert_with(|| (0, 0, 0, 0, vec![0; 18]));
+                entry.0 += 1;
+                entry.1 += i64::from(*outcome == 1);
+                entry.2 += i64::from(*outcome == 2);
+                entry.3 += duration;
+                entry.4[bucket] += 1;
+            }
+        }
+    }
+    counts
+}
+
+async fn settled(app: &TestApp, rows: i64) {
+    for _ in 0..100 {
+        if app.count("request_logs").await >= rows {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the request log did not reach {rows} rows");
+}
+
+async fn rollups_equal_a_recount_of_the_rows_after_a_mixed_run(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let admin = app.create_user(org, Role::Admin).await;
+    http_service(&app, org, "tools", &upstream.url).await;
+    for user in [&developer, &admin] {
+        let browser = app.signed_in(user).await;
+        let saved = app
+            .post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)])
+            .await;
+        assert_eq!(saved.status(), 200);
+    }
+    let writer_key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let reader_key = api_key(&app, org, &developer, "mcp:read").await;
+    let admin_key = api_key(&app, org, &admin, "mcp:read mcp:write").await;
+
+    let mut messages = 0;
+    // Three periods: now, an hour later, a day and an hour later.
+    for step in 0..3 {
+        for key in [&writer_key, &admin_key] {
+            let session = open_session(&app, "/mcp/tools", key).await;
+            for body in [ECHO, FAIL, MISSING, LIST] {
+                assert_eq!(post_in(&app, "/mcp/tools", key, &session, body).await.status(), 200);
+            }
+            messages += 6;
+        }
+        // Refusals: a read-only key calling a tool (403) and a service that does not exist (404).
+        assert_eq!(post(&app, "/mcp/tools", Some(&reader_key), ECHO).await.status(), 403);
+        assert_eq!(post(&app, "/mcp/nowhere", Some(&reader_key), LIST).await.status(), 404);
+        messages += 2;
+        settled(&app, messages).await;
+        app.clock.advance(chrono::Duration::hours(if step == 0 { 1 } else { 25 }));
+    }
+
+    let rows = log_rows(&app.db).await;
+    assert_eq!(rows.len() as i64, messages);
+    let outcomes = |code: i16| rows.iter().filter(|r| r.5 == code).count();
+    // Per period: echo, initialize, initialized and list succeed for two keys (8); fail is a tool
+    // error for each (2); the unknown tool and the two refusals fail (4).
+    assert_eq!((outcomes(0), outcomes(1), outcomes(2)), (24, 6, 12));
+    let expected = recount(&rows);
+    let stored = rollup_rows(&app.db).await;
+    assert_eq!(stored.len(), expected.len(), "one roll-up row per period and dimensions");
+    for (dims, counts) in &expected {
+        assert_eq!(stored.get(dims), Some(counts), "roll-up {dims:?}");
+    }
+    // Every level and grain counts every message once.
+    for (level, grain) in (0..3).flat_map(|l| (0..3).map(move |g| (l, g))) {
+        let total: i64 = stored.iter().filter(|(k, _)| (k.0, k.1) == (level, grain)).map(|(_, c)| c.0).sum();
+        assert_eq!(total, messages, "level {level}, grain {grain}");
+    }
+}
+
+/// Applies the migrations up to `last` from a copy of the migrations folder, as an older
+/// release would have.
+async fn migrate_up_to(db: &Db, backend_dir: &str, last: i64, scratch: &std::path::Path) {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend_dir);
+    let older = scratch.join(format!("migrations-{backend_dir}"));
+    std::fs::create_dir_all(&older).unwrap();
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name[..4].parse::<i64>().unwrap() <= last {
+            std::fs::copy(&path, older.join(name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(older.as_path()).await.unwrap();
+    match db {
+        Db::Sqlite(pool) => migrator.run(pool).await.unwrap(),
+        Db::Postgres(pool) => migrator.run(pool).await.unwrap(),
+    }
+}
+
+async fn logs_written_before_the_upgrade_are_kept_with_their_correlation_ids_and_rolled_up(backend: Backend) {
+    let scratch = std::env::temp_dir().join(format!("mcp-platform-test-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (url, _cleanup) = crate::helpers::empty_database(backend.clone(), &scratch).await;
+    let db = Db::connect(&mcp_platform::config::DatabaseUrl::parse(&url).unwrap()).await.unwrap();
+    let dir = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres(_) => "postgres",
+    };
+    migrate_up_to(&db, dir, 5, &scratch).await;
+
+    // Two rows as the release before wrote them: text status, a correlation id of their own.
+    let org = Uuid::now_v7();
+    let correlation = Uuid::now_v7();
+    let at: DateTime<Utc> = "2026-03-10T12:34:56.789Z".parse().unwrap();
+    let insert = "INSERT INTO request_logs (id, organization_id, service_name, method, tool_name, correlation_id, \
+                  status, http_status, duration_ms, created_at) VALUES ($1, $2, 'tools', 'tools/call', 'echo', $3, $4, \
+                  200, $5, $6)";
+    for (correlation, status, duration) in
+        [(correlation.to_string(), "success", 3i64), (Uuid::now_v7().to_string(), "error", 70_000)]
+    {
+        let id = Uuid::now_v7();
+        match &db {
+            Db::Sqlite(pool) => sqlx::query(insert)
+                .bind(id)
+                .bind(org)
+                .bind(correlation)
+                .bind(status)
+                .bind(duration)
+                .bind(at)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Db::Postgres(pool) => sqlx::query(insert)
+                .bind(id)
+                .bind(org)
+                .bind(correlation)
+                .bind(status)
+                .bind(duration)
+                .bind(at)
+                .execute(pool)
+                .await
+                .unwrap()
+                .rows_affected(),
+        };
+    }
+    db.migrate().await.unwrap();
+
+    let rows = log_rows(&db).await;
+    assert_eq!(rows.len(), 2);
+    let ids: Vec<Uuid> = {
+        let sql = "SELECT id FROM request_logs ORDER BY outcome";
+        match &db {
+            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+        }
+    };
+    assert_eq!(ids[0], correlation, "a row's id is now the correlation id its client received");
+    assert!(
+        rows.iter().all(|r| r.7.0 == at),
+        "times are kept to the millisecond: {:?}",
+        rows.iter().map(|r| r.7).collect::<Vec<_>>()
+    );
+    assert_eq!(rows.iter().map(|r| r.5).collect::<std::collections::BTreeSet<_>>(), [0, 2].into());
+    assert_eq!(rollup_rows(&db).await, recount(&rows), "the old rows are rolled up");
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+}
