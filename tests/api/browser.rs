@@ -267,7 +267,7 @@ async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
     crate::helpers::gateway::http_service(&app, org, "tools", &upstream.url).await;
     page.goto(&app.url("/services/tools")).await.unwrap();
     submit(page, "#probe form").await;
-    let probed = text_with(page, "Connected: 7 tools").await;
+    let probed = text_with(page, "Connected: 8 tools").await;
     assert!(probed.contains("Returns the text it is given"), "{probed}");
     assert_eq!(path(page).await, "/services/tools", "the result was swapped in, not loaded as a page");
     sign_out(page).await;

@@ -292,11 +292,11 @@ async fn header_values_are_sealed_write_only_sent_upstream_and_rotated(backend: 
         .text()
         .await
         .unwrap();
-    assert!(panel.starts_with("<section id=\"probe\"") && panel.contains("Connected: 7 tools"), "{panel}");
+    assert!(panel.starts_with("<section id=\"probe\"") && panel.contains("Connected: 8 tools"), "{panel}");
     assert!(!panel.contains("<html"), "a fragment, not a page cut down");
     let page =
         app.post_form(&admin, "/services/static", "/services/static/test", &[]).await.text().await.unwrap();
-    assert!(page.contains("<html") && page.contains("Connected: 7 tools"));
+    assert!(page.contains("<html") && page.contains("Connected: 8 tools"));
 
     // The gateway opens them for the upstream, and redacts them from what it records.
     let key = crate::helpers::gateway::api_key(&app, org, &admin_user, "mcp:read mcp:write").await;

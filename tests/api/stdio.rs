@@ -187,7 +187,7 @@ async fn a_real_client_works_through_a_stdio_service_with_its_token_injected(bac
     let page = app.post_form(&browser, "/services/local-tools", "/services/local-tools/test", &[]).await;
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
-    assert!(page.contains("Connected: 7 tools") && page.contains("Returns the text it is given"), "{page}");
+    assert!(page.contains("Connected: 8 tools") && page.contains("Returns the text it is given"), "{page}");
     eventually("the test's child's end", || processes_with(&token).is_empty()).await;
     let probed = settled_rows(&app, rows.len() + 3).await;
     assert_eq!(probed.len(), rows.len() + 3, "initialize, initialized and tools/list are recorded");

@@ -21,7 +21,7 @@ async fn the_test_upstream_answers_over_streamable_http() {
     let mut names: Vec<String> =
         client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    assert_eq!(names, ["add", "big", "echo", "notify_later", "roots", "slow", "whoami"]);
+    assert_eq!(names, ["add", "big", "echo", "fail", "notify_later", "roots", "slow", "whoami"]);
     assert_eq!(call(&client, "echo", json!({ "text": "hello" })).await, "hello");
     assert_eq!(call(&client, "add", json!({ "a": 2, "b": 40 })).await, "42");
     assert_eq!(call(&client, "whoami", json!({})).await, "Bearer upstream-credential-1");
