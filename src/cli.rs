@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `migrate` and `admin create`.
+//! The command line: `serve` (the default), `migrate`, `rotate-key`, `admin create` and `dev seed`.
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -45,6 +45,31 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Tools for development and test databases
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// Fill an organization (created when no organization has this name) with realistic request
+    /// logs and their usage roll-ups: several services, tools, members and keys, a few percent
+    /// errors. For test databases only.
+    Seed {
+        #[arg(long)]
+        org: String,
+        /// Request-log rows to write
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+        requests: u64,
+        /// Days back from now the rows spread over
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        days: u32,
+        /// Write even when the organization already has request logs
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -123,6 +148,22 @@ async fn execute(command: Command, config: Config) -> Result<(), Failure> {
         Command::RotateKey { resume, batch_size } => rotate_key(config, resume, batch_size).await,
         Command::Admin { command: AdminCommand::Create { org, email } } => {
             admin_create(config, &org, &email).await
+        }
+        Command::Dev { command: DevCommand::Seed { org, requests, days, force } } => {
+            let organization = OrganizationName::parse(&org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
+            let db = Db::connect(&config.database).await?;
+            db.migrate().await?;
+            let plan = crate::seed::SeedPlan { organization, requests, days, force };
+            let report = crate::seed::seed(&db, &plan, SystemClock.now()).await;
+            db.close().await;
+            let report = report?;
+            eprintln!(
+                "wrote {} rows in {:.1} s ({:.0} rows/s)",
+                report.rows,
+                report.seconds,
+                report.rows as f64 / report.seconds.max(1e-9)
+            );
+            Ok(())
         }
     }
 }

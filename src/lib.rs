@@ -14,5 +14,6 @@ pub mod error;
 pub mod gateway;
 pub mod ids;
 pub mod routes;
+pub mod seed;
 pub mod telemetry;
 pub mod web;

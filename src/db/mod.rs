@@ -251,12 +251,22 @@ impl Db {
     /// On PostgreSQL, creates the monthly `request_logs` partitions for this month and the next
     /// two, so rows never pile up in the default partition. Nothing to do on SQLite.
     pub async fn ensure_log_partitions(&self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        self.ensure_log_partitions_since(now, now).await
+    }
+
+    /// The same, from the month of `since` on (rows written for the past: `dev seed`).
+    pub async fn ensure_log_partitions_since(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         let Db::Postgres(pool) = self else {
             return Ok(());
         };
-        let first = now.date_naive().with_day(1).context("first of month")?;
-        for ahead in 0..3 {
-            let from = first + Months::new(ahead);
+        let first = since.date_naive().with_day(1).context("first of month")?;
+        let last = now.date_naive().with_day(1).context("first of month")? + Months::new(2);
+        let mut from = first;
+        while from <= last {
             let to = from + Months::new(1);
             let sql = format!(
                 "CREATE TABLE IF NOT EXISTS request_logs_y{}m{:02} PARTITION OF request_logs \
@@ -269,6 +279,7 @@ impl Db {
                 .execute(pool)
                 .await
                 .with_context(|| format!("cannot create the request_logs partition for {from}"))?;
+            from = to;
         }
         Ok(())
     }

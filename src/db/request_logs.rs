@@ -136,14 +136,22 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                     .push_bind(&row.user_agent)
                     .push_bind(CompactTime(row.created_at));
             });
-            // Batches differ in size: their statements are not worth keeping prepared.
-            insert.build().persistent(false).execute(&mut *c).await?;
+            // Full chunks repeat one statement (worth keeping prepared); the last one varies.
+            insert.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *c).await?;
         }
         Ok(())
     })
 }
 
 /// Keeps a row the database refused, whole, with the reason.
+/// Whether the organization has any request-log row.
+pub async fn any_for_organization(conn: Conn<'_>, organization_id: OrgId) -> sqlx::Result<bool> {
+    on_conn!(conn, c => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM request_logs WHERE organization_id = $1)")
+        .bind(organization_id)
+        .fetch_one(c)
+        .await)
+}
+
 pub async fn insert_reject(
     conn: Conn<'_>,
     row: &NewRequestLog,

@@ -4,7 +4,7 @@
 //! duration, and durations in fixed logarithmic buckets, so that the p50 and p95 of any range
 //! come from summed buckets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, Months, TimeZone, Timelike, Utc};
 
@@ -189,28 +189,39 @@ pub struct RollupKey {
 
 /// The roll-up increments of a batch of log rows, one entry per row to change.
 pub fn rollups_of(rows: &[NewRequestLog]) -> BTreeMap<RollupKey, Counts> {
-    let mut rollups: BTreeMap<RollupKey, Counts> = BTreeMap::new();
+    // Counted first per hour and caller, borrowing the tool name, then spread over the levels
+    // and grains: a batch has far fewer of those than rows.
+    type Finest<'a> = (OrgId, DateTime<Utc>, Option<ServiceId>, &'a str, Option<KeyId>, Option<UserId>);
+    let mut finest: HashMap<Finest<'_>, Counts> = HashMap::new();
     for row in rows {
-        let tool: String =
-            row.tool_name.as_deref().unwrap_or_default().chars().take(TOOL_NAME_LIMIT).collect();
+        let tool = row.tool_name.as_deref().unwrap_or_default();
+        let tool = tool.char_indices().nth(TOOL_NAME_LIMIT).map_or(tool, |(end, _)| &tool[..end]);
+        let hour = Grain::Hour.start(row.created_at);
+        finest
+            .entry((row.organization_id, hour, row.mcp_service_id, tool, row.api_key_id, row.user_id))
+            .or_default()
+            .add_call(row.outcome, row.duration_ms, row.created_at);
+    }
+    let mut rollups: BTreeMap<RollupKey, Counts> = BTreeMap::new();
+    for ((organization_id, hour, service, tool, key, user), counts) in finest {
         for level in Level::ALL {
             let (tool, key, user) = match level {
-                Level::Service => (String::new(), None, None),
-                Level::Tool => (tool.clone(), None, None),
-                Level::Caller => (String::new(), row.api_key_id, row.user_id),
+                Level::Service => ("", None, None),
+                Level::Tool => (tool, None, None),
+                Level::Caller => ("", key, user),
             };
             for grain in Grain::ALL {
                 let key = RollupKey {
-                    organization_id: row.organization_id,
+                    organization_id,
                     level,
                     grain,
-                    period_start: grain.start(row.created_at),
-                    service: row.mcp_service_id,
-                    tool: tool.clone(),
+                    period_start: grain.start(hour),
+                    service,
+                    tool: tool.to_owned(),
                     key,
                     user,
                 };
-                rollups.entry(key).or_default().add_call(row.outcome, row.duration_ms, row.created_at);
+                rollups.entry(key).or_default().merge(&counts);
             }
         }
     }

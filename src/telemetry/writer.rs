@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -210,7 +211,8 @@ impl Writer {
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
         while !batch.is_empty() {
-            let Some(result) = before_deadline(&mut self.stop, try_write(&self.db, &self.clock, batch)).await
+            let Some(result) =
+                before_deadline(&mut self.stop, write_batch(&self.db, self.clock.now(), batch)).await
             else {
                 return false;
             };
@@ -252,7 +254,7 @@ impl Writer {
         for row in rows.by_ref() {
             match before_deadline(
                 &mut self.stop,
-                try_write(&self.db, &self.clock, std::slice::from_ref(&row)),
+                write_batch(&self.db, self.clock.now(), std::slice::from_ref(&row)),
             )
             .await
             {
@@ -411,7 +413,8 @@ fn read_lines(file: &Path) -> std::io::Result<Vec<NewRequestLog>> {
     Ok(rows)
 }
 
-async fn try_write(db: &Db, clock: &SharedClock, batch: &[NewRequestLog]) -> sqlx::Result<()> {
+/// Writes the rows, the usage counters and the roll-ups they move, in one transaction.
+pub async fn write_batch(db: &Db, now: DateTime<Utc>, batch: &[NewRequestLog]) -> sqlx::Result<()> {
     let mut usage: BTreeMap<(OrgId, ServiceId, chrono::NaiveDate), Increment> = BTreeMap::new();
     for row in batch {
         if let Some(service) = row.mcp_service_id {
@@ -424,7 +427,6 @@ async fn try_write(db: &Db, clock: &SharedClock, batch: &[NewRequestLog]) -> sql
     let rollups = rollup::rollups_of(batch);
     let mut tx = db.begin().await?;
     db::request_logs::insert_many(tx.conn(), batch).await?;
-    let now = clock.now();
     for ((organization_id, service, day), inc) in usage {
         db::usage::add(tx.conn(), organization_id, service, day, inc, now).await?;
     }

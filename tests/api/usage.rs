@@ -15,6 +15,7 @@ use crate::on_both_backends;
 on_both_backends!(
     rollups_equal_a_recount_of_the_rows_after_a_mixed_run,
     logs_written_before_the_upgrade_are_kept_with_their_correlation_ids_and_rolled_up,
+    dev_seed_fills_an_organization_with_rows_and_their_rollups,
 );
 
 const ECHO: &str =
@@ -265,4 +266,45 @@ async fn logs_written_before_the_upgrade_are_kept_with_their_correlation_ids_and
     assert_eq!(rollup_rows(&db).await, recount(&rows), "the old rows are rolled up");
     db.close().await;
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+async fn dev_seed_fills_an_organization_with_rows_and_their_rollups(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let env = [("DATABASE_URL", app.database_url.as_str())];
+    let seed = |requests: &str, force: bool| {
+        let mut args = vec!["dev", "seed", "--org", "Seeded Corp", "--requests", requests, "--days", "3"];
+        if force {
+            args.push("--force");
+        }
+        crate::cli::run_binary(&env, &args)
+    };
+    let output = seed("3000", false);
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("writing 3000 request-log rows over 3 days to \"Seeded Corp\""), "{said}");
+    assert!(said.contains("wrote 3000 rows"), "{said}");
+
+    let rows = log_rows(&app.db).await;
+    assert_eq!(rows.len(), 3000);
+    let distinct = |f: fn(&LogRow) -> Option<Uuid>| {
+        rows.iter().filter_map(f).collect::<std::collections::BTreeSet<_>>().len()
+    };
+    assert!(distinct(|r| r.1) >= 4 && distinct(|r| r.2) >= 4, "several members with their keys");
+    assert!(distinct(|r| r.3) >= 3, "several services");
+    let share = |code: i16| rows.iter().filter(|r| r.5 == code).count() as f64 / 3000.0;
+    assert!(share(0) > 0.85 && (0.01..0.08).contains(&share(1)) && (0.01..0.06).contains(&share(2)));
+    let days: std::collections::BTreeSet<_> = rows.iter().map(|r| r.7.0.date_naive()).collect();
+    assert!(days.len() >= 3, "spread over the days: {days:?}");
+    assert_eq!(rollup_rows(&app.db).await, recount(&rows), "the roll-ups match the rows");
+
+    // An organization with logs is refused without --force, and nothing is written.
+    let again = seed("10", false);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("add --force"));
+    assert_eq!(log_rows(&app.db).await.len(), 3000);
+    let forced = seed("500", true);
+    assert!(forced.status.success());
+    let rows = log_rows(&app.db).await;
+    assert_eq!(rows.len(), 3500);
+    assert_eq!(rollup_rows(&app.db).await, recount(&rows));
 }
