@@ -10,7 +10,7 @@ use crate::auth::gate::gate;
 use crate::domain::Role;
 use crate::web::{
     account, assets, audit_trail, health, home, invitations, keys, login, members, organization, services,
-    setup, tokens,
+    setup, tokens, usage,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/members/{id}/role", ADMIN, members::change_role),
     route!(Post "/members/{id}/deactivate", ADMIN, members::deactivate),
     route!(Post "/members/{id}/reactivate", ADMIN, members::reactivate),
+    route!(Get "/usage", VIEWER, usage::show, nav = "Usage"),
     route!(Get "/services", VIEWER, services::catalog, nav = "Services"),
     route!(Post "/services", ADMIN, services::create),
     route!(Get "/services/new", ADMIN, services::new_form),
@@ -191,16 +192,17 @@ mod tests {
     #[test]
     fn navigation_follows_the_roles() {
         let labels = |role| nav_for(role).into_iter().map(|l| l.label).collect::<Vec<_>>();
-        assert_eq!(labels(Role::Viewer), ["Dashboard", "Services", "Account"]);
+        assert_eq!(labels(Role::Viewer), ["Dashboard", "Usage", "Services", "Account"]);
         assert_eq!(
             labels(Role::Developer),
-            ["Dashboard", "Services", "API keys", "Service tokens", "Account"]
+            ["Dashboard", "Usage", "Services", "API keys", "Service tokens", "Account"]
         );
         assert_eq!(
             labels(Role::Admin),
             [
                 "Dashboard",
                 "Members",
+                "Usage",
                 "Services",
                 "API keys",
                 "Organization",

@@ -1,13 +1,16 @@
-//! The `service_usage` roll-ups: daily rows and monthly rows (`day` NULL).
+//! Usage counts: `service_usage` (daily rows and monthly rows, `day` NULL) and the
+//! `usage_rollups` the charts read.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+use sqlx::Row;
 use uuid::Uuid;
 
 use super::{CompactTime, Conn};
 use crate::ids::{KeyId, OrgId, ServiceId, UserId};
 use crate::on_conn;
-use crate::telemetry::rollup::{BUCKETS, Counts, RollupKey};
+use crate::telemetry::rollup::{BUCKETS, Counts, Grain, Level, RollupKey};
 
 #[derive(Debug, Default, sqlx::FromRow)]
 pub struct Totals {
@@ -140,5 +143,185 @@ pub async fn add_rollups(conn: Conn<'_>, rollups: &BTreeMap<RollupKey, Counts>) 
             insert.build().persistent(false).execute(&mut *c).await?;
         }
         Ok(())
+    })
+}
+
+/// Whose calls a roll-up query counts: the organization's, or one member's (their keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whose {
+    Organization,
+    Member(UserId),
+}
+
+/// A stretch of periods of one grain: `from` inclusive, `to` exclusive, both period starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub grain: Grain,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// What a breakdown groups roll-ups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakdown {
+    Service,
+    Tool,
+    Key,
+    Member,
+}
+
+/// One row of a breakdown: what it is (service, tool, key or member, named) and its counts
+/// (duration buckets not summed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakdownRow {
+    pub label: String,
+    /// The service, for tools.
+    pub service: Option<String>,
+    pub counts: Counts,
+}
+
+const SUMS: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(tool_errors) AS BIGINT), \
+     CAST(SUM(failures) AS BIGINT), CAST(SUM(duration_ms) AS BIGINT)";
+
+/// The counts per period of the window, with duration buckets, for one service or all; only
+/// periods with calls are returned.
+pub async fn series(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    window: Window,
+    service: Option<ServiceId>,
+    whose: Whose,
+) -> sqlx::Result<Vec<(DateTime<Utc>, Counts)>> {
+    let buckets: String = (0..BUCKETS).map(|b| format!(", CAST(SUM(b{b}) AS BIGINT)")).collect();
+    // A member's own calls are only in the caller level; the organization's are cheapest in the
+    // service level.
+    let (level, member) = match whose {
+        Whose::Organization => (Level::Service, None),
+        Whose::Member(user) => (Level::Caller, Some(user)),
+    };
+    let sql = format!(
+        "SELECT period_start, {SUMS}{buckets} FROM usage_rollups \
+         WHERE organization_id = $1 AND level = $2 AND grain = $3 AND period_start >= $4 AND period_start < $5 \
+         AND ($6 IS NULL OR mcp_service_id = $6) AND ($7 IS NULL OR user_id = $7) \
+         GROUP BY period_start ORDER BY period_start"
+    );
+    on_conn!(conn, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(organization_id)
+            .bind(level.code())
+            .bind(window.grain.code())
+            .bind(CompactTime(window.from))
+            .bind(CompactTime(window.to))
+            .bind(service)
+            .bind(member)
+            .fetch_all(c)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let period: CompactTime = row.try_get(0)?;
+                let mut counts = Counts {
+                    requests: row.try_get(1)?,
+                    tool_errors: row.try_get(2)?,
+                    failures: row.try_get(3)?,
+                    duration_ms: row.try_get(4)?,
+                    ..Counts::default()
+                };
+                for (b, count) in counts.buckets.iter_mut().enumerate() {
+                    *count = row.try_get(5 + b)?;
+                }
+                Ok((period.0, counts))
+            })
+            .collect()
+    })
+}
+
+/// The window's counts grouped by service, tool, key or member, most requests first, at most
+/// `limit` rows. Keys and members of `Whose::Member` are that member's own.
+pub async fn breakdown(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    window: Window,
+    service: Option<ServiceId>,
+    whose: Whose,
+    by: Breakdown,
+    limit: i64,
+) -> sqlx::Result<Vec<BreakdownRow>> {
+    let member = match whose {
+        Whose::Organization => None,
+        Whose::Member(user) => Some(user),
+    };
+    // Each grouping reads the level that keeps its dimension (a member's own calls: the caller
+    // level only), and names it with a join on the few grouped rows.
+    let (level, group, label, service_label, join) = match (by, member) {
+        (Breakdown::Service, None) => (
+            Level::Service,
+            "r.mcp_service_id",
+            "s.name",
+            "NULL",
+            "LEFT JOIN mcp_services s ON s.id = g.mcp_service_id",
+        ),
+        (Breakdown::Service, Some(_)) => (
+            Level::Caller,
+            "r.mcp_service_id",
+            "s.name",
+            "NULL",
+            "LEFT JOIN mcp_services s ON s.id = g.mcp_service_id",
+        ),
+        (Breakdown::Tool, _) => (
+            Level::Tool,
+            "r.mcp_service_id, r.tool_name",
+            "g.tool_name",
+            "s.name",
+            "LEFT JOIN mcp_services s ON s.id = g.mcp_service_id",
+        ),
+        (Breakdown::Key, _) => (
+            Level::Caller,
+            "r.api_key_id",
+            "k.name || ' (' || k.display_key || ')'",
+            "NULL",
+            "LEFT JOIN api_keys k ON k.id = g.api_key_id",
+        ),
+        (Breakdown::Member, _) => {
+            (Level::Caller, "r.user_id", "u.email", "NULL", "LEFT JOIN users u ON u.id = g.user_id")
+        }
+    };
+    let columns = group.replace("r.", "");
+    let sql = format!(
+        "SELECT {label}, {service_label}, g.requests, g.tool_errors, g.failures, g.duration_ms FROM ( \
+         SELECT {group}, CAST(SUM(r.requests) AS BIGINT) AS requests, CAST(SUM(r.tool_errors) AS BIGINT) AS tool_errors, \
+         CAST(SUM(r.failures) AS BIGINT) AS failures, CAST(SUM(r.duration_ms) AS BIGINT) AS duration_ms \
+         FROM usage_rollups r WHERE r.organization_id = $1 AND r.level = $2 AND r.grain = $3 \
+         AND r.period_start >= $4 AND r.period_start < $5 AND ($6 IS NULL OR r.mcp_service_id = $6) \
+         AND ($7 IS NULL OR r.user_id = $7) GROUP BY {group} ORDER BY requests DESC, {columns} LIMIT $8) g {join} \
+         ORDER BY g.requests DESC, {label}"
+    );
+    // Only the fixed fragments chosen above make up the statement.
+    on_conn!(conn, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(organization_id)
+            .bind(level.code())
+            .bind(window.grain.code())
+            .bind(CompactTime(window.from))
+            .bind(CompactTime(window.to))
+            .bind(service)
+            .bind(member)
+            .bind(limit)
+            .fetch_all(c)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(BreakdownRow {
+                    label: row.try_get::<Option<String>, _>(0)?.unwrap_or_default(),
+                    service: row.try_get(1)?,
+                    counts: Counts {
+                        requests: row.try_get(2)?,
+                        tool_errors: row.try_get(3)?,
+                        failures: row.try_get(4)?,
+                        duration_ms: row.try_get(5)?,
+                        ..Counts::default()
+                    },
+                })
+            })
+            .collect()
     })
 }

@@ -143,6 +143,11 @@ impl Counts {
         self.requests - self.tool_errors - self.failures
     }
 
+    /// The mean duration in ms; `None` without requests.
+    pub fn average(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.duration_ms as f64 / self.requests as f64)
+    }
+
     /// Tool errors and failures as a share of all requests; `None` without requests.
     pub fn error_rate(&self) -> Option<f64> {
         (self.requests > 0).then(|| (self.tool_errors + self.failures) as f64 / self.requests as f64)

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod assets;
 pub mod audit_trail;
+pub mod charts;
 pub mod health;
 pub mod home;
 pub mod invitations;
@@ -13,6 +14,7 @@ pub mod organization;
 pub mod services;
 pub mod setup;
 pub mod tokens;
+pub mod usage;
 
 use actix_web::HttpResponse;
 use actix_web::http::{StatusCode, header};
@@ -78,6 +80,30 @@ pub mod filters {
     #[askama::filter_fn]
     pub fn when(moment: &DateTime<Utc>, _: &dyn askama::Values) -> askama::Result<String> {
         Ok(moment.format("%Y-%m-%d %H:%M UTC").to_string())
+    }
+
+    /// A count with thousands separated.
+    #[askama::filter_fn]
+    pub fn count(n: impl std::borrow::Borrow<i64>, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(super::charts::count(*n.borrow()))
+    }
+
+    /// A share as a percentage with one decimal, or a dash when there is none.
+    #[askama::filter_fn]
+    pub fn percent(
+        share: impl std::borrow::Borrow<Option<f64>>,
+        _: &dyn askama::Values,
+    ) -> askama::Result<String> {
+        Ok(share.borrow().map_or("–".to_owned(), |s| format!("{:.1}%", s * 100.0)))
+    }
+
+    /// A duration in ms, or a dash when there is none.
+    #[askama::filter_fn]
+    pub fn latency(
+        ms: impl std::borrow::Borrow<Option<f64>>,
+        _: &dyn askama::Values,
+    ) -> askama::Result<String> {
+        Ok(ms.borrow().map_or("–".to_owned(), super::charts::millis))
     }
 }
 

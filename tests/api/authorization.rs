@@ -67,7 +67,7 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         (Post, "/account/sessions/{id}/end") => {
             Some([ToLogin, Status(404), Status(404), Status(303), Status(404)])
         }
-        (Get, "/services") => signed_in(Status(200)),
+        (Get, "/services" | "/usage") => signed_in(Status(200)),
         (Post, "/services") => admins(Status(422)),
         (Get, "/services/new") => admins(Status(200)),
         (Get, "/services/{name}") => Some([ToLogin, Status(404), Status(200), Status(200), Status(200)]),

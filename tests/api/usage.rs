@@ -16,6 +16,7 @@ on_both_backends!(
     rollups_equal_a_recount_of_the_rows_after_a_mixed_run,
     logs_written_before_the_upgrade_are_kept_with_their_correlation_ids_and_rolled_up,
     dev_seed_fills_an_organization_with_rows_and_their_rollups,
+    the_usage_page_shows_each_role_its_figures_from_the_rollups,
 );
 
 const ECHO: &str =
@@ -307,4 +308,127 @@ async fn dev_seed_fills_an_organization_with_rows_and_their_rollups(backend: Bac
     let rows = log_rows(&app.db).await;
     assert_eq!(rows.len(), 3500);
     assert_eq!(rollup_rows(&app.db).await, recount(&rows));
+}
+
+/// The display form of a raw key, as pages show it.
+fn shown(raw: &str) -> String {
+    mcp_platform::crypto::api_key::ApiKey::parse(raw).unwrap().display()
+}
+
+async fn the_usage_page_shows_each_role_its_figures_from_the_rollups(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let admin = app.create_user(org, Role::Admin).await;
+    let viewer = app.create_user(org, Role::Viewer).await;
+    http_service(&app, org, "tools", &upstream.url).await;
+    http_service(&app, org, "quiet", &upstream.url).await;
+    for user in [&developer, &admin] {
+        let browser = app.signed_in(user).await;
+        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
+    }
+    let developer_key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let admin_key = api_key(&app, org, &admin, "mcp:read mcp:write").await;
+    // Another organization's traffic counts nowhere here.
+    let other = app.create_organization("Globex").await;
+    let stranger = app.create_user(other, Role::Developer).await;
+    http_service(&app, other, "tools", &upstream.url).await;
+    let stranger_key = api_key(&app, other, &stranger, "mcp:read mcp:write").await;
+    let browser = app.signed_in(&stranger).await;
+    app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
+
+    // The developer: initialize, initialized, 3 echo, a tool error, an unknown tool (a failure).
+    let session = open_session(&app, "/mcp/tools", &developer_key).await;
+    for body in [ECHO, ECHO, ECHO, FAIL, MISSING] {
+        assert_eq!(post_in(&app, "/mcp/tools", &developer_key, &session, body).await.status(), 200);
+    }
+    // The admin: initialize, initialized and one echo.
+    let session = open_session(&app, "/mcp/tools", &admin_key).await;
+    post_in(&app, "/mcp/tools", &admin_key, &session, ECHO).await;
+    let session = open_session(&app, "/mcp/tools", &stranger_key).await;
+    post_in(&app, "/mcp/tools", &stranger_key, &session, ECHO).await;
+    settled(&app, 7 + 3 + 3).await;
+
+    let page = |user| {
+        let app = &app;
+        async move {
+            let browser = app.signed_in(user).await;
+            let response = app.get(&browser, "/usage?range=24h").await;
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+    let seen = page(&viewer).await;
+    // 10 requests: 1 tool error and 1 failure, an error rate of 20%.
+    assert!(seen.contains(r#"<p class="figure">10</p>"#), "{seen}");
+    assert!(seen.contains(r#"<p class="figure">20.0%</p>"#));
+    assert!(seen.contains("<svg") && seen.contains("10 requests, 8 successes, 1 tool errors, 1 failures"));
+    assert!(seen.contains("Latency, p50 and p95") && seen.contains("<circle"));
+    assert!(seen.contains("By service") && seen.contains("By tool"));
+    assert!(seen.contains("<th scope=\"row\">echo</th><td>tools</td>\n        <td>4</td>"), "{seen}");
+    assert!(
+        seen.contains("<th scope=\"row\">fail</th><td>tools</td>\n        <td>1</td><td>1</td><td>0</td>")
+    );
+    assert!(seen.contains(
+        "<th scope=\"row\">no_such_tool</th><td>tools</td>\n        <td>1</td><td>0</td><td>1</td>"
+    ));
+    assert!(
+        !seen.contains("By API key") && !seen.contains("By your API keys") && !seen.contains("By member")
+    );
+    assert!(!seen.contains(&shown(&developer_key)) && !seen.contains(&developer.email));
+    assert!(
+        seen.contains(r#"href="/usage">Usage</a>"#) || seen.contains(r#"href="/usage""#),
+        "in the navigation"
+    );
+
+    let seen = page(&developer).await;
+    assert!(seen.contains("By your API keys") && seen.contains(&shown(&developer_key)));
+    assert!(!seen.contains(&shown(&admin_key)), "a developer sees only their own keys");
+    assert!(!seen.contains("By member"));
+    let seen = page(&admin).await;
+    assert!(
+        seen.contains("By API key")
+            && seen.contains(&shown(&developer_key))
+            && seen.contains(&shown(&admin_key))
+    );
+    assert!(seen.contains("By member") && seen.contains(&developer.email) && seen.contains(&admin.email));
+    assert!(!seen.contains(&shown(&stranger_key)) && !seen.contains(&stranger.email));
+
+    // A service filter, kept in the range links; htmx gets the body alone.
+    let browser = app.signed_in(&viewer).await;
+    let quiet = app.get(&browser, "/usage?range=7d&service=quiet").await.text().await.unwrap();
+    assert!(quiet.contains(r#"<p class="figure">0</p>"#) && quiet.contains("No calls in this range."));
+    assert!(quiet.contains(r#"href="/usage?range=24h&#38;service=quiet""#), "{quiet}");
+    let fragment = browser
+        .get(app.url("/usage?range=7d&service=tools"))
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fragment.headers()["vary"], "HX-Request");
+    let fragment = fragment.text().await.unwrap();
+    assert!(fragment.starts_with("<div id=\"usage\">") && !fragment.contains("<html"));
+    assert!(fragment.contains(r#"<p class="figure">10</p>"#));
+
+    // Bad input gets a message and a sane default.
+    let odd = app.get(&browser, "/usage?range=forever&service=nope").await;
+    assert_eq!(odd.status(), 200);
+    let odd = odd.text().await.unwrap();
+    assert!(odd.contains("There is no range &#34;forever&#34;; showing the last 30 days."), "{odd}");
+    assert!(odd.contains("There is no service &#34;nope&#34;; showing all services."));
+    assert!(odd.contains(r#"<p class="figure">10</p>"#));
+
+    // A day later: one call, compared with the 10 of the day before.
+    app.clock.advance(chrono::Duration::hours(24));
+    let session = open_session(&app, "/mcp/tools", &admin_key).await;
+    post_in(&app, "/mcp/tools", &admin_key, &session, ECHO).await;
+    settled(&app, 13 + 3).await;
+    let seen = page(&viewer).await;
+    assert!(seen.contains(r#"<p class="figure">3</p>"#), "{seen}");
+    assert!(seen.contains("down 70.0% from 10 in the 24 hours before"));
+    // (The earlier sign-in has expired meanwhile.)
+    let browser = app.signed_in(&viewer).await;
+    let month = app.get(&browser, "/usage?range=30d").await.text().await.unwrap();
+    assert!(month.contains(r#"<p class="figure">13</p>"#), "{month}");
 }
