@@ -82,15 +82,26 @@ id_type!(
     LogId
 );
 
-/// Keeps the ids of calls that arrive within one millisecond in order.
-static LOG_ID_ORDER: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
+/// Keeps the ids of calls that arrive within one millisecond in order, with the last
+/// millisecond it gave out.
+static LOG_ID_ORDER: std::sync::Mutex<(i64, uuid::ContextV7)> =
+    std::sync::Mutex::new((i64::MIN, uuid::ContextV7::new()));
 
 impl LogId {
     /// The id of a call that arrived at `at` (by the application's clock, so ids and times
-    /// agree in tests that move it).
+    /// agree in tests that move it). Ids of calls in the same millisecond follow each other; an
+    /// id for an earlier moment than the last one (rows written for the past) keeps its own
+    /// time, with a random tail.
     pub fn at(at: chrono::DateTime<chrono::Utc>) -> LogId {
         let seconds = u64::try_from(at.timestamp()).unwrap_or(0);
-        LogId(Uuid::new_v7(uuid::Timestamp::from_unix(&LOG_ID_ORDER, seconds, at.timestamp_subsec_nanos())))
+        let nanos = at.timestamp_subsec_nanos();
+        let millis = at.timestamp_millis();
+        let mut order = LOG_ID_ORDER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if millis < order.0 {
+            return LogId(Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, nanos)));
+        }
+        order.0 = millis;
+        LogId(Uuid::new_v7(uuid::Timestamp::from_unix(&order.1, seconds, nanos)))
     }
 
     /// The lowest id of a call that arrived at `at` or later: a bound for time ranges.
@@ -107,5 +118,26 @@ impl LogId {
     pub fn time(self) -> Option<chrono::DateTime<chrono::Utc>> {
         let (seconds, nanos) = self.0.get_timestamp()?.to_unix();
         chrono::DateTime::from_timestamp(i64::try_from(seconds).ok()?, nanos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn log_ids_follow_their_times_even_for_the_past() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap();
+        let same_ms: Vec<LogId> = (0..100).map(|_| LogId::at(now)).collect();
+        assert!(same_ms.windows(2).all(|w| w[0] < w[1]), "calls in one millisecond keep their order");
+        let past = now - Duration::days(40);
+        let old = LogId::at(past);
+        assert_eq!(old.time(), Some(past), "an earlier moment keeps its own time");
+        assert!(
+            old < same_ms[0]
+                && LogId::floor(past) <= old
+                && old < LogId::floor(past + Duration::milliseconds(1))
+        );
     }
 }

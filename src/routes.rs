@@ -9,8 +9,8 @@ use actix_web::{Route, web};
 use crate::auth::gate::gate;
 use crate::domain::Role;
 use crate::web::{
-    account, assets, audit_trail, health, home, invitations, keys, login, members, organization, services,
-    setup, tokens, usage,
+    account, assets, audit_trail, health, home, invitations, keys, login, logs, members, organization,
+    services, setup, tokens, usage,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,10 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/members/{id}/deactivate", ADMIN, members::deactivate),
     route!(Post "/members/{id}/reactivate", ADMIN, members::reactivate),
     route!(Get "/usage", VIEWER, usage::show, nav = "Usage"),
+    route!(Get "/logs", DEVELOPER, logs::list, nav = "Request log"),
+    route!(Get "/logs/export.csv", DEVELOPER, logs::export_csv),
+    route!(Get "/logs/export.jsonl", DEVELOPER, logs::export_jsonl),
+    route!(Get "/logs/{id}", DEVELOPER, logs::detail),
     route!(Get "/services", VIEWER, services::catalog, nav = "Services"),
     route!(Post "/services", ADMIN, services::create),
     route!(Get "/services/new", ADMIN, services::new_form),
@@ -195,7 +199,7 @@ mod tests {
         assert_eq!(labels(Role::Viewer), ["Dashboard", "Usage", "Services", "Account"]);
         assert_eq!(
             labels(Role::Developer),
-            ["Dashboard", "Usage", "Services", "API keys", "Service tokens", "Account"]
+            ["Dashboard", "Usage", "Request log", "Services", "API keys", "Service tokens", "Account"]
         );
         assert_eq!(
             labels(Role::Admin),
@@ -203,6 +207,7 @@ mod tests {
                 "Dashboard",
                 "Members",
                 "Usage",
+                "Request log",
                 "Services",
                 "API keys",
                 "Organization",

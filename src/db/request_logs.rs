@@ -75,6 +75,15 @@ impl Outcome {
         }
     }
 
+    /// As pages show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "Success",
+            Outcome::ToolError => "Tool error",
+            Outcome::Failure => "Failure",
+        }
+    }
+
     pub fn parse(raw: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.as_str() == raw)
     }
@@ -143,7 +152,6 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
     })
 }
 
-/// Keeps a row the database refused, whole, with the reason.
 /// Whether the organization has any request-log row.
 pub async fn any_for_organization(conn: Conn<'_>, organization_id: OrgId) -> sqlx::Result<bool> {
     on_conn!(conn, c => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM request_logs WHERE organization_id = $1)")
@@ -152,6 +160,7 @@ pub async fn any_for_organization(conn: Conn<'_>, organization_id: OrgId) -> sql
         .await)
 }
 
+/// Keeps a row the database refused, whole, with the reason.
 pub async fn insert_reject(
     conn: Conn<'_>,
     row: &NewRequestLog,
@@ -170,6 +179,252 @@ pub async fn insert_reject(
     .execute(c)
     .await
     .map(|_| ()))
+}
+
+/// A logged call as the explorer, its detail page and the exports read it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct LogRow {
+    pub id: LogId,
+    pub user_id: Option<UserId>,
+    pub member_email: Option<String>,
+    pub api_key_id: Option<KeyId>,
+    pub key_name: Option<String>,
+    pub service_name: String,
+    pub method: Option<String>,
+    pub tool_name: Option<String>,
+    #[serde(skip)]
+    pub session_tag: Option<i64>,
+    #[serde(serialize_with = "outcome_name")]
+    pub outcome: i16,
+    pub http_status: i32,
+    pub error_code: Option<i32>,
+    pub error_message: Option<String>,
+    pub duration_ms: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+    pub request_truncated: bool,
+    pub response_truncated: bool,
+    #[serde(serialize_with = "compact_time")]
+    pub created_at: CompactTime,
+}
+
+fn outcome_name<S: serde::Serializer>(code: &i16, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(Outcome::from_code(*code).as_str())
+}
+
+fn compact_time<S: serde::Serializer>(time: &CompactTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&time.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+impl LogRow {
+    pub fn outcome(&self) -> Outcome {
+        Outcome::from_code(self.outcome)
+    }
+}
+
+/// Which calls a search reads: always one organization's, only the member's own for
+/// `own`, between two ids (`below` exclusive, `from` inclusive; ids follow arrival time), and
+/// matching every filter that is set.
+#[derive(Debug, Clone, Default)]
+pub struct LogSearch {
+    pub own: Option<UserId>,
+    pub service: Option<ServiceId>,
+    pub member: Option<UserId>,
+    pub key: Option<KeyId>,
+    pub method: Option<String>,
+    pub tool: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub from: Option<LogId>,
+    pub below: Option<LogId>,
+}
+
+impl LogSearch {
+    /// Whether a filter beyond the scope and the range is set: rows must then be read to be
+    /// matched.
+    pub fn filters(&self) -> bool {
+        self.service.is_some()
+            || self.member.is_some()
+            || self.key.is_some()
+            || self.method.is_some()
+            || self.tool.is_some()
+            || self.outcome.is_some()
+    }
+
+    /// Whether the only filter is an unsuccessful outcome: the partial index of unsuccessful
+    /// calls then holds exactly the matches, and no row is read in vain.
+    pub fn only_unsuccessful(&self) -> bool {
+        self.outcome.is_some_and(|o| o != Outcome::Success)
+            && self.service.is_none()
+            && self.member.is_none()
+            && self.key.is_none()
+            && self.method.is_none()
+            && self.tool.is_none()
+    }
+}
+
+/// A value bound to a search statement.
+enum Arg {
+    Org(OrgId),
+    User(UserId),
+    Service(ServiceId),
+    Key(KeyId),
+    Log(LogId),
+    Text(String),
+    Small(i16),
+    Int(i64),
+}
+
+/// The WHERE clause of a search over `request_logs r`, with its values, numbered from $1.
+fn conditions(organization_id: OrgId, search: &LogSearch, ranged_only: bool) -> (String, Vec<Arg>) {
+    let mut sql = String::from("r.organization_id = $1");
+    let mut args = vec![Arg::Org(organization_id)];
+    let mut add = |sql_part: &str, arg: Arg| {
+        args.push(arg);
+        sql.push_str(&sql_part.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(user) = search.own {
+        add(" AND r.user_id = ?", Arg::User(user));
+    }
+    if let Some(from) = search.from {
+        add(" AND r.id >= ?", Arg::Log(from));
+    }
+    if let Some(below) = search.below {
+        add(" AND r.id < ?", Arg::Log(below));
+    }
+    if ranged_only {
+        return (sql, args);
+    }
+    if let Some(service) = search.service {
+        add(" AND r.mcp_service_id = ?", Arg::Service(service));
+    }
+    if let Some(member) = search.member {
+        add(" AND r.user_id = ?", Arg::User(member));
+    }
+    if let Some(key) = search.key {
+        add(" AND r.api_key_id = ?", Arg::Key(key));
+    }
+    if let Some(method) = &search.method {
+        add(" AND r.method = ?", Arg::Text(method.clone()));
+    }
+    if let Some(tool) = &search.tool {
+        add(" AND r.tool_name = ?", Arg::Text(tool.clone()));
+    }
+    if let Some(outcome) = search.outcome {
+        // The partial index of unsuccessful calls applies when its condition is written out.
+        let condition = match outcome {
+            Outcome::Success => " AND r.outcome = ?",
+            _ => " AND r.outcome <> 0 AND r.outcome = ?",
+        };
+        add(condition, Arg::Small(outcome.code()));
+    }
+    (sql, args)
+}
+
+const LOG_COLUMNS: &str = "r.id, r.user_id, u.email AS member_email, r.api_key_id,      k.name || ' (' || k.display_key || ')' AS key_name, r.service_name, r.method, r.tool_name, r.session_tag,      r.outcome, r.http_status, r.error_code, r.error_message, r.duration_ms, r.ip, r.user_agent, r.request_body,      r.response_body, r.request_truncated, r.response_truncated, r.created_at";
+const LOG_JOINS: &str = "LEFT JOIN users u ON u.id = r.user_id LEFT JOIN api_keys k ON k.id = r.api_key_id";
+
+/// Runs a search statement on either backend: `$make` builds the query from the SQL, the
+/// values are bound in order, and `$fetch` runs it.
+macro_rules! run_search {
+    ($conn:expr, $make:path, $sql:expr, $args:expr, $fetch:ident) => {
+        on_conn!($conn, c => {
+            let mut q = $make(sqlx::AssertSqlSafe($sql));
+            for arg in $args {
+                q = match arg {
+                    Arg::Org(v) => q.bind(v),
+                    Arg::User(v) => q.bind(v),
+                    Arg::Service(v) => q.bind(v),
+                    Arg::Key(v) => q.bind(v),
+                    Arg::Log(v) => q.bind(v),
+                    Arg::Text(v) => q.bind(v),
+                    Arg::Small(v) => q.bind(v),
+                    Arg::Int(v) => q.bind(v),
+                };
+            }
+            // Filters vary from search to search: not worth keeping prepared.
+            q.persistent(false).$fetch(c).await
+        })
+    };
+}
+
+/// The newest `limit` calls of the search, newest first.
+pub async fn search(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    search: &LogSearch,
+    limit: i64,
+) -> sqlx::Result<Vec<LogRow>> {
+    let (conditions, mut args) = conditions(organization_id, search, false);
+    args.push(Arg::Int(limit));
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM request_logs r {LOG_JOINS} WHERE {conditions} ORDER BY r.id DESC LIMIT ${}",
+        args.len()
+    );
+    // The statement is built from fixed fragments; every value is bound.
+    run_search!(conn, sqlx::query_as, sql, args, fetch_all)
+}
+
+/// The id of the `n`th newest call in the search's scope and range, filters aside: where a
+/// filtered search that reads at most `n` rows stops. `None` when there are fewer.
+pub async fn nth_newest(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    search: &LogSearch,
+    n: i64,
+) -> sqlx::Result<Option<LogId>> {
+    let (conditions, mut args) = conditions(organization_id, search, true);
+    args.push(Arg::Int(n - 1));
+    let sql = format!(
+        "SELECT r.id FROM request_logs r WHERE {conditions} ORDER BY r.id DESC LIMIT 1 OFFSET ${}",
+        args.len()
+    );
+    run_search!(conn, sqlx::query_scalar, sql, args, fetch_optional)
+}
+
+/// One call of the organization (the member's own for `own`).
+pub async fn find(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    own: Option<UserId>,
+    id: LogId,
+) -> sqlx::Result<Option<LogRow>> {
+    let search = LogSearch { own, from: Some(id), ..LogSearch::default() };
+    let (conditions, mut args) = conditions(organization_id, &search, true);
+    args.push(Arg::Log(id));
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM request_logs r {LOG_JOINS} WHERE {conditions} AND r.id = ${}",
+        args.len()
+    );
+    run_search!(conn, sqlx::query_as, sql, args, fetch_optional)
+}
+
+/// The other messages of a call's client session: the member's calls with the same session tag
+/// within a day either side, oldest first, at most `limit`.
+pub async fn same_session(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    call: &LogRow,
+    limit: i64,
+) -> sqlx::Result<Vec<LogRow>> {
+    let (Some(user), Some(tag)) = (call.user_id, call.session_tag) else { return Ok(Vec::new()) };
+    let day = chrono::Duration::days(1);
+    let search = LogSearch {
+        own: Some(user),
+        from: Some(LogId::floor(call.created_at.0 - day)),
+        below: Some(LogId::floor(call.created_at.0 + day)),
+        ..LogSearch::default()
+    };
+    let (conditions, mut args) = conditions(organization_id, &search, true);
+    args.push(Arg::Int(tag));
+    args.push(Arg::Int(limit));
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM request_logs r {LOG_JOINS} WHERE {conditions} AND r.session_tag = ${}          ORDER BY r.id LIMIT ${}",
+        args.len() - 1,
+        args.len()
+    );
+    run_search!(conn, sqlx::query_as, sql, args, fetch_all)
 }
 
 #[cfg(test)]

@@ -325,3 +325,54 @@ pub async fn breakdown(
             .collect()
     })
 }
+
+/// The dimensions a request-log search filters on, as far as the roll-ups keep them.
+#[derive(Debug, Clone, Default)]
+pub struct Dimensions {
+    pub service: Option<ServiceId>,
+    pub tool: Option<String>,
+    pub key: Option<KeyId>,
+    pub user: Option<UserId>,
+}
+
+/// The start of the newest hour in `[from, below)` with calls that match the dimensions, from
+/// the hourly roll-ups: a request-log search skips the hours after it. `None` when no hour has
+/// any; a search without dimensions gets `below` back.
+pub async fn newest_hour_with(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    dims: &Dimensions,
+    from: Option<DateTime<Utc>>,
+    below: DateTime<Utc>,
+) -> sqlx::Result<Option<DateTime<Utc>>> {
+    // The level that keeps every dimension asked for; the tool is left out when a key or
+    // member is asked for too (no level keeps both), which only makes the skip shorter.
+    let level = if dims.key.is_some() || dims.user.is_some() {
+        Level::Caller
+    } else if dims.tool.is_some() {
+        Level::Tool
+    } else if dims.service.is_some() {
+        Level::Service
+    } else {
+        return Ok(Some(below));
+    };
+    let tool = if level == Level::Tool { dims.tool.clone() } else { None };
+    on_conn!(conn, c => sqlx::query_scalar::<_, CompactTime>(
+        "SELECT period_start FROM usage_rollups WHERE organization_id = $1 AND level = $2 AND grain = $3 \
+         AND period_start < $4 AND period_start >= $5 AND ($6 IS NULL OR mcp_service_id = $6) \
+         AND ($7 IS NULL OR tool_name = $7) AND ($8 IS NULL OR api_key_id = $8) AND ($9 IS NULL OR user_id = $9) \
+         ORDER BY period_start DESC LIMIT 1",
+    )
+    .bind(organization_id)
+    .bind(level.code())
+    .bind(Grain::Hour.code())
+    .bind(CompactTime(below))
+    .bind(CompactTime(from.map_or(DateTime::UNIX_EPOCH, |f| Grain::Hour.start(f))))
+    .bind(dims.service)
+    .bind(tool)
+    .bind(dims.key)
+    .bind(dims.user)
+    .fetch_optional(c)
+    .await
+    .map(|found| found.map(|t| t.0)))
+}

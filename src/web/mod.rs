@@ -9,6 +9,7 @@ pub mod home;
 pub mod invitations;
 pub mod keys;
 pub mod login;
+pub mod logs;
 pub mod members;
 pub mod organization;
 pub mod services;
@@ -80,6 +81,12 @@ pub mod filters {
     #[askama::filter_fn]
     pub fn when(moment: &DateTime<Utc>, _: &dyn askama::Values) -> askama::Result<String> {
         Ok(moment.format("%Y-%m-%d %H:%M UTC").to_string())
+    }
+
+    /// A moment to the millisecond: `2026-11-29 21:05:07.123`.
+    #[askama::filter_fn]
+    pub fn when_precise(moment: &DateTime<Utc>, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(moment.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
     }
 
     /// A count with thousands separated.

@@ -78,7 +78,11 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         (Post, "/services/{name}/test") => {
             Some([ToLogin, Status(404), NOT_DEVELOPER, Status(200), Status(200)])
         }
-        (Get, "/keys" | "/tokens") => developers(Status(200)),
+        (Get, "/keys" | "/tokens" | "/logs" | "/logs/export.csv" | "/logs/export.jsonl") => {
+            developers(Status(200))
+        }
+        // The developer's own call: their admin reads it too, nobody outside.
+        (Get, "/logs/{id}") => Some([ToLogin, Status(404), NOT_DEVELOPER, Status(200), Status(200)]),
         (Post, "/keys" | "/tokens") => developers(Status(422)),
         // The developer's own key and token: the admin of the same organization manages
         // other people's keys only from the organization page.
@@ -112,6 +116,7 @@ struct Fixture {
     admin: TestUser,
     foreign_admin: TestUser,
     key_id: mcp_platform::ids::KeyId,
+    log_id: mcp_platform::ids::LogId,
     invitation_id: Uuid,
     invitation_token: String,
     session_id: String,
@@ -190,6 +195,31 @@ async fn fixture(app: &TestApp) -> Fixture {
     };
     db::services::insert(conn.conn(), org, service_id, &service, now).await.unwrap();
     drop(conn);
+    let log_id = mcp_platform::ids::LogId::at(now);
+    let call = mcp_platform::db::request_logs::NewRequestLog {
+        id: log_id,
+        organization_id: org,
+        user_id: Some(developer.id),
+        api_key_id: Some(key_id),
+        mcp_service_id: Some(service_id),
+        service_name: SERVICE.to_owned(),
+        method: Some("tools/list".to_owned()),
+        tool_name: None,
+        session_tag: Some(1),
+        request_body: Some(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_owned()),
+        response_body: None,
+        request_truncated: false,
+        response_truncated: false,
+        outcome: mcp_platform::db::request_logs::Outcome::Success,
+        http_status: 200,
+        error_code: None,
+        error_message: None,
+        duration_ms: 3,
+        ip: None,
+        user_agent: None,
+        created_at: now,
+    };
+    mcp_platform::telemetry::writer::write_batch(&app.db, now, &[call]).await.unwrap();
 
     // A session of the developer's, as their account page names it.
     let browser = app.signed_in(&developer).await;
@@ -206,6 +236,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         developer.email.clone(),
         admin.email.clone(),
         key_id.to_string(),
+        log_id.to_string(),
         invitation_id.to_string(),
         invitation_email,
         session_id.clone(),
@@ -220,6 +251,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         admin,
         foreign_admin,
         key_id,
+        log_id,
         invitation_id,
         invitation_token,
         session_id,
@@ -235,6 +267,8 @@ fn concrete(path: &str, f: &Fixture) -> String {
         f.developer.id.to_string()
     } else if path.starts_with("/account/sessions/") {
         f.session_id.clone()
+    } else if path.starts_with("/logs/") {
+        f.log_id.to_string()
     } else {
         f.key_id.to_string()
     };

@@ -13,6 +13,7 @@ mod headers;
 mod health;
 mod keys;
 mod login;
+mod logs;
 mod members;
 mod organization;
 mod recording;
