@@ -400,6 +400,22 @@ pub async fn find(
     run_search!(conn, sqlx::query_as, sql, args, fetch_optional)
 }
 
+/// The service's newest unsuccessful call since `since` (read through the partial index of
+/// unsuccessful calls, so only those are read).
+pub async fn last_unsuccessful(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    service: ServiceId,
+    since: DateTime<Utc>,
+) -> sqlx::Result<Option<LogRow>> {
+    let sql = format!(
+        "SELECT {LOG_COLUMNS} FROM request_logs r {LOG_JOINS} WHERE r.organization_id = $1 AND r.outcome <> 0 \
+         AND r.id >= $2 AND r.mcp_service_id = $3 ORDER BY r.id DESC LIMIT 1"
+    );
+    let args = vec![Arg::Org(organization_id), Arg::Log(LogId::floor(since)), Arg::Service(service)];
+    run_search!(conn, sqlx::query_as, sql, args, fetch_optional)
+}
+
 /// The other messages of a call's client session: the member's calls with the same session tag
 /// within a day either side, oldest first, at most `limit`.
 pub async fn same_session(

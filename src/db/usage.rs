@@ -376,3 +376,53 @@ pub async fn newest_hour_with(
     .await
     .map(|found| found.map(|t| t.0)))
 }
+
+/// Each service's calls since `since` (hourly roll-ups, with duration buckets) and its last
+/// successful call ever (monthly roll-ups), for the organization's service health.
+pub async fn service_health(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    since: DateTime<Utc>,
+) -> sqlx::Result<std::collections::HashMap<ServiceId, Counts>> {
+    let buckets: String = (0..BUCKETS).map(|b| format!(", CAST(SUM(b{b}) AS BIGINT)")).collect();
+    let recent = format!(
+        "SELECT mcp_service_id, {SUMS}{buckets} FROM usage_rollups WHERE organization_id = $1 AND level = $2 \
+         AND grain = $3 AND period_start >= $4 GROUP BY mcp_service_id"
+    );
+    let last = "SELECT mcp_service_id, MAX(last_success_at) FROM usage_rollups WHERE organization_id = $1 \
+                AND level = $2 AND grain = $3 GROUP BY mcp_service_id";
+    let mut health = std::collections::HashMap::new();
+    on_conn!(conn, c => {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(recent))
+            .bind(organization_id)
+            .bind(Level::Service.code())
+            .bind(Grain::Hour.code())
+            .bind(CompactTime(since))
+            .fetch_all(&mut *c)
+            .await?;
+        for row in &rows {
+            let service: ServiceId = row.try_get(0)?;
+            let mut counts = Counts {
+                requests: row.try_get(1)?,
+                tool_errors: row.try_get(2)?,
+                failures: row.try_get(3)?,
+                duration_ms: row.try_get(4)?,
+                ..Counts::default()
+            };
+            for (b, count) in counts.buckets.iter_mut().enumerate() {
+                *count = row.try_get(5 + b)?;
+            }
+            health.insert(service, counts);
+        }
+        let rows: Vec<(ServiceId, Option<CompactTime>)> = sqlx::query_as(last)
+            .bind(organization_id)
+            .bind(Level::Service.code())
+            .bind(Grain::Month.code())
+            .fetch_all(&mut *c)
+            .await?;
+        for (service, at) in rows {
+            health.entry(service).or_insert_with(Counts::default).last_success_at = at.map(|t| t.0);
+        }
+        Ok(health)
+    })
+}

@@ -10,19 +10,21 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde_json::json;
 
-use super::{FieldErrors, Layout, audited, public_base, render, see_other};
+use super::{FieldErrors, Layout, audited, filters, public_base, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
 use crate::catalog::definition::{CredentialPlacement, parse_headers, parse_upstream_url};
 use crate::catalog::egress::Refused;
 use crate::db::audit::Action;
+use crate::db::request_logs::LogRow;
 use crate::db::services::{SealedHeader, ServiceFields, ServiceRow};
 use crate::db::{self, unique_violation};
 use crate::domain::{Role, ServiceName};
 use crate::error::AppError;
 use crate::gateway::cache::Change;
 use crate::gateway::probe;
+use crate::telemetry::rollup::{Counts, Grain};
 
 /// Names that would collide with the catalog's own paths.
 const RESERVED_NAMES: [&str; 1] = ["new"];
@@ -31,7 +33,7 @@ const RESERVED_NAMES: [&str; 1] = ["new"];
 #[template(path = "services/catalog.html")]
 pub struct CatalogPage {
     layout: Layout,
-    services: Vec<ServiceRow>,
+    services: Vec<(ServiceRow, Counts)>,
     is_admin: bool,
 }
 
@@ -46,6 +48,18 @@ pub struct DetailPage {
     can_edit: bool,
     /// "Test connection", for those who may run it.
     probe: Option<ProbePanel>,
+    /// Calls over the last 24 hours and the last successful call.
+    health: Counts,
+    /// The last unsuccessful call of the last 24 hours, for admins.
+    last_error: Option<LogRow>,
+}
+
+/// The window service health covers.
+const HEALTH_HOURS: i64 = 24;
+
+/// The start of the service-health window: the 24 hourly periods ending with this one.
+fn health_since(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    Grain::Hour.start(now) - chrono::Duration::hours(HEALTH_HOURS - 1)
 }
 
 /// "Test connection" and what it found once pressed; htmx swaps it alone.
@@ -166,7 +180,17 @@ pub struct FormPage {
 }
 
 pub async fn catalog(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let services = db::services::catalog(state.db.acquire().await?.conn(), user.organization_id).await?;
+    let mut conn = state.db.acquire().await?;
+    let services = db::services::catalog(conn.conn(), user.organization_id).await?;
+    let mut health =
+        db::usage::service_health(conn.conn(), user.organization_id, health_since(state.clock.now())).await?;
+    let services = services
+        .into_iter()
+        .map(|s| {
+            let counts = health.remove(&s.id).unwrap_or_default();
+            (s, counts)
+        })
+        .collect();
     let page = CatalogPage {
         layout: Layout::signed_in("Services", "/services", &user, &state),
         services,
@@ -235,7 +259,27 @@ async fn detail_page(
         }
         None => false,
     };
+    let now = state.clock.now();
+    let (health, last_error) = {
+        let mut conn = state.db.acquire().await?;
+        let mut health =
+            db::usage::service_health(conn.conn(), user.organization_id, health_since(now)).await?;
+        let last_error = if user.role.allows(Role::Admin) {
+            db::request_logs::last_unsuccessful(
+                conn.conn(),
+                user.organization_id,
+                service.id,
+                now - chrono::Duration::hours(HEALTH_HOURS),
+            )
+            .await?
+        } else {
+            None
+        };
+        (health.remove(&service.id).unwrap_or_default(), last_error)
+    };
     let page = DetailPage {
+        health,
+        last_error,
         layout: Layout::signed_in("Service", "/services", user, state),
         gateway_url: format!("{}/mcp/{}", public_base(state, req), service.name),
         has_token,

@@ -395,6 +395,23 @@ async fn the_usage_page_shows_each_role_its_figures_from_the_rollups(backend: Ba
     assert!(seen.contains("By member") && seen.contains(&developer.email) && seen.contains(&admin.email));
     assert!(!seen.contains(&shown(&stranger_key)) && !seen.contains(&stranger.email));
 
+    // Service health, from the roll-ups, for every role; the last error for admins only.
+    let browser = app.signed_in(&viewer).await;
+    let catalog = app.get(&browser, "/services").await.text().await.unwrap();
+    let tools_row = catalog.split("<tr>").find(|row| row.contains("<code>tools</code>")).unwrap();
+    assert!(tools_row.contains("<td>10</td>") && tools_row.contains("<td>20.0%</td>"), "{tools_row}");
+    assert!(!tools_row.contains("never"), "the last successful call is shown");
+    let quiet_row = catalog.split("<tr>").find(|row| row.contains("<code>quiet</code>")).unwrap();
+    assert!(quiet_row.contains("<td>0</td>") && quiet_row.contains("never"), "{quiet_row}");
+    let detail = app.get(&browser, "/services/tools").await.text().await.unwrap();
+    assert!(detail.contains("Health, last 24 hours") && detail.contains("1 tool errors, 1 failures"));
+    assert!(!detail.contains("Last error"), "viewers read no logs");
+    let admin_browser = app.signed_in(&admin).await;
+    let detail = app.get(&admin_browser, "/services/tools").await.text().await.unwrap();
+    assert!(detail.contains("Last error") && detail.contains("Failure"), "{detail}");
+    let developer_browser = app.signed_in(&developer).await;
+    assert!(!app.get(&developer_browser, "/services/tools").await.text().await.unwrap().contains("Last error"));
+
     // A service filter, kept in the range links; htmx gets the body alone.
     let browser = app.signed_in(&viewer).await;
     let quiet = app.get(&browser, "/usage?range=7d&service=quiet").await.text().await.unwrap();
