@@ -400,20 +400,25 @@ pub async fn find(
     run_search!(conn, sqlx::query_as, sql, args, fetch_optional)
 }
 
-/// The service's newest unsuccessful call since `since` (read through the partial index of
-/// unsuccessful calls, so only those are read).
-pub async fn last_unsuccessful(
+/// The newest unsuccessful calls since `since`, of one service or all, the member's own for
+/// `own` (read through the partial index of unsuccessful calls, so only those are read).
+pub async fn latest_unsuccessful(
     conn: Conn<'_>,
     organization_id: OrgId,
-    service: ServiceId,
+    own: Option<UserId>,
+    service: Option<ServiceId>,
     since: DateTime<Utc>,
-) -> sqlx::Result<Option<LogRow>> {
+    limit: i64,
+) -> sqlx::Result<Vec<LogRow>> {
+    let search = LogSearch { own, service, from: Some(LogId::floor(since)), ..LogSearch::default() };
+    let (conditions, mut args) = conditions(organization_id, &search, false);
+    args.push(Arg::Int(limit));
     let sql = format!(
-        "SELECT {LOG_COLUMNS} FROM request_logs r {LOG_JOINS} WHERE r.organization_id = $1 AND r.outcome <> 0 \
-         AND r.id >= $2 AND r.mcp_service_id = $3 ORDER BY r.id DESC LIMIT 1"
+        "SELECT {LOG_COLUMNS} FROM request_logs r {LOG_JOINS} WHERE {conditions} AND r.outcome <> 0 \
+         ORDER BY r.id DESC LIMIT ${}",
+        args.len()
     );
-    let args = vec![Arg::Org(organization_id), Arg::Log(LogId::floor(since)), Arg::Service(service)];
-    run_search!(conn, sqlx::query_as, sql, args, fetch_optional)
+    run_search!(conn, sqlx::query_as, sql, args, fetch_all)
 }
 
 /// The other messages of a call's client session: the member's calls with the same session tag

@@ -12,33 +12,6 @@ use crate::ids::{KeyId, OrgId, ServiceId, UserId};
 use crate::on_conn;
 use crate::telemetry::rollup::{BUCKETS, Counts, Grain, Level, RollupKey};
 
-#[derive(Debug, Default, sqlx::FromRow)]
-pub struct Totals {
-    pub requests: i64,
-    pub successes: i64,
-    pub failures: i64,
-}
-
-/// The organization's totals for one month, summed over its services' monthly rows.
-pub async fn month_totals(
-    conn: Conn<'_>,
-    organization_id: OrgId,
-    year: i32,
-    month: i32,
-) -> sqlx::Result<Totals> {
-    on_conn!(conn, c => sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(request_count), 0) AS BIGINT) AS requests, \
-         CAST(COALESCE(SUM(successful_requests), 0) AS BIGINT) AS successes, \
-         CAST(COALESCE(SUM(failed_requests), 0) AS BIGINT) AS failures \
-         FROM service_usage WHERE organization_id = $1 AND year = $2 AND month = $3 AND day IS NULL",
-    )
-    .bind(organization_id)
-    .bind(year)
-    .bind(month)
-    .fetch_one(c)
-    .await)
-}
-
 /// Counts to add to one service's usage for one day (and its month).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Increment {

@@ -265,13 +265,16 @@ async fn detail_page(
         let mut health =
             db::usage::service_health(conn.conn(), user.organization_id, health_since(now)).await?;
         let last_error = if user.role.allows(Role::Admin) {
-            db::request_logs::last_unsuccessful(
+            let since = now - chrono::Duration::hours(HEALTH_HOURS);
+            let latest = db::request_logs::latest_unsuccessful(
                 conn.conn(),
                 user.organization_id,
-                service.id,
-                now - chrono::Duration::hours(HEALTH_HOURS),
-            )
-            .await?
+                None,
+                Some(service.id),
+                since,
+                1,
+            );
+            latest.await?.pop()
         } else {
             None
         };

@@ -367,7 +367,7 @@ pub fn usage_href(range: Range, service: &str) -> String {
     format!("/usage?{}", serde_urlencoded::to_string(pairs).unwrap_or_default())
 }
 
-fn figures(now: &Counts, before: &Counts) -> Vec<Figure> {
+pub fn figures(now: &Counts, before: &Counts) -> Vec<Figure> {
     let percent = |rate: Option<f64>| rate.map_or("–".to_owned(), |r| format!("{:.1}%", r * 100.0));
     let latency = |ms: Option<f64>| ms.map_or("–".to_owned(), millis);
     vec![

@@ -410,7 +410,35 @@ async fn the_usage_page_shows_each_role_its_figures_from_the_rollups(backend: Ba
     let detail = app.get(&admin_browser, "/services/tools").await.text().await.unwrap();
     assert!(detail.contains("Last error") && detail.contains("Failure"), "{detail}");
     let developer_browser = app.signed_in(&developer).await;
-    assert!(!app.get(&developer_browser, "/services/tools").await.text().await.unwrap().contains("Last error"));
+    assert!(
+        !app.get(&developer_browser, "/services/tools").await.text().await.unwrap().contains("Last error")
+    );
+
+    // The home page: today and the last 7 days, the busiest services, the latest failed calls.
+    let home = app.get(&browser, "/").await.text().await.unwrap();
+    assert!(home.contains("Today") && home.contains(r#"<p class="figure">10</p>"#), "{home}");
+    assert!(home.contains(r#"<a href="/services/tools">tools</a>"#));
+    assert!(!home.contains("failed calls"), "viewers read no logs");
+    let home = app.get(&developer_browser, "/").await.text().await.unwrap();
+    assert!(home.contains("Your latest failed calls"));
+    assert_eq!(home.matches("<td><a href=\"/logs/").count(), 2, "the tool error and the failure");
+    let home = app.get(&admin_browser, "/").await.text().await.unwrap();
+    assert!(home.contains("Latest failed calls") && !home.contains("Create an API key"));
+    // With nothing yet, the home page says what to do next.
+    let initech = app.create_organization("Initech").await;
+    let new_admin = app.create_user(initech, Role::Admin).await;
+    let home = app.get(&app.signed_in(&new_admin).await, "/").await.text().await.unwrap();
+    assert!(home.contains("Add a service") && home.contains("Create an API key"), "{home}");
+    assert!(
+        home.contains("No calls in the last 7 days.") && home.contains("No failed calls in the last 7 days.")
+    );
+    http_service(&app, initech, "tools", &upstream.url).await;
+    let home = app.get(&app.signed_in(&new_admin).await, "/").await.text().await.unwrap();
+    assert!(
+        !home.contains("Add a service")
+            && home.contains("Store a token")
+            && home.contains("Connect a client")
+    );
 
     // A service filter, kept in the range links; htmx gets the body alone.
     let browser = app.signed_in(&viewer).await;
