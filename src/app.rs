@@ -44,6 +44,10 @@ pub struct AppState {
     pub login_ip_limiter: IpLimiter,
     pub metrics: Metrics,
     pub settings: WebSettings,
+    /// The plans organizations can be on.
+    pub plans: crate::catalog::plans::Plans,
+    /// Daily quotas and per-key rate limits at the gateway.
+    pub limits: crate::gateway::limits::Limits,
 }
 
 pub struct WebSettings {
@@ -154,6 +158,8 @@ impl Application {
             log_writer,
             login_ip_limiter: IpLimiter::per_minute(config.login_ip_limit, clock.clone()),
             metrics,
+            plans: config.plans.clone(),
+            limits: crate::gateway::limits::Limits::new(clock.clone()),
             settings: WebSettings {
                 cookie_secure: config.cookie_secure,
                 origin: config.origin(port),

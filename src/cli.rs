@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default), `migrate`, `rotate-key`, `admin create` and `dev seed`.
+//! The command line: `serve` (the default), `migrate`, `rotate-key`, `admin create`, `org set-plan`
+//! and `dev seed`.
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -46,10 +47,27 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Manage organizations from the command line
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
     /// Tools for development and test databases
     Dev {
         #[command(subcommand)]
         command: DevCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Put an organization on a plan: a built-in one (free, standard, team, enterprise) or one
+    /// from the operator's file
+    SetPlan {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        plan: String,
     },
 }
 
@@ -149,6 +167,7 @@ async fn execute(command: Command, config: Config) -> Result<(), Failure> {
         Command::Admin { command: AdminCommand::Create { org, email } } => {
             admin_create(config, &org, &email).await
         }
+        Command::Org { command: OrgCommand::SetPlan { org, plan } } => set_plan(config, &org, &plan).await,
         Command::Dev { command: DevCommand::Seed { org, requests, days, force } } => {
             let organization = OrganizationName::parse(&org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
             let db = Db::connect(&config.database).await?;
@@ -247,6 +266,36 @@ async fn admin_create(config: Config, org: &str, email: &str) -> Result<(), Fail
     tx.commit().await.context("cannot commit")?;
     db.close().await;
     eprintln!("created admin {email} in organization \"{}\"", name.as_str());
+    Ok(())
+}
+
+async fn set_plan(config: Config, org: &str, plan: &str) -> Result<(), Failure> {
+    let name = OrganizationName::parse(org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
+    if config.plans.find(plan).is_none() {
+        let known = config.plans.names().join(", ");
+        return Err(anyhow::anyhow!("--plan: there is no plan \"{plan}\"; the plans are {known}").into());
+    }
+    let db = Db::connect(&config.database).await?;
+    db.migrate().await?;
+    let now = SystemClock.now();
+    let mut tx = db.begin().await.context("cannot start a transaction")?;
+    let Some(organization) =
+        db::organizations::find_by_slug(tx.conn(), &name.slug()).await.context("lookup failed")?
+    else {
+        return Err(anyhow::anyhow!("--org: there is no organization named \"{}\"", name.as_str()).into());
+    };
+    db::organizations::set_plan(tx.conn(), organization.id, plan, now)
+        .await
+        .context("cannot change the plan")?;
+    let mut entry = db::audit::Entry::new(db::audit::Action::PlanChanged);
+    entry.organization_id = Some(organization.id);
+    entry.target_id = Some(organization.id.to_string());
+    entry.before = Some(serde_json::json!({ "plan": organization.plan }));
+    entry.after = Some(serde_json::json!({ "plan": plan }));
+    db::audit::record(tx.conn(), entry, now).await.context("cannot record the change")?;
+    tx.commit().await.context("cannot commit")?;
+    db.close().await;
+    eprintln!("\"{}\" is now on the {plan} plan (was {})", name.as_str(), organization.plan);
     Ok(())
 }
 

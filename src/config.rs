@@ -157,6 +157,8 @@ pub struct Config {
     pub stop_timeout: Duration,
     /// The operator's system services, read and checked at start.
     pub system_services: Vec<crate::catalog::system::SystemService>,
+    /// The plans organizations can be on: built in, and from the operator's file.
+    pub plans: crate::catalog::plans::Plans,
 }
 
 impl Config {
@@ -245,11 +247,11 @@ impl Config {
         let upstream_policy =
             crate::catalog::egress::UpstreamPolicy::parse(s.allow_private_upstreams.as_deref().unwrap_or(""))
                 .map_err(|e| bad("MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS", e))?;
-        let system_services = match &s.services_file {
+        let operator_file = match &s.services_file {
             Some(path) => {
                 crate::catalog::system::load(path).map_err(|e| bad("MCP_PLATFORM_SERVICES_FILE", e))?
             }
-            None => Vec::new(),
+            None => crate::catalog::system::OperatorFile::default(),
         };
         let secret = match (s.secret_key, s.secret_key_file) {
             (Some(key), _) => SecretSource::Inline(key),
@@ -271,7 +273,8 @@ impl Config {
             allowed_origins,
             upstream_policy,
             stop_timeout,
-            system_services,
+            system_services: operator_file.services,
+            plans: operator_file.plans,
         })
     }
 

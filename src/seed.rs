@@ -181,6 +181,7 @@ async fn prepare(
                     scopes: "mcp:read mcp:write",
                     expires_at: None,
                     rolled_from_id: None,
+                    rate_limit_per_minute: None,
                 };
                 db::api_keys::insert(tx.conn(), key, now).await?;
                 id
@@ -320,6 +321,7 @@ fn call(
         ip: Some(caller.ip.clone()),
         user_agent: Some(caller.user_agent.to_owned()),
         created_at: at,
+        quota_counted: false,
     }
 }
 

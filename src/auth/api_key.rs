@@ -17,6 +17,10 @@ pub struct KeyPrincipal {
     pub role: Role,
     /// The key's scopes, cut down to what the owner's current role allows.
     pub scopes: Scopes,
+    /// The key's own rate limit (requests per minute), else the plan's.
+    pub rate_limit_per_minute: Option<u32>,
+    /// The organization's plan.
+    pub plan: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,5 +85,7 @@ pub async fn admit(db: &Db, found: &mut KeyAuth, now: DateTime<Utc>) -> Result<K
         user_id: found.user_id,
         role: found.owner_role,
         scopes,
+        rate_limit_per_minute: found.rate_limit_per_minute.and_then(|n| u32::try_from(n).ok()),
+        plan: found.plan.clone(),
     })
 }

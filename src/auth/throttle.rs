@@ -84,7 +84,7 @@ fn account_wait(failures: &[DateTime<Utc>], now: DateTime<Utc>) -> Option<Durati
 
 /// The application's clock as governor reads it, so tests move time instead of sleeping.
 #[derive(Clone)]
-struct LimiterClock(SharedClock);
+pub(crate) struct LimiterClock(pub(crate) SharedClock);
 
 impl governor::clock::Clock for LimiterClock {
     /// Time since the Unix epoch.

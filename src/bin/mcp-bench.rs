@@ -146,6 +146,9 @@ async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<St
     let user = UserId::new();
     let mut tx = db.begin().await?;
     db::organizations::insert(tx.conn(), org, "Bench", "bench", "bench@example.com", now).await?;
+    // No quota and no rate limit: the benchmark measures the gateway, not the plan. (With
+    // limits, each request also takes from a token bucket and the day's count, in memory.)
+    db::organizations::set_plan(tx.conn(), org, "enterprise", now).await?;
     let email = Email::parse("bench@example.com").map_err(anyhow::Error::msg)?;
     let new_user = db::users::NewUser {
         id: user,
@@ -179,6 +182,7 @@ async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<St
         scopes: "mcp:read mcp:write",
         expires_at: None,
         rolled_from_id: None,
+        rate_limit_per_minute: None,
     };
     db::api_keys::insert(tx.conn(), row, now).await?;
     tx.commit().await?;

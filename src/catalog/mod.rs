@@ -3,4 +3,5 @@
 
 pub mod definition;
 pub mod egress;
+pub mod plans;
 pub mod system;

@@ -25,6 +25,15 @@ use crate::domain::ServiceName;
 struct File {
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
+    #[serde(default, rename = "plan")]
+    plans: Vec<super::plans::RawPlan>,
+}
+
+/// What the operator's file defines: system services and plans.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorFile {
+    pub services: Vec<SystemService>,
+    pub plans: super::plans::Plans,
 }
 
 #[derive(Deserialize)]
@@ -75,9 +84,10 @@ pub struct SystemService {
 
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 60;
 
-/// Parses and checks the file's text; an error names the service and the field.
-pub fn parse(text: &str) -> Result<Vec<SystemService>, String> {
+/// Parses and checks the file's text; an error names the service or plan and the field.
+pub fn parse(text: &str) -> Result<OperatorFile, String> {
     let file: File = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+    let plans = super::plans::Plans::with(file.plans)?;
     let mut services: Vec<SystemService> = Vec::new();
     for raw in file.services {
         let service = check(raw)?;
@@ -86,7 +96,7 @@ pub fn parse(text: &str) -> Result<Vec<SystemService>, String> {
         }
         services.push(service);
     }
-    Ok(services)
+    Ok(OperatorFile { services, plans })
 }
 
 fn check(raw: RawService) -> Result<SystemService, String> {
@@ -151,7 +161,7 @@ fn check(raw: RawService) -> Result<SystemService, String> {
 }
 
 /// Reads the operator's file; the error is one line for the configuration message.
-pub fn load(path: &Path) -> Result<Vec<SystemService>, String> {
+pub fn load(path: &Path) -> Result<OperatorFile, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -182,7 +192,7 @@ mod tests {
 
     #[test]
     fn the_readme_example_parses() {
-        let services = parse(EXAMPLE).unwrap();
+        let services = parse(EXAMPLE).unwrap().services;
         assert_eq!(services.len(), 2);
         assert!(matches!(&services[0].transport, SystemUpstream::Stdio { command, .. } if command == "npx"));
         assert_eq!(services[0].token.as_ref().unwrap().as_str(), "github");

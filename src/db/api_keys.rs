@@ -21,6 +21,7 @@ pub struct KeyRow {
     pub revoked_at: Option<DateTime<Utc>>,
     pub rolled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 /// Where a key stands at a given time.
@@ -86,6 +87,10 @@ pub struct KeyAuth {
     pub owner_active: bool,
     #[sqlx(try_from = "String")]
     pub owner_role: Role,
+    /// The key's own rate limit in requests per minute; `None`: the plan's.
+    pub rate_limit_per_minute: Option<i32>,
+    /// The organization's plan.
+    pub plan: String,
 }
 
 pub struct NewKey<'a> {
@@ -98,13 +103,16 @@ pub struct NewKey<'a> {
     pub scopes: &'a str,
     pub expires_at: Option<DateTime<Utc>>,
     pub rolled_from_id: Option<KeyId>,
+    /// Requests per minute; `None`: the plan's default.
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 pub async fn insert(conn: Conn<'_>, key: NewKey<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
     execute!(
         conn,
         "INSERT INTO api_keys (id, organization_id, user_id, name, key_hash, display_key, scopes, \
-         expires_at, rolled_from_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         expires_at, rolled_from_id, rate_limit_per_minute, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         key.id,
         key.organization_id,
         key.user_id,
@@ -114,13 +122,14 @@ pub async fn insert(conn: Conn<'_>, key: NewKey<'_>, now: DateTime<Utc>) -> sqlx
         key.scopes,
         key.expires_at,
         key.rolled_from_id,
+        key.rate_limit_per_minute,
         now
     )
     .map(drop)
 }
 
 const SELECT_ROW: &str = "SELECT k.id, k.user_id, u.email AS owner_email, k.name, k.display_key, k.scopes, \
-     k.expires_at, k.last_used_at, k.revoked_at, k.rolled_at, k.created_at \
+     k.expires_at, k.last_used_at, k.revoked_at, k.rolled_at, k.created_at, k.rate_limit_per_minute \
      FROM api_keys k JOIN users u ON u.id = k.user_id";
 
 /// The user's own keys, newest first.
@@ -235,8 +244,9 @@ pub async fn mark_rolled(
 pub async fn by_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<KeyAuth>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT k.id, k.organization_id, k.user_id, k.scopes, k.expires_at, k.revoked_at, k.rolled_at, \
-         k.last_used_at, u.is_active AS owner_active, u.role AS owner_role \
-         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1",
+         k.last_used_at, u.is_active AS owner_active, u.role AS owner_role, k.rate_limit_per_minute, o.plan \
+         FROM api_keys k JOIN users u ON u.id = k.user_id JOIN organizations o ON o.id = k.organization_id \
+         WHERE k.key_hash = $1",
     )
     .bind(key_hash)
     .fetch_optional(c)

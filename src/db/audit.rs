@@ -20,6 +20,8 @@ pub enum Action {
     SessionEnded,
     OrganizationCreated,
     OrganizationUpdated,
+    /// The operator moved the organization to another plan (`org set-plan`).
+    PlanChanged,
     InvitationCreated,
     InvitationRevoked,
     InvitationAccepted,
@@ -48,6 +50,7 @@ impl Action {
             Action::SessionEnded => "account.session_ended",
             Action::OrganizationCreated => "organization.created",
             Action::OrganizationUpdated => "organization.updated",
+            Action::PlanChanged => "organization.plan_changed",
             Action::InvitationCreated => "invitation.created",
             Action::InvitationRevoked => "invitation.revoked",
             Action::InvitationAccepted => "invitation.accepted",
@@ -75,7 +78,7 @@ impl Action {
             | Action::MemberDeactivated
             | Action::MemberReactivated => "user",
             Action::SessionEnded => "session",
-            Action::OrganizationCreated | Action::OrganizationUpdated => "organization",
+            Action::OrganizationCreated | Action::OrganizationUpdated | Action::PlanChanged => "organization",
             Action::InvitationCreated | Action::InvitationRevoked | Action::InvitationAccepted => {
                 "invitation"
             }

@@ -35,21 +35,6 @@ impl Default for Settings {
     }
 }
 
-/// Limits of each plan, shown to admins.
-pub struct PlanLimits {
-    pub members: Option<u32>,
-    pub services: Option<u32>,
-    pub requests_per_day: Option<u32>,
-}
-
-pub fn plan_limits(plan: &str) -> PlanLimits {
-    match plan {
-        "team" => PlanLimits { members: Some(100), services: Some(25), requests_per_day: Some(1_000_000) },
-        "enterprise" => PlanLimits { members: None, services: None, requests_per_day: None },
-        _ => PlanLimits { members: Some(10), services: Some(3), requests_per_day: Some(10_000) },
-    }
-}
-
 pub async fn update(
     conn: Conn<'_>,
     id: OrgId,
@@ -115,4 +100,39 @@ pub async fn claim_installation(conn: Conn<'_>, now: DateTime<Utc>) -> sqlx::Res
 /// database write lock on SQLite).
 pub async fn lock(conn: Conn<'_>, id: OrgId) -> sqlx::Result<()> {
     execute!(conn, "UPDATE organizations SET updated_at = updated_at WHERE id = $1", id).map(drop)
+}
+
+/// Puts the organization on another plan.
+pub async fn set_plan(conn: Conn<'_>, id: OrgId, plan: &str, now: DateTime<Utc>) -> sqlx::Result<bool> {
+    execute_one!(conn, "UPDATE organizations SET plan = $2, updated_at = $3 WHERE id = $1", id, plan, now)
+}
+
+/// What the organization uses of its plan's limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanUse {
+    /// Active members and invitations still open.
+    pub members: i64,
+    /// The organization's own services (system services count against no plan).
+    pub services: i64,
+    /// Today's requests that count against the daily quota, as written so far.
+    pub requests_today: i64,
+}
+
+pub async fn plan_use(conn: Conn<'_>, id: OrgId, now: DateTime<Utc>) -> sqlx::Result<PlanUse> {
+    on_conn!(conn, c => {
+        let (members, services, requests_today): (i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+             (SELECT COUNT(*) FROM users WHERE organization_id = $1 AND is_active = TRUE) \
+             + (SELECT COUNT(*) FROM invitations WHERE organization_id = $1 AND accepted_at IS NULL \
+                AND revoked_at IS NULL AND expires_at > $2), \
+             (SELECT COUNT(*) FROM mcp_services WHERE organization_id = $1 AND deleted_at IS NULL), \
+             COALESCE((SELECT requests FROM daily_requests WHERE organization_id = $1 AND day = $3), 0)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now.date_naive())
+        .fetch_one(c)
+        .await?;
+        Ok(PlanUse { members, services, requests_today })
+    })
 }

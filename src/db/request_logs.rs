@@ -33,6 +33,10 @@ pub struct NewRequestLog {
     pub user_agent: Option<String>,
     /// When the call arrived.
     pub created_at: DateTime<Utc>,
+    /// It counted against the organization's daily quota (kept in `daily_requests`, not in
+    /// the row).
+    #[serde(default)]
+    pub quota_counted: bool,
 }
 
 /// How a call ended, as the `outcome` column stores it.

@@ -399,3 +399,40 @@ pub async fn service_health(
         Ok(health)
     })
 }
+
+/// The organization's requests of `day` that count against its daily quota.
+pub async fn daily_requests(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    day: chrono::NaiveDate,
+) -> sqlx::Result<i64> {
+    on_conn!(conn, c => sqlx::query_scalar::<_, i64>(
+        "SELECT requests FROM daily_requests WHERE organization_id = $1 AND day = $2",
+    )
+    .bind(organization_id)
+    .bind(day)
+    .fetch_optional(c)
+    .await
+    .map(Option::unwrap_or_default))
+}
+
+/// Adds counted requests to each organization's day.
+pub async fn add_daily_requests(
+    conn: Conn<'_>,
+    counts: &BTreeMap<(OrgId, chrono::NaiveDate), i64>,
+) -> sqlx::Result<()> {
+    on_conn!(conn, c => {
+        for ((organization_id, day), requests) in counts {
+            sqlx::query(
+                "INSERT INTO daily_requests (organization_id, day, requests) VALUES ($1, $2, $3) \
+                 ON CONFLICT (organization_id, day) DO UPDATE SET requests = daily_requests.requests + excluded.requests",
+            )
+            .bind(organization_id)
+            .bind(day)
+            .bind(requests)
+            .execute(&mut *c)
+            .await?;
+        }
+        Ok(())
+    })
+}

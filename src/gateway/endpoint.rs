@@ -16,6 +16,7 @@ use super::answer::{Relayed, answer};
 use super::call::{Caller, Credential};
 use super::credential;
 use super::jsonrpc;
+use super::limits::Headroom;
 use super::record::{CallRecord, session_tag};
 use super::refusal::{LAST_EVENT_ID_HEADER, NOT_FOUND, PROTOCOL_HEADER, Refusal, SESSION_HEADER};
 use super::relay;
@@ -45,10 +46,15 @@ pub async fn post(
         Err(_) => return unrecordable(&state),
     };
     let mut record = CallRecord::new(&req, &name, slot, state.clock.now());
-    match relay_post(&req, &state, &name, payload, &mut record).await {
+    let mut headroom = None;
+    let mut response = match relay_post(&req, &state, &name, payload, &mut record, &mut headroom).await {
         Ok((relayed, session_id)) => answer(Ok(relayed), session_id, record, &state).await,
         Err(refusal) => answer(Err(refusal), None, record, &state).await,
+    };
+    if let Some(headroom) = headroom {
+        headroom.apply(response.headers_mut());
     }
+    response
 }
 
 /// Every phase of one message; the answer with the gateway session it belongs to.
@@ -58,6 +64,7 @@ async fn relay_post(
     name: &str,
     payload: web::Payload,
     record: &mut CallRecord,
+    headroom: &mut Option<Headroom>,
 ) -> Result<(Relayed, Option<String>), Refusal> {
     admit::check_origin(state, req)?;
     admit::check_post(req)?;
@@ -76,6 +83,26 @@ async fn relay_post(
         } else {
             Credential::none()
         };
+        // Last before relaying, so that only what is relayed takes from the limits.
+        let plan = state.plans.of(&principal.plan);
+        let limits = state.limits.take(
+            &state.db,
+            principal.organization_id,
+            principal.key_id,
+            plan,
+            principal.rate_limit_per_minute,
+            &call.message,
+        );
+        match limits.await {
+            Ok(taken) => {
+                *headroom = taken.headroom;
+                record.quota_counted = taken.counted;
+            }
+            Err(limited) => {
+                *headroom = Some(limited.headroom);
+                return Err(limited.refusal);
+            }
+        }
         let upstream = existing.as_ref().map(|(_, s)| &s.upstream);
         match relay::post(state, &call, &credential, upstream, record).await {
             Ok(mut relayed) => {

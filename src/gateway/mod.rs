@@ -6,6 +6,7 @@
 //! admit        1. every check before relaying: origin, media types, key, size, JSON-RPC
 //!                 shape, service, scope; what passes is a `Call`
 //! credential   2. the caller's own token for the service, opened once
+//! limits          then the organization's daily quota and the key's rate limit (429 past them)
 //! relay        3. to the HTTP upstream (`relay/http`) or the session's stdio child
 //!                 (`relay/stdio`); the session's stream; the end of a session
 //! answer       4. the client's answer, whole or streamed, and its record
@@ -26,6 +27,7 @@ pub mod call;
 pub mod credential;
 pub mod endpoint;
 pub mod jsonrpc;
+pub mod limits;
 pub mod probe;
 pub mod record;
 pub mod refusal;

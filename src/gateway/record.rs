@@ -28,6 +28,8 @@ pub struct CallRecord {
     pub method: Option<String>,
     pub tool: Option<String>,
     pub session_tag: Option<i64>,
+    /// The call counted against the organization's daily quota.
+    pub quota_counted: bool,
     pub rpc_id: Value,
     pub request_body: Option<String>,
     /// Values that must never be stored: the credential injected for this call.
@@ -79,6 +81,7 @@ impl CallRecord {
             method: None,
             tool: None,
             session_tag: None,
+            quota_counted: false,
             rpc_id: Value::Null,
             request_body: None,
             secrets: Vec::new(),
@@ -127,6 +130,7 @@ impl CallRecord {
             ip: self.client.ip_string(),
             user_agent: self.client.user_agent.clone(),
             created_at: self.arrived,
+            quota_counted: self.quota_counted,
         })
     }
 

@@ -21,12 +21,16 @@ pub const NOT_FOUND: i64 = -32004;
 pub const TOKEN_MISSING: i64 = -32005;
 pub const UPSTREAM_FAILED: i64 = -32010;
 pub const SESSION_LIMIT: i64 = -32011;
+/// Over the key's rate limit or the organization's daily quota (429).
+pub const RATE_LIMITED: i64 = -32029;
 
 #[derive(Debug)]
 pub struct Refusal {
     pub status: StatusCode,
     pub error: RpcError,
     challenge: Challenge,
+    /// Seconds after which trying again may work (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 /// The `WWW-Authenticate` challenge of a 401 (RFC 6750 section 3).
@@ -41,12 +45,12 @@ pub enum Challenge {
 
 impl Refusal {
     pub fn new(status: StatusCode, code: i64, message: impl Into<String>) -> Refusal {
-        Refusal { status, error: RpcError::new(code, message), challenge: Challenge::None }
+        Refusal { status, error: RpcError::new(code, message), challenge: Challenge::None, retry_after: None }
     }
 
     /// A message that is not JSON-RPC: 400 with the parser's error.
     pub fn malformed(error: RpcError) -> Refusal {
-        Refusal { status: StatusCode::BAD_REQUEST, error, challenge: Challenge::None }
+        Refusal { status: StatusCode::BAD_REQUEST, error, challenge: Challenge::None, retry_after: None }
     }
 
     pub fn unauthorized(challenge: Challenge, message: &str) -> Refusal {
@@ -72,6 +76,12 @@ impl Refusal {
         Refusal::new(StatusCode::SERVICE_UNAVAILABLE, jsonrpc::INTERNAL_ERROR, message)
     }
 
+    /// The same refusal, saying when to try again.
+    pub fn retry_after(mut self, seconds: u64) -> Refusal {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// The same refusal, answering the request with this id.
     pub fn with_id(mut self, id: &Value) -> Refusal {
         self.error.id = id.clone();
@@ -81,6 +91,9 @@ impl Refusal {
     pub fn response(&self, correlation: &str) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         response.insert_header((CORRELATION_HEADER, correlation.to_owned()));
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
         match self.challenge {
             Challenge::None => {}
             Challenge::Missing => {

@@ -424,6 +424,10 @@ pub async fn write_batch(db: &Db, now: DateTime<Utc>, batch: &[NewRequestLog]) -
             if row.outcome == Outcome::Success { inc.successes += 1 } else { inc.failures += 1 }
         }
     }
+    let mut daily: BTreeMap<(OrgId, chrono::NaiveDate), i64> = BTreeMap::new();
+    for row in batch.iter().filter(|r| r.quota_counted) {
+        *daily.entry((row.organization_id, row.created_at.date_naive())).or_default() += 1;
+    }
     let rollups = rollup::rollups_of(batch);
     let mut tx = db.begin().await?;
     db::request_logs::insert_many(tx.conn(), batch).await?;
@@ -431,5 +435,6 @@ pub async fn write_batch(db: &Db, now: DateTime<Utc>, batch: &[NewRequestLog]) -
         db::usage::add(tx.conn(), organization_id, service, day, inc, now).await?;
     }
     db::usage::add_rollups(tx.conn(), &rollups).await?;
+    db::usage::add_daily_requests(tx.conn(), &daily).await?;
     tx.commit().await
 }

@@ -248,6 +248,10 @@ pub async fn invite(
     {
         errors.add("email", message);
     }
+    let (plan, used) = super::organization::plan_and_use(&mut tx, &state, user.organization_id).await?;
+    if let Some(message) = super::organization::over_limit(&plan, "members", plan.members, used.members, 1) {
+        errors.add("email", message);
+    }
     let (Some(email), Some(role), true) = (email, role, errors.is_empty()) else {
         drop(tx);
         let parts = PageParts { invite: form, invite_errors: errors, ..PageParts::default() };
@@ -315,6 +319,13 @@ pub async fn invite_bulk(
             continue;
         }
         valid.push((email, role));
+    }
+    let (plan, used) = super::organization::plan_and_use(&mut tx, &state, user.organization_id).await?;
+    let adding = valid.len() as i64;
+    if let Some(message) =
+        super::organization::over_limit(&plan, "members", plan.members, used.members, adding)
+    {
+        errors.push(format!("{adding} more would be too many: {message}"));
     }
     if !errors.is_empty() || valid.is_empty() {
         drop(tx);

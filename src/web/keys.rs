@@ -32,7 +32,12 @@ pub struct KeyForm {
     scopes: Vec<String>,
     expiry: String,
     custom_date: String,
+    /// Requests per minute; empty: the plan's default.
+    rate_limit: String,
 }
+
+/// The highest per-key rate limit a form takes (requests per minute).
+const MAX_RATE_LIMIT: u32 = 1_000_000;
 
 impl Default for KeyForm {
     fn default() -> Self {
@@ -41,6 +46,7 @@ impl Default for KeyForm {
             scopes: Scopes::DEFAULT.iter().map(|s| s.as_str().to_owned()).collect(),
             expiry: "365".into(),
             custom_date: String::new(),
+            rate_limit: String::new(),
         }
     }
 }
@@ -54,6 +60,7 @@ impl KeyForm {
                 "scope" => form.scopes.push(value),
                 "expiry" => form.expiry = value,
                 "custom_date" => form.custom_date = value,
+                "rate_limit" => form.rate_limit = value,
                 _ => {}
             }
         }
@@ -77,6 +84,8 @@ pub struct KeysPage {
     /// A refused roll: which key, and why.
     roll_error: Option<(KeyId, String)>,
     is_admin: bool,
+    /// The plan's rate limit for keys without their own.
+    plan_rate_limit: Option<u32>,
 }
 
 #[derive(Template)]
@@ -104,9 +113,12 @@ async fn keys_page(
     errors: FieldErrors,
     roll_error: Option<(KeyId, String)>,
 ) -> Result<KeysPage, AppError> {
-    let keys =
-        db::api_keys::list_for_user(state.db.acquire().await?.conn(), user.organization_id, user.id).await?;
+    let mut conn = state.db.acquire().await?;
+    let keys = db::api_keys::list_for_user(conn.conn(), user.organization_id, user.id).await?;
+    let plan =
+        db::organizations::find(conn.conn(), user.organization_id).await?.map(|o| o.plan).unwrap_or_default();
     Ok(KeysPage {
+        plan_rate_limit: state.plans.of(&plan).requests_per_minute,
         layout: Layout::signed_in("API keys", "/keys", user, state),
         keys,
         now: state.clock.now(),
@@ -130,8 +142,18 @@ fn validate(
     form: &KeyForm,
     user: &CurrentUser,
     now: DateTime<Utc>,
-) -> Result<(String, Scopes, DateTime<Utc>), FieldErrors> {
+) -> Result<(String, Scopes, DateTime<Utc>, Option<i32>), FieldErrors> {
     let mut errors = FieldErrors::default();
+    let rate_limit = match form.rate_limit.trim() {
+        "" => None,
+        raw => match raw.parse::<u32>() {
+            Ok(n) if (1..=MAX_RATE_LIMIT).contains(&n) => Some(n as i32),
+            _ => {
+                errors.add("rate_limit", format!("Enter requests per minute from 1 to {MAX_RATE_LIMIT}, or leave it empty for the plan's limit."));
+                None
+            }
+        },
+    };
     let name = form.name.trim();
     if name.is_empty() {
         errors.add("name", "Give the key a name, e.g. the machine or tool that uses it.");
@@ -186,8 +208,8 @@ fn validate(
         None
     };
     match (!errors.has("name"), scopes, expires_at) {
-        (true, Some(scopes), Some(expires_at)) if !errors.has("expiry") => {
-            Ok((name.to_owned(), scopes, expires_at))
+        (true, Some(scopes), Some(expires_at)) if !errors.has("expiry") && !errors.has("rate_limit") => {
+            Ok((name.to_owned(), scopes, expires_at, rate_limit))
         }
         _ => Err(errors),
     }
@@ -201,7 +223,7 @@ pub async fn create(
 ) -> Result<HttpResponse, AppError> {
     let form = KeyForm::from_pairs(form.into_inner());
     let now = state.clock.now();
-    let (name, scopes, expires_at) = match validate(&form, &user, now) {
+    let (name, scopes, expires_at, rate_limit) = match validate(&form, &user, now) {
         Ok(valid) => valid,
         Err(errors) => {
             return render(
@@ -224,10 +246,11 @@ pub async fn create(
         scopes: &scopes.to_string(),
         expires_at: Some(expires_at),
         rolled_from_id: None,
+        rate_limit_per_minute: rate_limit,
     };
     db::api_keys::insert(tx.conn(), row, now).await?;
     audited(tx.conn(), &user, Action::ApiKeyCreated, id, None, Some(
-            json!({ "name": name, "display": display, "scopes": scopes.to_string(), "expires_at": expires_at }),
+            json!({ "name": name, "display": display, "scopes": scopes.to_string(), "expires_at": expires_at, "rate_limit_per_minute": rate_limit }),
         ), now).await?;
     tx.commit().await?;
     show_once(
@@ -372,6 +395,7 @@ pub async fn roll(
         scopes: &scopes.to_string(),
         expires_at: Some(expires_at),
         rolled_from_id: Some(id),
+        rate_limit_per_minute: old.rate_limit_per_minute,
     };
     // Marked first: of two rolls at the same moment, the second finds the key rolled.
     let grace_until = now + Duration::hours(grace_hours);

@@ -7,13 +7,14 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{FieldErrors, Layout, audited, render};
+use super::{FieldErrors, Layout, audited, filters, render};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
+use crate::catalog::plans::Plan;
 use crate::db;
 use crate::db::audit::Action;
-use crate::db::organizations::{Organization, PlanLimits, Settings, plan_limits};
+use crate::db::organizations::{Organization, PlanUse, Settings};
 use crate::domain::{Email, OrganizationName};
 use crate::error::AppError;
 
@@ -36,8 +37,8 @@ pub struct SettingsForm {
 #[template(path = "organization/settings.html")]
 pub struct SettingsPage {
     layout: Layout,
-    plan: String,
-    limits: PlanLimits,
+    plan: Plan,
+    used: PlanUse,
     form: SettingsForm,
     errors: FieldErrors,
     expiry_choices: [u16; 3],
@@ -53,33 +54,57 @@ fn form_of(org: &Organization) -> SettingsForm {
     }
 }
 
+/// The organization's plan and what it uses of it, read on `conn` (a form's transaction).
+pub async fn plan_and_use(
+    conn: &mut crate::db::Tx,
+    state: &AppState,
+    organization_id: crate::ids::OrgId,
+) -> Result<(Plan, PlanUse), AppError> {
+    let org = db::organizations::find(conn.conn(), organization_id).await?.ok_or(AppError::NotFound)?;
+    let used = db::organizations::plan_use(conn.conn(), organization_id, state.clock.now()).await?;
+    Ok((state.plans.of(&org.plan).clone(), used))
+}
+
+/// The form error for adding `adding` more to `used` past the plan's `limit`, if it would pass.
+pub fn over_limit(plan: &Plan, what: &str, limit: Option<u32>, used: i64, adding: i64) -> Option<String> {
+    let limit = limit?;
+    (used + adding > i64::from(limit)).then(|| {
+        format!(
+            "The {} plan allows {limit} {what}, and the organization has {used}. Remove one, or ask the operator for a larger plan.",
+            plan.name
+        )
+    })
+}
+
 async fn organization(state: &AppState, user: &CurrentUser) -> Result<Organization, AppError> {
     db::organizations::find(state.db.acquire().await?.conn(), user.organization_id)
         .await?
         .ok_or(AppError::NotFound)
 }
 
-fn page(
+async fn page(
     state: &AppState,
     user: &CurrentUser,
     org: &Organization,
     form: SettingsForm,
     errors: FieldErrors,
-) -> SettingsPage {
-    SettingsPage {
+) -> Result<SettingsPage, AppError> {
+    let used =
+        db::organizations::plan_use(state.db.acquire().await?.conn(), org.id, state.clock.now()).await?;
+    Ok(SettingsPage {
         layout: Layout::signed_in("Organization", "/organization", user, state),
-        plan: org.plan.clone(),
-        limits: plan_limits(&org.plan),
+        plan: state.plans.of(&org.plan).clone(),
+        used,
         form,
         errors,
         expiry_choices: KEY_EXPIRY_CHOICES,
         notice: None,
-    }
+    })
 }
 
 pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let org = organization(&state, &user).await?;
-    render(StatusCode::OK, &page(&state, &user, &org, form_of(&org), FieldErrors::default()))
+    render(StatusCode::OK, &page(&state, &user, &org, form_of(&org), FieldErrors::default()).await?)
 }
 
 pub async fn save(
@@ -107,7 +132,7 @@ pub async fn save(
     }
     let (Some(name), Some(contact), Some(expiry), Some(retention)) = (name, contact, expiry, retention)
     else {
-        return render(StatusCode::UNPROCESSABLE_ENTITY, &page(&state, &user, &org, form, errors));
+        return render(StatusCode::UNPROCESSABLE_ENTITY, &page(&state, &user, &org, form, errors).await?);
     };
     let settings = Settings { default_key_expiry_days: expiry, log_retention_days: retention };
     let now = state.clock.now();
@@ -127,7 +152,7 @@ pub async fn save(
     let org = organization(&state, &user).await?;
     // The signed-in user's layout shows the new name at once.
     let user = CurrentUser { organization_name: org.name.clone(), ..user };
-    let mut saved = page(&state, &user, &org, form_of(&org), FieldErrors::default());
+    let mut saved = page(&state, &user, &org, form_of(&org), FieldErrors::default()).await?;
     saved.notice = Some("Settings saved.");
     render(StatusCode::OK, &saved)
 }

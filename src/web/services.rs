@@ -518,6 +518,16 @@ async fn save(
         errors.add("name", format!("{} is a system service's name.", valid.name));
         return refused_form(&state, &user, editing, form, errors, existing.as_ref());
     }
+    if current.is_none() {
+        let (plan, used) = super::organization::plan_and_use(&mut tx, &state, user.organization_id).await?;
+        if let Some(message) =
+            super::organization::over_limit(&plan, "services", plan.services, used.services, 1)
+        {
+            drop(tx);
+            errors.add("name", message);
+            return refused_form(&state, &user, editing, form, errors, existing.as_ref());
+        }
+    }
     let stored = current.as_ref().map_or(&[][..], |c| &c.sealed_headers[..]);
     let headers = merged_headers(stored, &valid, sealed_new);
     let placement = valid.placement.as_ref().map(|p| p.to_string());

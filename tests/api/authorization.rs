@@ -146,6 +146,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         scopes: "mcp:read",
         expires_at: Some(now + chrono::Duration::days(30)),
         rolled_from_id: None,
+        rate_limit_per_minute: None,
     };
     db::api_keys::insert(conn.conn(), new_key, now).await.unwrap();
 
@@ -218,6 +219,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         ip: None,
         user_agent: None,
         created_at: now,
+        quota_counted: false,
     };
     mcp_platform::telemetry::writer::write_batch(&app.db, now, &[call]).await.unwrap();
 

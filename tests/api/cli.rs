@@ -8,7 +8,7 @@ use crate::on_both_backends;
 
 on_both_backends!(admin_create_makes_an_admin_and_refuses_a_duplicate, migrate_runs_on_a_fresh_database);
 
-fn binary(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
+pub fn binary(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-platform"));
     for (name, _) in std::env::vars() {
         if name.starts_with("MCP_PLATFORM_") || name == "DATABASE_URL" {

@@ -58,6 +58,7 @@ fn call_row(caller: Caller, tool: &str, outcome: Outcome, at: DateTime<Utc>) -> 
         ip: Some("192.0.2.7".into()),
         user_agent: Some("test-client/1.0".into()),
         created_at: at,
+        quota_counted: false,
     }
 }
 

@@ -12,6 +12,7 @@ mod gateway;
 mod headers;
 mod health;
 mod keys;
+mod limits;
 mod login;
 mod logs;
 mod members;

@@ -193,7 +193,38 @@ async fn a_csv_with_a_bad_line_invites_no_one(backend: Backend) {
     assert_eq!(links(&response.text().await.unwrap()).len(), 2);
     assert_eq!(app.count("invitations").await, 2);
 
-    // A long paste (400 lines, over 20 KiB) is one form like any other.
+    // The free plan allows 10 members, invitations included: 2 members and 2 invitations leave
+    // room for 6.
+    let seven: String = (0..7).map(|i| format!("seven-{i}@example.com,viewer\n")).collect();
+    let response = app.post_form(&admin, "/members", "/members/invitations/bulk", &[("csv", &seven)]).await;
+    assert_eq!(response.status(), 422);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains(
+            "7 more would be too many: The free plan allows 10 members, and the organization has 4."
+        ),
+        "{html}"
+    );
+    assert_eq!(app.count("invitations").await, 2);
+    let response = app
+        .post_form(
+            &admin,
+            "/members",
+            "/members/invitations",
+            &[("email", "one@example.com"), ("role", "viewer")],
+        )
+        .await;
+    assert_eq!(response.status(), 200, "one more fits");
+
+    // A long paste (400 lines, over 20 KiB) is one form like any other, on a plan that has room.
+    mcp_platform::db::organizations::set_plan(
+        app.db.acquire().await.unwrap().conn(),
+        org,
+        "enterprise",
+        app.clock_now(),
+    )
+    .await
+    .unwrap();
     let many: String = (0..400)
         .map(|i| format!("person-number-{i:03}@a-rather-long-bulk-domain.example,viewer\n"))
         .collect();
@@ -201,7 +232,7 @@ async fn a_csv_with_a_bad_line_invites_no_one(backend: Backend) {
     let response = app.post_form(&admin, "/members", "/members/invitations/bulk", &[("csv", &many)]).await;
     assert_eq!(response.status(), 200);
     assert_eq!(links(&response.text().await.unwrap()).len(), 400);
-    assert_eq!(app.count("invitations").await, 402);
+    assert_eq!(app.count("invitations").await, 403);
 }
 
 fn member_id(html: &str, email: &str) -> String {

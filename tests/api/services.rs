@@ -192,7 +192,7 @@ async fn system_services_come_from_the_operators_file(backend: Backend) {
     assert_eq!(app.count("mcp_services").await, 2);
 
     // A restart with a changed file updates in place; one without a service disables it.
-    let mut services = mcp_platform::catalog::system::load(&file).unwrap();
+    let mut services = mcp_platform::catalog::system::load(&file).unwrap().services;
     services[0].description = "Projects, version two".into();
     let keyring = app.master.token_keyring();
     mcp_platform::app::record_system_services(&app.db, &keyring, &services, app.clock_now()).await.unwrap();

@@ -67,6 +67,7 @@ fn row(
         ip: None,
         user_agent: None,
         created_at: at,
+        quota_counted: false,
     }
 }
 

@@ -24,6 +24,7 @@ pub async fn api_key(app: &TestApp, org: OrgId, user: &TestUser, scopes: &str) -
         scopes,
         expires_at: Some(app.clock_now() + chrono::Duration::days(30)),
         rolled_from_id: None,
+        rate_limit_per_minute: None,
     };
     db::api_keys::insert(app.db.acquire().await.unwrap().conn(), row, app.clock_now()).await.unwrap();
     key.expose().to_owned()
