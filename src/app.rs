@@ -373,5 +373,12 @@ async fn upkeep(state: &AppState) -> anyhow::Result<()> {
     state.login_ip_limiter.forget_idle();
     state.gateway.forget_idle_sessions();
     state.db.ensure_log_partitions(now).await?;
+    drop(conn);
+    let removed =
+        crate::telemetry::retention::enforce(&state.db, now, crate::telemetry::retention::BATCH).await?;
+    if removed != Default::default() {
+        tracing::info!(logs = removed.logs, rollups = removed.rollups, audit = removed.audit,
+            partitions = ?removed.partitions, "removed what retention has passed");
+    }
     Ok(())
 }

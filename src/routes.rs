@@ -91,6 +91,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/members/{id}/role", ADMIN, members::change_role),
     route!(Post "/members/{id}/deactivate", ADMIN, members::deactivate),
     route!(Post "/members/{id}/reactivate", ADMIN, members::reactivate),
+    route!(Post "/members/{id}/erase-logs", ADMIN, members::erase_logs),
     route!(Get "/usage", VIEWER, usage::show, nav = "Usage"),
     route!(Get "/logs", DEVELOPER, logs::list, nav = "Request log"),
     route!(Get "/logs/export.csv", DEVELOPER, logs::export_csv),

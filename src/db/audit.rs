@@ -28,6 +28,8 @@ pub enum Action {
     MemberRoleChanged,
     MemberDeactivated,
     MemberReactivated,
+    /// An admin erased the member's request logs.
+    MemberLogsErased,
     ApiKeyCreated,
     ApiKeyRevoked,
     ApiKeyRolled,
@@ -57,6 +59,7 @@ impl Action {
             Action::MemberRoleChanged => "member.role_changed",
             Action::MemberDeactivated => "member.deactivated",
             Action::MemberReactivated => "member.reactivated",
+            Action::MemberLogsErased => "member.logs_erased",
             Action::ApiKeyCreated => "api_key.created",
             Action::ApiKeyRevoked => "api_key.revoked",
             Action::ApiKeyRolled => "api_key.rolled",
@@ -76,7 +79,8 @@ impl Action {
             Action::PasswordChanged
             | Action::MemberRoleChanged
             | Action::MemberDeactivated
-            | Action::MemberReactivated => "user",
+            | Action::MemberReactivated
+            | Action::MemberLogsErased => "user",
             Action::SessionEnded => "session",
             Action::OrganizationCreated | Action::OrganizationUpdated | Action::PlanChanged => "organization",
             Action::InvitationCreated | Action::InvitationRevoked | Action::InvitationAccepted => {
@@ -205,6 +209,20 @@ pub async fn search(
     .bind(limit)
     .fetch_all(c)
     .await)
+}
+
+/// Deletes the organization's audit entries made before `cutoff`.
+pub async fn delete_before(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    cutoff: DateTime<Utc>,
+) -> sqlx::Result<u64> {
+    execute!(
+        conn,
+        "DELETE FROM audit_logs WHERE organization_id = $1 AND created_at < $2",
+        organization_id,
+        cutoff
+    )
 }
 
 #[cfg(test)]

@@ -254,6 +254,39 @@ impl Db {
         self.ensure_log_partitions_since(now, now).await
     }
 
+    /// On PostgreSQL, drops the monthly `request_logs` partitions that end on or before `day`:
+    /// the rows in them are past every organization's retention. Returns their names.
+    pub async fn drop_log_partitions_before(&self, day: chrono::NaiveDate) -> anyhow::Result<Vec<String>> {
+        let Db::Postgres(pool) = self else {
+            return Ok(Vec::new());
+        };
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'request_logs'",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut dropped = Vec::new();
+        for name in names {
+            // Only the monthly partitions this platform made: request_logs_yYYYYmMM.
+            let Some(month) = name.strip_prefix("request_logs_y").and_then(|rest| {
+                chrono::NaiveDate::parse_from_str(&format!("{}-01", rest.replace('m', "-")), "%Y-%m-%d").ok()
+            }) else {
+                continue;
+            };
+            let Some(end) = crate::telemetry::retention::month_after(month) else { continue };
+            if end <= day {
+                // The name was read from the catalogue and matched the pattern above.
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
+                    .execute(pool)
+                    .await?;
+                tracing::info!(partition = %name, "dropped a request-log partition past every organization's retention");
+                dropped.push(name);
+            }
+        }
+        Ok(dropped)
+    }
+
     /// The same, from the month of `since` on (rows written for the past: `dev seed`).
     pub async fn ensure_log_partitions_since(
         &self,

@@ -25,13 +25,22 @@ pub struct Organization {
 pub struct Settings {
     /// Preselected expiry for new API keys: 30, 90 or 365 days.
     pub default_key_expiry_days: u16,
-    /// How long request logs are kept.
+    /// How long request logs (and hourly roll-ups) are kept.
     pub log_retention_days: u16,
+    /// How long daily and monthly roll-ups (the usage charts) are kept.
+    pub rollup_retention_days: u16,
+    /// How long the audit trail is kept.
+    pub audit_retention_days: u16,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { default_key_expiry_days: 365, log_retention_days: 90 }
+        Settings {
+            default_key_expiry_days: 365,
+            log_retention_days: 90,
+            rollup_retention_days: 3 * 365,
+            audit_retention_days: 365,
+        }
     }
 }
 
@@ -135,4 +144,11 @@ pub async fn plan_use(conn: Conn<'_>, id: OrgId, now: DateTime<Utc>) -> sqlx::Re
         .await?;
         Ok(PlanUse { members, services, requests_today })
     })
+}
+
+/// Every organization's retention settings.
+pub async fn retention_settings(conn: Conn<'_>) -> sqlx::Result<Vec<(OrgId, Settings)>> {
+    let rows: Vec<(OrgId, Json<Settings>)> =
+        on_conn!(conn, c => sqlx::query_as("SELECT id, settings FROM organizations").fetch_all(c).await)?;
+    Ok(rows.into_iter().map(|(id, settings)| (id, settings.0)).collect())
 }

@@ -436,3 +436,77 @@ pub async fn add_daily_requests(
         Ok(())
     })
 }
+
+/// Deletes the organization's roll-ups that retention has passed: hourly ones ending before
+/// `hourly_cutoff` (kept as long as the logs), daily and monthly ones ending before `cutoff`.
+pub async fn delete_rollups_before(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    hourly_cutoff: DateTime<Utc>,
+    cutoff: DateTime<Utc>,
+) -> sqlx::Result<u64> {
+    on_conn!(conn, c => sqlx::query(
+        "DELETE FROM usage_rollups WHERE organization_id = $1 AND ((grain = $2 AND period_start < $3) \
+         OR (grain = $4 AND period_start < $5) OR (grain = $6 AND period_start < $7))",
+    )
+    .bind(organization_id)
+    .bind(Grain::Hour.code())
+    .bind(CompactTime(hourly_cutoff - chrono::Duration::hours(1)))
+    .bind(Grain::Day.code())
+    .bind(CompactTime(cutoff - chrono::Duration::days(1)))
+    .bind(Grain::Month.code())
+    .bind(CompactTime(cutoff - chrono::Duration::days(31)))
+    .execute(c)
+    .await
+    .map(|done| done.rows_affected()))
+}
+
+/// Deletes the organization's daily request counts of days before `day`.
+pub async fn delete_daily_requests_before(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    day: chrono::NaiveDate,
+) -> sqlx::Result<u64> {
+    on_conn!(conn, c => sqlx::query("DELETE FROM daily_requests WHERE organization_id = $1 AND day < $2")
+        .bind(organization_id)
+        .bind(day)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))
+}
+
+/// Folds the member's roll-up rows (the caller level) into rows without member or key, so the
+/// counts stay and the member is no longer in them.
+pub async fn forget_member(conn: Conn<'_>, organization_id: OrgId, member: UserId) -> sqlx::Result<()> {
+    let buckets: String = (0..BUCKETS).map(|b| format!(", b{b}")).collect();
+    let sums: String = (0..BUCKETS).map(|b| format!(", SUM(b{b})")).collect();
+    let added: String =
+        (0..BUCKETS).map(|b| format!(", b{b} = usage_rollups.b{b} + excluded.b{b}")).collect();
+    let fold = format!(
+        "INSERT INTO usage_rollups (organization_id, level, grain, period_start, mcp_service_id, tool_name, api_key_id, \
+         user_id, requests, tool_errors, failures, duration_ms, last_success_at{buckets}) \
+         SELECT organization_id, level, grain, period_start, mcp_service_id, tool_name, $3, $3, SUM(requests), \
+         SUM(tool_errors), SUM(failures), SUM(duration_ms), MAX(last_success_at){sums} FROM usage_rollups \
+         WHERE organization_id = $1 AND user_id = $2 GROUP BY organization_id, level, grain, period_start, mcp_service_id, tool_name \
+         ON CONFLICT (organization_id, level, grain, period_start, mcp_service_id, tool_name, api_key_id, user_id) \
+         DO UPDATE SET requests = usage_rollups.requests + excluded.requests, \
+         tool_errors = usage_rollups.tool_errors + excluded.tool_errors, failures = usage_rollups.failures + excluded.failures, \
+         duration_ms = usage_rollups.duration_ms + excluded.duration_ms, \
+         last_success_at = CASE WHEN usage_rollups.last_success_at IS NULL OR excluded.last_success_at > usage_rollups.last_success_at \
+         THEN excluded.last_success_at ELSE usage_rollups.last_success_at END{added}"
+    );
+    on_conn!(conn, c => {
+        sqlx::query(sqlx::AssertSqlSafe(fold))
+            .bind(organization_id)
+            .bind(member)
+            .bind(Uuid::nil())
+            .execute(&mut *c)
+            .await?;
+        sqlx::query("DELETE FROM usage_rollups WHERE organization_id = $1 AND user_id = $2")
+            .bind(organization_id)
+            .bind(member)
+            .execute(&mut *c)
+            .await?;
+        Ok(())
+    })
+}

@@ -2,5 +2,6 @@
 
 pub mod metrics;
 pub mod redact;
+pub mod retention;
 pub mod rollup;
 pub mod writer;

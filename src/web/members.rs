@@ -209,6 +209,40 @@ pub async fn deactivate(
     set_active(user, state, id, false).await
 }
 
+/// Erases the member's request logs (a data-subject request): the rows go; the usage roll-ups
+/// keep their counts without the member. Recorded in the audit trail with the number of rows.
+pub async fn erase_logs(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let member = db::users::find_member(state.db.acquire().await?.conn(), user.organization_id, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let erased = crate::telemetry::retention::erase_member(
+        &state.db,
+        user.organization_id,
+        member.id,
+        crate::telemetry::retention::BATCH,
+    )
+    .await?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    audited(
+        tx.conn(),
+        &user,
+        Action::MemberLogsErased,
+        id,
+        None,
+        Some(json!({ "request_log_rows": erased })),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(see_other("/members"))
+}
+
 /// Reactivates a member. Their keys were revoked at deactivation and stay revoked.
 pub async fn reactivate(
     user: CurrentUser,

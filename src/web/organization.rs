@@ -20,6 +20,8 @@ use crate::error::AppError;
 
 pub const KEY_EXPIRY_CHOICES: [u16; 3] = [30, 90, 365];
 const RETENTION_RANGE: std::ops::RangeInclusive<u16> = 7..=730;
+/// Roll-ups and the audit trail: from a month to ten years.
+const LONG_RETENTION_RANGE: std::ops::RangeInclusive<u16> = 30..=3650;
 
 #[derive(Deserialize, Default)]
 pub struct SettingsForm {
@@ -31,6 +33,10 @@ pub struct SettingsForm {
     default_key_expiry_days: String,
     #[serde(default)]
     log_retention_days: String,
+    #[serde(default)]
+    rollup_retention_days: String,
+    #[serde(default)]
+    audit_retention_days: String,
 }
 
 #[derive(Template)]
@@ -51,6 +57,8 @@ fn form_of(org: &Organization) -> SettingsForm {
         contact_email: org.contact_email.clone().unwrap_or_default(),
         default_key_expiry_days: org.settings.default_key_expiry_days.to_string(),
         log_retention_days: org.settings.log_retention_days.to_string(),
+        rollup_retention_days: org.settings.rollup_retention_days.to_string(),
+        audit_retention_days: org.settings.audit_retention_days.to_string(),
     }
 }
 
@@ -122,19 +130,27 @@ pub async fn save(
     if expiry.is_none() {
         errors.add("default_key_expiry_days", "Choose 30, 90 or 365 days.");
     }
-    let retention =
-        form.log_retention_days.trim().parse::<u16>().ok().filter(|d| RETENTION_RANGE.contains(d));
-    if retention.is_none() {
-        errors.add(
-            "log_retention_days",
-            format!("Enter a number of days from {} to {}.", RETENTION_RANGE.start(), RETENTION_RANGE.end()),
-        );
-    }
-    let (Some(name), Some(contact), Some(expiry), Some(retention)) = (name, contact, expiry, retention)
+    let mut days = |field: &'static str, raw: &str, range: std::ops::RangeInclusive<u16>| {
+        let parsed = raw.trim().parse::<u16>().ok().filter(|d| range.contains(d));
+        if parsed.is_none() {
+            errors.add(field, format!("Enter a number of days from {} to {}.", range.start(), range.end()));
+        }
+        parsed
+    };
+    let retention = days("log_retention_days", &form.log_retention_days, RETENTION_RANGE);
+    let rollups = days("rollup_retention_days", &form.rollup_retention_days, LONG_RETENTION_RANGE);
+    let audit = days("audit_retention_days", &form.audit_retention_days, LONG_RETENTION_RANGE);
+    let (Some(name), Some(contact), Some(expiry), Some(retention), Some(rollups), Some(audit)) =
+        (name, contact, expiry, retention, rollups, audit)
     else {
         return render(StatusCode::UNPROCESSABLE_ENTITY, &page(&state, &user, &org, form, errors).await?);
     };
-    let settings = Settings { default_key_expiry_days: expiry, log_retention_days: retention };
+    let settings = Settings {
+        default_key_expiry_days: expiry,
+        log_retention_days: retention,
+        rollup_retention_days: rollups,
+        audit_retention_days: audit,
+    };
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     db::organizations::update(tx.conn(), org.id, name.as_str(), contact.as_str(), settings, now).await?;

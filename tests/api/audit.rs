@@ -79,6 +79,8 @@ async fn every_action_writes_exactly_one_row_without_secrets(backend: Backend) {
         ("contact_email", "ops@acme.example"),
         ("default_key_expiry_days", "90"),
         ("log_retention_days", "30"),
+        ("rollup_retention_days", "1095"),
+        ("audit_retention_days", "365"),
     ];
     assert_eq!(app.post_form(&admin, "/organization", "/organization", &fields).await.status(), 200);
     did("organization.updated");

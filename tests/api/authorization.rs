@@ -99,7 +99,7 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
             Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)])
         }
         (Post, "/members/{id}/role") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
-        (Post, "/members/{id}/deactivate" | "/members/{id}/reactivate") => {
+        (Post, "/members/{id}/deactivate" | "/members/{id}/reactivate" | "/members/{id}/erase-logs") => {
             Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)])
         }
         _ => None,

@@ -1,14 +1,14 @@
 //! The request-log explorer, a call's page and the exports.
 
-use chrono::{DateTime, Duration, Utc};
-use mcp_platform::db::request_logs::{NewRequestLog, Outcome};
+use chrono::Duration;
+use mcp_platform::db::request_logs::Outcome;
 use mcp_platform::domain::Role;
-use mcp_platform::ids::{KeyId, LogId, OrgId, ServiceId, UserId};
 use mcp_platform::telemetry::writer::write_batch;
 
 use crate::helpers::gateway::*;
+use crate::helpers::logs::{call_row, caller};
 use crate::helpers::upstream::HttpUpstream;
-use crate::helpers::{Backend, TestApp, TestUser, spawn_app};
+use crate::helpers::{Backend, spawn_app};
 
 use crate::on_both_backends;
 
@@ -23,59 +23,6 @@ const ECHO: &str =
     r#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#;
 const FAIL: &str =
     r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"fail","arguments":{}}}"#;
-
-/// Where rows written straight to the database belong.
-#[derive(Clone, Copy)]
-struct Caller {
-    org: OrgId,
-    user: UserId,
-    key: KeyId,
-    service: ServiceId,
-}
-
-fn call_row(caller: Caller, tool: &str, outcome: Outcome, at: DateTime<Utc>) -> NewRequestLog {
-    NewRequestLog {
-        id: LogId::at(at),
-        organization_id: caller.org,
-        user_id: Some(caller.user),
-        api_key_id: Some(caller.key),
-        mcp_service_id: Some(caller.service),
-        service_name: "tools".into(),
-        method: Some("tools/call".into()),
-        tool_name: Some(tool.into()),
-        session_tag: Some(7),
-        request_body: Some(format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#
-        )),
-        response_body: Some(r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#.into()),
-        request_truncated: false,
-        response_truncated: false,
-        outcome,
-        http_status: 200,
-        error_code: None,
-        error_message: None,
-        duration_ms: 12,
-        ip: Some("192.0.2.7".into()),
-        user_agent: Some("test-client/1.0".into()),
-        created_at: at,
-        quota_counted: false,
-    }
-}
-
-/// An organization with a service and a developer holding a key, as ids for written rows.
-async fn caller(app: &TestApp, org: OrgId, user: &TestUser) -> Caller {
-    let raw = api_key(app, org, user, "mcp:read mcp:write").await;
-    let service = mcp_platform::db::services::find_for_organization(
-        app.db.acquire().await.unwrap().conn(),
-        org,
-        "tools",
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .id;
-    Caller { org, user: user.id, key: key_id(app, &raw).await, service }
-}
 
 /// Row links (`/logs/{id}`) on a page, in order.
 fn row_ids(page: &str) -> Vec<String> {

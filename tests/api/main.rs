@@ -19,6 +19,7 @@ mod members;
 mod organization;
 mod recording;
 mod reference_servers;
+mod retention;
 mod services;
 mod sessions;
 mod setup;

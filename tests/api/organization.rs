@@ -24,6 +24,8 @@ async fn settings_are_typed_fields_and_audited(backend: Backend) {
         ("contact_email", "nobody"),
         ("default_key_expiry_days", "45"),
         ("log_retention_days", "3"),
+        ("rollup_retention_days", "10"),
+        ("audit_retention_days", "forever"),
     ];
     let response = app.post_form(&admin, "/organization", "/organization", &bad).await;
     assert_eq!(response.status(), 422);
@@ -33,6 +35,7 @@ async fn settings_are_typed_fields_and_audited(backend: Backend) {
         "Enter a valid email address",
         "Choose 30, 90 or 365 days.",
         "from 7 to 730",
+        "from 30 to 3650",
     ] {
         assert!(html.contains(message), "{message}");
     }
@@ -44,6 +47,8 @@ async fn settings_are_typed_fields_and_audited(backend: Backend) {
         ("contact_email", "ops@acme.example"),
         ("default_key_expiry_days", "30"),
         ("log_retention_days", "120"),
+        ("rollup_retention_days", "730"),
+        ("audit_retention_days", "400"),
     ];
     let response = app.post_form(&admin, "/organization", "/organization", &good).await;
     assert_eq!(response.status(), 200);
@@ -63,6 +68,9 @@ async fn settings_are_typed_fields_and_audited(backend: Backend) {
         "{text}"
     );
     assert!(compact.contains("\"log_retention_days\":120"), "{text}");
+    assert!(
+        compact.contains("\"rollup_retention_days\":730") && compact.contains("\"audit_retention_days\":400")
+    );
 }
 
 async fn the_audit_trail_filters_and_pages(backend: Backend) {

@@ -75,8 +75,10 @@ async fn counters_equal_log_rows_after_shutdown(backend: Backend) {
     let app = spawn_app(backend).await;
     let org = app.create_organization("Acme").await;
     let services = [service(&app, org, "one").await, service(&app, org, "two").await];
+    // Two days of this month (within every retention: the platform's upkeep runs meanwhile).
+    let month = mcp_platform::telemetry::rollup::Grain::Month.start(app.clock_now());
     let days: [DateTime<Utc>; 2] =
-        ["2026-03-10T12:00:00Z".parse().unwrap(), "2026-03-11T23:59:59Z".parse().unwrap()];
+        [month + chrono::Duration::hours(9 * 24 + 12), month + chrono::Duration::seconds(11 * 86_400 - 1)];
 
     // A small queue, so most writers wait for room: back-pressure, not drops.
     let config = WriterConfig {

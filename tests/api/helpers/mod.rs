@@ -3,6 +3,7 @@
 //! `TEST_POSTGRES_URL` is set (required when `CI=true`).
 
 pub mod gateway;
+pub mod logs;
 pub mod upstream;
 pub mod webdriver;
 
