@@ -41,6 +41,8 @@ const SEED_SERVICES: [(&str, &[&str]); 3] = [
     ("jira", &["search", "get_ticket", "transition", "add_comment"]),
     ("docs-search", &["search", "fetch_page"]),
 ];
+/// The tool of one call in 100,000.
+pub const RARE_TOOL: &str = "rotate_credentials";
 const GENERIC_TOOLS: &[&str] = &["search", "get", "create", "update"];
 const USER_AGENTS: &[&str] =
     &["claude-code/2.1.3", "Cursor/1.7.2", "python-httpx/0.28.1 mcp/2.3.0", "node mcp-sdk/2.0.1"];
@@ -246,6 +248,8 @@ fn call(
     let target = &targets[skewed(rng, targets.len())];
     let pick: f64 = rng.random();
     let (method, tool) = match pick {
+        // One call in 100,000 is to a rare tool, for trying rare filters.
+        _ if n % 100_000 == 50_000 => ("tools/call", Some(RARE_TOOL.to_owned())),
         p if p < 0.82 => ("tools/call", Some(target.tools[skewed(rng, target.tools.len())].clone())),
         p if p < 0.92 => ("tools/list", None),
         p if p < 0.97 => ("initialize", None),

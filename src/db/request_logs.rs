@@ -460,8 +460,12 @@ pub async fn latest_unsuccessful(
     run_search!(conn, sqlx::query_as, sql, args, fetch_all)
 }
 
+/// How far from a call its session's other messages are looked for.
+pub const SESSION_WINDOW: chrono::Duration = chrono::Duration::hours(1);
+
 /// The other messages of a call's client session: the member's calls with the same session tag
-/// within a day either side, oldest first, at most `limit`.
+/// within `SESSION_WINDOW` either side, oldest first, at most `limit`. (Read through the member's
+/// index: the cost is the member's calls in that window.)
 pub async fn same_session(
     conn: Conn<'_>,
     organization_id: OrgId,
@@ -469,11 +473,10 @@ pub async fn same_session(
     limit: i64,
 ) -> sqlx::Result<Vec<LogRow>> {
     let (Some(user), Some(tag)) = (call.user_id, call.session_tag) else { return Ok(Vec::new()) };
-    let day = chrono::Duration::days(1);
     let search = LogSearch {
         own: Some(user),
-        from: Some(LogId::floor(call.created_at.0 - day)),
-        below: Some(LogId::floor(call.created_at.0 + day)),
+        from: Some(LogId::floor(call.created_at.0 - SESSION_WINDOW)),
+        below: Some(LogId::floor(call.created_at.0 + SESSION_WINDOW)),
         ..LogSearch::default()
     };
     let (conditions, mut args) = conditions(organization_id, &search, true);

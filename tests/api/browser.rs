@@ -14,7 +14,11 @@ use crate::helpers::webdriver::WebDriver;
 use crate::helpers::{Backend, TestApp, spawn_app};
 use crate::on_both_backends;
 
-on_both_backends!(first_run_sign_in_and_htmx_in_a_real_browser, each_role_does_what_it_may_in_a_real_browser);
+on_both_backends!(
+    first_run_sign_in_and_htmx_in_a_real_browser,
+    each_role_does_what_it_may_in_a_real_browser,
+    each_role_reads_usage_and_logs_in_a_real_browser,
+);
 
 /// chromedriver and the browser session it drives; both end when this is dropped.
 struct Browser {
@@ -289,6 +293,101 @@ async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
     page.goto(&app.url("/organization/keys")).await.unwrap();
     let keys = text_with(page, "All API keys").await;
     assert!(!keys.contains("laptop"), "{keys}");
+
+    browser.close().await;
+}
+
+/// How many elements match a selector on the current page.
+async fn count(page: &WebDriver, css: &str) -> u64 {
+    let script = format!("return document.querySelectorAll({}).length", serde_json::to_string(css).unwrap());
+    page.execute(&script).await.unwrap().as_u64().unwrap()
+}
+
+async fn each_role_reads_usage_and_logs_in_a_real_browser(backend: Backend) {
+    let Some(browser) = Browser::start().await else { return };
+    let app: TestApp = spawn_app(backend).await;
+    // A small seeded organization: 2,000 calls over 7 days by four members.
+    let plan = mcp_platform::seed::SeedPlan {
+        organization: mcp_platform::domain::OrganizationName::parse("Seeded Browsers").unwrap(),
+        requests: 2_000,
+        days: 7,
+        force: false,
+    };
+    mcp_platform::seed::seed(&app.db, &plan, app.clock_now()).await.unwrap();
+    let org = {
+        let mut conn = app.db.acquire().await.unwrap();
+        mcp_platform::db::organizations::find_by_slug(conn.conn(), "seeded-browsers")
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    };
+    let admin = app.create_user(org, Role::Admin).await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let viewer = app.create_user(org, Role::Viewer).await;
+    // Three calls of the developer's own, yesterday.
+    crate::helpers::gateway::add_service(&app, org, "tools", "https://tools.example/mcp", None, 10_000).await;
+    let own = crate::helpers::logs::caller(&app, org, &developer).await;
+    let yesterday = app.clock_now() - chrono::Duration::days(1);
+    let rows: Vec<_> = (0..3)
+        .map(|n| {
+            crate::helpers::logs::call_row(
+                own,
+                "echo",
+                mcp_platform::db::request_logs::Outcome::Success,
+                yesterday + chrono::Duration::seconds(n),
+            )
+        })
+        .collect();
+    mcp_platform::telemetry::writer::write_batch(&app.db, app.clock_now(), &rows).await.unwrap();
+    let page = browser.client();
+
+    // The admin: charts with a title on every bar, a range switched in place by htmx, every
+    // breakdown, and the organization's calls with a call's page.
+    sign_in(page, &app, &admin.email, &admin.password).await;
+    let menu = nav(page).await;
+    assert!(menu.contains("Usage") && menu.contains("Request log"), "{menu}");
+    page.goto(&app.url("/usage?range=7d")).await.unwrap();
+    let usage = text_with(page, "Requests over the last 7 days").await;
+    assert!(usage.contains("By member") && usage.contains("By API key"), "{usage}");
+    assert_eq!(count(page, "svg g.bar title").await, 7, "a titled bar per day");
+    assert!(count(page, "svg circle title").await >= 7, "p50 and p95 points, titled");
+    page.find("nav.ranges a[href='/usage?range=30d']").await.unwrap().click().await.unwrap();
+    text_with(page, "Requests over the last 30 days").await;
+    assert_eq!(
+        page.execute("return location.search").await.unwrap(),
+        "?range=30d",
+        "the URL follows the swap"
+    );
+    assert_eq!(count(page, "svg g.bar title").await, 30);
+    assert_eq!(count(page, "header").await, 1, "the body was swapped, not a page inside a page");
+    page.goto(&app.url("/logs")).await.unwrap();
+    text_with(page, "Request log").await;
+    assert_eq!(count(page, "table.logs tbody tr").await, 50, "a page of 50 calls");
+    page.find("table.logs tbody tr a").await.unwrap().click().await.unwrap();
+    let call = text_with(page, "Correlation id").await;
+    assert!(call.contains("Messages of the same session"), "{call}");
+    sign_out(page).await;
+
+    // The developer: their own keys in the breakdown, their own three calls in the log.
+    sign_in(page, &app, &developer.email, &developer.password).await;
+    page.goto(&app.url("/usage?range=7d")).await.unwrap();
+    let usage = text_with(page, "By your API keys").await;
+    assert!(!usage.contains("By member"), "{usage}");
+    page.goto(&app.url("/logs")).await.unwrap();
+    text_with(page, "Your calls").await;
+    assert_eq!(count(page, "table.logs tbody tr a").await, 3);
+    sign_out(page).await;
+
+    // The viewer: charts, and no logs.
+    sign_in(page, &app, &viewer.email, &viewer.password).await;
+    let menu = nav(page).await;
+    assert!(menu.contains("Usage") && !menu.contains("Request log"), "{menu}");
+    page.goto(&app.url("/usage?range=24h")).await.unwrap();
+    text_with(page, "Requests over the last 24 hours").await;
+    assert_eq!(count(page, "svg g.bar title").await, 24);
+    page.goto(&app.url("/logs")).await.unwrap();
+    text_with(page, "This page needs the developer role").await;
 
     browser.close().await;
 }
