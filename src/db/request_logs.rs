@@ -164,41 +164,6 @@ pub async fn any_for_organization(conn: Conn<'_>, organization_id: OrgId) -> sql
         .await)
 }
 
-/// Deletes up to `limit` of the organization's oldest calls: those before `below`, of one
-/// member for `member`. Returns how many went.
-pub async fn delete_batch(
-    conn: Conn<'_>,
-    organization_id: OrgId,
-    member: Option<UserId>,
-    below: Option<LogId>,
-    limit: i64,
-) -> sqlx::Result<u64> {
-    let search = LogSearch { below, member, ..LogSearch::default() };
-    let (conditions, mut args) = conditions(organization_id, &search, false);
-    args.push(Arg::Int(limit));
-    let sql = format!(
-        "DELETE FROM request_logs WHERE organization_id = $1 AND id IN \
-         (SELECT r.id FROM request_logs r WHERE {conditions} ORDER BY r.id LIMIT ${})",
-        args.len()
-    );
-    on_conn!(conn, c => {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for arg in args {
-            q = match arg {
-                Arg::Org(v) => q.bind(v),
-                Arg::User(v) => q.bind(v),
-                Arg::Service(v) => q.bind(v),
-                Arg::Key(v) => q.bind(v),
-                Arg::Log(v) => q.bind(v),
-                Arg::Text(v) => q.bind(v),
-                Arg::Small(v) => q.bind(v),
-                Arg::Int(v) => q.bind(v),
-            };
-        }
-        q.execute(c).await.map(|done| done.rows_affected())
-    })
-}
-
 /// Keeps a row the database refused, whole, with the reason.
 pub async fn insert_reject(
     conn: Conn<'_>,
@@ -367,7 +332,7 @@ const LOG_JOINS: &str = "LEFT JOIN users u ON u.id = r.user_id LEFT JOIN api_key
 /// Runs a search statement on either backend: `$make` builds the query from the SQL, the
 /// values are bound in order, and `$fetch` runs it.
 macro_rules! run_search {
-    ($conn:expr, $make:path, $sql:expr, $args:expr, $fetch:ident) => {
+    ($conn:expr, $make:path, $sql:expr, $args:expr, $fetch:ident $(, $then:expr)?) => {
         on_conn!($conn, c => {
             let mut q = $make(sqlx::AssertSqlSafe($sql));
             for arg in $args {
@@ -383,7 +348,7 @@ macro_rules! run_search {
                 };
             }
             // Filters vary from search to search: not worth keeping prepared.
-            q.persistent(false).$fetch(c).await
+            q.persistent(false).$fetch(c).await$(.map($then))?
         })
     };
 }
@@ -488,6 +453,26 @@ pub async fn same_session(
         args.len()
     );
     run_search!(conn, sqlx::query_as, sql, args, fetch_all)
+}
+
+/// Deletes up to `limit` of the organization's oldest calls: those before `below`, of one
+/// member for `member`. Returns how many went.
+pub async fn delete_batch(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    member: Option<UserId>,
+    below: Option<LogId>,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let search = LogSearch { below, member, ..LogSearch::default() };
+    let (conditions, mut args) = conditions(organization_id, &search, false);
+    args.push(Arg::Int(limit));
+    let sql = format!(
+        "DELETE FROM request_logs WHERE organization_id = $1 AND id IN \
+         (SELECT r.id FROM request_logs r WHERE {conditions} ORDER BY r.id LIMIT ${})",
+        args.len()
+    );
+    run_search!(conn, sqlx::query, sql, args, execute, |done| done.rows_affected())
 }
 
 #[cfg(test)]

@@ -153,6 +153,28 @@ pub struct BreakdownRow {
     pub counts: Counts,
 }
 
+/// Counts read from a row's columns from `first` on, in `SUMS` order, then the duration
+/// buckets when `with_buckets`.
+fn counts_at<R: Row>(row: &R, first: usize, with_buckets: bool) -> sqlx::Result<Counts>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut counts = Counts {
+        requests: row.try_get(first)?,
+        tool_errors: row.try_get(first + 1)?,
+        failures: row.try_get(first + 2)?,
+        duration_ms: row.try_get(first + 3)?,
+        ..Counts::default()
+    };
+    if with_buckets {
+        for (b, count) in counts.buckets.iter_mut().enumerate() {
+            *count = row.try_get(first + 4 + b)?;
+        }
+    }
+    Ok(counts)
+}
+
 const SUMS: &str = "CAST(SUM(requests) AS BIGINT), CAST(SUM(tool_errors) AS BIGINT), \
      CAST(SUM(failures) AS BIGINT), CAST(SUM(duration_ms) AS BIGINT)";
 
@@ -192,17 +214,7 @@ pub async fn series(
         rows.iter()
             .map(|row| {
                 let period: CompactTime = row.try_get(0)?;
-                let mut counts = Counts {
-                    requests: row.try_get(1)?,
-                    tool_errors: row.try_get(2)?,
-                    failures: row.try_get(3)?,
-                    duration_ms: row.try_get(4)?,
-                    ..Counts::default()
-                };
-                for (b, count) in counts.buckets.iter_mut().enumerate() {
-                    *count = row.try_get(5 + b)?;
-                }
-                Ok((period.0, counts))
+                Ok((period.0, counts_at(row, 1, true)?))
             })
             .collect()
     })
@@ -286,13 +298,7 @@ pub async fn breakdown(
                 Ok(BreakdownRow {
                     label: row.try_get::<Option<String>, _>(0)?.unwrap_or_default(),
                     service: row.try_get(1)?,
-                    counts: Counts {
-                        requests: row.try_get(2)?,
-                        tool_errors: row.try_get(3)?,
-                        failures: row.try_get(4)?,
-                        duration_ms: row.try_get(5)?,
-                        ..Counts::default()
-                    },
+                    counts: counts_at(row, 2, false)?,
                 })
             })
             .collect()
@@ -375,17 +381,7 @@ pub async fn service_health(
             .await?;
         for row in &rows {
             let service: ServiceId = row.try_get(0)?;
-            let mut counts = Counts {
-                requests: row.try_get(1)?,
-                tool_errors: row.try_get(2)?,
-                failures: row.try_get(3)?,
-                duration_ms: row.try_get(4)?,
-                ..Counts::default()
-            };
-            for (b, count) in counts.buckets.iter_mut().enumerate() {
-                *count = row.try_get(5 + b)?;
-            }
-            health.insert(service, counts);
+            health.insert(service, counts_at(row, 1, true)?);
         }
         let rows: Vec<(ServiceId, Option<CompactTime>)> = sqlx::query_as(last)
             .bind(organization_id)
