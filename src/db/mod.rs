@@ -6,6 +6,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod compact_body;
 pub mod compact_time;
 pub mod invitations;
 pub mod login_failures;
@@ -28,6 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
+pub use compact_body::CompactBody;
 pub use compact_time::CompactTime;
 
 use crate::config::{Backend, DatabaseUrl};

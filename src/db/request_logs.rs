@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::CompactTime;
 use super::Conn;
+use super::{CompactBody, CompactTime};
 use crate::ids::{KeyId, LogId, OrgId, ServiceId, UserId};
 use crate::on_conn;
 
@@ -136,8 +136,8 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                     .push_bind(&row.method)
                     .push_bind(&row.tool_name)
                     .push_bind(row.session_tag)
-                    .push_bind(&row.request_body)
-                    .push_bind(&row.response_body)
+                    .push_bind(row.request_body.clone().map(CompactBody))
+                    .push_bind(row.response_body.clone().map(CompactBody))
                     .push_bind(row.request_truncated)
                     .push_bind(row.response_truncated)
                     .push_bind(row.outcome.code())
@@ -206,8 +206,8 @@ pub struct LogRow {
     pub duration_ms: i64,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
-    pub request_body: Option<String>,
-    pub response_body: Option<String>,
+    pub request_body: Option<CompactBody>,
+    pub response_body: Option<CompactBody>,
     pub request_truncated: bool,
     pub response_truncated: bool,
     #[serde(serialize_with = "compact_time")]
@@ -326,7 +326,10 @@ fn conditions(organization_id: OrgId, search: &LogSearch, ranged_only: bool) -> 
     (sql, args)
 }
 
-const LOG_COLUMNS: &str = "r.id, r.user_id, u.email AS member_email, r.api_key_id,      k.name || ' (' || k.display_key || ')' AS key_name, r.service_name, r.method, r.tool_name, r.session_tag,      r.outcome, r.http_status, r.error_code, r.error_message, r.duration_ms, r.ip, r.user_agent, r.request_body,      r.response_body, r.request_truncated, r.response_truncated, r.created_at";
+const LOG_COLUMNS: &str = "r.id, r.user_id, u.email AS member_email, r.api_key_id, \
+     k.name || ' (' || k.display_key || ')' AS key_name, r.service_name, r.method, r.tool_name, r.session_tag, \
+     r.outcome, r.http_status, r.error_code, r.error_message, r.duration_ms, r.ip, r.user_agent, r.request_body, \
+     r.response_body, r.request_truncated, r.response_truncated, r.created_at";
 const LOG_JOINS: &str = "LEFT JOIN users u ON u.id = r.user_id LEFT JOIN api_keys k ON k.id = r.api_key_id";
 
 /// Runs a search statement on either backend: `$make` builds the query from the SQL, the

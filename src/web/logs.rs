@@ -396,8 +396,8 @@ pub async fn detail(
         db::request_logs::same_session(conn.conn(), user.organization_id, &call, SESSION_MESSAGES).await?;
     Ok(LogPage {
         layout: Layout::signed_in("Call", "/logs", &user, &state),
-        request: pretty(&call.request_body),
-        response: pretty(&call.response_body),
+        request: pretty(&call.request_body.as_ref().map(|b| b.0.clone())),
+        response: pretty(&call.response_body.as_ref().map(|b| b.0.clone())),
         call,
         session,
     })
@@ -476,8 +476,8 @@ pub fn encode(rows: &[LogRow], format: Format) -> Vec<u8> {
                     row.duration_ms.to_string(),
                     text(&row.ip),
                     text(&row.user_agent),
-                    text(&row.request_body),
-                    text(&row.response_body),
+                    text(&row.request_body.as_ref().map(|b| b.0.clone())),
+                    text(&row.response_body.as_ref().map(|b| b.0.clone())),
                     truncated.to_owned(),
                 ];
                 // Writing to memory cannot fail.

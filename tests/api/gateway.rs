@@ -355,13 +355,21 @@ async fn secrets_in_paths_user_agents_and_arguments_are_stored_and_logged_redact
     let echoed = send("/mcp/tools".into(), Some(session), call.to_string()).await.text().await.unwrap();
     assert!(echoed.contains(NPM_TOKEN), "the client gets its answer as the upstream sent it");
 
-    let sql = "SELECT service_name || ' ' || COALESCE(user_agent, '') || ' ' || COALESCE(request_body, '') || ' ' || \
-               COALESCE(response_body, '') || ' ' || COALESCE(error_message, '') FROM request_logs";
+    // Every stored text of every row (bodies as stored, then read back whole).
+    let sql = "SELECT service_name || ' ' || COALESCE(user_agent, '') || ' ' || COALESCE(error_message, ''), \
+               request_body, response_body FROM request_logs";
     settled_rows(&app, 4).await;
-    let stored: Vec<String> = match &app.db {
-        db::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
-        db::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+    type Stored = (String, Option<db::CompactBody>, Option<db::CompactBody>);
+    let stored: Vec<Stored> = match &app.db {
+        db::Db::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
+        db::Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
     };
+    let stored: Vec<String> = stored
+        .into_iter()
+        .map(|(texts, request, response)| {
+            format!("{texts} {} {}", request.unwrap_or_default().0, response.unwrap_or_default().0)
+        })
+        .collect();
     let stored = stored.join("\n");
     assert!(stored.contains("leaky-client/1.0 ([REDACTED])"), "{stored}");
     assert!(stored.contains("deploy with [REDACTED] and [REDACTED]"), "{stored}");

@@ -70,7 +70,15 @@ pub struct Row {
     pub error_code: Option<i32>,
 }
 
-type RawRow = (Option<String>, Option<String>, Option<String>, Option<String>, bool, i16, Option<i32>);
+type RawRow = (
+    Option<String>,
+    Option<String>,
+    Option<mcp_platform::db::CompactBody>,
+    Option<mcp_platform::db::CompactBody>,
+    bool,
+    i16,
+    Option<i32>,
+);
 
 /// The request-log rows once the batched writer has written them all (it waits up to 50 ms).
 pub async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
@@ -89,8 +97,8 @@ pub async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
                 .map(|(method, tool, request, response, response_truncated, outcome, error_code)| Row {
                     method: method.unwrap_or_default(),
                     tool: tool.unwrap_or_default(),
-                    request: request.unwrap_or_default(),
-                    response: response.unwrap_or_default(),
+                    request: request.unwrap_or_default().0,
+                    response: response.unwrap_or_default().0,
                     response_truncated,
                     outcome: Outcome::from_code(outcome),
                     error_code,
