@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, Settings, load_secret};
 use crate::db::{self, Db};
 use crate::domain::{Email, NewPassword, OrganizationName, Role};
-use crate::ids::{OrgId, UserId};
+use crate::ids::UserId;
 
 #[derive(Parser)]
 #[command(name = "mcp-platform", version, about = "MCP services for your organization, safely")]
@@ -237,18 +237,9 @@ async fn admin_create(config: Config, org: &str, email: &str) -> Result<(), Fail
     let hash = passwords.hash(password.into_secret()).await?;
     let now = SystemClock.now();
     let mut tx = db.begin().await.context("cannot start a transaction")?;
-    let slug = name.slug();
-    let organization_id =
-        match db::organizations::find_by_slug(tx.conn(), &slug).await.context("lookup failed")? {
-            Some(existing) => existing.id,
-            None => {
-                let id = OrgId::new();
-                db::organizations::insert(tx.conn(), id, name.as_str(), &slug, email.as_str(), now)
-                    .await
-                    .context("cannot create the organization")?;
-                id
-            }
-        };
+    let organization_id = db::organizations::find_or_create(tx.conn(), &name, email.as_str(), now)
+        .await
+        .context("cannot find or create the organization")?;
     let user = db::users::NewUser {
         id: UserId::new(),
         organization_id,

@@ -119,16 +119,9 @@ async fn prepare(
 ) -> anyhow::Result<(OrgId, Vec<Caller>, Vec<Target>)> {
     let slug = plan.organization.slug();
     let mut tx = db.begin().await?;
-    let organization_id = match db::organizations::find_by_slug(tx.conn(), &slug).await? {
-        Some(existing) => existing.id,
-        None => {
-            let id = OrgId::new();
-            let contact = format!("seed@{slug}.invalid");
-            db::organizations::insert(tx.conn(), id, plan.organization.as_str(), &slug, &contact, now)
-                .await?;
-            id
-        }
-    };
+    let contact = format!("seed@{slug}.invalid");
+    let organization_id =
+        db::organizations::find_or_create(tx.conn(), &plan.organization, &contact, now).await?;
     if db::request_logs::any_for_organization(tx.conn(), organization_id).await? && !plan.force {
         anyhow::bail!(
             "--org: \"{}\" already has request logs; add --force to write more",

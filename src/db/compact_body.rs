@@ -3,14 +3,16 @@
 //! of their text (a body that would not shrink is stored as text). PostgreSQL stores the text
 //! (it compresses large values itself). Rows written as text before stay readable.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Decode, Encode, Postgres, Sqlite, Type, TypeInfo, ValueRef};
 
+/// Borrowed to be written (no copy of the body), owned when read.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CompactBody(pub String);
+pub struct CompactBody<'a>(pub Cow<'a, str>);
 
 /// What most bodies are made of. Changing it would make stored bodies unreadable: a new
 /// dictionary gets a new `FORMAT` byte, and the old one stays to read the old rows.
@@ -41,7 +43,11 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-impl CompactBody {
+impl<'a> CompactBody<'a> {
+    pub fn borrowed(text: &'a str) -> CompactBody<'a> {
+        CompactBody(Cow::Borrowed(text))
+    }
+
     /// The compressed form, or `None` when it is no smaller than the text.
     fn packed(&self) -> Option<Vec<u8>> {
         let compressed = COMPRESSOR.with(|cell| {
@@ -59,7 +65,7 @@ impl CompactBody {
         })
     }
 
-    fn unpacked(bytes: &[u8]) -> Result<CompactBody, BoxDynError> {
+    fn unpacked(bytes: &[u8]) -> Result<CompactBody<'static>, BoxDynError> {
         let Some((&FORMAT, compressed)) = bytes.split_first() else {
             return Err("a stored body of an unknown format".into());
         };
@@ -71,17 +77,17 @@ impl CompactBody {
             let decompressor = cell.as_mut().expect("just made");
             decompressor.decompress(compressed, MAX_BODY)
         })?;
-        Ok(CompactBody(String::from_utf8(text)?))
+        Ok(CompactBody(Cow::Owned(String::from_utf8(text)?)))
     }
 }
 
-impl serde::Serialize for CompactBody {
+impl serde::Serialize for CompactBody<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)
     }
 }
 
-impl Type<Sqlite> for CompactBody {
+impl Type<Sqlite> for CompactBody<'_> {
     fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
         <Vec<u8> as Type<Sqlite>>::type_info()
     }
@@ -91,30 +97,30 @@ impl Type<Sqlite> for CompactBody {
     }
 }
 
-impl Encode<'_, Sqlite> for CompactBody {
+impl Encode<'_, Sqlite> for CompactBody<'_> {
     fn encode_by_ref(
         &self,
         buf: &mut <Sqlite as sqlx::Database>::ArgumentBuffer,
     ) -> Result<IsNull, BoxDynError> {
         match self.packed() {
             Some(packed) => <Vec<u8> as Encode<Sqlite>>::encode(packed, buf),
-            None => <String as Encode<Sqlite>>::encode_by_ref(&self.0, buf),
+            None => <String as Encode<Sqlite>>::encode(self.0.clone().into_owned(), buf),
         }
     }
 }
 
-impl<'r> Decode<'r, Sqlite> for CompactBody {
+impl<'r> Decode<'r, Sqlite> for CompactBody<'static> {
     fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         if value.type_info().name() == "BLOB" {
             let bytes = <&[u8] as Decode<Sqlite>>::decode(value)?;
             CompactBody::unpacked(bytes)
         } else {
-            <String as Decode<Sqlite>>::decode(value).map(CompactBody)
+            <String as Decode<Sqlite>>::decode(value).map(|text| CompactBody(Cow::Owned(text)))
         }
     }
 }
 
-impl Type<Postgres> for CompactBody {
+impl Type<Postgres> for CompactBody<'_> {
     fn type_info() -> sqlx::postgres::PgTypeInfo {
         <String as Type<Postgres>>::type_info()
     }
@@ -124,15 +130,15 @@ impl Type<Postgres> for CompactBody {
     }
 }
 
-impl Encode<'_, Postgres> for CompactBody {
+impl Encode<'_, Postgres> for CompactBody<'_> {
     fn encode_by_ref(&self, buf: &mut sqlx::postgres::PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <String as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+        <&str as Encode<Postgres>>::encode(self.0.as_ref(), buf)
     }
 }
 
-impl<'r> Decode<'r, Postgres> for CompactBody {
+impl<'r> Decode<'r, Postgres> for CompactBody<'static> {
     fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        <String as Decode<Postgres>>::decode(value).map(CompactBody)
+        <String as Decode<Postgres>>::decode(value).map(|text| CompactBody(Cow::Owned(text)))
     }
 }
 
@@ -143,17 +149,17 @@ mod tests {
     #[test]
     fn small_json_rpc_bodies_shrink_to_a_third_and_come_back_whole() {
         let request = r#"{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"echo","arguments":{"text":"bench"}}}"#;
-        let body = CompactBody(request.to_owned());
+        let body = CompactBody::borrowed(request);
         let packed = body.packed().expect("it shrinks");
         assert!(packed.len() * 2 < request.len(), "{} of {}", packed.len(), request.len());
         assert_eq!(CompactBody::unpacked(&packed).unwrap(), body);
-        let big = CompactBody("é".repeat(10_000));
+        let big = CompactBody("é".repeat(10_000).into());
         assert_eq!(CompactBody::unpacked(&big.packed().unwrap()).unwrap(), big);
     }
 
     #[test]
     fn a_body_that_does_not_shrink_stays_text_and_garbage_is_an_error() {
-        assert!(CompactBody("x".into()).packed().is_none());
+        assert!(CompactBody::borrowed("x").packed().is_none());
         assert!(CompactBody::unpacked(&[9, 1, 2]).is_err());
         assert!(CompactBody::unpacked(&[FORMAT, 1, 2, 3]).is_err());
         assert!(CompactBody::unpacked(&[]).is_err());

@@ -46,6 +46,16 @@ pub enum Conn<'c> {
     Postgres(&'c mut PgConnection),
 }
 
+impl Conn<'_> {
+    /// The same connection for one more call, keeping this handle for the calls after it.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
 /// Runs `$body` with `$c` bound to the backend's own connection type.
 #[macro_export]
 macro_rules! on_conn {

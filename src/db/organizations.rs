@@ -94,6 +94,22 @@ pub async fn find_by_slug(conn: Conn<'_>, slug: &str) -> sqlx::Result<Option<Org
     .await)
 }
 
+/// The organization with this name (by its slug), created with `contact_email` when there is none.
+pub async fn find_or_create(
+    mut conn: Conn<'_>,
+    name: &crate::domain::OrganizationName,
+    contact_email: &str,
+    now: DateTime<Utc>,
+) -> sqlx::Result<OrgId> {
+    let slug = name.slug();
+    if let Some(existing) = find_by_slug(conn.reborrow(), &slug).await? {
+        return Ok(existing.id);
+    }
+    let id = OrgId::new();
+    insert(conn, id, name.as_str(), &slug, contact_email, now).await?;
+    Ok(id)
+}
+
 /// Marks the installation as set up. Returns false when it already was, which makes the
 /// first-run setup happen exactly once even when two requests race.
 pub async fn claim_installation(conn: Conn<'_>, now: DateTime<Utc>) -> sqlx::Result<bool> {

@@ -136,8 +136,8 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                     .push_bind(&row.method)
                     .push_bind(&row.tool_name)
                     .push_bind(row.session_tag)
-                    .push_bind(row.request_body.clone().map(CompactBody))
-                    .push_bind(row.response_body.clone().map(CompactBody))
+                    .push_bind(row.request_body.as_deref().map(CompactBody::borrowed))
+                    .push_bind(row.response_body.as_deref().map(CompactBody::borrowed))
                     .push_bind(row.request_truncated)
                     .push_bind(row.response_truncated)
                     .push_bind(row.outcome.code())
@@ -206,8 +206,8 @@ pub struct LogRow {
     pub duration_ms: i64,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
-    pub request_body: Option<CompactBody>,
-    pub response_body: Option<CompactBody>,
+    pub request_body: Option<CompactBody<'static>>,
+    pub response_body: Option<CompactBody<'static>>,
     pub request_truncated: bool,
     pub response_truncated: bool,
     #[serde(serialize_with = "compact_time")]

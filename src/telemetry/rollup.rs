@@ -139,6 +139,13 @@ impl Counts {
         }
     }
 
+    /// All of them added up.
+    pub fn total<'a>(all: impl IntoIterator<Item = &'a Counts>) -> Counts {
+        let mut total = Counts::default();
+        all.into_iter().for_each(|c| total.merge(c));
+        total
+    }
+
     pub fn successes(&self) -> i64 {
         self.requests - self.tool_errors - self.failures
     }

@@ -22,6 +22,14 @@ use crate::telemetry::rollup::{Counts, Grain};
 const TOP_SERVICES: i64 = 5;
 const LATEST_FAILED: i64 = 10;
 
+/// Headline figures of one period against the one before.
+pub struct Period {
+    pub title: &'static str,
+    /// What it is compared with.
+    pub against: &'static str,
+    pub figures: Vec<Figure>,
+}
+
 /// A next step for someone who has not got that far yet.
 pub struct NextStep {
     pub text: &'static str,
@@ -36,19 +44,12 @@ pub struct HomePage {
     organization: String,
     members: Vec<(String, i64)>,
     services: i64,
-    today: Vec<Figure>,
-    week: Vec<Figure>,
+    periods: [Period; 2],
     top_services: Vec<BreakdownRow>,
     /// `None` for viewers, who read no logs.
     failed: Option<Vec<LogRow>>,
     next_steps: Vec<NextStep>,
     is_admin: bool,
-}
-
-fn sum(series: &[(chrono::DateTime<chrono::Utc>, Counts)]) -> Counts {
-    let mut total = Counts::default();
-    series.iter().for_each(|(_, c)| total.merge(c));
-    total
 }
 
 pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HomePage, AppError> {
@@ -70,7 +71,8 @@ pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HomeP
     let whole = Whose::Organization;
     let mut counts = Vec::new();
     for window in [today, yesterday, week, previous(week)] {
-        counts.push(sum(&db::usage::series(conn.conn(), organization_id, window, None, whole).await?));
+        let series = db::usage::series(conn.conn(), organization_id, window, None, whole).await?;
+        counts.push(Counts::total(series.iter().map(|(_, c)| c)));
     }
     let top_services = db::usage::breakdown(
         conn.conn(),
@@ -144,8 +146,18 @@ pub async fn show(user: CurrentUser, state: web::Data<AppState>) -> Result<HomeP
         organization: user.organization_name.clone(),
         members,
         services,
-        today: figures(&counts[0], &counts[1]),
-        week: figures(&counts[2], &counts[3]),
+        periods: [
+            Period {
+                title: "Today",
+                against: "UTC, against the same hours yesterday",
+                figures: figures(&counts[0], &counts[1]),
+            },
+            Period {
+                title: "Last 7 days",
+                against: "against the 7 days before",
+                figures: figures(&counts[2], &counts[3]),
+            },
+        ],
         top_services,
         failed,
         next_steps,

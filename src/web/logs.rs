@@ -362,7 +362,7 @@ pub struct LogPage {
 
 /// A JSON body indented for reading, an event stream with each event's JSON indented, anything
 /// else as it was stored.
-fn pretty(body: &Option<String>) -> String {
+fn pretty(body: Option<&str>) -> String {
     let Some(body) = body else { return String::new() };
     let indented = |text: &str| {
         serde_json::from_str::<serde_json::Value>(text)
@@ -396,8 +396,8 @@ pub async fn detail(
         db::request_logs::same_session(conn.conn(), user.organization_id, &call, SESSION_MESSAGES).await?;
     Ok(LogPage {
         layout: Layout::signed_in("Call", "/logs", &user, &state),
-        request: pretty(&call.request_body.as_ref().map(|b| b.0.clone())),
-        response: pretty(&call.response_body.as_ref().map(|b| b.0.clone())),
+        request: pretty(call.request_body.as_ref().map(|b| b.0.as_ref())),
+        response: pretty(call.response_body.as_ref().map(|b| b.0.as_ref())),
         call,
         session,
     })
@@ -454,7 +454,7 @@ pub fn encode(rows: &[LogRow], format: Format) -> Vec<u8> {
         Format::Csv => {
             let mut out = csv::Writer::from_writer(Vec::new());
             for row in rows {
-                let text = |v: &Option<String>| neutralised(v.as_deref().unwrap_or_default()).into_owned();
+                let text = |v: Option<&str>| neutralised(v.unwrap_or_default()).into_owned();
                 let truncated = match (row.request_truncated, row.response_truncated) {
                     (true, true) => "request, response",
                     (true, false) => "request",
@@ -464,20 +464,20 @@ pub fn encode(rows: &[LogRow], format: Format) -> Vec<u8> {
                 let record = [
                     row.id.to_string(),
                     row.created_at.0.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    text(&row.member_email),
-                    text(&row.key_name),
+                    text(row.member_email.as_deref()),
+                    text(row.key_name.as_deref()),
                     neutralised(&row.service_name).into_owned(),
-                    text(&row.method),
-                    text(&row.tool_name),
+                    text(row.method.as_deref()),
+                    text(row.tool_name.as_deref()),
                     row.outcome().as_str().to_owned(),
                     row.http_status.to_string(),
                     row.error_code.map(|c| c.to_string()).unwrap_or_default(),
-                    text(&row.error_message),
+                    text(row.error_message.as_deref()),
                     row.duration_ms.to_string(),
-                    text(&row.ip),
-                    text(&row.user_agent),
-                    text(&row.request_body.as_ref().map(|b| b.0.clone())),
-                    text(&row.response_body.as_ref().map(|b| b.0.clone())),
+                    text(row.ip.as_deref()),
+                    text(row.user_agent.as_deref()),
+                    text(row.request_body.as_ref().map(|b| b.0.as_ref())),
+                    text(row.response_body.as_ref().map(|b| b.0.as_ref())),
                     truncated.to_owned(),
                 ];
                 // Writing to memory cannot fail.
@@ -587,11 +587,11 @@ mod tests {
 
     #[test]
     fn bodies_are_indented_for_reading() {
-        assert_eq!(pretty(&Some(r#"{"a":1}"#.into())), "{\n  \"a\": 1\n}");
+        assert_eq!(pretty(Some(r#"{"a":1}"#)), "{\n  \"a\": 1\n}");
         let stream = "id: 1\ndata: {\"a\":1}\n\n";
-        assert_eq!(pretty(&Some(stream.into())), "id: 1\ndata: {\n  \"a\": 1\n}\n");
-        assert_eq!(pretty(&Some("not json".into())), "not json");
-        assert_eq!(pretty(&None), "");
+        assert_eq!(pretty(Some(stream)), "id: 1\ndata: {\n  \"a\": 1\n}\n");
+        assert_eq!(pretty(Some("not json")), "not json");
+        assert_eq!(pretty(None), "");
     }
 
     #[test]

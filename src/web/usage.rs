@@ -247,10 +247,8 @@ async fn body(
             points[i].counts = *counts;
         }
     }
-    let mut total = Counts::default();
-    series.iter().for_each(|(_, c)| total.merge(c));
-    let mut earlier = Counts::default();
-    before.iter().for_each(|(_, c)| earlier.merge(c));
+    let total = Counts::total(series.iter().map(|(_, c)| c));
+    let earlier = Counts::total(before.iter().map(|(_, c)| c));
 
     let labels: Vec<String> = points.iter().map(|p| p.label.clone()).collect();
     let values = |f: fn(&Counts) -> i64| points.iter().map(|p| f(&p.counts) as f64).collect::<Vec<_>>();

@@ -359,7 +359,7 @@ async fn secrets_in_paths_user_agents_and_arguments_are_stored_and_logged_redact
     let sql = "SELECT service_name || ' ' || COALESCE(user_agent, '') || ' ' || COALESCE(error_message, ''), \
                request_body, response_body FROM request_logs";
     settled_rows(&app, 4).await;
-    type Stored = (String, Option<db::CompactBody>, Option<db::CompactBody>);
+    type Stored = (String, Option<db::CompactBody<'static>>, Option<db::CompactBody<'static>>);
     let stored: Vec<Stored> = match &app.db {
         db::Db::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),
         db::Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await.unwrap(),

@@ -73,8 +73,8 @@ pub struct Row {
 type RawRow = (
     Option<String>,
     Option<String>,
-    Option<mcp_platform::db::CompactBody>,
-    Option<mcp_platform::db::CompactBody>,
+    Option<mcp_platform::db::CompactBody<'static>>,
+    Option<mcp_platform::db::CompactBody<'static>>,
     bool,
     i16,
     Option<i32>,
@@ -97,8 +97,8 @@ pub async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
                 .map(|(method, tool, request, response, response_truncated, outcome, error_code)| Row {
                     method: method.unwrap_or_default(),
                     tool: tool.unwrap_or_default(),
-                    request: request.unwrap_or_default().0,
-                    response: response.unwrap_or_default().0,
+                    request: request.unwrap_or_default().0.into_owned(),
+                    response: response.unwrap_or_default().0.into_owned(),
                     response_truncated,
                     outcome: Outcome::from_code(outcome),
                     error_code,
