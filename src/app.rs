@@ -352,10 +352,13 @@ fn security_headers(hsts: bool) -> DefaultHeaders {
     }
 }
 
-/// Deletes expired sessions and old sign-in failures, and trims the per-IP limiter.
+/// Deletes expired sessions and old sign-in failures, and trims the per-IP limiter. First one
+/// period after the start (which made this month's partitions itself), so that it never races
+/// what is done at the start: an operator's (or a test's) own retention run.
 fn spawn_upkeep(state: Arc<AppState>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        let period = Duration::from_secs(300);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tick.tick().await;
             if let Err(e) = upkeep(&state).await {

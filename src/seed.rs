@@ -15,7 +15,7 @@ use crate::db::request_logs::{NewRequestLog, Outcome};
 use crate::db::{self, Db};
 use crate::domain::{Email, OrganizationName, Role};
 use crate::ids::{KeyId, LogId, OrgId, ServiceId, UserId};
-use crate::telemetry::writer::write_batch;
+use crate::telemetry::writer::{Tally, write_tallied};
 
 /// What to write.
 pub struct SeedPlan {
@@ -79,8 +79,8 @@ pub async fn seed(db: &Db, plan: &SeedPlan, now: DateTime<Utc>) -> anyhow::Resul
 
     let started = Instant::now();
     let span = (now - since).num_microseconds().context("--days: too long a span")?;
-    // Rows are made on a thread of their own while the batch before is written.
-    let (batches, mut ready) = tokio::sync::mpsc::channel::<Vec<NewRequestLog>>(2);
+    // Rows and their tallies are made on a thread of their own while the batch before is written.
+    let (batches, mut ready) = tokio::sync::mpsc::channel::<(Vec<NewRequestLog>, Tally)>(2);
     let requests = plan.requests;
     let maker = tokio::task::spawn_blocking(move || {
         let mut rng = SmallRng::seed_from_u64(requests);
@@ -92,15 +92,16 @@ pub async fn seed(db: &Db, plan: &SeedPlan, now: DateTime<Utc>) -> anyhow::Resul
             batch.push(call(&mut rng, organization_id, &callers, &targets, at, n));
             if batch.len() == BATCH || n + 1 == requests {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if batches.blocking_send(full).is_err() {
+                let tally = Tally::of(&full);
+                if batches.blocking_send((full, tally)).is_err() {
                     return;
                 }
             }
         }
     });
     let mut written = 0u64;
-    while let Some(batch) = ready.recv().await {
-        write_batch(db, now, &batch).await.context("cannot write the seeded rows")?;
+    while let Some((batch, tally)) = ready.recv().await {
+        write_tallied(db, now, &batch, &tally).await.context("cannot write the seeded rows")?;
         written += batch.len() as u64;
         if written % 1_000_000 < BATCH as u64 {
             eprintln!("  {written} rows");

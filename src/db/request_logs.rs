@@ -115,10 +115,11 @@ impl NewRequestLog {
 /// Rows per INSERT statement: 21 parameters each stays within both databases' limits.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// Inserts the rows with one multi-row statement per `ROWS_PER_STATEMENT`.
+/// Inserts the rows with one multi-row statement per `ROWS_PER_STATEMENT`. The next statement's
+/// values are bound (bodies compressed) while the database runs the one before.
 pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result<()> {
     on_conn!(conn, c => {
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let statement = |chunk: &[NewRequestLog]| {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO request_logs (id, organization_id, user_id, api_key_id, mcp_service_id, service_name, \
                  method, tool_name, session_tag, request_body, response_body, request_truncated, \
@@ -132,9 +133,9 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                     .push_bind(row.user_id)
                     .push_bind(row.api_key_id)
                     .push_bind(row.mcp_service_id)
-                    .push_bind(&row.service_name)
-                    .push_bind(&row.method)
-                    .push_bind(&row.tool_name)
+                    .push_bind(row.service_name.as_str())
+                    .push_bind(row.method.as_deref())
+                    .push_bind(row.tool_name.as_deref())
                     .push_bind(row.session_tag)
                     .push_bind(row.request_body.as_deref().map(CompactBody::borrowed))
                     .push_bind(row.response_body.as_deref().map(CompactBody::borrowed))
@@ -143,14 +144,25 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                     .push_bind(row.outcome.code())
                     .push_bind(row.http_status)
                     .push_bind(row.error_code)
-                    .push_bind(&row.error_message)
+                    .push_bind(row.error_message.as_deref())
                     .push_bind(row.duration_ms)
-                    .push_bind(&row.ip)
-                    .push_bind(&row.user_agent)
+                    .push_bind(row.ip.as_deref())
+                    .push_bind(row.user_agent.as_deref())
                     .push_bind(CompactTime(row.created_at));
             });
             // Full chunks repeat one statement (worth keeping prepared); the last one varies.
-            insert.build().persistent(chunk.len() == ROWS_PER_STATEMENT).execute(&mut *c).await?;
+            (insert, chunk.len() == ROWS_PER_STATEMENT)
+        };
+        let mut chunks = rows.chunks(ROWS_PER_STATEMENT);
+        let mut next = chunks.next().map(statement);
+        while let Some((mut insert, full)) = next {
+            // The statement is handed to the database on the first poll, before the next is bound.
+            let (done, following) = futures_util::join!(
+                insert.build().persistent(full).execute(&mut *c),
+                async { chunks.next().map(statement) },
+            );
+            done?;
+            next = following;
         }
         Ok(())
     })

@@ -415,26 +415,51 @@ fn read_lines(file: &Path) -> std::io::Result<Vec<NewRequestLog>> {
 
 /// Writes the rows, the usage counters and the roll-ups they move, in one transaction.
 pub async fn write_batch(db: &Db, now: DateTime<Utc>, batch: &[NewRequestLog]) -> sqlx::Result<()> {
-    let mut usage: BTreeMap<(OrgId, ServiceId, chrono::NaiveDate), Increment> = BTreeMap::new();
-    for row in batch {
-        if let Some(service) = row.mcp_service_id {
-            let inc = usage.entry((row.organization_id, service, row.created_at.date_naive())).or_default();
-            inc.requests += 1;
-            inc.duration_ms += row.duration_ms;
-            if row.outcome == Outcome::Success { inc.successes += 1 } else { inc.failures += 1 }
+    write_tallied(db, now, batch, &Tally::of(batch)).await
+}
+
+/// What a batch of rows adds to the usage counters, the daily quota counters and the roll-ups.
+#[derive(Default)]
+pub struct Tally {
+    usage: BTreeMap<(OrgId, ServiceId, chrono::NaiveDate), Increment>,
+    daily: BTreeMap<(OrgId, chrono::NaiveDate), i64>,
+    rollups: BTreeMap<rollup::RollupKey, rollup::Counts>,
+}
+
+impl Tally {
+    pub fn of(batch: &[NewRequestLog]) -> Tally {
+        let mut tally = Tally { rollups: rollup::rollups_of(batch), ..Tally::default() };
+        for row in batch {
+            if let Some(service) = row.mcp_service_id {
+                let inc = tally
+                    .usage
+                    .entry((row.organization_id, service, row.created_at.date_naive()))
+                    .or_default();
+                inc.requests += 1;
+                inc.duration_ms += row.duration_ms;
+                if row.outcome == Outcome::Success { inc.successes += 1 } else { inc.failures += 1 }
+            }
+            if row.quota_counted {
+                *tally.daily.entry((row.organization_id, row.created_at.date_naive())).or_default() += 1;
+            }
         }
+        tally
     }
-    let mut daily: BTreeMap<(OrgId, chrono::NaiveDate), i64> = BTreeMap::new();
-    for row in batch.iter().filter(|r| r.quota_counted) {
-        *daily.entry((row.organization_id, row.created_at.date_naive())).or_default() += 1;
-    }
-    let rollups = rollup::rollups_of(batch);
+}
+
+/// `write_batch` with the batch's tally made beforehand (`dev seed` makes it on another thread).
+pub async fn write_tallied(
+    db: &Db,
+    now: DateTime<Utc>,
+    batch: &[NewRequestLog],
+    tally: &Tally,
+) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
     db::request_logs::insert_many(tx.conn(), batch).await?;
-    for ((organization_id, service, day), inc) in usage {
+    for (&(organization_id, service, day), &inc) in &tally.usage {
         db::usage::add(tx.conn(), organization_id, service, day, inc, now).await?;
     }
-    db::usage::add_rollups(tx.conn(), &rollups).await?;
-    db::usage::add_daily_requests(tx.conn(), &daily).await?;
+    db::usage::add_rollups(tx.conn(), &tally.rollups).await?;
+    db::usage::add_daily_requests(tx.conn(), &tally.daily).await?;
     tx.commit().await
 }
