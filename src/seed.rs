@@ -320,6 +320,7 @@ fn call(
         user_agent: Some(caller.user_agent.to_owned()),
         created_at: at,
         quota_counted: false,
+        stateless: false,
     }
 }
 

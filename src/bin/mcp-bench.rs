@@ -1,5 +1,7 @@
 //! The gateway benchmark: tools/call `echo` straight to the test upstream and through the
-//! platform, in alternating rounds, at concurrency 1 and 16. Prints requests per second,
+//! platform, in alternating rounds, at concurrency 1 and 16; through the platform both in
+//! 2025-11-25 sessions and as stateless 2026-07-28 requests (which the gateway bridges to the
+//! upstream's 2025-11-25 in a session of its own). Prints requests per second,
 //! p50/p99 latency, the throughput ratio, the added p50, the platform's peak memory and the
 //! request log's bytes on disk per call, checks that log rows, usage counters and roll-ups equal
 //! the calls made, and ends with one JSON line.
@@ -84,12 +86,19 @@ struct Round {
     latencies: Vec<Duration>,
 }
 
-/// `calls` echo calls over `concurrency` sessions; returns the throughput and every latency.
-async fn round(url: &str, key: Option<&str>, calls: usize, concurrency: usize) -> anyhow::Result<Round> {
+/// `calls` echo calls over `concurrency` sessions (or, `stateless`, as many 2026-07-28
+/// clients); returns the throughput and every latency.
+async fn round(
+    url: &str,
+    key: Option<&str>,
+    calls: usize,
+    concurrency: usize,
+    stateless: bool,
+) -> anyhow::Result<Round> {
     let client = reqwest::Client::new();
     let mut sessions = Vec::new();
     for _ in 0..concurrency {
-        sessions.push(open_session(&client, url, key).await?);
+        sessions.push(if stateless { None } else { Some(open_session(&client, url, key).await?) });
     }
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -99,9 +108,18 @@ async fn round(url: &str, key: Option<&str>, calls: usize, concurrency: usize) -
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(share);
             for i in 0..share {
-                let body = json!({"jsonrpc":"2.0","id":i + 1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"bench"}}});
+                let mut body = json!({"jsonrpc":"2.0","id":i + 1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"bench"}}});
+                let mut request = request(&client, &url, key.as_deref(), session.as_deref());
+                if stateless {
+                    body["params"]["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                        "io.modelcontextprotocol/clientCapabilities": {}});
+                    request = request
+                        .header("mcp-protocol-version", "2026-07-28")
+                        .header("mcp-method", "tools/call")
+                        .header("mcp-name", "echo");
+                }
                 let t = Instant::now();
-                let text = request(&client, &url, key.as_deref(), Some(&session)).body(body.to_string()).send().await?.text().await?;
+                let text = request.body(body.to_string()).send().await?.text().await?;
                 latencies.push(t.elapsed());
                 if !text.contains("\"result\"") {
                     bail!("unexpected answer: {text}");
@@ -255,23 +273,31 @@ async fn main() -> anyhow::Result<()> {
     let mut gateway_messages = 0usize;
     for concurrency in [1usize, 16] {
         let calls = if concurrency == 1 { calls / 4 } else { calls };
-        let (mut direct, mut through) = (Vec::new(), Vec::new());
-        let (mut direct_rps, mut through_rps) = (0.0, 0.0);
-        let (mut platform_cpu, mut upstream_cpu) = (Duration::ZERO, Duration::ZERO);
+        let (mut direct, mut through, mut stateless) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut direct_rps, mut through_rps, mut stateless_rps) = (0.0, 0.0, 0.0);
+        let (mut platform_cpu, mut upstream_cpu, mut stateless_cpu) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         for _ in 0..rounds {
-            let d = round(&upstream_url, None, calls, concurrency).await?;
+            let d = round(&upstream_url, None, calls, concurrency, false).await?;
             let (platform_before, upstream_before) = (cpu_time(pid), cpu_time(upstream_pid));
-            let g = round(&gateway_url, Some(&key), calls, concurrency).await?;
+            let g = round(&gateway_url, Some(&key), calls, concurrency, false).await?;
             platform_cpu += cpu_time(pid) - platform_before;
             upstream_cpu += cpu_time(upstream_pid) - upstream_before;
-            gateway_messages += calls + 2 * concurrency;
+            let stateless_before = cpu_time(pid);
+            let s = round(&gateway_url, Some(&key), calls, concurrency, true).await?;
+            stateless_cpu += cpu_time(pid) - stateless_before;
+            gateway_messages += calls + 2 * concurrency + calls;
             direct_rps += d.rps / rounds as f64;
             through_rps += g.rps / rounds as f64;
+            stateless_rps += s.rps / rounds as f64;
             direct.extend(d.latencies);
             through.extend(g.latencies);
+            stateless.extend(s.latencies);
         }
         direct.sort();
         through.sort();
+        stateless.sort();
+        let (sp50, sp99) = (percentile(&stateless, 0.5), percentile(&stateless, 0.99));
         let (dp50, dp99, gp50, gp99) = (
             percentile(&direct, 0.5),
             percentile(&direct, 0.99),
@@ -281,10 +307,14 @@ async fn main() -> anyhow::Result<()> {
         // CPU per gateway call, in microseconds: the platform's, and the upstream's for comparison.
         let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (calls * rounds) as f64;
         let (platform_us, upstream_us) = (per_call(platform_cpu), per_call(upstream_cpu));
+        let stateless_us = per_call(stateless_cpu);
         println!(
             "concurrency {concurrency:>2}: direct {direct_rps:>8.0} req/s p50 {dp50:.2} ms p99 {dp99:.2} ms | gateway {through_rps:>8.0} req/s p50 {gp50:.2} ms p99 {gp99:.2} ms | ratio {:.2} | added p50 {:.2} ms | CPU per call: platform {platform_us:.0} us, upstream {upstream_us:.0} us",
             through_rps / direct_rps,
             gp50 - dp50
+        );
+        println!(
+            "               stateless 2026-07-28 through the gateway {stateless_rps:>8.0} req/s p50 {sp50:.2} ms p99 {sp99:.2} ms | platform CPU per call {stateless_us:.0} us"
         );
         report.insert(
             format!("c{concurrency}"),
@@ -293,6 +323,8 @@ async fn main() -> anyhow::Result<()> {
                 "direct_p50_ms": dp50, "direct_p99_ms": dp99, "gateway_p50_ms": gp50, "gateway_p99_ms": gp99,
                 "throughput_ratio": through_rps / direct_rps, "added_p50_ms": gp50 - dp50,
                 "platform_cpu_us_per_call": platform_us, "upstream_cpu_us_per_call": upstream_us,
+                "stateless_rps": stateless_rps.round(), "stateless_p50_ms": sp50, "stateless_p99_ms": sp99,
+                "stateless_platform_cpu_us_per_call": stateless_us,
             }),
         );
     }

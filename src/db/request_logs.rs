@@ -37,6 +37,9 @@ pub struct NewRequestLog {
     /// the row).
     #[serde(default)]
     pub quota_counted: bool,
+    /// A 2026-07-28 (stateless) request rather than one of a 2025-11-25 session.
+    #[serde(default)]
+    pub stateless: bool,
 }
 
 /// How a call ended, as the `outcome` column stores it.
@@ -112,7 +115,7 @@ impl NewRequestLog {
     }
 }
 
-/// Rows per INSERT statement: 21 parameters each stays within both databases' limits.
+/// Rows per INSERT statement: 22 parameters each stays within both databases' limits.
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// Inserts the rows with one multi-row statement per `ROWS_PER_STATEMENT`. The next statement's
@@ -124,7 +127,7 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                 "INSERT INTO request_logs (id, organization_id, user_id, api_key_id, mcp_service_id, service_name, \
                  method, tool_name, session_tag, request_body, response_body, request_truncated, \
                  response_truncated, outcome, http_status, error_code, error_message, duration_ms, ip, user_agent, \
-                 created_at) ",
+                 created_at, stateless) ",
             );
             insert.push_values(chunk, |mut values, row| {
                 values
@@ -148,7 +151,8 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                     .push_bind(row.duration_ms)
                     .push_bind(row.ip.as_deref())
                     .push_bind(row.user_agent.as_deref())
-                    .push_bind(CompactTime(row.created_at));
+                    .push_bind(CompactTime(row.created_at))
+                    .push_bind(row.stateless);
             });
             // Full chunks repeat one statement (worth keeping prepared); the last one varies.
             (insert, chunk.len() == ROWS_PER_STATEMENT)
@@ -224,6 +228,8 @@ pub struct LogRow {
     pub response_truncated: bool,
     #[serde(serialize_with = "compact_time")]
     pub created_at: CompactTime,
+    /// A 2026-07-28 (stateless) request.
+    pub stateless: bool,
 }
 
 fn outcome_name<S: serde::Serializer>(code: &i16, s: S) -> Result<S::Ok, S::Error> {
@@ -341,7 +347,7 @@ fn conditions(organization_id: OrgId, search: &LogSearch, ranged_only: bool) -> 
 const LOG_COLUMNS: &str = "r.id, r.user_id, u.email AS member_email, r.api_key_id, \
      k.name || ' (' || k.display_key || ')' AS key_name, r.service_name, r.method, r.tool_name, r.session_tag, \
      r.outcome, r.http_status, r.error_code, r.error_message, r.duration_ms, r.ip, r.user_agent, r.request_body, \
-     r.response_body, r.request_truncated, r.response_truncated, r.created_at";
+     r.response_body, r.request_truncated, r.response_truncated, r.created_at, r.stateless";
 const LOG_JOINS: &str = "LEFT JOIN users u ON u.id = r.user_id LEFT JOIN api_keys k ON k.id = r.api_key_id";
 
 /// Runs a search statement on either backend: `$make` builds the query from the SQL, the

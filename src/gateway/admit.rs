@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use super::cache::LoadedService;
 use super::call::{Call, Caller};
+use super::era;
 use super::jsonrpc;
 use super::record::CallRecord;
-use super::refusal::{Challenge, FORBIDDEN, NOT_FOUND, Refusal, SSE};
+use super::refusal::{Challenge, FORBIDDEN, NOT_FOUND, PROTOCOL_HEADER, Refusal, SSE};
 use crate::app::AppState;
 use crate::auth::api_key::{self, KeyPrincipal, KeyRejection};
 use crate::db;
@@ -23,7 +24,11 @@ use crate::ids::OrgId;
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 pub fn header_str(req: &HttpRequest, name: impl header::AsHeaderName) -> Option<&str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
+    header_str_of(req.headers(), name)
+}
+
+fn header_str_of(headers: &header::HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Streamable HTTP: a request whose `Origin` is present and not allowed is refused (DNS
@@ -176,7 +181,7 @@ pub async fn message(
     caller: Caller,
     name: &str,
     body: web::Bytes,
-    protocol_version: Option<String>,
+    headers: &header::HeaderMap,
     record: &mut CallRecord,
 ) -> Result<Call, Refusal> {
     record.request_body = Some(String::from_utf8_lossy(&body).into_owned());
@@ -185,6 +190,9 @@ pub async fn message(
     record.method = message.method().map(str::to_owned);
     record.tool = message.tool_name().map(str::to_owned);
     record.rpc_id = id.clone();
+    record.modern = era::declares_modern(&message);
+    let era = era::of(&message, headers).map_err(|r| r.with_id(&id))?;
+    let protocol_version = header_str_of(headers, PROTOCOL_HEADER).map(str::to_owned);
     let checked = async {
         let service = service(state, caller.organization_id, name).await?;
         record.service_id = Some(service.id);
@@ -199,5 +207,5 @@ pub async fn message(
         Ok(service)
     };
     let service = checked.await.map_err(|r| r.with_id(&id))?;
-    Ok(Call { caller, service, message, body, protocol_version })
+    Ok(Call { caller, service, message, body, protocol_version, era })
 }

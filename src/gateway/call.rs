@@ -9,6 +9,7 @@ use actix_web::web;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::cache::LoadedService;
+use super::era::Era;
 use super::jsonrpc::Message;
 use crate::auth::api_key::KeyPrincipal;
 use crate::catalog::definition::Transport;
@@ -44,6 +45,8 @@ pub struct Call {
     pub body: web::Bytes,
     /// The MCP revision the client says it speaks, passed on to an HTTP upstream.
     pub protocol_version: Option<String>,
+    /// Whether the client speaks 2026-07-28 (stateless) or an earlier revision.
+    pub era: Era,
 }
 
 impl Call {
@@ -56,9 +59,10 @@ impl Call {
     }
 
     /// Whether the caller's own token is needed now: on every call to an HTTP upstream, and
-    /// when a stdio session's child is started.
+    /// when a stdio session's child may be started (an `initialize`, or a stateless request,
+    /// for which the gateway opens a session of its own when it has none).
     pub fn needs_credential(&self) -> bool {
-        self.service.transport == Transport::Http || self.is_initialize()
+        self.service.transport == Transport::Http || self.is_initialize() || self.era.modern().is_some()
     }
 }
 

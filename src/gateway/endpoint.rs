@@ -13,8 +13,10 @@ use uuid::Uuid;
 
 use super::admit::{self, header_str};
 use super::answer::{Relayed, answer};
+use super::bridge;
 use super::call::{Caller, Credential};
 use super::credential;
+use super::era::Era;
 use super::jsonrpc;
 use super::limits::Headroom;
 use super::record::{CallRecord, session_tag};
@@ -73,11 +75,16 @@ async fn relay_post(
     record.user_id = Some(principal.user_id);
     record.api_key_id = Some(principal.key_id);
     let body = admit::read_body(payload).await?;
-    let version = header_str(req, PROTOCOL_HEADER).map(str::to_owned);
-    let call = admit::message(state, Caller::from(&principal), name, body, version, record).await?;
+    let call = admit::message(state, Caller::from(&principal), name, body, req.headers(), record).await?;
     let id = call.message.id().cloned().unwrap_or_default();
     let relayed = async {
-        let existing = session(state, header_str(req, SESSION_HEADER), principal.key_id, call.service.id)?;
+        // A stateless (2026-07-28) request belongs to no client session, whatever it sends.
+        let existing = match &call.era {
+            Era::Legacy => {
+                session(state, header_str(req, SESSION_HEADER), principal.key_id, call.service.id)?
+            }
+            Era::Modern(_) => None,
+        };
         let credential = if call.needs_credential() {
             credential::open(state, &call.caller, &call.service).await?
         } else {
@@ -102,6 +109,11 @@ async fn relay_post(
                 *headroom = Some(limited.headroom);
                 return Err(limited.refusal);
             }
+        }
+        if let Era::Modern(modern) = &call.era {
+            return bridge::relay(state, &call, modern, &credential, record)
+                .await
+                .map(|relayed| (relayed, None));
         }
         let upstream = existing.as_ref().map(|(_, s)| &s.upstream);
         match relay::post(state, &call, &credential, upstream, record).await {

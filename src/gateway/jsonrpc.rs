@@ -51,15 +51,21 @@ pub struct RpcError {
     pub message: String,
     /// The request's id, when it could be read.
     pub id: Value,
+    /// What the error's code defines as its `data` (boxed: errors travel in `Result`s).
+    pub data: Option<Box<Value>>,
 }
 
 impl RpcError {
     pub fn new(code: i64, message: impl Into<String>) -> RpcError {
-        RpcError { code, message: message.into(), id: Value::Null }
+        RpcError { code, message: message.into(), id: Value::Null, data: None }
     }
 
     pub fn body(&self) -> Value {
-        error_body(&self.id, self.code, &self.message)
+        let mut body = error_body(&self.id, self.code, &self.message);
+        if let Some(data) = &self.data {
+            body["error"]["data"] = (**data).clone();
+        }
+        body
     }
 }
 

@@ -18,14 +18,18 @@
 //! cache        short-lived copies of keys, services and sealed tokens
 //! stdio        the children themselves: start, route their output, end them, caps
 //! jsonrpc      what a client message is and which scope it needs
+//! era          2025-11-25 (sessions) or 2026-07-28 (stateless): which, and the latter's rules
+//! bridge       a 2026-07-28 client to a 2025-11-25 upstream, in the gateway's own sessions
 //! probe        "test connection" for the dashboard, through the same phases
 
 pub mod admit;
 pub mod answer;
+mod bridge;
 pub mod cache;
 pub mod call;
 pub mod credential;
 pub mod endpoint;
+pub mod era;
 pub mod jsonrpc;
 pub mod limits;
 pub mod probe;

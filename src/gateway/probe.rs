@@ -104,9 +104,13 @@ impl Probe<'_> {
         record.organization_id = Some(self.caller.organization_id);
         record.user_id = Some(self.caller.user_id);
         let body = Bytes::from(message.to_string());
-        let version = Some(PROTOCOL_VERSION.to_owned());
+        let mut headers = actix_web::http::header::HeaderMap::new();
+        headers.insert(
+            actix_web::http::header::HeaderName::from_static("mcp-protocol-version"),
+            actix_web::http::header::HeaderValue::from_static(PROTOCOL_VERSION),
+        );
         let relayed =
-            match admit::message(state, self.caller.clone(), self.name, body, version, &mut record).await {
+            match admit::message(state, self.caller.clone(), self.name, body, &headers, &mut record).await {
                 Ok(call) => relay::post(state, &call, self.credential, session, &mut record).await,
                 Err(refusal) => Err(refusal),
             };

@@ -30,6 +30,8 @@ pub struct CallRecord {
     pub session_tag: Option<i64>,
     /// The call counted against the organization's daily quota.
     pub quota_counted: bool,
+    /// A 2026-07-28 (stateless) request.
+    pub modern: bool,
     pub rpc_id: Value,
     pub request_body: Option<String>,
     /// Values that must never be stored: the credential injected for this call.
@@ -82,6 +84,7 @@ impl CallRecord {
             tool: None,
             session_tag: None,
             quota_counted: false,
+            modern: false,
             rpc_id: Value::Null,
             request_body: None,
             secrets: Vec::new(),
@@ -131,6 +134,7 @@ impl CallRecord {
             user_agent: self.client.user_agent.clone(),
             created_at: self.arrived,
             quota_counted: self.quota_counted,
+            stateless: self.modern,
         })
     }
 

@@ -82,6 +82,12 @@ impl Refusal {
         self
     }
 
+    /// The same refusal, with the `data` its error code defines.
+    pub fn with_data(mut self, data: Value) -> Refusal {
+        self.error.data = Some(Box::new(data));
+        self
+    }
+
     /// The same refusal, answering the request with this id.
     pub fn with_id(mut self, id: &Value) -> Refusal {
         self.error.id = id.clone();

@@ -27,6 +27,20 @@ pub(super) struct GatewaySession {
     pub(super) service_id: ServiceId,
     pub(super) upstream: UpstreamSession,
     pub(super) last_used: std::time::Instant,
+    /// For the gateway's own session for a 2026-07-28 client: the upstream's `initialize` result.
+    pub(super) initialized: Option<Initialized>,
+}
+
+/// An upstream's `initialize` result: its capabilities, identity and instructions.
+pub(super) type Initialized = Arc<serde_json::Map<String, serde_json::Value>>;
+
+/// The gateway's own session with a legacy upstream for a 2026-07-28 client (`bridge`), kept
+/// in the session table under an id no client session has.
+#[derive(Clone)]
+pub(super) struct Bridged {
+    pub(super) id: String,
+    pub(super) upstream: UpstreamSession,
+    pub(super) initialized: Initialized,
 }
 
 #[derive(Clone)]
@@ -64,6 +78,8 @@ pub struct Gateway {
     policy: Arc<UpstreamPolicy>,
     pub(super) sessions: Mutex<HashMap<String, GatewaySession>>,
     pub lookups: Lookups,
+    /// Each service's latest `initialize` result, for `server/discover`.
+    discovered: moka::sync::Cache<ServiceId, Initialized>,
     pub stdio: StdioPool,
     /// Set when the platform stops: open server-to-client streams end, so the graceful stop
     /// does not wait for them.
@@ -95,6 +111,7 @@ impl Gateway {
             policy,
             sessions: Mutex::new(HashMap::new()),
             lookups: Lookups::new(clock),
+            discovered: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
             stdio: StdioPool::new(limits),
             stopping: watch::Sender::new(false),
         }
@@ -172,9 +189,50 @@ impl Gateway {
     /// its id, for the client.
     pub(super) fn open(&self, key_id: KeyId, service_id: ServiceId, upstream: UpstreamSession) -> String {
         let gateway_id = crate::crypto::random_token();
-        let entry = GatewaySession { key_id, service_id, upstream, last_used: std::time::Instant::now() };
+        let entry = GatewaySession {
+            key_id,
+            service_id,
+            upstream,
+            last_used: std::time::Instant::now(),
+            initialized: None,
+        };
         self.sessions.lock().expect("session table lock").insert(gateway_id.clone(), entry);
         gateway_id
+    }
+
+    /// Registers the gateway's own session for a 2026-07-28 client, unless one was registered
+    /// under its id meanwhile: then that one, to use instead.
+    pub(super) fn open_bridge(
+        &self,
+        key_id: KeyId,
+        service_id: ServiceId,
+        bridged: Bridged,
+    ) -> Result<(), Bridged> {
+        self.discovered.insert(service_id, bridged.initialized.clone());
+        let mut sessions = self.sessions.lock().expect("session table lock");
+        if let Some(existing) = sessions.get(&bridged.id)
+            && let Some(initialized) = &existing.initialized
+        {
+            return Err(Bridged {
+                id: bridged.id,
+                upstream: existing.upstream.clone(),
+                initialized: initialized.clone(),
+            });
+        }
+        let entry = GatewaySession {
+            key_id,
+            service_id,
+            upstream: bridged.upstream,
+            last_used: std::time::Instant::now(),
+            initialized: Some(bridged.initialized),
+        };
+        sessions.insert(bridged.id, entry);
+        Ok(())
+    }
+
+    /// The service's `initialize` result seen within `era::DISCOVER_TTL`.
+    pub(super) fn discovered(&self, service_id: ServiceId) -> Option<Initialized> {
+        self.discovered.get(&service_id)
     }
 
     pub(super) fn forget(&self, gateway_id: &str) {

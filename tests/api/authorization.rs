@@ -220,6 +220,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         user_agent: None,
         created_at: now,
         quota_counted: false,
+        stateless: false,
     };
     mcp_platform::telemetry::writer::write_batch(&app.db, now, &[call]).await.unwrap();
 

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod csrf;
 mod egress;
+mod eras;
 mod gateway;
 mod headers;
 mod health;

@@ -24,6 +24,7 @@ use crate::on_both_backends;
 on_both_backends!(
     server_everything_works_behind_the_gateway_over_http_and_stdio,
     the_github_project_manager_lists_its_tools_and_its_token_stays_secret,
+    the_official_python_sdk_speaks_2026_07_28_through_the_gateway_to_legacy_upstreams,
 );
 
 const NPM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/npm");
@@ -42,6 +43,42 @@ fn npm_packages() -> Option<PathBuf> {
             None
         }
     }
+}
+
+const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python");
+
+/// The official Python SDK's interpreter, or `None` (test skipped) outside CI.
+fn python_sdk() -> Option<PathBuf> {
+    let python = PathBuf::from(PYTHON).join(".venv/bin/python");
+    match std::env::var("CI").as_deref() {
+        Ok("true") if python.exists() => Some(python),
+        Ok("true") => panic!("CI=true but the Python SDK is missing: see .ci/run (tests/python/.venv)"),
+        _ => {
+            crate::helpers::skipped("the Python SDK client runs with CI=true");
+            None
+        }
+    }
+}
+
+/// What the Python SDK's client saw: it probed with `server/discover`, listed the tools and
+/// called `tool`.
+async fn python_client_through(
+    python: &Path,
+    app: &TestApp,
+    service: &str,
+    key: &str,
+    tool: &str,
+    arguments: Value,
+) -> Value {
+    let output = tokio::process::Command::new(python)
+        .arg(Path::new(PYTHON).join("modern_client.py"))
+        .args([app.url(&format!("/mcp/{service}")), key.to_owned(), tool.to_owned(), arguments.to_string()])
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{service}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{service}: {stdout}"))
 }
 
 /// server-everything over Streamable HTTP on a free loopback port; stopped on drop.
@@ -221,4 +258,60 @@ token = "github"
         logs.contains("GITHUB_PERSONAL_TOKEN: '[REDACTED]'"),
         "the server's own printout is logged, redacted"
     );
+}
+
+async fn the_official_python_sdk_speaks_2026_07_28_through_the_gateway_to_legacy_upstreams(backend: Backend) {
+    let Some(root) = npm_packages() else { return };
+    let Some(python) = python_sdk() else { return };
+    let everything = EverythingOverHttp::start(&root);
+    let upstream = crate::helpers::upstream::HttpUpstream::start();
+    let services = format!(
+        r#"
+[[service]]
+name = "everything-http"
+kind = "http"
+url = "{url}"
+
+[[service]]
+name = "everything-stdio"
+kind = "stdio"
+command = "node"
+args = [{script:?}, "stdio"]
+
+[[service]]
+name = "test-upstream"
+kind = "http"
+url = "{test_url}"
+"#,
+        url = everything.url,
+        script = root.join(EVERYTHING),
+        test_url = upstream.url,
+    );
+    let app = app_with_services(backend, &services).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, mcp_platform::domain::Role::Developer).await;
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let direct =
+        tools_listed_directly(Path::new("node"), &[root.join(EVERYTHING).to_str().unwrap(), "stdio"]);
+
+    // server-everything speaks 2025-11-25 only; the SDK's client stays on 2026-07-28 all along.
+    for service in ["everything-http", "everything-stdio"] {
+        let seen =
+            python_client_through(&python, &app, service, &key, "echo", json!({ "message": service })).await;
+        assert_eq!(seen["protocol"], "2026-07-28", "{service}: {seen}");
+        assert!(seen["server"].as_str().is_some_and(|s| !s.is_empty()), "{service}: {seen}");
+        let tools: Vec<String> =
+            seen["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
+        assert_eq!(tools, direct, "{service} lists every tool");
+        assert!(seen["text"].as_str().unwrap().contains(service), "{service}: {seen}");
+    }
+    let seen =
+        python_client_through(&python, &app, "test-upstream", &key, "add", json!({ "a": 40, "b": 2 })).await;
+    assert_eq!((seen["protocol"].clone(), seen["text"].clone()), (json!("2026-07-28"), json!("42")));
+
+    // Each request is recorded once, as a stateless one.
+    let rows = settled_rows(&app, 9).await;
+    assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "every call succeeded");
+    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 3);
+    assert_eq!(usage_total(&app).await, rows.len() as i64);
 }

@@ -68,6 +68,7 @@ fn row(
         user_agent: None,
         created_at: at,
         quota_counted: false,
+        stateless: false,
     }
 }
 

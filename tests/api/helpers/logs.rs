@@ -42,6 +42,7 @@ pub fn call_row(caller: Caller, tool: &str, outcome: Outcome, at: DateTime<Utc>)
         user_agent: Some("test-client/1.0".into()),
         created_at: at,
         quota_counted: false,
+        stateless: false,
     }
 }
 

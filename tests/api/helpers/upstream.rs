@@ -54,8 +54,13 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     pub fn start() -> HttpUpstream {
+        HttpUpstream::start_on("127.0.0.1:0")
+    }
+
+    /// On a given address: a restarted upstream, which has forgotten its sessions.
+    pub fn start_on(address: &str) -> HttpUpstream {
         let mut child = Command::new(UPSTREAM)
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", address])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,362 @@
+//! The two eras of MCP the gateway serves through one endpoint. A client of 2025-11-25 and
+//! before opens a session with `initialize`; a client of 2026-07-28 is stateless: every request
+//! declares its protocol version and capabilities in `_meta`, and mirrors its method and name in
+//! headers that must match the body. This module tells the eras apart, applies the 2026-07-28
+//! transport rules, and stamps the results a modern client gets.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::HeaderMap;
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use super::jsonrpc::{self, Message};
+use super::refusal::{PROTOCOL_HEADER, Refusal};
+
+/// The stateless revision.
+pub const MODERN_VERSION: &str = "2026-07-28";
+/// The revision the gateway speaks to a legacy upstream on behalf of a modern client.
+pub const BRIDGED_VERSION: &str = "2025-11-25";
+
+pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+/// The `_meta` keys only the 2026-07-28 revision defines; a legacy upstream does not get them.
+const META_MODERN_KEYS: [&str; 4] =
+    [META_VERSION, META_CAPABILITIES, META_CLIENT_INFO, "io.modelcontextprotocol/logLevel"];
+
+/// How long a `server/discover` answer may be reused, by the client and by the gateway.
+pub const DISCOVER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub const METHOD_HEADER: &str = "Mcp-Method";
+pub const NAME_HEADER: &str = "Mcp-Name";
+
+pub const INVALID_PARAMS: i64 = -32602;
+pub const HEADER_MISMATCH: i64 = -32020;
+pub const UNSUPPORTED_VERSION: i64 = -32022;
+
+/// The methods a 2026-07-28 client may send through the gateway.
+const MODERN_METHODS: [&str; 9] = [
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+];
+
+/// Results that carry caching hints (`CacheableResult`).
+const CACHEABLE: [&str; 6] = [
+    "server/discover",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+];
+
+/// What a 2026-07-28 request declares about its client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Modern {
+    pub version: String,
+    /// The client's capabilities (`{}` when none are declared).
+    pub capabilities: Value,
+    pub client_info: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Era {
+    /// `initialize` and session-bound messages (2025-11-25 and before).
+    Legacy,
+    Modern(Modern),
+}
+
+impl Era {
+    pub fn modern(&self) -> Option<&Modern> {
+        match self {
+            Era::Modern(modern) => Some(modern),
+            Era::Legacy => None,
+        }
+    }
+}
+
+/// Every version the gateway serves: 2026-07-28 per request, the others through `initialize`.
+pub fn supported_versions() -> Vec<&'static str> {
+    std::iter::once(MODERN_VERSION).chain(jsonrpc::PROTOCOL_VERSIONS).collect()
+}
+
+/// Whether a message says it is a 2026-07-28 request (its `_meta` names a protocol version, or
+/// it is `server/discover`), before any of its rules is checked.
+pub fn declares_modern(message: &Message) -> bool {
+    let Message::Request { method, params, .. } = message else { return false };
+    method == "server/discover"
+        || params.as_ref().and_then(|p| p.pointer("/_meta")).is_some_and(|m| m.get(META_VERSION).is_some())
+}
+
+/// The era of a client message, checked against the request's headers under the 2026-07-28
+/// rules when it declares that revision (or is `server/discover`, which only it has).
+pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
+    // 2026-07-28 defines no client notifications over HTTP, and no client responses at all.
+    let Message::Request { method, params, .. } = message else { return Ok(Era::Legacy) };
+    let (method, params) = (method.as_str(), params.as_ref());
+    let meta = params.and_then(|p| p.get("_meta"));
+    let declared = meta.and_then(|m| m.get(META_VERSION));
+    if declared.is_none() && method != "server/discover" {
+        return Ok(Era::Legacy);
+    }
+    let meta = match meta {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(meta)) => Some(meta),
+        Some(_) => return Err(invalid_params("params._meta must be an object")),
+    };
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| invalid_header(name)));
+    let version = match (declared, header(PROTOCOL_HEADER).transpose()?) {
+        (Some(Value::String(declared)), Some(header)) if declared == header => declared.clone(),
+        (Some(Value::String(declared)), Some(header)) => {
+            return Err(mismatch(format!(
+                "MCP-Protocol-Version header value '{header}' does not match body value '{declared}'"
+            )));
+        }
+        (Some(Value::String(_)), None) => return Err(missing(PROTOCOL_HEADER)),
+        (Some(_), _) => return Err(invalid_params(&format!("_meta[\"{META_VERSION}\"] must be a string"))),
+        // `server/discover` without a version in its `_meta`: the header says which.
+        (None, header) => header.unwrap_or(MODERN_VERSION).to_owned(),
+    };
+    if version != MODERN_VERSION {
+        return Err(unsupported(&version));
+    }
+    match header(METHOD_HEADER).transpose()? {
+        Some(header) if header == method => {}
+        Some(header) => {
+            return Err(mismatch(format!(
+                "Mcp-Method header value '{header}' does not match body value '{method}'"
+            )));
+        }
+        None => return Err(missing(METHOD_HEADER)),
+    }
+    if let Some(field) = named_by(method) {
+        let Some(body) = params.and_then(|p| p.get(field)).and_then(Value::as_str) else {
+            return Err(invalid_params(&format!("params.{field} must be a string")));
+        };
+        let header = header(NAME_HEADER).transpose()?.ok_or_else(|| missing(NAME_HEADER))?;
+        let header = decoded(header).ok_or_else(|| invalid_header(NAME_HEADER))?;
+        if header != body {
+            return Err(mismatch(format!(
+                "Mcp-Name header value '{header}' does not match body value '{body}'"
+            )));
+        }
+    }
+    if !MODERN_METHODS.contains(&method) {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            jsonrpc::METHOD_NOT_FOUND,
+            format!("Method not found: {method} is not served under {MODERN_VERSION}"),
+        ));
+    }
+    let capabilities = match meta.and_then(|m| m.get(META_CAPABILITIES)) {
+        None | Some(Value::Null) => json!({}),
+        Some(capabilities @ Value::Object(_)) => capabilities.clone(),
+        Some(_) => return Err(invalid_params(&format!("_meta[\"{META_CAPABILITIES}\"] must be an object"))),
+    };
+    let client_info = meta.and_then(|m| m.get(META_CLIENT_INFO)).filter(|v| v.is_object()).cloned();
+    Ok(Era::Modern(Modern { version, capabilities, client_info }))
+}
+
+/// The body field `Mcp-Name` mirrors, for the methods that have one.
+fn named_by(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    }
+}
+
+/// A header value as sent, or decoded from the Base64 sentinel form `=?base64?...?=`.
+fn decoded(value: &str) -> Option<String> {
+    match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
+        Some(encoded) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(value.to_owned()),
+    }
+}
+
+fn invalid_params(message: &str) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, INVALID_PARAMS, format!("Invalid params: {message}"))
+}
+
+fn mismatch(message: String) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, HEADER_MISMATCH, format!("Header mismatch: {message}"))
+}
+
+fn missing(header: &str) -> Refusal {
+    mismatch(format!("the {header} header is required under {MODERN_VERSION}"))
+}
+
+fn invalid_header(header: &str) -> Refusal {
+    mismatch(format!("the {header} header is malformed"))
+}
+
+fn unsupported(requested: &str) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, UNSUPPORTED_VERSION, "Unsupported protocol version")
+        .with_data(json!({ "supported": supported_versions(), "requested": requested }))
+}
+
+/// The message as a legacy upstream gets it: without the `_meta` keys only 2026-07-28 defines.
+pub fn for_legacy_upstream(body: &[u8]) -> Option<Vec<u8>> {
+    let mut message: Value = serde_json::from_slice(body).ok()?;
+    let meta = message.pointer_mut("/params/_meta").and_then(Value::as_object_mut)?;
+    for key in META_MODERN_KEYS {
+        meta.remove(key);
+    }
+    if meta.is_empty() {
+        message["params"].as_object_mut().map(|params| params.remove("_meta"));
+    }
+    serde_json::to_vec(&message).ok()
+}
+
+/// A result as a modern client gets it: with `resultType`, and the caching hints the result
+/// of a list or a read must carry. What the gateway relays for a caller is theirs alone, so it
+/// is `private`; an upstream's own freshness hint is kept.
+pub fn stamp(message: &mut Value, method: &str) {
+    let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else { return };
+    result.entry("resultType").or_insert_with(|| json!("complete"));
+    if CACHEABLE.contains(&method) && result.get("resultType").and_then(Value::as_str) == Some("complete") {
+        result.entry("ttlMs").or_insert_with(|| json!(0));
+        result.insert("cacheScope".to_owned(), json!("private"));
+    }
+}
+
+/// The `server/discover` result for an upstream that answered `initialize` with `initialized`.
+pub fn discover_result(initialized: &Map<String, Value>, ttl_ms: u64) -> Value {
+    let mut result = json!({
+        "resultType": "complete",
+        "supportedVersions": supported_versions(),
+        "capabilities": initialized.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "ttlMs": ttl_ms,
+        "cacheScope": "private",
+    });
+    if let Some(info) = initialized.get("serverInfo") {
+        result["_meta"] = json!({ META_SERVER_INFO: info });
+    }
+    if let Some(instructions) = initialized.get("instructions") {
+        result["instructions"] = instructions.clone();
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(HeaderName::try_from(*name).unwrap(), HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn call(name: &str) -> Message {
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,
+            "_meta":{META_VERSION: MODERN_VERSION, META_CAPABILITIES: {"elicitation":{}}}}});
+        jsonrpc::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    const GOOD: [(&str, &str); 3] =
+        [("mcp-protocol-version", MODERN_VERSION), ("mcp-method", "tools/call"), ("mcp-name", "echo")];
+
+    #[test]
+    fn a_request_declaring_the_modern_revision_is_modern_and_others_are_legacy() {
+        let era = of(&call("echo"), &headers(&GOOD)).unwrap();
+        assert_eq!(era.modern().unwrap().capabilities, json!({"elicitation":{}}));
+        let legacy = jsonrpc::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"progressToken":1}}}"#,
+        );
+        assert_eq!(of(&legacy.unwrap(), &HeaderMap::new()).unwrap(), Era::Legacy);
+        let discover = jsonrpc::parse(br#"{"jsonrpc":"2.0","id":1,"method":"server/discover"}"#).unwrap();
+        let era = of(&discover, &headers(&[("mcp-method", "server/discover")])).unwrap();
+        assert_eq!(era.modern().unwrap().version, MODERN_VERSION);
+    }
+
+    #[test]
+    fn headers_must_mirror_the_body() {
+        let code = |pairs: &[(&str, &str)]| of(&call("echo"), &headers(pairs)).unwrap_err().error.code;
+        assert_eq!(code(&GOOD[1..]), HEADER_MISMATCH, "no version header");
+        assert_eq!(code(&[GOOD[0], GOOD[2]]), HEADER_MISMATCH, "no method header");
+        assert_eq!(code(&GOOD[..2]), HEADER_MISMATCH, "no name header");
+        assert_eq!(code(&[GOOD[0], ("mcp-method", "tools/list"), GOOD[2]]), HEADER_MISMATCH);
+        assert_eq!(code(&[GOOD[0], GOOD[1], ("mcp-name", "add")]), HEADER_MISMATCH);
+        assert_eq!(code(&[("mcp-protocol-version", "2025-11-25"), GOOD[1], GOOD[2]]), HEADER_MISMATCH);
+        // The Base64 sentinel form is decoded before it is compared.
+        let name = "héllo wörld";
+        let encoded = format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(name));
+        assert!(of(&call(name), &headers(&[GOOD[0], GOOD[1], ("mcp-name", &encoded)])).is_ok());
+        assert_eq!(
+            of(&call(name), &headers(&[GOOD[0], GOOD[1], ("mcp-name", "=?base64?%%?=")]))
+                .unwrap_err()
+                .error
+                .code,
+            HEADER_MISMATCH
+        );
+    }
+
+    #[test]
+    fn an_unknown_version_lists_the_supported_ones_and_unknown_methods_are_404() {
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{META_VERSION:"1900-01-01"}}});
+        let message = jsonrpc::parse(body.to_string().as_bytes()).unwrap();
+        let refusal =
+            of(&message, &headers(&[("mcp-protocol-version", "1900-01-01"), ("mcp-method", "tools/list")]))
+                .unwrap_err();
+        assert_eq!((refusal.status, refusal.error.code), (StatusCode::BAD_REQUEST, UNSUPPORTED_VERSION));
+        let data = refusal.error.body()["error"]["data"].clone();
+        assert_eq!(data["requested"], "1900-01-01");
+        assert_eq!(data["supported"][0], MODERN_VERSION);
+        let ping =
+            json!({"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{META_VERSION:MODERN_VERSION}}});
+        let message = jsonrpc::parse(ping.to_string().as_bytes()).unwrap();
+        let refusal =
+            of(&message, &headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-method", "ping")]))
+                .unwrap_err();
+        assert_eq!((refusal.status, refusal.error.code), (StatusCode::NOT_FOUND, jsonrpc::METHOD_NOT_FOUND));
+        let odd = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{META_VERSION: 7}}});
+        let message = jsonrpc::parse(odd.to_string().as_bytes()).unwrap();
+        assert_eq!(of(&message, &headers(&GOOD)).unwrap_err().error.code, INVALID_PARAMS);
+        let odd = json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":"x"}});
+        let message = jsonrpc::parse(odd.to_string().as_bytes()).unwrap();
+        assert_eq!(of(&message, &headers(&GOOD)).unwrap_err().error.code, INVALID_PARAMS);
+    }
+
+    #[test]
+    fn results_are_stamped_and_legacy_upstreams_get_no_modern_meta() {
+        let mut list = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[]}});
+        stamp(&mut list, "tools/list");
+        assert_eq!(list["result"]["resultType"], "complete");
+        assert_eq!(
+            (list["result"]["ttlMs"].clone(), list["result"]["cacheScope"].clone()),
+            (json!(0), json!("private"))
+        );
+        let mut error = json!({"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"x"}});
+        stamp(&mut error, "tools/list");
+        assert!(error["error"].get("resultType").is_none());
+        let mut call = json!({"jsonrpc":"2.0","id":1,"result":{"content":[]}});
+        stamp(&mut call, "tools/call");
+        assert_eq!(call["result"], json!({"content":[],"resultType":"complete"}));
+
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",
+            "_meta":{META_VERSION: MODERN_VERSION, "progressToken": 3}}});
+        let relayed: Value =
+            serde_json::from_slice(&for_legacy_upstream(body.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(relayed["params"]["_meta"], json!({"progressToken": 3}));
+        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{META_VERSION: MODERN_VERSION}}});
+        let relayed: Value =
+            serde_json::from_slice(&for_legacy_upstream(body.to_string().as_bytes()).unwrap()).unwrap();
+        assert_eq!(relayed["params"], json!({}));
+    }
+}

@@ -1,0 +1,310 @@
+//! Both MCP eras through one URL: a 2026-07-28 (stateless) client reaches upstreams that speak
+//! 2025-11-25 only, over HTTP and stdio, through sessions the gateway keeps of its own; the
+//! 2026-07-28 transport rules are enforced and every message is recorded with its era.
+
+use std::process::{Command, Stdio};
+
+use mcp_platform::config::Settings;
+use mcp_platform::db::request_logs::Outcome;
+use mcp_platform::domain::Role;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::gateway::*;
+use crate::helpers::upstream::{HttpUpstream, UPSTREAM};
+use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_own_session,
+    a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child,
+    stateless_requests_follow_the_2026_07_28_rules_or_get_its_errors,
+);
+
+const MODERN: &str = "2026-07-28";
+
+/// A 2026-07-28 request: the version, capabilities and client in `_meta`, with the headers
+/// that mirror the body.
+fn modern(url: &str, key: &str, id: u64, method: &str, params: Value) -> reqwest::RequestBuilder {
+    let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
+    modern_with(url, key, id, method, params, method, name.as_deref())
+}
+
+/// The same, with the `Mcp-Method` and `Mcp-Name` headers given.
+fn modern_with(
+    url: &str,
+    key: &str,
+    id: u64,
+    method: &str,
+    params: Value,
+    method_header: &str,
+    name_header: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": { "name": "raw-modern-client", "version": "1" },
+    });
+    let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+    let request = request(url, key, None, &body.to_string())
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", method_header);
+    match name_header {
+        Some(name) => request.header("mcp-name", name),
+        None => request,
+    }
+}
+
+async fn result_of(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("mcp-session-id").is_none(), "a stateless answer names no session");
+    let text = response.text().await.unwrap();
+    let answer = mcp_platform::gateway::record::messages_in(&text)
+        .into_iter()
+        .find(|m| m.get("id").is_some())
+        .unwrap_or_else(|| panic!("no answer in {text}"));
+    answer.get("result").cloned().unwrap_or_else(|| panic!("not a result: {answer}"))
+}
+
+fn text_of(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text in {result}"))
+}
+
+/// The request log's era column, oldest first.
+async fn stateless_flags(app: &TestApp) -> Vec<bool> {
+    let sql = "SELECT stateless FROM request_logs ORDER BY id";
+    match &app.db {
+        mcp_platform::db::Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+        mcp_platform::db::Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_all(pool).await.unwrap(),
+    }
+}
+
+async fn gauge(app: &TestApp, name: &str) -> i64 {
+    let metrics = app.get(&crate::helpers::client(), "/metrics").await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("mcp_platform_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_own_session(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, Settings::default()).await;
+    let mut upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    http_service(&app, org, "tools", &upstream.url).await;
+    let browser = app.signed_in(&developer).await;
+    let saved =
+        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
+    assert_eq!(saved.status(), 200);
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let url = app.url("/mcp/tools");
+
+    // Discovery: the versions the gateway serves for this upstream, and the upstream's own
+    // capabilities and identity, learned from its `initialize`.
+    let discovered =
+        result_of(modern(&url, &key, 1, "server/discover", json!({})).send().await.unwrap()).await;
+    assert_eq!(discovered["resultType"], "complete");
+    let versions: Vec<&str> =
+        discovered["supportedVersions"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(versions.contains(&MODERN) && versions.contains(&"2025-11-25"), "{versions:?}");
+    assert!(discovered["capabilities"]["tools"].is_object(), "{discovered}");
+    assert!(discovered["_meta"]["io.modelcontextprotocol/serverInfo"]["name"].is_string(), "{discovered}");
+    assert_eq!((discovered["cacheScope"].clone(), discovered["ttlMs"].is_u64()), (json!("private"), true));
+
+    let tools = result_of(modern(&url, &key, 2, "tools/list", json!({})).send().await.unwrap()).await;
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        (tools["resultType"].clone(), tools["cacheScope"].clone()),
+        (json!("complete"), json!("private"))
+    );
+    assert!(tools["ttlMs"].is_u64());
+    let echoed = result_of(
+        modern(&url, &key, 3, "tools/call", json!({ "name": "echo", "arguments": { "text": "stateless" } }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((text_of(&echoed), echoed["resultType"].clone()), ("stateless", json!("complete")));
+    // The upstream got the caller's own token, as a session's calls do.
+    let whoami = result_of(
+        modern(&url, &key, 4, "tools/call", json!({ "name": "whoami", "arguments": {} }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
+    // One gateway session served all of them.
+    assert_eq!(gauge(&app, "gateway_sessions").await, 1);
+
+    // The upstream restarts and forgets its sessions: the gateway opens another, unseen.
+    let port = upstream.url.rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
+    drop(upstream);
+    upstream = HttpUpstream::start_on(&format!("127.0.0.1:{port}"));
+    let again = result_of(
+        modern(&url, &key, 5, "tools/call", json!({ "name": "add", "arguments": { "a": 2, "b": 3 } }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(text_of(&again), "5");
+    assert_eq!(gauge(&app, "gateway_sessions").await, 1);
+
+    // A legacy client on the same URL keeps its sessions as before.
+    let session = open_session(&app, "/mcp/tools", &key).await;
+    let listed =
+        post_in(&app, "/mcp/tools", &key, &session, r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#)
+            .await;
+    let text = listed.text().await.unwrap();
+    assert!(text.contains("\"echo\"") && !text.contains("resultType"), "{text}");
+
+    // Every message is recorded with its era; the gateway's own handshakes are not calls.
+    let rows = settled_rows(&app, 8).await;
+    let methods: Vec<&str> = rows.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "server/discover",
+            "tools/list",
+            "tools/call",
+            "tools/call",
+            "tools/call",
+            "initialize",
+            "notifications/initialized",
+            "tools/list"
+        ]
+    );
+    assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "{methods:?}");
+    assert_eq!(stateless_flags(&app).await, [true, true, true, true, true, false, false, false]);
+    let whoami_row = rows.iter().find(|r| r.tool == "whoami").unwrap();
+    assert!(!whoami_row.response.contains(TOKEN), "the token was stored");
+    drop(upstream);
+}
+
+async fn a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child(backend: Backend) {
+    let marker = format!("stateless{}", Uuid::now_v7().simple());
+    let services = std::env::temp_dir().join(format!("services-{marker}.toml"));
+    std::fs::write(
+        &services,
+        format!(
+            "[[service]]\nname = \"local-tools\"\nkind = \"stdio\"\ncommand = {UPSTREAM:?}\n\
+             args = [\"--stdio\", \"--credential\", \"{{token}}\"]\ntoken = \"github\"\ntimeout_seconds = 10\n"
+        ),
+    )
+    .unwrap();
+    let app =
+        spawn_app_with(backend, Settings { services_file: Some(services), ..Settings::default() }).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let token = format!("ghp_{marker}");
+    let browser = app.signed_in(&developer).await;
+    let saved =
+        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", &token)]).await;
+    assert_eq!(saved.status(), 200);
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let url = app.url("/mcp/local-tools");
+
+    for (id, text) in [(1, "first"), (2, "second"), (3, "third")] {
+        let answer =
+            modern(&url, &key, id, "tools/call", json!({ "name": "echo", "arguments": { "text": text } }))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(text_of(&result_of(answer).await), text);
+    }
+    // One child, started with the caller's token, served the three requests.
+    assert_eq!(gauge(&app, "stdio_processes").await, 1);
+    let children = Command::new("pgrep").args(["-f", &marker]).stdout(Stdio::piped()).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&children.stdout).lines().count(), 1);
+    let rows = settled_rows(&app, 3).await;
+    assert!(rows.iter().all(|r| r.outcome == Outcome::Success && r.tool == "echo"));
+    assert!(rows.iter().all(|r| !r.request.contains(&token) && !r.response.contains(&token)));
+}
+
+async fn stateless_requests_follow_the_2026_07_28_rules_or_get_its_errors(backend: Backend) {
+    let app = spawn_app_with(backend, Settings::default()).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    add_service(&app, org, "tools", &upstream.url, None, 10_000).await;
+    let key = api_key(&app, org, &developer, "mcp:read").await;
+    let url = app.url("/mcp/tools");
+    let call = json!({ "name": "echo", "arguments": { "text": "x" } });
+
+    let refused =
+        |request: reqwest::RequestBuilder| async move { error_of(request.send().await.unwrap()).await };
+    // Headers that disagree with the body, or are missing.
+    let (status, code, message) =
+        refused(modern_with(&url, &key, 1, "tools/call", call.clone(), "tools/call", Some("add"))).await;
+    assert_eq!((status, code), (400, -32020), "{message}");
+    assert!(message.contains("'add'") && message.contains("'echo'"), "{message}");
+    let (status, code, _) =
+        refused(modern_with(&url, &key, 2, "tools/list", json!({}), "tools/call", None)).await;
+    assert_eq!((status, code), (400, -32020));
+    let (status, code, _) =
+        refused(modern_with(&url, &key, 2, "tools/call", call.clone(), "tools/call", None)).await;
+    assert_eq!((status, code), (400, -32020));
+    let bare = request(
+        &url,
+        &key,
+        None,
+        &json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/list",
+        "params": { "_meta": { "io.modelcontextprotocol/protocolVersion": MODERN } } })
+        .to_string(),
+    );
+    assert_eq!(refused(bare).await.1, -32020);
+    // A version the gateway does not serve: the supported ones are listed.
+    let old = request(
+        &url,
+        &key,
+        None,
+        &json!({ "jsonrpc": "2.0", "id": 4, "method": "tools/list",
+        "params": { "_meta": { "io.modelcontextprotocol/protocolVersion": "2099-01-01" } } })
+        .to_string(),
+    )
+    .header("mcp-protocol-version", "2099-01-01")
+    .header("mcp-method", "tools/list")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(old.status(), 400);
+    let body: Value = old.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32022);
+    assert_eq!(body["error"]["data"]["supported"][0], MODERN);
+    assert_eq!(body["error"]["data"]["requested"], "2099-01-01");
+    // A method 2026-07-28 does not have.
+    let (status, code, _) = refused(modern(&url, &key, 5, "ping", json!({}))).await;
+    assert_eq!((status, code), (404, -32601));
+    // `_meta` of the wrong type.
+    let odd = request(
+        &url,
+        &key,
+        None,
+        r#"{"jsonrpc":"2.0","id":6,"method":"server/discover","params":{"_meta":[1]}}"#,
+    )
+    .header("mcp-protocol-version", MODERN)
+    .header("mcp-method", "server/discover");
+    assert_eq!(refused(odd).await.1, -32602);
+    // Scopes hold in this era too: a read-only key may list but not call.
+    assert_eq!(
+        result_of(modern(&url, &key, 7, "tools/list", json!({})).send().await.unwrap()).await["tools"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    let (status, code, _) = refused(modern(&url, &key, 8, "tools/call", call.clone())).await;
+    assert_eq!((status, code), (403, -32003));
+
+    // Every refusal is recorded, with the era the request declared.
+    let rows = settled_rows(&app, 9).await;
+    assert_eq!(rows.iter().filter(|r| r.outcome == Outcome::Failure).count(), 8);
+    assert_eq!(stateless_flags(&app).await, [true; 9]);
+}
