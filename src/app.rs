@@ -107,7 +107,7 @@ impl AppState {
     /// Says that something the gateway may keep a copy of was changed here: the copies go at
     /// once. (Other instances' copies expire within `gateway::cache::LIFETIME`.)
     pub fn changed(&self, change: Change) {
-        self.gateway.lookups.forget(&change);
+        self.gateway.forget_changed(&change);
     }
 }
 

@@ -105,6 +105,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Get "/services/{name}/edit", ADMIN, services::edit_form),
     route!(Post "/services/{name}/delete", ADMIN, services::delete),
     route!(Post "/services/{name}/test", DEVELOPER, services::test_connection),
+    route!(Post "/services/{name}/tools", ADMIN, services::set_tool_policy),
     route!(Get "/keys", DEVELOPER, keys::list, nav = "API keys"),
     route!(Post "/keys", DEVELOPER, keys::create),
     route!(Get "/keys/new", DEVELOPER, keys::created),

@@ -178,6 +178,7 @@ async fn prepare(
                     expires_at: None,
                     rolled_from_id: None,
                     rate_limit_per_minute: None,
+                    reach: None,
                 };
                 db::api_keys::insert(tx.conn(), key, now).await?;
                 id

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::catalog::tool_policy::KeyReach;
 use crate::crypto::api_key::ApiKey;
 use crate::db::api_keys::KeyAuth;
 use crate::db::{self, Db};
@@ -21,6 +22,8 @@ pub struct KeyPrincipal {
     pub rate_limit_per_minute: Option<u32>,
     /// The organization's plan.
     pub plan: String,
+    /// The services and tools the key is narrowed to.
+    pub reach: KeyReach,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,5 +90,6 @@ pub async fn admit(db: &Db, found: &mut KeyAuth, now: DateTime<Utc>) -> Result<K
         scopes,
         rate_limit_per_minute: found.rate_limit_per_minute.and_then(|n| u32::try_from(n).ok()),
         plan: found.plan.clone(),
+        reach: KeyReach::from_stored(found.reach.as_deref()),
     })
 }

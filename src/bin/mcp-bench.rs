@@ -1,7 +1,8 @@
 //! The gateway benchmark: tools/call `echo` straight to the test upstream and through the
-//! platform, in alternating rounds, at concurrency 1 and 16; through the platform both in
-//! 2025-11-25 sessions and as stateless 2026-07-28 requests (which the gateway bridges to the
-//! upstream's 2025-11-25 in a session of its own). Prints requests per second,
+//! platform, in alternating rounds, at concurrency 1 and 16; through the platform in 2025-11-25
+//! sessions, and as stateless 2026-07-28 requests both to the upstream (which speaks that
+//! revision too: relayed as they are) and to a second one pinned to 2025-11-25 (bridged by the
+//! gateway in a session of its own). Prints requests per second,
 //! p50/p99 latency, the throughput ratio, the added p50, the platform's peak memory and the
 //! request log's bytes on disk per call, checks that log rows, usage counters and roll-ups equal
 //! the calls made, and ends with one JSON line.
@@ -158,7 +159,7 @@ fn peak_memory_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<String> {
+async fn setup(db: &Db, master: &MasterKey, upstream: &str, legacy_upstream: &str) -> anyhow::Result<String> {
     let now = SystemClock.now();
     let org = OrgId::new();
     let user = UserId::new();
@@ -189,6 +190,9 @@ async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<St
         timeout_ms: 60_000,
     };
     db::services::insert(tx.conn(), org, ServiceId::new(), &service, now).await?;
+    let legacy =
+        db::services::ServiceFields { name: "legacy-echo", upstream_url: legacy_upstream, ..service };
+    db::services::insert(tx.conn(), org, ServiceId::new(), &legacy, now).await?;
     let key = ApiKey::generate();
     let row = db::api_keys::NewKey {
         id: KeyId::new(),
@@ -201,6 +205,7 @@ async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<St
         expires_at: None,
         rolled_from_id: None,
         rate_limit_per_minute: None,
+        reach: None,
     };
     db::api_keys::insert(tx.conn(), row, now).await?;
     tx.commit().await?;
@@ -217,6 +222,19 @@ async fn setup(db: &Db, master: &MasterKey, upstream: &str) -> anyhow::Result<St
     };
     db::user_tokens::upsert(db.acquire().await?.conn(), token, now).await?;
     Ok(key.expose().to_owned())
+}
+
+/// The test upstream on a free loopback port, with `args`; killed on drop.
+fn start_upstream(args: &[&str]) -> anyhow::Result<(Killed, String)> {
+    let mut upstream = Command::new(sibling("mcp-test-upstream")?)
+        .args(["--http", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(upstream.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let url = line.trim().strip_prefix("listening on ").context("upstream address")?.to_owned();
+    Ok((Killed(upstream), url))
 }
 
 fn start_platform(dir: &Path, secret: &str) -> anyhow::Result<(Killed, String)> {
@@ -250,15 +268,9 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("mcp-bench-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
 
-    let mut upstream = Command::new(sibling("mcp-test-upstream")?)
-        .args(["--http", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(upstream.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let upstream_url = line.trim().strip_prefix("listening on ").context("upstream address")?.to_owned();
-    let upstream_pid = upstream.id();
-    let _upstream = Killed(upstream);
+    let (upstream, upstream_url) = start_upstream(&[])?;
+    let upstream_pid = upstream.0.id();
+    let (_legacy_upstream, legacy_url) = start_upstream(&["--legacy-only"])?;
 
     let master = MasterKey::generate();
     let (platform, base) = start_platform(&dir, &master.encode())?;
@@ -266,17 +278,19 @@ async fn main() -> anyhow::Result<()> {
     let db =
         Db::connect(&DatabaseUrl::parse(&format!("sqlite://{}", dir.join("mcp-platform.db").display()))?)
             .await?;
-    let key = setup(&db, &master, &upstream_url).await?;
+    let key = setup(&db, &master, &upstream_url, &legacy_url).await?;
     let gateway_url = format!("{base}/mcp/echo");
+    let bridged_url = format!("{base}/mcp/legacy-echo");
 
     let mut report = serde_json::Map::new();
     let mut gateway_messages = 0usize;
     for concurrency in [1usize, 16] {
         let calls = if concurrency == 1 { calls / 4 } else { calls };
-        let (mut direct, mut through, mut stateless) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut direct_rps, mut through_rps, mut stateless_rps) = (0.0, 0.0, 0.0);
-        let (mut platform_cpu, mut upstream_cpu, mut stateless_cpu) =
-            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let (mut direct, mut through, mut stateless, mut bridged) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut direct_rps, mut through_rps, mut stateless_rps, mut bridged_rps) = (0.0, 0.0, 0.0, 0.0);
+        let (mut platform_cpu, mut upstream_cpu) = (Duration::ZERO, Duration::ZERO);
+        let (mut stateless_cpu, mut bridged_cpu) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..rounds {
             let d = round(&upstream_url, None, calls, concurrency, false).await?;
             let (platform_before, upstream_before) = (cpu_time(pid), cpu_time(upstream_pid));
@@ -286,7 +300,12 @@ async fn main() -> anyhow::Result<()> {
             let stateless_before = cpu_time(pid);
             let s = round(&gateway_url, Some(&key), calls, concurrency, true).await?;
             stateless_cpu += cpu_time(pid) - stateless_before;
-            gateway_messages += calls + 2 * concurrency + calls;
+            let bridged_before = cpu_time(pid);
+            let b = round(&bridged_url, Some(&key), calls, concurrency, true).await?;
+            bridged_cpu += cpu_time(pid) - bridged_before;
+            bridged_rps += b.rps / rounds as f64;
+            bridged.extend(b.latencies);
+            gateway_messages += calls + 2 * concurrency + calls + calls;
             direct_rps += d.rps / rounds as f64;
             through_rps += g.rps / rounds as f64;
             stateless_rps += s.rps / rounds as f64;
@@ -297,7 +316,9 @@ async fn main() -> anyhow::Result<()> {
         direct.sort();
         through.sort();
         stateless.sort();
+        bridged.sort();
         let (sp50, sp99) = (percentile(&stateless, 0.5), percentile(&stateless, 0.99));
+        let (bp50, bp99) = (percentile(&bridged, 0.5), percentile(&bridged, 0.99));
         let (dp50, dp99, gp50, gp99) = (
             percentile(&direct, 0.5),
             percentile(&direct, 0.99),
@@ -307,14 +328,17 @@ async fn main() -> anyhow::Result<()> {
         // CPU per gateway call, in microseconds: the platform's, and the upstream's for comparison.
         let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (calls * rounds) as f64;
         let (platform_us, upstream_us) = (per_call(platform_cpu), per_call(upstream_cpu));
-        let stateless_us = per_call(stateless_cpu);
+        let (stateless_us, bridged_us) = (per_call(stateless_cpu), per_call(bridged_cpu));
         println!(
             "concurrency {concurrency:>2}: direct {direct_rps:>8.0} req/s p50 {dp50:.2} ms p99 {dp99:.2} ms | gateway {through_rps:>8.0} req/s p50 {gp50:.2} ms p99 {gp99:.2} ms | ratio {:.2} | added p50 {:.2} ms | CPU per call: platform {platform_us:.0} us, upstream {upstream_us:.0} us",
             through_rps / direct_rps,
             gp50 - dp50
         );
         println!(
-            "               stateless 2026-07-28 through the gateway {stateless_rps:>8.0} req/s p50 {sp50:.2} ms p99 {sp99:.2} ms | platform CPU per call {stateless_us:.0} us"
+            "               2026-07-28, relayed as it is: {stateless_rps:>8.0} req/s p50 {sp50:.2} ms p99 {sp99:.2} ms | platform CPU per call {stateless_us:.0} us"
+        );
+        println!(
+            "               2026-07-28, bridged to 2025-11-25: {bridged_rps:>8.0} req/s p50 {bp50:.2} ms p99 {bp99:.2} ms | platform CPU per call {bridged_us:.0} us"
         );
         report.insert(
             format!("c{concurrency}"),
@@ -325,6 +349,8 @@ async fn main() -> anyhow::Result<()> {
                 "platform_cpu_us_per_call": platform_us, "upstream_cpu_us_per_call": upstream_us,
                 "stateless_rps": stateless_rps.round(), "stateless_p50_ms": sp50, "stateless_p99_ms": sp99,
                 "stateless_platform_cpu_us_per_call": stateless_us,
+                "bridged_rps": bridged_rps.round(), "bridged_p50_ms": bp50, "bridged_p99_ms": bp99,
+                "bridged_platform_cpu_us_per_call": bridged_us,
             }),
         );
     }

@@ -4,12 +4,16 @@
 //! prove that server-to-client requests travel both ways), and `notify_later` (a notification
 //! outside any request, which travels on the session's GET stream).
 //!
-//! mcp-test-upstream --http 127.0.0.1:0     prints "listening on http://ADDR/mcp", then serves
+//! mcp-test-upstream --http 127.0.0.1:0 [--legacy-only]
+//!     prints "listening on http://ADDR/mcp", then serves (--legacy-only: 2025-11-25 and before
+//!     only, refusing a 2026-07-28 request with a plain 400, as a server of that era does)
 //! mcp-test-upstream --stdio [--credential X] [--announce]
 //!     serves on stdin/stdout; X (or the environment variable MCP_TEST_CREDENTIAL) is what whoami
 //!     says; --announce first prints its arguments on stdout and stderr, as some servers do
 
 use std::time::Duration;
+
+use axum::response::IntoResponse;
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -129,9 +133,11 @@ impl ServerHandler for Upstream {
     }
 }
 
-const USAGE: &str = "usage: mcp-test-upstream --http ADDR | --stdio [--credential X] [--announce]
+const USAGE: &str =
+    "usage: mcp-test-upstream --http ADDR [--legacy-only] | --stdio [--credential X] [--announce]
 
   --http ADDR       serve Streamable HTTP at http://ADDR/mcp (port 0: any free port, printed)
+  --legacy-only     refuse 2026-07-28 requests (plain 400), as a 2025-11-25 server does
   --stdio           serve over stdin and stdout
   --credential X    the credential whoami returns over stdio (or MCP_TEST_CREDENTIAL)
   --announce        print the arguments on stdout and stderr at start (as some servers do)";
@@ -163,7 +169,10 @@ async fn main() -> anyhow::Result<()> {
         Default::default(),
         StreamableHttpServerConfig::default(),
     );
-    let router = axum::Router::new().nest_service("/mcp", service);
+    let mut router = axum::Router::new().nest_service("/mcp", service);
+    if args.iter().any(|a| a == "--legacy-only") {
+        router = router.layer(axum::middleware::from_fn(refuse_stateless));
+    }
     let listener = tokio::net::TcpListener::bind(&address).await?;
     println!("listening on http://{}/mcp", listener.local_addr()?);
     // Small SSE writes must not wait for Nagle's algorithm (a 40 ms stall per answer).
@@ -172,4 +181,18 @@ async fn main() -> anyhow::Result<()> {
     });
     axum::serve(listener, router).await?;
     Ok(())
+}
+
+/// A 2026-07-28 request (it says so in its MCP-Protocol-Version header) gets what a server that
+/// predates that revision answers: 400 without a JSON-RPC error.
+async fn refuse_stateless(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let stateless = request.headers().get("mcp-protocol-version").is_some_and(|v| v == "2026-07-28");
+    if stateless {
+        return (axum::http::StatusCode::BAD_REQUEST, "Bad Request: unsupported protocol version")
+            .into_response();
+    }
+    next.run(request).await
 }

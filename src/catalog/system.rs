@@ -9,6 +9,10 @@
 //! command = "npx"
 //! args = ["-y", "@monsoft/mcp-github-project-manager", "--GITHUB_PERSONAL_TOKEN={token}"]
 //! token = "github"
+//! # optional: only these tools are offered, and some only to some roles (by default every tool
+//! # to every role; each organization's admins may change it for their members)
+//! tools = ["list_projects", "create_issue"]
+//! tool_roles = { create_issue = ["admin", "developer"] }
 //! ```
 
 use std::collections::BTreeMap;
@@ -18,6 +22,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::definition::{CredentialPlacement, TOKEN_PLACEHOLDER, parse_upstream_url};
+use super::tool_policy::ToolPolicy;
 use crate::domain::ServiceName;
 
 #[derive(Deserialize)]
@@ -58,6 +63,11 @@ struct RawService {
     token: Option<String>,
     credential_header: Option<String>,
     timeout_seconds: Option<u32>,
+    /// The tools offered by default (all when absent).
+    tools: Option<Vec<String>>,
+    /// Tools only some roles may call by default.
+    #[serde(default)]
+    tool_roles: BTreeMap<String, Vec<String>>,
 }
 
 fn yes() -> bool {
@@ -80,6 +90,8 @@ pub struct SystemService {
     /// The service-token name whose value is injected, e.g. `github`.
     pub token: Option<ServiceName>,
     pub timeout_ms: i32,
+    /// The tool policy of organizations that have not set their own.
+    pub tool_policy: ToolPolicy,
 }
 
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 60;
@@ -149,6 +161,11 @@ fn check(raw: RawService) -> Result<SystemService, String> {
         }
         other => return Err(bad("kind", &format!("\"{other}\" is not http or stdio"))),
     };
+    let offered = raw.tools.as_deref().unwrap_or_default().join("\n");
+    let roles: Vec<String> =
+        raw.tool_roles.iter().map(|(tool, roles)| format!("{tool}: {}", roles.join(" "))).collect();
+    let tool_policy = ToolPolicy::from_form(raw.tools.is_some(), &offered, &roles.join("\n"))
+        .map_err(|(field, e)| bad(if field == "offered" { "tools" } else { "tool_roles" }, &e))?;
     Ok(SystemService {
         name,
         description: raw.description,
@@ -157,6 +174,7 @@ fn check(raw: RawService) -> Result<SystemService, String> {
         transport,
         token,
         timeout_ms: (timeout * 1000) as i32,
+        tool_policy,
     })
 }
 
@@ -169,6 +187,7 @@ pub fn load(path: &Path) -> Result<OperatorFile, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Role;
 
     const EXAMPLE: &str = r#"
         [[service]]
@@ -178,6 +197,8 @@ mod tests {
         command = "npx"
         args = ["-y", "@monsoft/mcp-github-project-manager", "--GITHUB_PERSONAL_TOKEN={token}"]
         token = "github"
+        tools = ["list_projects", "create_issue"]
+        tool_roles = { create_issue = ["admin", "developer"] }
 
         [[service]]
         name = "everything"
@@ -197,6 +218,14 @@ mod tests {
         assert!(matches!(&services[0].transport, SystemUpstream::Stdio { command, .. } if command == "npx"));
         assert_eq!(services[0].token.as_ref().unwrap().as_str(), "github");
         assert!(services[0].public);
+        let policy = &services[0].tool_policy;
+        assert!(
+            policy.allows("list_projects", Role::Viewer) && !policy.allows("delete_project", Role::Admin)
+        );
+        assert!(
+            policy.allows("create_issue", Role::Developer) && !policy.allows("create_issue", Role::Viewer)
+        );
+        assert!(services[1].tool_policy.is_open());
         let SystemUpstream::Http { url, headers, placement } = &services[1].transport else { panic!("http") };
         assert_eq!(url.as_str(), "http://127.0.0.1:3001/mcp");
         assert_eq!(headers["X-Team"], "platform");
@@ -225,6 +254,14 @@ mod tests {
                 "defined twice",
             ),
             ("[[service]]\nname = \"x\"\nkind = \"stdio\"\ncommand = \"a\"\nshell = true", "unknown field"),
+            (
+                "[[service]]\nname = \"x\"\nkind = \"stdio\"\ncommand = \"a\"\ntools = [\"a b\"]",
+                "service \"x\": tools",
+            ),
+            (
+                "[[service]]\nname = \"x\"\nkind = \"stdio\"\ncommand = \"a\"\ntool_roles = { a = [\"owner\"] }",
+                "service \"x\": tool_roles",
+            ),
         ];
         for (text, expected) in cases {
             let error = parse(text).unwrap_err();

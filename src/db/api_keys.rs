@@ -22,6 +22,8 @@ pub struct KeyRow {
     pub rolled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub rate_limit_per_minute: Option<i32>,
+    /// The services and tools the key is narrowed to (`KeyReach`); `None`: all.
+    pub reach: Option<String>,
 }
 
 /// Where a key stands at a given time.
@@ -62,6 +64,11 @@ impl serde::Serialize for KeyStatus {
 }
 
 impl KeyRow {
+    /// What the key reaches, in words.
+    pub fn reach_text(&self) -> String {
+        crate::catalog::tool_policy::KeyReach::from_stored(self.reach.as_deref()).describe()
+    }
+
     pub fn status(&self, now: DateTime<Utc>) -> KeyStatus {
         match (self.revoked_at, self.expires_at, self.rolled_at) {
             (Some(_), _, _) => KeyStatus::Revoked,
@@ -91,6 +98,8 @@ pub struct KeyAuth {
     pub rate_limit_per_minute: Option<i32>,
     /// The organization's plan.
     pub plan: String,
+    /// The services and tools the key is narrowed to (`KeyReach`); `None`: all.
+    pub reach: Option<String>,
 }
 
 pub struct NewKey<'a> {
@@ -105,14 +114,16 @@ pub struct NewKey<'a> {
     pub rolled_from_id: Option<KeyId>,
     /// Requests per minute; `None`: the plan's default.
     pub rate_limit_per_minute: Option<i32>,
+    /// `KeyReach::to_stored`: `None` reaches every service.
+    pub reach: Option<&'a str>,
 }
 
 pub async fn insert(conn: Conn<'_>, key: NewKey<'_>, now: DateTime<Utc>) -> sqlx::Result<()> {
     execute!(
         conn,
         "INSERT INTO api_keys (id, organization_id, user_id, name, key_hash, display_key, scopes, \
-         expires_at, rolled_from_id, rate_limit_per_minute, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         expires_at, rolled_from_id, rate_limit_per_minute, created_at, reach) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         key.id,
         key.organization_id,
         key.user_id,
@@ -123,14 +134,15 @@ pub async fn insert(conn: Conn<'_>, key: NewKey<'_>, now: DateTime<Utc>) -> sqlx
         key.expires_at,
         key.rolled_from_id,
         key.rate_limit_per_minute,
-        now
+        now,
+        key.reach
     )
     .map(drop)
 }
 
 const SELECT_ROW: &str = "SELECT k.id, k.user_id, u.email AS owner_email, k.name, k.display_key, k.scopes, \
-     k.expires_at, k.last_used_at, k.revoked_at, k.rolled_at, k.created_at, k.rate_limit_per_minute \
-     FROM api_keys k JOIN users u ON u.id = k.user_id";
+     k.expires_at, k.last_used_at, k.revoked_at, k.rolled_at, k.created_at, k.rate_limit_per_minute, \
+     k.reach FROM api_keys k JOIN users u ON u.id = k.user_id";
 
 /// The user's own keys, newest first.
 pub async fn list_for_user(
@@ -244,8 +256,8 @@ pub async fn mark_rolled(
 pub async fn by_hash(conn: Conn<'_>, key_hash: &[u8]) -> sqlx::Result<Option<KeyAuth>> {
     on_conn!(conn, c => sqlx::query_as(
         "SELECT k.id, k.organization_id, k.user_id, k.scopes, k.expires_at, k.revoked_at, k.rolled_at, \
-         k.last_used_at, u.is_active AS owner_active, u.role AS owner_role, k.rate_limit_per_minute, o.plan \
-         FROM api_keys k JOIN users u ON u.id = k.user_id JOIN organizations o ON o.id = k.organization_id \
+         k.last_used_at, u.is_active AS owner_active, u.role AS owner_role, k.rate_limit_per_minute, o.plan, \
+         k.reach FROM api_keys k JOIN users u ON u.id = k.user_id JOIN organizations o ON o.id = k.organization_id \
          WHERE k.key_hash = $1",
     )
     .bind(key_hash)

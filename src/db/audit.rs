@@ -36,6 +36,8 @@ pub enum Action {
     ServiceCreated,
     ServiceUpdated,
     ServiceDeleted,
+    /// An admin set which tools of a service are offered, and to whom.
+    ToolPolicyChanged,
     ServiceTokenCreated,
     ServiceTokenReplaced,
     ServiceTokenDeleted,
@@ -66,6 +68,7 @@ impl Action {
             Action::ServiceCreated => "service.created",
             Action::ServiceUpdated => "service.updated",
             Action::ServiceDeleted => "service.deleted",
+            Action::ToolPolicyChanged => "service.tool_policy_changed",
             Action::ServiceTokenCreated => "service_token.created",
             Action::ServiceTokenReplaced => "service_token.replaced",
             Action::ServiceTokenDeleted => "service_token.deleted",
@@ -87,7 +90,10 @@ impl Action {
                 "invitation"
             }
             Action::ApiKeyCreated | Action::ApiKeyRevoked | Action::ApiKeyRolled => "api_key",
-            Action::ServiceCreated | Action::ServiceUpdated | Action::ServiceDeleted => "service",
+            Action::ServiceCreated
+            | Action::ServiceUpdated
+            | Action::ServiceDeleted
+            | Action::ToolPolicyChanged => "service",
             Action::ServiceTokenCreated | Action::ServiceTokenReplaced | Action::ServiceTokenDeleted => {
                 "service_token"
             }

@@ -15,6 +15,7 @@ pub mod request_logs;
 pub mod services;
 pub mod sessions;
 pub mod token_keys;
+pub mod tool_policies;
 pub mod usage;
 pub mod user_tokens;
 pub mod users;

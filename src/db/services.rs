@@ -198,15 +198,16 @@ pub async fn sync_system(conn: Conn<'_>, services: &[SystemRow<'_>], now: DateTi
             sqlx::query(
                 "INSERT INTO mcp_services (id, organization_id, name, description, version, is_public, transport, \
                  upstream_url, sealed_headers, command, args, env, token_service_name, token_placement, timeout_ms, \
-                 is_enabled, created_at, updated_at) \
-                 VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE, $15, $15) \
+                 is_enabled, created_at, updated_at, tool_policy) \
+                 VALUES ($1, NULL, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, TRUE, $15, $15, $16) \
                  ON CONFLICT (name) WHERE organization_id IS NULL DO UPDATE SET \
                  description = excluded.description, version = excluded.version, is_public = excluded.is_public, \
                  transport = excluded.transport, upstream_url = excluded.upstream_url, \
                  sealed_headers = excluded.sealed_headers, headers = '{}', \
                  command = excluded.command, args = excluded.args, env = excluded.env, \
                  token_service_name = excluded.token_service_name, token_placement = excluded.token_placement, \
-                 timeout_ms = excluded.timeout_ms, is_enabled = TRUE, updated_at = excluded.updated_at",
+                 timeout_ms = excluded.timeout_ms, is_enabled = TRUE, updated_at = excluded.updated_at, \
+                 tool_policy = excluded.tool_policy",
             )
             .bind(id)
             .bind(s.name.as_str())
@@ -223,6 +224,7 @@ pub async fn sync_system(conn: Conn<'_>, services: &[SystemRow<'_>], now: DateTi
             .bind(&placement)
             .bind(s.timeout_ms)
             .bind(now)
+            .bind((!s.tool_policy.is_open()).then(|| s.tool_policy.to_stored()))
             .execute(&mut *c)
             .await?;
         }

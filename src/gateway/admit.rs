@@ -145,14 +145,20 @@ pub async fn service(
         None => {
             let found = async {
                 let mut conn = state.db.acquire().await?;
-                db::services::find_for_organization(conn.conn(), organization_id, name).await
+                let Some(row) =
+                    db::services::find_for_organization(conn.conn(), organization_id, name).await?
+                else {
+                    return Ok(None);
+                };
+                let policy = db::tool_policies::effective(conn.conn(), organization_id, row.id).await?;
+                Ok(Some((row, policy)))
             }
             .await
             .map_err(|e: sqlx::Error| {
                 Refusal::unavailable(&e, "The platform cannot look up services right now")
             })?;
             let found = match found {
-                Some(row) => {
+                Some((row, policy)) => {
                     let headers =
                         crate::crypto::headers::open(&state.keyring, &state.db, row.id, &row.sealed_headers)
                             .await
@@ -162,7 +168,7 @@ pub async fn service(
                                     "The platform cannot read this service's headers right now",
                                 )
                             })?;
-                    Some(Arc::new(state.gateway.load(row, headers)?))
+                    Some(Arc::new(state.gateway.load(row, headers, policy)?))
                 }
                 None => None,
             };
@@ -204,8 +210,28 @@ pub async fn message(
                 format!("This API key lacks the {} scope needed for this method", needed.as_str()),
             ));
         }
+        if !caller.reach.allows_service(name) {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                FORBIDDEN,
+                format!("This API key is not for the service \"{name}\""),
+            ));
+        }
         Ok(service)
     };
     let service = checked.await.map_err(|r| r.with_id(&id))?;
-    Ok(Call { caller, service, message, body, protocol_version, era })
+    let call = Call { caller, service, message, body, protocol_version, era };
+    if let Some(tool) = call.message.tool_name()
+        && !call.offers(tool)
+    {
+        let refusal = Refusal::new(
+            StatusCode::FORBIDDEN,
+            FORBIDDEN,
+            format!(
+                "The tool \"{tool}\" of \"{name}\" is not offered to you (the organization's tool policy or this key)"
+            ),
+        );
+        return Err(refusal.with_id(&id));
+    }
+    Ok(call)
 }

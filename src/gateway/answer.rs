@@ -236,6 +236,45 @@ pub(super) fn is_answer(message: &Value) -> bool {
     message.get("method").is_none()
 }
 
+/// Every message of an answer, read to its end; `None` when it broke off.
+pub(super) async fn messages_of(body: Body) -> Option<Vec<Value>> {
+    match body {
+        Body::Empty => Some(Vec::new()),
+        Body::Whole(text) => Some(messages_in(&text)),
+        Body::Stream { mut chunks, .. } => {
+            let mut text = Vec::new();
+            while let Some(chunk) = chunks.next().await {
+                text.extend_from_slice(&chunk.ok()?);
+            }
+            Some(messages_in(&String::from_utf8_lossy(&text)))
+        }
+    }
+}
+
+/// Leaves out of each `tools/list` result the tools the caller may not call.
+pub(super) fn keep_offered(messages: &mut [Value], offers: impl Fn(&str) -> bool) {
+    for message in messages {
+        if let Some(tools) = message.pointer_mut("/result/tools").and_then(Value::as_array_mut) {
+            tools.retain(|tool| tool.get("name").and_then(Value::as_str).is_some_and(&offers));
+        }
+    }
+}
+
+/// A `tools/list` answer without the tools the caller may not call, whole.
+pub(super) async fn offered_only(
+    relayed: Relayed,
+    offers: impl Fn(&str) -> bool,
+) -> Result<Relayed, Refusal> {
+    let status = relayed.status;
+    let mut messages = messages_of(relayed.body).await.ok_or_else(|| {
+        Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The upstream broke off its answer")
+    })?;
+    keep_offered(&mut messages, offers);
+    let mut filtered = whole_answer(&messages, relayed.opened);
+    filtered.status = status;
+    Ok(filtered)
+}
+
 /// Messages known in full: one answer as JSON, several as an event stream.
 pub(super) fn whole_answer(messages: &[Value], opened: Option<UpstreamSession>) -> Relayed {
     let (content_type, body) = match messages {

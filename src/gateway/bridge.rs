@@ -1,9 +1,13 @@
-//! A 2026-07-28 (stateless) client to an upstream that speaks 2025-11-25: the gateway keeps
+//! Between the two eras of MCP. What an HTTP upstream speaks is asked with `server/discover`
+//! (once a minute at most per service). A 2026-07-28 (stateless) client to an upstream that
+//! speaks it too is relayed as it is. To an upstream of 2025-11-25 only, the gateway keeps
 //! upstream sessions of its own, one per API key, service and declared client capabilities,
 //! initialised with those capabilities, reused across requests, initialised again when the
-//! upstream forgets one, and forgotten when idle like a client's. Each result is stamped as the
-//! modern client expects; `server/discover` is answered from the upstream's `initialize` result.
-//! Wires the relay and answer phases, like `endpoint` and `probe`.
+//! upstream forgets one, and forgotten when idle like a client's; each result is stamped as the
+//! modern client expects, and `server/discover` is answered from the upstream's `initialize`.
+//! A 2025-11-25 client of an upstream of 2026-07-28 only gets its `initialize` answered from the
+//! upstream's `server/discover`, and each of its requests is sent as a stateless one with what
+//! it declared. Wires the relay and answer phases, like `endpoint` and `probe`.
 
 use std::sync::Arc;
 
@@ -13,19 +17,199 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::answer::{Body, Relayed, whole_answer};
+use super::answer::{Body, Relayed, keep_offered, messages_of, whole_answer};
 use super::call::{Call, Credential};
 use super::era::{self, BRIDGED_VERSION, Era, Modern};
 use super::jsonrpc::{self, Message};
 use super::record::{CallRecord, messages_in};
 use super::refusal::{NOT_FOUND, Refusal};
 use super::relay;
-use super::sessions::{Bridged, UpstreamSession, session};
+use super::sessions::{Bridged, Declared, Initialized, Speaks, UpstreamSession, session};
 use crate::app::AppState;
+use crate::catalog::definition::Transport;
 
 /// Capabilities a legacy upstream would use to send the client requests mid-call (MRTR is not
 /// bridged yet): the upstream is not told of them, so it does not send such requests.
 const NOT_BRIDGED: [&str; 3] = ["elicitation", "sampling", "roots"];
+
+/// What the service's upstream speaks. A stdio service is taken to speak 2025-11-25 (its child
+/// would have to be started to ask).
+pub(super) async fn speaks(
+    state: &AppState,
+    call: &Call,
+    credential: &Credential,
+    record: &mut CallRecord,
+) -> Result<Speaks, Refusal> {
+    if call.service.transport != Transport::Http {
+        return Ok(Speaks::Legacy);
+    }
+    if let Some(known) = state.gateway.speaks(call.service.id) {
+        return Ok(known);
+    }
+    let probe = json!({ "jsonrpc": "2.0", "id": "mcp-platform-discover", "method": "server/discover",
+        "params": { "_meta": { era::META_VERSION: era::MODERN_VERSION, era::META_CAPABILITIES: {},
+            era::META_CLIENT_INFO: gateway_info() } } });
+    let message = jsonrpc::parse(probe.to_string().as_bytes()).map_err(Refusal::malformed)?;
+    let modern =
+        Modern { version: era::MODERN_VERSION.to_owned(), capabilities: json!({}), client_info: None };
+    let probe_call = Call {
+        protocol_version: Some(era::MODERN_VERSION.to_owned()),
+        era: Era::Modern(modern),
+        ..legacy_call(call, message, probe.to_string().into())
+    };
+    let speaks = match relay::post(state, &probe_call, credential, None, record).await {
+        Ok(relayed) => {
+            let messages = messages_of(relayed.body).await.unwrap_or_default();
+            let discovered = messages.iter().find_map(|m| m.get("result")?.as_object().cloned());
+            let versions = |result: &serde_json::Map<String, Value>| -> Vec<String> {
+                let listed = result.get("supportedVersions").and_then(Value::as_array);
+                listed.into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+            };
+            match discovered {
+                Some(result) if versions(&result).iter().any(|v| v == era::MODERN_VERSION) => {
+                    let dual =
+                        versions(&result).iter().any(|v| jsonrpc::PROTOCOL_VERSIONS.contains(&v.as_str()));
+                    Speaks::Modern { dual, discovered: Arc::new(result) }
+                }
+                _ => Speaks::Legacy,
+            }
+        }
+        // Not reachable now: asked again next time.
+        Err(refusal) => return Err(refusal),
+    };
+    state.gateway.remember_speaks(call.service.id, speaks.clone());
+    Ok(speaks)
+}
+
+fn gateway_info() -> Value {
+    json!({ "name": "mcp-platform", "version": env!("CARGO_PKG_VERSION") })
+}
+
+/// A modern client's request to an upstream that speaks 2026-07-28: relayed as it is, except
+/// `server/discover` (answered with the versions the gateway serves) and results the gateway
+/// must look at (lists it filters for the caller, and caching hints: `private`).
+pub(super) async fn relay_stateless(
+    state: &AppState,
+    call: &Call,
+    discovered: &Initialized,
+    credential: &Credential,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
+    let method = call.message.method().unwrap_or_default().to_owned();
+    let id = call.message.id().cloned().unwrap_or(Value::Null);
+    if method == "server/discover" {
+        let mut result = (**discovered).clone();
+        result.insert("supportedVersions".to_owned(), json!(era::supported_versions()));
+        result.insert("cacheScope".to_owned(), json!("private"));
+        return Ok(whole_answer(&[json!({ "jsonrpc": "2.0", "id": id, "result": result })], None));
+    }
+    let relayed = relay::post(state, call, credential, None, record).await?;
+    if !era::is_cacheable(&method) {
+        return Ok(relayed);
+    }
+    let status = relayed.status;
+    let mut messages = messages_of(relayed.body).await.ok_or_else(broken)?;
+    if call.filters_tools() {
+        keep_offered(&mut messages, |tool| call.offers(tool));
+    }
+    Ok(stamped(messages, &method, status))
+}
+
+/// A 2025-11-25 client's `initialize` for an upstream of 2026-07-28 only: answered from the
+/// upstream's `server/discover`, in the revision the client asked for when the gateway serves
+/// it; the session this opens is the gateway's alone.
+pub(super) fn initialize_for_legacy(call: &Call, discovered: &Initialized) -> Relayed {
+    let params = match &call.message {
+        Message::Request { params, .. } => params.clone().unwrap_or_default(),
+        _ => Value::Null,
+    };
+    let asked = params.get("protocolVersion").and_then(Value::as_str).unwrap_or(BRIDGED_VERSION);
+    let version = if jsonrpc::PROTOCOL_VERSIONS.contains(&asked) { asked } else { BRIDGED_VERSION };
+    let server_info = discovered
+        .get("_meta")
+        .and_then(|m| m.get(era::META_SERVER_INFO))
+        .cloned()
+        .unwrap_or_else(|| json!({ "name": call.service.name, "version": call.service.version }));
+    let mut result = json!({
+        "protocolVersion": version,
+        "capabilities": discovered.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        "serverInfo": server_info,
+    });
+    if let Some(instructions) = discovered.get("instructions") {
+        result["instructions"] = instructions.clone();
+    }
+    let declared = Declared {
+        capabilities: params.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+        client_info: params.get("clientInfo").cloned().unwrap_or_else(gateway_info),
+    };
+    let id = call.message.id().cloned().unwrap_or(Value::Null);
+    whole_answer(
+        &[json!({ "jsonrpc": "2.0", "id": id, "result": result })],
+        Some(UpstreamSession::Stateless(Arc::new(declared))),
+    )
+}
+
+/// A message in a 2025-11-25 client's session with an upstream of 2026-07-28 only. Requests go
+/// as stateless ones with what the client declared; `ping` and the client's notifications stay
+/// here (that revision has neither). A result that asks the client for input mid-call cannot
+/// reach a client of this revision yet: it gets an error saying so.
+pub(super) async fn relay_for_legacy(
+    state: &AppState,
+    call: &Call,
+    declared: &Declared,
+    credential: &Credential,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
+    let Message::Request { id, method, .. } = &call.message else {
+        return Ok(Relayed {
+            status: StatusCode::ACCEPTED,
+            content_type: None,
+            opened: None,
+            body: Body::Empty,
+        });
+    };
+    if method == "ping" {
+        return Ok(whole_answer(&[json!({ "jsonrpc": "2.0", "id": id, "result": {} })], None));
+    }
+    let body = era::with_modern_meta(&call.body, &declared.capabilities, &declared.client_info).ok_or_else(
+        || {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                era::INVALID_PARAMS,
+                "Invalid params: params must be an object",
+            )
+        },
+    )?;
+    let modern = Modern {
+        version: era::MODERN_VERSION.to_owned(),
+        capabilities: declared.capabilities.clone(),
+        client_info: Some(declared.client_info.clone()),
+    };
+    let stateless = Call {
+        protocol_version: Some(era::MODERN_VERSION.to_owned()),
+        era: Era::Modern(modern),
+        ..legacy_call(call, call.message.clone(), body.into())
+    };
+    let relayed = relay::post(state, &stateless, credential, None, record).await?;
+    let status = relayed.status;
+    let mut messages = messages_of(relayed.body).await.ok_or_else(broken)?;
+    for message in &mut messages {
+        if message.pointer("/result/resultType").and_then(Value::as_str) == Some("input_required") {
+            *message = jsonrpc::error_body(
+                id,
+                jsonrpc::INTERNAL_ERROR,
+                "The service asks for more input in the middle of this call (2026-07-28 input requests), \
+                 which the gateway does not bridge to a 2025-11-25 client yet",
+            );
+        }
+    }
+    if call.filters_tools() {
+        keep_offered(&mut messages, |tool| call.offers(tool));
+    }
+    let mut relayed = whole_answer(&messages, None);
+    relayed.status = status;
+    Ok(relayed)
+}
 
 /// Relays a modern client's request to a legacy upstream in the gateway's own session.
 pub(super) async fn relay(
@@ -53,9 +237,12 @@ pub(super) async fn relay(
         match relay::post(state, &relayed_call, credential, Some(&bridged.upstream), record).await {
             Ok(relayed) => {
                 let status = relayed.status;
-                let messages = read(state, call, credential, &bridged.upstream, relayed, record).await?;
+                let mut messages = read(state, call, credential, &bridged.upstream, relayed, record).await?;
                 if !messages.iter().any(|m| m.get("result").is_some() || m.get("error").is_some()) {
                     return Err(broken());
+                }
+                if call.filters_tools() {
+                    keep_offered(&mut messages, |tool| call.offers(tool));
                 }
                 return Ok(stamped(messages, &method, status));
             }
@@ -106,10 +293,10 @@ async fn open(
     let init_call = legacy_call(call, message, initialize.to_string().into());
     let mut relayed = relay::post(state, &init_call, credential, None, record).await?;
     let Some(upstream) = relayed.opened.take() else {
-        let messages = collect(relayed.body).await.unwrap_or_default();
+        let messages = messages_of(relayed.body).await.unwrap_or_default();
         return Err(refused_initialize(&messages));
     };
-    let messages = collect(relayed.body).await.unwrap_or_default();
+    let messages = messages_of(relayed.body).await.unwrap_or_default();
     let Some(initialized) = messages.iter().find_map(|m| m.get("result")?.as_object().cloned()) else {
         relay::end(state, &call.service, &upstream).await;
         return Err(refused_initialize(&messages));
@@ -167,21 +354,6 @@ fn refused_initialize(messages: &[Value]) -> Refusal {
     )
 }
 
-/// Every message of an answer, to its end; `None` when it broke off.
-async fn collect(body: Body) -> Option<Vec<Value>> {
-    match body {
-        Body::Empty => Some(Vec::new()),
-        Body::Whole(text) => Some(messages_in(&text)),
-        Body::Stream { mut chunks, .. } => {
-            let mut text = Vec::new();
-            while let Some(chunk) = chunks.next().await {
-                text.extend_from_slice(&chunk.ok()?);
-            }
-            Some(messages_in(&String::from_utf8_lossy(&text)))
-        }
-    }
-}
-
 /// Reads the upstream's answer event by event. A request the upstream makes of the client on
 /// the way (it should not: the capabilities it needs were not declared) is answered with an
 /// error naming what is not bridged, so the upstream goes on to its answer.
@@ -195,7 +367,7 @@ async fn read(
 ) -> Result<Vec<Value>, Refusal> {
     let mut messages = Vec::new();
     let Body::Stream { is_sse: true, mut chunks } = relayed.body else {
-        return collect(relayed.body).await.ok_or_else(broken);
+        return messages_of(relayed.body).await.ok_or_else(broken);
     };
     let mut pending = String::new();
     while let Some(chunk) = chunks.next().await {

@@ -68,6 +68,8 @@ pub struct LoadedService {
     /// Where the caller's own token goes, for an HTTP upstream that takes one.
     pub placement: Option<crate::catalog::definition::CredentialPlacement>,
     pub literal_address: Result<(), crate::catalog::egress::Refused>,
+    /// The organization's tool policy for the service.
+    pub policy: crate::catalog::tool_policy::ToolPolicy,
 }
 
 impl std::ops::Deref for LoadedService {

@@ -13,7 +13,8 @@ use super::era::Era;
 use super::jsonrpc::Message;
 use crate::auth::api_key::KeyPrincipal;
 use crate::catalog::definition::Transport;
-use crate::domain::Scopes;
+use crate::catalog::tool_policy::KeyReach;
+use crate::domain::{Role, Scopes};
 use crate::ids::{KeyId, OrgId, UserId};
 
 /// Who a message is relayed for.
@@ -21,7 +22,10 @@ use crate::ids::{KeyId, OrgId, UserId};
 pub struct Caller {
     pub organization_id: OrgId,
     pub user_id: UserId,
+    pub role: Role,
     pub scopes: Scopes,
+    /// The services and tools the key is narrowed to.
+    pub reach: KeyReach,
     /// The key the member called with; `None` for the dashboard's own test connection.
     pub key_id: Option<KeyId>,
 }
@@ -31,7 +35,9 @@ impl From<&KeyPrincipal> for Caller {
         Caller {
             organization_id: principal.organization_id,
             user_id: principal.user_id,
+            role: principal.role,
             scopes: principal.scopes.clone(),
+            reach: principal.reach.clone(),
             key_id: Some(principal.key_id),
         }
     }
@@ -56,6 +62,19 @@ impl Call {
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.service.timeout_ms.max(1) as u64)
+    }
+
+    /// Whether the caller may call `tool` on this service: the organization's policy for their
+    /// role, and their key's reach.
+    pub fn offers(&self, tool: &str) -> bool {
+        self.service.policy.allows(tool, self.caller.role)
+            && self.caller.reach.allows_tool(&self.service.name, tool)
+    }
+
+    /// Whether this is a `tools/list` whose answer leaves out tools the caller may not call.
+    pub fn filters_tools(&self) -> bool {
+        self.message.method() == Some("tools/list")
+            && (!self.service.policy.is_open() || self.caller.reach.narrows_tools_of(&self.service.name))
     }
 
     /// Whether the caller's own token is needed now: on every call to an HTTP upstream, and

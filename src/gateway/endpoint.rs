@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use uuid::Uuid;
 
 use super::admit::{self, header_str};
-use super::answer::{Relayed, answer};
+use super::answer::{self, Relayed, answer};
 use super::bridge;
 use super::call::{Caller, Credential};
 use super::credential;
@@ -22,7 +22,7 @@ use super::limits::Headroom;
 use super::record::{CallRecord, session_tag};
 use super::refusal::{LAST_EVENT_ID_HEADER, NOT_FOUND, PROTOCOL_HEADER, Refusal, SESSION_HEADER};
 use super::relay;
-use super::sessions::{GatewaySession, session};
+use super::sessions::{GatewaySession, Speaks, UpstreamSession, session};
 use crate::app::AppState;
 use crate::auth::api_key::{self, KeyPrincipal, KeyRejection};
 use crate::domain::Scope;
@@ -111,13 +111,36 @@ async fn relay_post(
             }
         }
         if let Era::Modern(modern) = &call.era {
-            return bridge::relay(state, &call, modern, &credential, record)
-                .await
-                .map(|relayed| (relayed, None));
+            let relayed = match bridge::speaks(state, &call, &credential, record).await? {
+                Speaks::Modern { discovered, .. } => {
+                    bridge::relay_stateless(state, &call, &discovered, &credential, record).await
+                }
+                Speaks::Legacy => bridge::relay(state, &call, modern, &credential, record).await,
+            };
+            return relayed.map(|relayed| (relayed, None));
         }
         let upstream = existing.as_ref().map(|(_, s)| &s.upstream);
+        if let Some(UpstreamSession::Stateless(declared)) = upstream {
+            let relayed = bridge::relay_for_legacy(state, &call, declared, &credential, record).await?;
+            let session_id = existing.map(|(gateway_id, _)| gateway_id);
+            record.session_tag = session_id.as_deref().map(session_tag);
+            return Ok((relayed, session_id));
+        }
+        if call.is_initialize()
+            && let Speaks::Modern { dual: false, discovered } =
+                bridge::speaks(state, &call, &credential, record).await?
+        {
+            let mut relayed = bridge::initialize_for_legacy(&call, &discovered);
+            let opened = relayed.opened.take().expect("an initialize answered here opens a session");
+            let session_id = state.gateway.open(principal.key_id, call.service.id, opened);
+            record.session_tag = Some(session_tag(&session_id));
+            return Ok((relayed, Some(session_id)));
+        }
         match relay::post(state, &call, &credential, upstream, record).await {
             Ok(mut relayed) => {
+                if call.filters_tools() {
+                    relayed = answer::offered_only(relayed, |tool| call.offers(tool)).await?;
+                }
                 let session_id = match relayed.opened.take() {
                     Some(opened) => Some(state.gateway.open(principal.key_id, call.service.id, opened)),
                     None => existing.map(|(gateway_id, _)| gateway_id),

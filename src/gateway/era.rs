@@ -165,6 +165,40 @@ pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
     Ok(Era::Modern(Modern { version, capabilities, client_info }))
 }
 
+/// The headers a 2026-07-28 request mirrors its body in: `Mcp-Method`, and `Mcp-Name` where the
+/// method has one (in the Base64 sentinel form when it is not plain visible ASCII).
+pub fn mirrored_headers(message: &Message) -> Vec<(&'static str, String)> {
+    let Message::Request { method, params, .. } = message else { return Vec::new() };
+    let mut headers = vec![(METHOD_HEADER, method.clone())];
+    let name = named_by(method).and_then(|field| params.as_ref()?.get(field)?.as_str());
+    if let Some(name) = name {
+        let visible = name.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ');
+        let padded = name.starts_with(' ') || name.ends_with(' ');
+        let sentinel = name.starts_with("=?base64?") && name.ends_with("?=");
+        let plain = !name.is_empty() && visible && !padded && !sentinel;
+        let value = if plain {
+            name.to_owned()
+        } else {
+            format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(name))
+        };
+        headers.push((NAME_HEADER, value));
+    }
+    headers
+}
+
+/// The message with the `_meta` a 2026-07-28 upstream needs, for a client that declared its
+/// capabilities and identity at `initialize` instead.
+pub fn with_modern_meta(body: &[u8], capabilities: &Value, client_info: &Value) -> Option<Vec<u8>> {
+    let mut message: Value = serde_json::from_slice(body).ok()?;
+    let params = message.as_object_mut()?.entry("params").or_insert_with(|| json!({}));
+    let meta = params.as_object_mut()?.entry("_meta").or_insert_with(|| json!({}));
+    let meta = meta.as_object_mut()?;
+    meta.insert(META_VERSION.to_owned(), json!(MODERN_VERSION));
+    meta.insert(META_CAPABILITIES.to_owned(), capabilities.clone());
+    meta.insert(META_CLIENT_INFO.to_owned(), client_info.clone());
+    serde_json::to_vec(&message).ok()
+}
+
 /// The body field `Mcp-Name` mirrors, for the methods that have one.
 fn named_by(method: &str) -> Option<&'static str> {
     match method {
@@ -229,6 +263,11 @@ pub fn stamp(message: &mut Value, method: &str) {
         result.entry("ttlMs").or_insert_with(|| json!(0));
         result.insert("cacheScope".to_owned(), json!("private"));
     }
+}
+
+/// Whether the method's result carries caching hints.
+pub fn is_cacheable(method: &str) -> bool {
+    CACHEABLE.contains(&method)
 }
 
 /// The `server/discover` result for an upstream that answered `initialize` with `initialized`.
@@ -331,6 +370,48 @@ mod tests {
         let odd = json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":"x"}});
         let message = jsonrpc::parse(odd.to_string().as_bytes()).unwrap();
         assert_eq!(of(&message, &headers(&GOOD)).unwrap_err().error.code, INVALID_PARAMS);
+    }
+
+    #[test]
+    fn a_request_sent_to_a_modern_upstream_mirrors_its_body_and_carries_what_the_client_declared() {
+        let plain =
+            jsonrpc::parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#);
+        assert_eq!(
+            mirrored_headers(&plain.unwrap()),
+            [(METHOD_HEADER, "tools/call".into()), (NAME_HEADER, "echo".into())]
+        );
+        let uri = json!({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///héllo"}});
+        let headers = mirrored_headers(&jsonrpc::parse(uri.to_string().as_bytes()).unwrap());
+        assert_eq!(
+            headers[1].1,
+            format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode("file:///héllo"))
+        );
+        let list = jsonrpc::parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+        assert_eq!(mirrored_headers(&list).len(), 1);
+
+        let body =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"progressToken":2}}}"#;
+        let sent: Value = serde_json::from_slice(
+            &with_modern_meta(body, &json!({"roots":{}}), &json!({"name":"c"})).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sent["params"]["_meta"][META_VERSION], MODERN_VERSION);
+        assert_eq!(sent["params"]["_meta"][META_CAPABILITIES], json!({"roots":{}}));
+        assert_eq!(sent["params"]["_meta"]["progressToken"], 2);
+        let bare: Value = serde_json::from_slice(
+            &with_modern_meta(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, &json!({}), &json!({}))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(bare["params"]["_meta"][META_VERSION], MODERN_VERSION);
+        assert!(
+            with_modern_meta(
+                br#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}"#,
+                &json!({}),
+                &json!({})
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use super::record::CallRecord;
 use super::relay;
 use super::sessions::UpstreamSession;
 use crate::app::AppState;
+use crate::catalog::tool_policy::KeyReach;
 use crate::domain::{Role, Scope, Scopes};
 use crate::ids::{OrgId, UserId};
 use crate::telemetry::redact::redact_text;
@@ -31,7 +32,14 @@ const PROTOCOL_VERSION: &str = "2025-11-25";
 
 /// The member as the gateway sees them here: reading only, and through no key.
 pub fn caller(organization_id: OrgId, user_id: UserId, role: Role) -> Caller {
-    Caller { organization_id, user_id, scopes: Scopes::new([Scope::McpRead]).limited_to(role), key_id: None }
+    Caller {
+        organization_id,
+        user_id,
+        role,
+        scopes: Scopes::new([Scope::McpRead]).limited_to(role),
+        reach: KeyReach::everything(),
+        key_id: None,
+    }
 }
 
 /// The service's tools, or what went wrong, in words for the page.

@@ -10,12 +10,13 @@ use tokio::sync::watch;
 
 use secrecy::SecretString;
 
-use super::cache::{LoadedService, Lookups};
+use super::cache::{Change, LoadedService, Lookups};
 use super::refusal::{NOT_FOUND, Refusal};
 use super::stdio::{Process, StdioLimits, StdioPool};
 use crate::app::AppState;
 use crate::catalog::definition::CredentialPlacement;
 use crate::catalog::egress::{GuardedResolver, Refused, UpstreamPolicy};
+use crate::catalog::tool_policy::ToolPolicy;
 use crate::clock::SharedClock;
 use crate::db::services::ServiceRow;
 use crate::ids::{KeyId, ServiceId};
@@ -31,7 +32,17 @@ pub(super) struct GatewaySession {
     pub(super) initialized: Option<Initialized>,
 }
 
-/// An upstream's `initialize` result: its capabilities, identity and instructions.
+/// What an upstream speaks, as its answer to `server/discover` shows.
+#[derive(Clone)]
+pub(super) enum Speaks {
+    /// 2025-11-25 and before only: no modern answer to `server/discover`.
+    Legacy,
+    /// 2026-07-28; `dual` when it also serves the older revisions. With its `DiscoverResult`.
+    Modern { dual: bool, discovered: Initialized },
+}
+
+/// An upstream's `initialize` (or `server/discover`) result: its capabilities, identity and
+/// instructions.
 pub(super) type Initialized = Arc<serde_json::Map<String, serde_json::Value>>;
 
 /// The gateway's own session with a legacy upstream for a 2026-07-28 client (`bridge`), kept
@@ -49,20 +60,30 @@ pub(super) enum UpstreamSession {
     Http(Option<String>),
     /// The child process serving this session.
     Stdio(Arc<Process>),
+    /// No session upstream: a 2025-11-25 client's session with an upstream of 2026-07-28 only,
+    /// whose requests the gateway sends as stateless ones with what the client declared.
+    Stateless(Arc<Declared>),
+}
+
+/// What a 2025-11-25 client declared at `initialize`, sent along with each of its requests to
+/// an upstream of 2026-07-28 only.
+pub(super) struct Declared {
+    pub(super) capabilities: serde_json::Value,
+    pub(super) client_info: serde_json::Value,
 }
 
 impl UpstreamSession {
     pub(super) fn http_id(&self) -> Option<&str> {
         match self {
             UpstreamSession::Http(id) => id.as_deref(),
-            UpstreamSession::Stdio(_) => None,
+            UpstreamSession::Stdio(_) | UpstreamSession::Stateless(_) => None,
         }
     }
 
     pub(super) fn process(&self) -> Option<&Arc<Process>> {
         match self {
             UpstreamSession::Stdio(process) => Some(process),
-            UpstreamSession::Http(_) => None,
+            UpstreamSession::Http(_) | UpstreamSession::Stateless(_) => None,
         }
     }
 }
@@ -80,6 +101,8 @@ pub struct Gateway {
     pub lookups: Lookups,
     /// Each service's latest `initialize` result, for `server/discover`.
     discovered: moka::sync::Cache<ServiceId, Initialized>,
+    /// What each HTTP service's upstream speaks, from its answer to `server/discover`.
+    speaks: moka::sync::Cache<ServiceId, Speaks>,
     pub stdio: StdioPool,
     /// Set when the platform stops: open server-to-client streams end, so the graceful stop
     /// does not wait for them.
@@ -112,6 +135,7 @@ impl Gateway {
             sessions: Mutex::new(HashMap::new()),
             lookups: Lookups::new(clock),
             discovered: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
+            speaks: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
             stdio: StdioPool::new(limits),
             stopping: watch::Sender::new(false),
         }
@@ -123,7 +147,7 @@ impl Gateway {
         let mut sessions = self.sessions.lock().expect("session table lock");
         sessions.retain(|_, s| match &s.upstream {
             UpstreamSession::Stdio(process) => !process.has_ended(),
-            UpstreamSession::Http(_) => s.last_used.elapsed() < SESSION_IDLE,
+            UpstreamSession::Http(_) | UpstreamSession::Stateless(_) => s.last_used.elapsed() < SESSION_IDLE,
         });
     }
 
@@ -171,6 +195,7 @@ impl Gateway {
         &self,
         row: ServiceRow,
         headers: Vec<(String, SecretString)>,
+        policy: ToolPolicy,
     ) -> Result<LoadedService, Refusal> {
         let literal_address = match (&row.upstream_url, row.is_system()) {
             (Some(url), false) => self.policy.check_literal(url),
@@ -182,7 +207,7 @@ impl Gateway {
             .map(CredentialPlacement::parse)
             .transpose()
             .map_err(|e| Refusal::unavailable(&e, "This service's credential header is misconfigured"))?;
-        Ok(LoadedService { row, headers, placement, literal_address })
+        Ok(LoadedService { row, headers, placement, literal_address, policy })
     }
 
     /// Registers a client session for the upstream session an `initialize` of `key` opened;
@@ -228,6 +253,25 @@ impl Gateway {
         };
         sessions.insert(bridged.id, entry);
         Ok(())
+    }
+
+    /// Drops the copies `change` touched; a changed service is asked again what it speaks.
+    pub fn forget_changed(&self, change: &Change) {
+        self.lookups.forget(change);
+        if let Change::Service { .. } = change {
+            // Kept by service id, which the change does not carry; changes of services are rare.
+            self.speaks.invalidate_all();
+            self.discovered.invalidate_all();
+        }
+    }
+
+    /// What the service's upstream was found to speak within `era::DISCOVER_TTL`.
+    pub(super) fn speaks(&self, service_id: ServiceId) -> Option<Speaks> {
+        self.speaks.get(&service_id)
+    }
+
+    pub(super) fn remember_speaks(&self, service_id: ServiceId, speaks: Speaks) {
+        self.speaks.insert(service_id, speaks);
     }
 
     /// The service's `initialize` result seen within `era::DISCOVER_TTL`.

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::filters;
 use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
+use crate::catalog::tool_policy::KeyReach;
 
 use crate::auth::gate::CurrentUser;
 use crate::auth::session::WebSession;
@@ -34,6 +35,8 @@ pub struct KeyForm {
     custom_date: String,
     /// Requests per minute; empty: the plan's default.
     rate_limit: String,
+    /// The services and tools the key is for (`KeyReach`); empty: every one.
+    reach: String,
 }
 
 /// The highest per-key rate limit a form takes (requests per minute).
@@ -47,6 +50,7 @@ impl Default for KeyForm {
             expiry: "365".into(),
             custom_date: String::new(),
             rate_limit: String::new(),
+            reach: String::new(),
         }
     }
 }
@@ -61,6 +65,7 @@ impl KeyForm {
                 "expiry" => form.expiry = value,
                 "custom_date" => form.custom_date = value,
                 "rate_limit" => form.rate_limit = value,
+                "reach" => form.reach = value,
                 _ => {}
             }
         }
@@ -223,7 +228,11 @@ pub async fn create(
 ) -> Result<HttpResponse, AppError> {
     let form = KeyForm::from_pairs(form.into_inner());
     let now = state.clock.now();
-    let (name, scopes, expires_at, rate_limit) = match validate(&form, &user, now) {
+    let checked = match validate(&form, &user, now) {
+        Ok(valid) => reachable(&state, &user, &form).await?.map(|reach| (valid, reach)),
+        Err(errors) => Err(errors),
+    };
+    let ((name, scopes, expires_at, rate_limit), reach) = match checked {
         Ok(valid) => valid,
         Err(errors) => {
             return render(
@@ -232,6 +241,7 @@ pub async fn create(
             );
         }
     };
+    let reach = reach.to_stored();
     let key = ApiKey::generate();
     let id = KeyId::new();
     let display = key.display();
@@ -247,10 +257,11 @@ pub async fn create(
         expires_at: Some(expires_at),
         rolled_from_id: None,
         rate_limit_per_minute: rate_limit,
+        reach: reach.as_deref(),
     };
     db::api_keys::insert(tx.conn(), row, now).await?;
     audited(tx.conn(), &user, Action::ApiKeyCreated, id, None, Some(
-            json!({ "name": name, "display": display, "scopes": scopes.to_string(), "expires_at": expires_at, "rate_limit_per_minute": rate_limit }),
+            json!({ "name": name, "display": display, "scopes": scopes.to_string(), "expires_at": expires_at, "rate_limit_per_minute": rate_limit, "reach": reach }),
         ), now).await?;
     tx.commit().await?;
     show_once(
@@ -260,6 +271,34 @@ pub async fn create(
         NewKey { name, sealed_key: String::new(), expires_at, rolled: false },
         &key,
     )
+}
+
+/// The services and tools the form narrows the key to, each service one the member can use; or
+/// the error to show at the field.
+async fn reachable(
+    state: &AppState,
+    user: &CurrentUser,
+    form: &KeyForm,
+) -> Result<Result<KeyReach, FieldErrors>, AppError> {
+    let mut errors = FieldErrors::default();
+    let reach = match KeyReach::from_input(&form.reach) {
+        Ok(reach) => reach,
+        Err(e) => {
+            errors.add(
+                "reach",
+                format!("{e}. Write services, or service/tool, separated by spaces or commas."),
+            );
+            return Ok(Err(errors));
+        }
+    };
+    let mut conn = state.db.acquire().await?;
+    for service in reach.services().into_iter().flatten() {
+        if db::services::find_for_organization(conn.conn(), user.organization_id, service).await?.is_none() {
+            errors.add("reach", format!("There is no service named \"{service}\"."));
+            return Ok(Err(errors));
+        }
+    }
+    Ok(Ok(reach))
 }
 
 /// A new key on its way to the one page that shows it: sealed into the session, which is stored.
@@ -396,6 +435,7 @@ pub async fn roll(
         expires_at: Some(expires_at),
         rolled_from_id: Some(id),
         rate_limit_per_minute: old.rate_limit_per_minute,
+        reach: old.reach.as_deref(),
     };
     // Marked first: of two rolls at the same moment, the second finds the key rolled.
     let grace_until = now + Duration::hours(grace_hours);

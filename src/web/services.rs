@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::auth::gate::CurrentUser;
 use crate::catalog::definition::{CredentialPlacement, parse_headers, parse_upstream_url};
 use crate::catalog::egress::Refused;
+use crate::catalog::tool_policy::ToolPolicy;
 use crate::db::audit::Action;
 use crate::db::request_logs::LogRow;
 use crate::db::services::{SealedHeader, ServiceFields, ServiceRow};
@@ -52,6 +53,37 @@ pub struct DetailPage {
     health: Counts,
     /// The last unsuccessful call of the last 24 hours, for admins.
     last_error: Option<LogRow>,
+    /// Which tools are offered to whom, as it applies to this organization.
+    policy: ToolPolicy,
+    /// The policy form, for admins: as stored, or as typed with its errors.
+    policy_form: Option<(PolicyForm, FieldErrors)>,
+}
+
+/// The tool-policy form as typed.
+pub struct PolicyForm {
+    listed: bool,
+    offered: String,
+    roles: String,
+}
+
+impl PolicyForm {
+    fn of(policy: &ToolPolicy) -> PolicyForm {
+        PolicyForm {
+            listed: policy.offered.is_some(),
+            offered: policy.offered_text(),
+            roles: policy.roles_text(),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct PolicyInput {
+    #[serde(default)]
+    offer: String,
+    #[serde(default)]
+    offered: String,
+    #[serde(default)]
+    roles: String,
 }
 
 /// The window service health covers.
@@ -206,7 +238,51 @@ pub async fn detail(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let service = visible_service(&state, &user, &name).await?;
-    detail_page(&req, &user, &state, service, None).await
+    detail_page(&req, &user, &state, service, None, None).await
+}
+
+/// Sets which tools of the service the organization's members are offered, and to whom.
+pub async fn set_tool_policy(
+    req: HttpRequest,
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    input: web::Form<PolicyInput>,
+) -> Result<HttpResponse, AppError> {
+    let service = visible_service(&state, &user, &name).await?;
+    let input = input.into_inner();
+    let form = PolicyForm { listed: input.offer == "listed", offered: input.offered, roles: input.roles };
+    let checked = match input.offer.as_str() {
+        "all" | "listed" => ToolPolicy::from_form(form.listed, &form.offered, &form.roles),
+        _ => Err(("offer", "Choose whether every tool or only the listed ones are offered.".to_owned())),
+    };
+    let policy = match checked {
+        Ok(policy) => policy,
+        Err((field, message)) => {
+            let errors = FieldErrors::one(field, message);
+            let mut page = detail_page(&req, &user, &state, service, None, Some((form, errors))).await?;
+            *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            return Ok(page);
+        }
+    };
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let before = db::tool_policies::effective(tx.conn(), user.organization_id, service.id).await?;
+    db::tool_policies::set(tx.conn(), user.organization_id, service.id, &policy, now).await?;
+    let view = |policy: &ToolPolicy| json!({ "service": service.name, "policy": policy });
+    audited(
+        tx.conn(),
+        &user,
+        Action::ToolPolicyChanged,
+        service.id,
+        Some(view(&before)),
+        Some(view(&policy)),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    state.changed(Change::Service { organization_id: user.organization_id, name: service.name.clone() });
+    Ok(see_other(&format!("/services/{}#tools", service.name)))
 }
 
 /// Runs initialize and tools/list through the gateway as the signed-in member and shows the
@@ -226,7 +302,7 @@ pub async fn test_connection(
     if htmx.is_htmx {
         return render(StatusCode::OK, &probe_panel(&state, &user, &service, Some(found)));
     }
-    detail_page(&req, &user, &state, service, Some(found)).await
+    detail_page(&req, &user, &state, service, Some(found), None).await
 }
 
 fn probe_panel(
@@ -251,7 +327,13 @@ async fn detail_page(
     state: &AppState,
     service: ServiceRow,
     probe: Option<Result<Vec<probe::Tool>, String>>,
+    typed_policy: Option<(PolicyForm, FieldErrors)>,
 ) -> Result<HttpResponse, AppError> {
+    let policy =
+        db::tool_policies::effective(state.db.acquire().await?.conn(), user.organization_id, service.id)
+            .await?;
+    let policy_form = (user.role == Role::Admin)
+        .then(|| typed_policy.unwrap_or_else(|| (PolicyForm::of(&policy), FieldErrors::default())));
     let has_token = match &service.token_service_name {
         Some(token) => {
             let mut conn = state.db.acquire().await?;
@@ -290,6 +372,8 @@ async fn detail_page(
         can_edit: user.role == Role::Admin && !service.is_system(),
         probe: user.role.allows(Role::Developer).then(|| probe_panel(state, user, &service, probe)),
         service,
+        policy,
+        policy_form,
     };
     render(StatusCode::OK, &page)
 }

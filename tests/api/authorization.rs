@@ -74,6 +74,8 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         (Post, "/services/{name}") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
         (Get, "/services/{name}/edit") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(200)]),
         (Post, "/services/{name}/delete") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)]),
+        // Nothing chosen: the form comes back with its error.
+        (Post, "/services/{name}/tools") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
         // Runs through the gateway as the member; the result (here: the token is missing) is shown.
         (Post, "/services/{name}/test") => {
             Some([ToLogin, Status(404), NOT_DEVELOPER, Status(200), Status(200)])
@@ -147,6 +149,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         expires_at: Some(now + chrono::Duration::days(30)),
         rolled_from_id: None,
         rate_limit_per_minute: None,
+        reach: None,
     };
     db::api_keys::insert(conn.conn(), new_key, now).await.unwrap();
 

@@ -11,61 +11,17 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::gateway::*;
+use crate::helpers::gateway::{MODERN, modern, modern_with, result_of};
 use crate::helpers::upstream::{HttpUpstream, UPSTREAM};
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::on_both_backends;
 
 on_both_backends!(
     a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_own_session,
+    a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_it_is,
     a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child,
     stateless_requests_follow_the_2026_07_28_rules_or_get_its_errors,
 );
-
-const MODERN: &str = "2026-07-28";
-
-/// A 2026-07-28 request: the version, capabilities and client in `_meta`, with the headers
-/// that mirror the body.
-fn modern(url: &str, key: &str, id: u64, method: &str, params: Value) -> reqwest::RequestBuilder {
-    let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
-    modern_with(url, key, id, method, params, method, name.as_deref())
-}
-
-/// The same, with the `Mcp-Method` and `Mcp-Name` headers given.
-fn modern_with(
-    url: &str,
-    key: &str,
-    id: u64,
-    method: &str,
-    params: Value,
-    method_header: &str,
-    name_header: Option<&str>,
-) -> reqwest::RequestBuilder {
-    let mut params = params;
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": { "name": "raw-modern-client", "version": "1" },
-    });
-    let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-    let request = request(url, key, None, &body.to_string())
-        .header("mcp-protocol-version", MODERN)
-        .header("mcp-method", method_header);
-    match name_header {
-        Some(name) => request.header("mcp-name", name),
-        None => request,
-    }
-}
-
-async fn result_of(response: reqwest::Response) -> Value {
-    assert_eq!(response.status(), 200);
-    assert!(response.headers().get("mcp-session-id").is_none(), "a stateless answer names no session");
-    let text = response.text().await.unwrap();
-    let answer = mcp_platform::gateway::record::messages_in(&text)
-        .into_iter()
-        .find(|m| m.get("id").is_some())
-        .unwrap_or_else(|| panic!("no answer in {text}"));
-    answer.get("result").cloned().unwrap_or_else(|| panic!("not a result: {answer}"))
-}
 
 fn text_of(result: &Value) -> &str {
     result["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text in {result}"))
@@ -93,7 +49,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     backend: Backend,
 ) {
     let app = spawn_app_with(backend, Settings::default()).await;
-    let mut upstream = HttpUpstream::start();
+    let mut upstream = HttpUpstream::start_legacy();
     let org = app.create_organization("Acme").await;
     let developer = app.create_user(org, Role::Developer).await;
     http_service(&app, org, "tools", &upstream.url).await;
@@ -146,7 +102,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     // The upstream restarts and forgets its sessions: the gateway opens another, unseen.
     let port = upstream.url.rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
     drop(upstream);
-    upstream = HttpUpstream::start_on(&format!("127.0.0.1:{port}"));
+    upstream = HttpUpstream::start_legacy_on(&format!("127.0.0.1:{port}"));
     let again = result_of(
         modern(&url, &key, 5, "tools/call", json!({ "name": "add", "arguments": { "a": 2, "b": 3 } }))
             .send()
@@ -186,6 +142,44 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     let whoami_row = rows.iter().find(|r| r.tool == "whoami").unwrap();
     assert!(!whoami_row.response.contains(TOKEN), "the token was stored");
     drop(upstream);
+}
+
+async fn a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_it_is(backend: Backend) {
+    let app = spawn_app_with(backend, Settings::default()).await;
+    // The test upstream serves both eras.
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    http_service(&app, org, "tools", &upstream.url).await;
+    let browser = app.signed_in(&developer).await;
+    let saved =
+        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
+    assert_eq!(saved.status(), 200);
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let url = app.url("/mcp/tools");
+
+    let discovered =
+        result_of(modern(&url, &key, 1, "server/discover", json!({})).send().await.unwrap()).await;
+    let versions: Vec<&str> =
+        discovered["supportedVersions"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(versions.contains(&MODERN) && versions.contains(&"2025-11-25"), "{versions:?}");
+    let tools = result_of(modern(&url, &key, 2, "tools/list", json!({})).send().await.unwrap()).await;
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 8);
+    assert_eq!(tools["cacheScope"], "private", "what the gateway relays for a caller is theirs");
+    let whoami = result_of(
+        modern(&url, &key, 3, "tools/call", json!({ "name": "whoami", "arguments": {} }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
+    assert_eq!(whoami["resultType"], "complete");
+    // No session anywhere: the upstream serves the requests as they come.
+    assert_eq!(gauge(&app, "gateway_sessions").await, 0);
+    let rows = settled_rows(&app, 3).await;
+    assert!(rows.iter().all(|r| r.outcome == Outcome::Success));
+    assert_eq!(stateless_flags(&app).await, [true, true, true]);
 }
 
 async fn a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child(backend: Backend) {

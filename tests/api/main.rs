@@ -27,5 +27,6 @@ mod setup;
 mod stdio;
 mod telemetry;
 mod tokens;
+mod tool_policy;
 mod upstream;
 mod usage;

@@ -25,11 +25,14 @@ on_both_backends!(
     server_everything_works_behind_the_gateway_over_http_and_stdio,
     the_github_project_manager_lists_its_tools_and_its_token_stays_secret,
     the_official_python_sdk_speaks_2026_07_28_through_the_gateway_to_legacy_upstreams,
+    a_server_of_2026_07_28_only_serves_clients_of_both_eras_through_the_gateway,
 );
 
 const NPM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/npm");
 const EVERYTHING: &str = "node_modules/@modelcontextprotocol/server-everything/dist/index.js";
 const PROJECT_MANAGER: &str = "node_modules/@monsoft/mcp-github-project-manager/dist/src/index.js";
+/// A server of 2026-07-28 only, made with the TypeScript SDK v2 (`legacy: 'reject'`).
+const MODERN_ONLY: &str = "modern-only.mjs";
 
 /// The installed packages, or `None` (test skipped) outside CI.
 fn npm_packages() -> Option<PathBuf> {
@@ -79,6 +82,36 @@ async fn python_client_through(
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{service}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{service}: {stdout}"))
+}
+
+/// The TypeScript SDK v2's server of 2026-07-28 only, on a free loopback port; stopped on drop.
+struct ModernOnly {
+    child: Child,
+    url: String,
+}
+
+impl ModernOnly {
+    fn start(root: &Path) -> ModernOnly {
+        let mut child = Command::new("node")
+            .arg(root.join(MODERN_ONLY))
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening on ").expect("the server says its port").to_owned();
+        ModernOnly { child, url: format!("http://127.0.0.1:{port}/mcp") }
+    }
+}
+
+impl Drop for ModernOnly {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// server-everything over Streamable HTTP on a free loopback port; stopped on drop.
@@ -314,4 +347,57 @@ url = "{test_url}"
     assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "every call succeeded");
     assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 3);
     assert_eq!(usage_total(&app).await, rows.len() as i64);
+}
+
+async fn a_server_of_2026_07_28_only_serves_clients_of_both_eras_through_the_gateway(backend: Backend) {
+    let Some(root) = npm_packages() else { return };
+    let Some(python) = python_sdk() else { return };
+    let modern_only = ModernOnly::start(&root);
+    let services = format!(
+        r#"
+[[service]]
+name = "modern-only"
+kind = "http"
+url = "{url}"
+token = "github"
+credential_header = "Authorization: Bearer {{token}}"
+"#,
+        url = modern_only.url,
+    );
+    let app = app_with_services(backend, &services).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, mcp_platform::domain::Role::Developer).await;
+    let token = format!("ghp_{}", Uuid::now_v7().simple());
+    let browser = app.signed_in(&developer).await;
+    let saved =
+        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", &token)]).await;
+    assert_eq!(saved.status(), 200);
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+
+    // A 2025-11-25 client (rmcp): the gateway answers its initialize from the server's
+    // discovery, and sends each request as a stateless one with what the client declared.
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(app.url("/mcp/modern-only")).auth_header(key.clone());
+    let client =
+        ClientConfig::default().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    assert_eq!(client.peer_info().unwrap().server_info.as_ref().unwrap().name, "modern-only");
+    let mut names: Vec<String> =
+        client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["echo", "whoami"]);
+    assert_eq!(call(&client, "echo", json!({ "text": "from 2025-11-25" })).await, "from 2025-11-25");
+    assert_eq!(call(&client, "whoami", json!({})).await, format!("Bearer {token}"));
+    client.cancel().await.unwrap();
+
+    // A 2026-07-28 client (the Python SDK) is relayed as it is.
+    let seen =
+        python_client_through(&python, &app, "modern-only", &key, "echo", json!({ "text": "from 2026" }))
+            .await;
+    assert_eq!((seen["protocol"].clone(), seen["text"].clone()), (json!("2026-07-28"), json!("from 2026")));
+    assert_eq!(seen["tools"], json!(["echo", "whoami"]));
+
+    let rows = settled_rows(&app, 8).await;
+    assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "every message succeeded");
+    assert!(rows.iter().all(|r| !r.request.contains(&token) && !r.response.contains(&token)));
+    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 3);
 }

@@ -13,6 +13,7 @@ use crate::gateway::answer::{Body, Broken, Relayed};
 use crate::gateway::cache::LoadedService;
 use crate::gateway::call::Call;
 use crate::gateway::call::Credential;
+use crate::gateway::era;
 use crate::gateway::record::CallRecord;
 use crate::gateway::refusal::{
     LAST_EVENT_ID_HEADER, NOT_FOUND, PROTOCOL_HEADER, Refusal, SESSION_HEADER, SSE,
@@ -35,8 +36,14 @@ pub(super) async fn post(
         .timeout(call.timeout())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
-    let request =
+    let mut request =
         with_headers(request, service, credential, call.protocol_version.as_deref(), upstream_session);
+    // A 2026-07-28 request mirrors its method and name in headers.
+    if call.era.modern().is_some() {
+        for (name, value) in era::mirrored_headers(&call.message) {
+            request = request.header(name, value);
+        }
+    }
     let answer = request.body(call.body.clone()).send().await.map_err(|e| {
         if let Some(refused) = refusal_in(&e) {
             Refusal::not_allowed(refused)

@@ -56,6 +56,11 @@ pub(super) async fn stream(
 ) -> Result<Streamed, Refusal> {
     match session {
         UpstreamSession::Stdio(process) => stdio::stream(process),
+        UpstreamSession::Stateless(_) => Err(Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            crate::gateway::jsonrpc::INVALID_REQUEST,
+            "This service speaks 2026-07-28 only, which has no GET stream; the gateway does not map it to subscriptions/listen yet",
+        )),
         UpstreamSession::Http(id) => {
             http::stream(state, service, credential, id.as_deref(), protocol_version, last_event_id).await
         }
@@ -67,6 +72,6 @@ pub(super) async fn end(state: &AppState, service: &LoadedService, session: &Ups
     match session {
         UpstreamSession::Stdio(process) => process.end().await,
         UpstreamSession::Http(Some(id)) => http::end(state, service, id).await,
-        UpstreamSession::Http(None) => {}
+        UpstreamSession::Http(None) | UpstreamSession::Stateless(_) => {}
     }
 }

@@ -5,7 +5,7 @@ use mcp_platform::crypto::api_key::ApiKey;
 use mcp_platform::db;
 use mcp_platform::db::request_logs::Outcome;
 use mcp_platform::ids::{KeyId, OrgId, ServiceId};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{TestApp, TestUser};
 
@@ -25,6 +25,7 @@ pub async fn api_key(app: &TestApp, org: OrgId, user: &TestUser, scopes: &str) -
         expires_at: Some(app.clock_now() + chrono::Duration::days(30)),
         rolled_from_id: None,
         rate_limit_per_minute: None,
+        reach: None,
     };
     db::api_keys::insert(app.db.acquire().await.unwrap().conn(), row, app.clock_now()).await.unwrap();
     key.expose().to_owned()
@@ -192,4 +193,51 @@ pub async fn may_call_tools(app: &TestApp, key: &str, service: &str) -> bool {
         502 => true,
         other => panic!("tools/call answered {other}: {message}"),
     }
+}
+
+/// The stateless revision of MCP.
+pub const MODERN: &str = "2026-07-28";
+
+/// A 2026-07-28 request: the version, capabilities and client in `_meta`, with the headers
+/// that mirror the body.
+pub fn modern(url: &str, key: &str, id: u64, method: &str, params: Value) -> reqwest::RequestBuilder {
+    let name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str).map(str::to_owned);
+    modern_with(url, key, id, method, params, method, name.as_deref())
+}
+
+/// The same, with the `Mcp-Method` and `Mcp-Name` headers given.
+pub fn modern_with(
+    url: &str,
+    key: &str,
+    id: u64,
+    method: &str,
+    params: Value,
+    method_header: &str,
+    name_header: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut params = params;
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": { "name": "raw-modern-client", "version": "1" },
+    });
+    let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+    let request = request(url, key, None, &body.to_string())
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", method_header);
+    match name_header {
+        Some(name) => request.header("mcp-name", name),
+        None => request,
+    }
+}
+
+pub async fn result_of(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("mcp-session-id").is_none(), "a stateless answer names no session");
+    let text = response.text().await.unwrap();
+    let answer = mcp_platform::gateway::record::messages_in(&text)
+        .into_iter()
+        .find(|m| m.get("id").is_some())
+        .unwrap_or_else(|| panic!("no answer in {text}"));
+    answer.get("result").cloned().unwrap_or_else(|| panic!("not a result: {answer}"))
 }

@@ -54,13 +54,23 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     pub fn start() -> HttpUpstream {
-        HttpUpstream::start_on("127.0.0.1:0")
+        HttpUpstream::start_with(&["--http", "127.0.0.1:0"])
     }
 
-    /// On a given address: a restarted upstream, which has forgotten its sessions.
-    pub fn start_on(address: &str) -> HttpUpstream {
+    /// On a given address, speaking 2025-11-25 only: a restarted upstream has forgotten its
+    /// sessions.
+    pub fn start_legacy_on(address: &str) -> HttpUpstream {
+        HttpUpstream::start_with(&["--http", address, "--legacy-only"])
+    }
+
+    /// Speaking 2025-11-25 only, as most servers do.
+    pub fn start_legacy() -> HttpUpstream {
+        HttpUpstream::start_legacy_on("127.0.0.1:0")
+    }
+
+    fn start_with(args: &[&str]) -> HttpUpstream {
         let mut child = Command::new(UPSTREAM)
-            .args(["--http", address])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
