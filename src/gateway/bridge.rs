@@ -10,6 +10,7 @@
 //! it declared. Wires the relay and answer phases, like `endpoint` and `probe`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::http::StatusCode;
 use base64::Engine;
@@ -27,6 +28,9 @@ use super::relay;
 use super::sessions::{Bridged, Declared, Initialized, Speaks, UpstreamSession, session};
 use crate::app::AppState;
 use crate::catalog::definition::Transport;
+
+/// The gateway's own request ids in its sessions for stateless clients.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Capabilities a legacy upstream would use to send the client requests mid-call (MRTR is not
 /// bridged yet): the upstream is not told of them, so it does not send such requests.
@@ -229,15 +233,28 @@ pub(super) async fn relay(
         let result = era::discover_result(&initialized, era::DISCOVER_TTL.as_millis() as u64);
         return Ok(whole_answer(&[json!({ "jsonrpc": "2.0", "id": id, "result": result })], None));
     }
-    let body = era::for_legacy_upstream(&call.body).map(Into::into).unwrap_or_else(|| call.body.clone());
+    // Stateless clients share the gateway's session, and each numbers its requests its own way:
+    // the request goes under an id of the gateway's, and its answer comes back under the client's.
+    let bridged_id = json!(format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+    let (message, body) = match (&call.message, era::for_legacy_upstream(&call.body, &bridged_id)) {
+        (Message::Request { method, params, .. }, Some(body)) => {
+            let message =
+                Message::Request { id: bridged_id.clone(), method: method.clone(), params: params.clone() };
+            (message, actix_web::web::Bytes::from(body))
+        }
+        _ => (call.message.clone(), call.body.clone()),
+    };
     let mut forgotten = false;
     loop {
         let bridged = open(state, call, modern, credential, record).await?;
-        let relayed_call = legacy_call(call, call.message.clone(), body.clone());
+        let relayed_call = legacy_call(call, message.clone(), body.clone());
         match relay::post(state, &relayed_call, credential, Some(&bridged.upstream), record).await {
             Ok(relayed) => {
                 let status = relayed.status;
                 let mut messages = read(state, call, credential, &bridged.upstream, relayed, record).await?;
+                for answer in messages.iter_mut().filter(|m| m.get("id") == Some(&bridged_id)) {
+                    answer["id"] = id.clone();
+                }
                 if !messages.iter().any(|m| m.get("result").is_some() || m.get("error").is_some()) {
                     return Err(broken());
                 }

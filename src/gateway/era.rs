@@ -240,15 +240,18 @@ fn unsupported(requested: &str) -> Refusal {
         .with_data(json!({ "supported": supported_versions(), "requested": requested }))
 }
 
-/// The message as a legacy upstream gets it: without the `_meta` keys only 2026-07-28 defines.
-pub fn for_legacy_upstream(body: &[u8]) -> Option<Vec<u8>> {
+/// The request as a legacy upstream gets it: under the gateway's id `id`, without the `_meta`
+/// keys only 2026-07-28 defines.
+pub fn for_legacy_upstream(body: &[u8], id: &Value) -> Option<Vec<u8>> {
     let mut message: Value = serde_json::from_slice(body).ok()?;
-    let meta = message.pointer_mut("/params/_meta").and_then(Value::as_object_mut)?;
-    for key in META_MODERN_KEYS {
-        meta.remove(key);
-    }
-    if meta.is_empty() {
-        message["params"].as_object_mut().map(|params| params.remove("_meta"));
+    message.as_object_mut()?.insert("id".to_owned(), id.clone());
+    if let Some(meta) = message.pointer_mut("/params/_meta").and_then(Value::as_object_mut) {
+        for key in META_MODERN_KEYS {
+            meta.remove(key);
+        }
+        if meta.is_empty() {
+            message["params"].as_object_mut().map(|params| params.remove("_meta"));
+        }
     }
     serde_json::to_vec(&message).ok()
 }
@@ -433,11 +436,14 @@ mod tests {
         let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",
             "_meta":{META_VERSION: MODERN_VERSION, "progressToken": 3}}});
         let relayed: Value =
-            serde_json::from_slice(&for_legacy_upstream(body.to_string().as_bytes()).unwrap()).unwrap();
+            serde_json::from_slice(&for_legacy_upstream(body.to_string().as_bytes(), &json!("g-1")).unwrap())
+                .unwrap();
         assert_eq!(relayed["params"]["_meta"], json!({"progressToken": 3}));
+        assert_eq!(relayed["id"], "g-1");
         let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{META_VERSION: MODERN_VERSION}}});
         let relayed: Value =
-            serde_json::from_slice(&for_legacy_upstream(body.to_string().as_bytes()).unwrap()).unwrap();
+            serde_json::from_slice(&for_legacy_upstream(body.to_string().as_bytes(), &json!("g-1")).unwrap())
+                .unwrap();
         assert_eq!(relayed["params"], json!({}));
     }
 }
