@@ -32,8 +32,9 @@ pub struct SeedReport {
     pub seconds: f64,
 }
 
-/// Rows per transaction: large enough that a transaction costs little per row.
-const BATCH: usize = 20_000;
+/// Rows per transaction: large enough that a transaction (and the checkpoint after it) costs
+/// little per row.
+const BATCH: usize = 50_000;
 /// Members and services the seed adds when the organization has fewer.
 const SEED_MEMBERS: usize = 4;
 const SEED_SERVICES: [(&str, &[&str]); 3] = [

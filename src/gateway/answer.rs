@@ -66,6 +66,10 @@ pub(super) async fn answer(
     let mut response = HttpResponse::build(relayed.status);
     response.insert_header((CORRELATION_HEADER, correlation));
     if let Some(content_type) = relayed.content_type {
+        // An event stream is not to be held back by a proxy (nginx).
+        if content_type.starts_with(SSE) {
+            response.insert_header(("X-Accel-Buffering", "no"));
+        }
         response.insert_header((header::CONTENT_TYPE, content_type));
     }
     if let Some(session) = session_id {

@@ -111,6 +111,7 @@ pub(super) async fn relay_stateless(
     if !era::is_cacheable(&method) {
         return Ok(relayed);
     }
+    // (A subscription's stream goes on as it is.)
     let status = relayed.status;
     let mut messages = messages_of(relayed.body).await.ok_or_else(broken)?;
     if call.filters_tools() {
@@ -244,6 +245,13 @@ pub(super) async fn relay(
         }
         _ => (call.message.clone(), call.body.clone()),
     };
+    if call.is_listen() {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            jsonrpc::METHOD_NOT_FOUND,
+            "Method not found: subscriptions/listen is not bridged to this service's 2025-11-25 upstream yet",
+        ));
+    }
     let mut forgotten = false;
     loop {
         let bridged = open(state, call, modern, credential, record).await?;

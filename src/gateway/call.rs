@@ -60,6 +60,11 @@ impl Call {
         self.message.method() == Some("initialize")
     }
 
+    /// A `subscriptions/listen`: its answer is a stream that lasts as long as the client wants.
+    pub fn is_listen(&self) -> bool {
+        self.message.method() == Some(super::era::LISTEN)
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.service.timeout_ms.max(1) as u64)
     }

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use uuid::Uuid;
 
 use super::admit::{self, header_str};
-use super::answer::{self, Relayed, answer};
+use super::answer::{self, Body, Relayed, answer};
 use super::bridge;
 use super::call::{Caller, Credential};
 use super::credential;
@@ -62,7 +62,7 @@ pub async fn post(
 /// Every phase of one message; the answer with the gateway session it belongs to.
 async fn relay_post(
     req: &HttpRequest,
-    state: &AppState,
+    state: &web::Data<AppState>,
     name: &str,
     payload: web::Payload,
     record: &mut CallRecord,
@@ -111,13 +111,17 @@ async fn relay_post(
             }
         }
         if let Era::Modern(modern) = &call.era {
-            let relayed = match bridge::speaks(state, &call, &credential, record).await? {
+            let mut relayed = match bridge::speaks(state, &call, &credential, record).await? {
                 Speaks::Modern { discovered, .. } => {
-                    bridge::relay_stateless(state, &call, &discovered, &credential, record).await
+                    bridge::relay_stateless(state, &call, &discovered, &credential, record).await?
                 }
-                Speaks::Legacy => bridge::relay(state, &call, modern, &credential, record).await,
+                Speaks::Legacy => bridge::relay(state, &call, modern, &credential, record).await?,
             };
-            return relayed.map(|relayed| (relayed, None));
+            if call.is_listen() {
+                let revoked = until_revoked(state.clone(), admit::presented_key(req)?, principal.clone());
+                relayed = kept_open(relayed, state.gateway.stopped(), revoked);
+            }
+            return Ok((relayed, None));
         }
         let upstream = existing.as_ref().map(|(_, s)| &s.upstream);
         if let Some(UpstreamSession::Stateless(declared)) = upstream {
@@ -159,6 +163,28 @@ async fn relay_post(
         }
     };
     relayed.await.map_err(|r| r.with_id(&id))
+}
+
+/// How often a subscription's quiet stream gets a comment, so that no proxy or client closes it.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A subscription's stream, as the client gets it: a comment when it is quiet, and its end
+/// when the platform stops or the key may no longer read (as the GET stream's).
+fn kept_open(
+    mut relayed: Relayed,
+    stopped: impl Future<Output = ()> + Send + 'static,
+    revoked: impl Future<Output = ()> + Send + 'static,
+) -> Relayed {
+    let Body::Stream { is_sse, chunks } = relayed.body else { return relayed };
+    let kept = futures_util::stream::unfold(Some(chunks), |chunks| async move {
+        let mut chunks = chunks?;
+        tokio::select! {
+            next = chunks.next() => next.map(|chunk| (chunk, Some(chunks))),
+            _ = tokio::time::sleep(KEEP_ALIVE) => Some((Ok(web::Bytes::from_static(b":\n\n")), Some(chunks))),
+        }
+    });
+    relayed.body = Body::Stream { is_sse, chunks: kept.take_until(stopped).take_until(revoked).boxed() };
+    relayed
 }
 
 /// A call refused because the request-log queue is full: every accepted call is recorded, so

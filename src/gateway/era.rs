@@ -28,6 +28,9 @@ const META_MODERN_KEYS: [&str; 4] =
 /// How long a `server/discover` answer may be reused, by the client and by the gateway.
 pub const DISCOVER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The long-lived request that replaced the GET stream.
+pub const LISTEN: &str = "subscriptions/listen";
+
 pub const METHOD_HEADER: &str = "Mcp-Method";
 pub const NAME_HEADER: &str = "Mcp-Name";
 
@@ -36,8 +39,9 @@ pub const HEADER_MISMATCH: i64 = -32020;
 pub const UNSUPPORTED_VERSION: i64 = -32022;
 
 /// The methods a 2026-07-28 client may send through the gateway.
-const MODERN_METHODS: [&str; 9] = [
+const MODERN_METHODS: [&str; 10] = [
     "server/discover",
+    "subscriptions/listen",
     "tools/list",
     "tools/call",
     "resources/list",
@@ -155,6 +159,9 @@ pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
             jsonrpc::METHOD_NOT_FOUND,
             format!("Method not found: {method} is not served under {MODERN_VERSION}"),
         ));
+    }
+    if method == LISTEN && !params.and_then(|p| p.get("notifications")).is_some_and(Value::is_object) {
+        return Err(invalid_params("subscriptions/listen needs a notifications filter (an object)"));
     }
     let capabilities = match meta.and_then(|m| m.get(META_CAPABILITIES)) {
         None | Some(Value::Null) => json!({}),
@@ -370,6 +377,15 @@ mod tests {
         let odd = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{META_VERSION: 7}}});
         let message = jsonrpc::parse(odd.to_string().as_bytes()).unwrap();
         assert_eq!(of(&message, &headers(&GOOD)).unwrap_err().error.code, INVALID_PARAMS);
+        let listen = json!({"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"_meta":{META_VERSION:MODERN_VERSION}}});
+        let message = jsonrpc::parse(listen.to_string().as_bytes()).unwrap();
+        let listen_headers =
+            headers(&[("mcp-protocol-version", MODERN_VERSION), ("mcp-method", "subscriptions/listen")]);
+        assert_eq!(
+            of(&message, &listen_headers).unwrap_err().error.code,
+            INVALID_PARAMS,
+            "a listen without a filter"
+        );
         let odd = json!({"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":"x"}});
         let message = jsonrpc::parse(odd.to_string().as_bytes()).unwrap();
         assert_eq!(of(&message, &headers(&GOOD)).unwrap_err().error.code, INVALID_PARAMS);

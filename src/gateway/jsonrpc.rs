@@ -14,8 +14,10 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
 /// Methods a key with `mcp:read` may call; every other method needs `mcp:write`.
-const READ_METHODS: [&str; 9] = [
+const READ_METHODS: [&str; 11] = [
     "initialize",
+    "server/discover",
+    "subscriptions/listen",
     "ping",
     "tools/list",
     "resources/list",

@@ -23,6 +23,19 @@ on_both_backends!(
     stateless_requests_follow_the_2026_07_28_rules_or_get_its_errors,
 );
 
+/// A developer of a new organization whose HTTP service "tools" is in front of `upstream`,
+/// with their `github` token set: their key and the service's gateway URL.
+async fn developer_of_tools(app: &TestApp, upstream: &HttpUpstream) -> (String, String) {
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    http_service(app, org, "tools", &upstream.url).await;
+    let browser = app.signed_in(&developer).await;
+    let saved =
+        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
+    assert_eq!(saved.status(), 200);
+    (api_key(app, org, &developer, "mcp:read mcp:write").await, app.url("/mcp/tools"))
+}
+
 fn text_of(result: &Value) -> &str {
     result["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text in {result}"))
 }
@@ -50,15 +63,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
 ) {
     let app = spawn_app_with(backend, Settings::default()).await;
     let mut upstream = HttpUpstream::start_legacy();
-    let org = app.create_organization("Acme").await;
-    let developer = app.create_user(org, Role::Developer).await;
-    http_service(&app, org, "tools", &upstream.url).await;
-    let browser = app.signed_in(&developer).await;
-    let saved =
-        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
-    assert_eq!(saved.status(), 200);
-    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
-    let url = app.url("/mcp/tools");
+    let (key, url) = developer_of_tools(&app, &upstream).await;
 
     // Discovery: the versions the gateway serves for this upstream, and the upstream's own
     // capabilities and identity, learned from its `initialize`.
@@ -98,6 +103,16 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
     // One gateway session served all of them.
     assert_eq!(gauge(&app, "gateway_sessions").await, 1);
+    // Subscriptions are not bridged to a 2025-11-25 upstream (yet): the client is told.
+    let listen = modern(
+        &url,
+        &key,
+        40,
+        "subscriptions/listen",
+        json!({ "notifications": { "toolsListChanged": true } }),
+    );
+    let (status, code, message) = error_of(listen.send().await.unwrap()).await;
+    assert_eq!((status, code), (404, -32601), "{message}");
     // Stateless clients that share it number their requests alike: each gets its own answer.
     let same_ids = (0..8).map(|n| {
         let request = modern(
@@ -135,18 +150,28 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     assert!(text.contains("\"echo\"") && !text.contains("resultType"), "{text}");
 
     // Every message is recorded with its era; the gateway's own handshakes are not calls.
-    let rows = settled_rows(&app, 16).await;
+    let rows = settled_rows(&app, 17).await;
     let methods: Vec<&str> = rows.iter().map(|r| r.method.as_str()).filter(|m| *m != "tools/call").collect();
     assert_eq!(
         methods,
-        ["server/discover", "tools/list", "initialize", "notifications/initialized", "tools/list"]
+        [
+            "server/discover",
+            "tools/list",
+            "subscriptions/listen",
+            "initialize",
+            "notifications/initialized",
+            "tools/list"
+        ]
     );
     assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 11);
-    assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "{methods:?}");
+    assert!(
+        rows.iter().filter(|r| r.method != "subscriptions/listen").all(|r| r.outcome == Outcome::Success),
+        "{methods:?}"
+    );
     let flags = stateless_flags(&app).await;
     assert_eq!(
         (flags.len(), flags.iter().filter(|s| **s).count()),
-        (16, 13),
+        (17, 14),
         "the session's 3 are not stateless"
     );
     let whoami_row = rows.iter().find(|r| r.tool == "whoami").unwrap();
@@ -158,15 +183,7 @@ async fn a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_
     let app = spawn_app_with(backend, Settings::default()).await;
     // The test upstream serves both eras.
     let upstream = HttpUpstream::start();
-    let org = app.create_organization("Acme").await;
-    let developer = app.create_user(org, Role::Developer).await;
-    http_service(&app, org, "tools", &upstream.url).await;
-    let browser = app.signed_in(&developer).await;
-    let saved =
-        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
-    assert_eq!(saved.status(), 200);
-    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
-    let url = app.url("/mcp/tools");
+    let (key, url) = developer_of_tools(&app, &upstream).await;
 
     let discovered =
         result_of(modern(&url, &key, 1, "server/discover", json!({})).send().await.unwrap()).await;

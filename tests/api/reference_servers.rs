@@ -185,6 +185,27 @@ fn tools_listed_directly(command: &Path, args: &[&str]) -> Vec<String> {
     names
 }
 
+/// server-everything as two system services: over HTTP (`everything-http`) and over stdio
+/// (`everything-stdio`).
+fn everything_services(root: &Path, http: &EverythingOverHttp) -> String {
+    format!(
+        r#"
+[[service]]
+name = "everything-http"
+kind = "http"
+url = "{url}"
+
+[[service]]
+name = "everything-stdio"
+kind = "stdio"
+command = "node"
+args = [{script:?}, "stdio"]
+"#,
+        url = http.url,
+        script = root.join(EVERYTHING),
+    )
+}
+
 async fn app_with_services(backend: Backend, services: &str) -> TestApp {
     let path = std::env::temp_dir().join(format!("services-{}.toml", Uuid::now_v7().simple()));
     std::fs::write(&path, services).unwrap();
@@ -212,22 +233,7 @@ async fn tool_names_through(app: &TestApp, service: &str, key: &str) -> (Vec<Str
 async fn server_everything_works_behind_the_gateway_over_http_and_stdio(backend: Backend) {
     let Some(root) = npm_packages() else { return };
     let http = EverythingOverHttp::start(&root);
-    let services = format!(
-        r#"
-[[service]]
-name = "everything-http"
-kind = "http"
-url = "{url}"
-
-[[service]]
-name = "everything-stdio"
-kind = "stdio"
-command = "node"
-args = [{script:?}, "stdio"]
-"#,
-        url = http.url,
-        script = root.join(EVERYTHING),
-    );
+    let services = everything_services(&root, &http);
     let app = app_with_services(backend, &services).await;
     let org = app.create_organization("Acme").await;
     let developer = app.create_user(org, mcp_platform::domain::Role::Developer).await;
@@ -299,26 +305,9 @@ async fn the_official_python_sdk_speaks_2026_07_28_through_the_gateway_to_legacy
     let everything = EverythingOverHttp::start(&root);
     let upstream = crate::helpers::upstream::HttpUpstream::start();
     let services = format!(
-        r#"
-[[service]]
-name = "everything-http"
-kind = "http"
-url = "{url}"
-
-[[service]]
-name = "everything-stdio"
-kind = "stdio"
-command = "node"
-args = [{script:?}, "stdio"]
-
-[[service]]
-name = "test-upstream"
-kind = "http"
-url = "{test_url}"
-"#,
-        url = everything.url,
-        script = root.join(EVERYTHING),
-        test_url = upstream.url,
+        "{}\n[[service]]\nname = \"test-upstream\"\nkind = \"http\"\nurl = \"{}\"\n",
+        everything_services(&root, &everything),
+        upstream.url
     );
     let app = app_with_services(backend, &services).await;
     let org = app.create_organization("Acme").await;
@@ -396,8 +385,36 @@ credential_header = "Authorization: Bearer {{token}}"
     assert_eq!((seen["protocol"].clone(), seen["text"].clone()), (json!("2026-07-28"), json!("from 2026")));
     assert_eq!(seen["tools"], json!(["echo", "whoami"]));
 
-    let rows = settled_rows(&app, 8).await;
+    // A subscription is relayed as a stream that stays open, until the key is revoked.
+    let listen = crate::helpers::gateway::modern(
+        &app.url("/mcp/modern-only"),
+        &key,
+        41,
+        "subscriptions/listen",
+        json!({ "notifications": { "toolsListChanged": true } }),
+    );
+    let mut stream = listen.send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["x-accel-buffering"], "no");
+    let mut seen = String::new();
+    while !seen.contains("notifications/subscriptions/acknowledged") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.chunk()).await;
+        seen.push_str(&String::from_utf8_lossy(
+            &chunk.expect("the acknowledgment comes").unwrap().expect("more"),
+        ));
+    }
+    assert!(seen.contains("\"io.modelcontextprotocol/subscriptionId\":41"), "{seen}");
+    let key_id = crate::helpers::gateway::key_id(&app, &key).await;
+    let revoked = app.post_form(&browser, "/keys", &format!("/keys/{key_id}/revoke"), &[]).await;
+    assert_eq!(revoked.status(), 303);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    });
+    ended.await.expect("the stream ends when its key is revoked");
+
+    let rows = settled_rows(&app, 9).await;
     assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "every message succeeded");
     assert!(rows.iter().all(|r| !r.request.contains(&token) && !r.response.contains(&token)));
     assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 3);
+    assert_eq!(rows.iter().filter(|r| r.method == "subscriptions/listen").count(), 1);
 }

@@ -32,8 +32,13 @@ pub(super) async fn post(
     // upstream echo them.
     record.secrets.extend(credential.secret().map(str::to_owned));
     record.secrets.extend(service.headers.iter().map(|(_, value)| value.expose_secret().to_owned()));
-    let request = request(state, service, reqwest::Method::POST)?
-        .timeout(call.timeout())
+    let mut request = request(state, service, reqwest::Method::POST)?;
+    // A subscription's stream lasts as long as the client keeps it; every other answer has
+    // the service's time.
+    if !call.is_listen() {
+        request = request.timeout(call.timeout());
+    }
+    let request = request
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream");
     let mut request =
