@@ -9,18 +9,29 @@ use crate::crypto::keyring::Binding;
 use crate::db;
 use actix_web::http::StatusCode;
 
-/// Opens the caller's token for the service; refused, naming it, when they have not set it.
-pub async fn open(state: &AppState, caller: &Caller, service: &LoadedService) -> Result<Credential, Refusal> {
+/// Where a member stores their service tokens: `/tokens` on the public URL.
+pub fn tokens_page(state: &AppState, req: &actix_web::HttpRequest) -> String {
+    format!("{}/tokens", state.settings.public_base(req))
+}
+
+/// What a caller is told when their token for the service is not set.
+pub fn missing_message(token_name: &str, tokens_page: &str) -> String {
+    format!(
+        "This service needs your own \"{token_name}\" token: set it on the dashboard's Service tokens page, {tokens_page}"
+    )
+}
+
+/// Opens the caller's token for the service; refused, naming it and the page where it is set,
+/// when they have not set it.
+pub async fn open(
+    state: &AppState,
+    caller: &Caller,
+    service: &LoadedService,
+    tokens_page: &str,
+) -> Result<Credential, Refusal> {
     let Some(token_name) = &service.token_service_name else { return Ok(Credential::none()) };
-    let missing = || {
-        Refusal::new(
-            StatusCode::FORBIDDEN,
-            TOKEN_MISSING,
-            format!(
-                "This service needs your own \"{token_name}\" token: set it on the dashboard's Service tokens page (/tokens)"
-            ),
-        )
-    };
+    let missing =
+        || Refusal::new(StatusCode::FORBIDDEN, TOKEN_MISSING, missing_message(token_name, tokens_page));
     let unavailable = |e: &dyn std::fmt::Debug| {
         Refusal::unavailable(e, "The platform cannot read service tokens right now")
     };

@@ -16,11 +16,13 @@ use super::answer::{self, Body, Relayed, answer};
 use super::bridge;
 use super::call::{Caller, Credential};
 use super::credential;
-use super::era::Era;
+use super::era::{self, Era};
 use super::jsonrpc;
 use super::limits::Headroom;
 use super::record::{CallRecord, session_tag};
-use super::refusal::{LAST_EVENT_ID_HEADER, NOT_FOUND, PROTOCOL_HEADER, Refusal, SESSION_HEADER};
+use super::refusal::{
+    LAST_EVENT_ID_HEADER, NOT_FOUND, PROTOCOL_HEADER, Refusal, SESSION_HEADER, TOKEN_MISSING,
+};
 use super::relay;
 use super::sessions::{GatewaySession, Speaks, UpstreamSession, session};
 use crate::app::AppState;
@@ -75,7 +77,7 @@ async fn relay_post(
     record.user_id = Some(principal.user_id);
     record.api_key_id = Some(principal.key_id);
     let body = admit::read_body(payload).await?;
-    let call = admit::message(state, Caller::from(&principal), name, body, req.headers(), record).await?;
+    let mut call = admit::message(state, Caller::from(&principal), name, body, req.headers(), record).await?;
     let id = call.message.id().cloned().unwrap_or_default();
     let relayed = async {
         // A stateless (2026-07-28) request belongs to no client session, whatever it sends.
@@ -86,10 +88,26 @@ async fn relay_post(
             Era::Modern(_) => None,
         };
         let credential = if call.needs_credential() {
-            credential::open(state, &call.caller, &call.service).await?
+            let tokens_page = credential::tokens_page(state, req);
+            match credential::open(state, &call.caller, &call.service, &tokens_page).await {
+                Ok(credential) => credential,
+                // A client of 2026-07-28 that can open a URL is asked to set the token, and
+                // retries once it has.
+                Err(refusal) if refusal.error.code == TOKEN_MISSING && era::opens_urls(&call.era) => {
+                    let token_name = call.service.token_service_name.as_deref().unwrap_or_default();
+                    let message = credential::missing_message(token_name, &tokens_page);
+                    let asked = era::asking_for_token(&id, &tokens_page, &message);
+                    return Ok((answer::whole_answer(&[asked], None), None));
+                }
+                Err(refusal) => return Err(refusal),
+            }
         } else {
             Credential::none()
         };
+        // The retry after that question: its answer was for the gateway, not for the service.
+        if let Some(body) = era::without_answers_for_gateway(&call.body) {
+            call.body = body.into();
+        }
         // Last before relaying, so that only what is relayed takes from the limits.
         let plan = state.plans.of(&principal.plan);
         let limits = state.limits.take(
@@ -237,7 +255,10 @@ async fn relay_stream(
     let (service, gateway_id, session) = named_session(&state, req, &principal, name).await?;
     let credential = match session.upstream.process() {
         Some(_) => Credential::none(),
-        None => credential::open(&state, &Caller::from(&principal), &service).await?,
+        None => {
+            let tokens_page = credential::tokens_page(&state, req);
+            credential::open(&state, &Caller::from(&principal), &service, &tokens_page).await?
+        }
     };
     let streamed = relay::stream(
         &state,

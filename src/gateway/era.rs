@@ -275,6 +275,41 @@ pub fn stamp(message: &mut Value, method: &str) {
     }
 }
 
+/// The `requestState` of the gateway's own question for a missing token.
+const ASKED_FOR_TOKEN: &str = "mcp-platform:token";
+
+/// Whether the client declared that it can send its user to a URL (URL-mode elicitation).
+pub fn opens_urls(era: &Era) -> bool {
+    era.modern().is_some_and(|m| m.capabilities.pointer("/elicitation/url").is_some_and(Value::is_object))
+}
+
+/// The answer that asks the user to set their token at `url` (an `InputRequiredResult` with a
+/// URL-mode elicitation); the client retries the request once they have.
+pub fn asking_for_token(id: &Value, url: &str, message: &str) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "result": {
+        "resultType": "input_required",
+        "inputRequests": { "token": { "method": "elicitation/create",
+            "params": { "mode": "url", "url": url, "message": message } } },
+        "requestState": ASKED_FOR_TOKEN,
+    } })
+}
+
+/// A retry that carries the answer to the gateway's own question, without that answer (the
+/// service did not ask); `None` for every other message.
+pub fn without_answers_for_gateway(body: &[u8]) -> Option<Vec<u8>> {
+    if !body.windows(ASKED_FOR_TOKEN.len()).any(|w| w == ASKED_FOR_TOKEN.as_bytes()) {
+        return None;
+    }
+    let mut message: Value = serde_json::from_slice(body).ok()?;
+    let params = message.get_mut("params")?.as_object_mut()?;
+    if params.get("requestState").and_then(Value::as_str) != Some(ASKED_FOR_TOKEN) {
+        return None;
+    }
+    params.remove("requestState");
+    params.remove("inputResponses");
+    serde_json::to_vec(&message).ok()
+}
+
 /// Whether the method's result carries caching hints.
 pub fn is_cacheable(method: &str) -> bool {
     CACHEABLE.contains(&method)

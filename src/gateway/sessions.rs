@@ -265,6 +265,16 @@ impl Gateway {
         }
     }
 
+    /// What the service's upstream was found to speak, in words for its page; `None` when it
+    /// has not been asked within `era::DISCOVER_TTL`.
+    pub fn speaks_in_words(&self, service_id: ServiceId) -> Option<&'static str> {
+        Some(match self.speaks.get(&service_id)? {
+            Speaks::Legacy => "2025-11-25 and earlier only (the gateway bridges 2026-07-28 clients)",
+            Speaks::Modern { dual: true, .. } => "2026-07-28 and 2025-11-25",
+            Speaks::Modern { dual: false, .. } => "2026-07-28 only (the gateway bridges 2025-11-25 clients)",
+        })
+    }
+
     /// What the service's upstream was found to speak within `era::DISCOVER_TTL`.
     pub(super) fn speaks(&self, service_id: ServiceId) -> Option<Speaks> {
         self.speaks.get(&service_id)

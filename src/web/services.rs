@@ -55,6 +55,8 @@ pub struct DetailPage {
     last_error: Option<LogRow>,
     /// Which tools are offered to whom, as it applies to this organization.
     policy: ToolPolicy,
+    /// The MCP revisions the upstream speaks, as last asked.
+    speaks: Option<&'static str>,
     /// The policy form, for admins: as stored, or as typed with its errors.
     policy_form: Option<(PolicyForm, FieldErrors)>,
 }
@@ -371,6 +373,7 @@ async fn detail_page(
         can_hold_tokens: user.role.allows(Role::Developer),
         can_edit: user.role == Role::Admin && !service.is_system(),
         probe: user.role.allows(Role::Developer).then(|| probe_panel(state, user, &service, probe)),
+        speaks: state.gateway.speaks_in_words(service.id),
         service,
         policy,
         policy_form,

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use mcp_platform::config::Settings;
 use mcp_platform::db::request_logs::Outcome;
 use mcp_platform::domain::Role;
+use mcp_platform::ids::OrgId;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -21,11 +22,12 @@ on_both_backends!(
     a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_it_is,
     a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child,
     stateless_requests_follow_the_2026_07_28_rules_or_get_its_errors,
+    a_missing_token_is_asked_for_with_a_url_and_the_retry_succeeds_once_it_is_set,
 );
 
 /// A developer of a new organization whose HTTP service "tools" is in front of `upstream`,
-/// with their `github` token set: their key and the service's gateway URL.
-async fn developer_of_tools(app: &TestApp, upstream: &HttpUpstream) -> (String, String) {
+/// with their `github` token set: the organization, their key and the service's gateway URL.
+async fn developer_of_tools(app: &TestApp, upstream: &HttpUpstream) -> (OrgId, String, String) {
     let org = app.create_organization("Acme").await;
     let developer = app.create_user(org, Role::Developer).await;
     http_service(app, org, "tools", &upstream.url).await;
@@ -33,7 +35,7 @@ async fn developer_of_tools(app: &TestApp, upstream: &HttpUpstream) -> (String, 
     let saved =
         app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
     assert_eq!(saved.status(), 200);
-    (api_key(app, org, &developer, "mcp:read mcp:write").await, app.url("/mcp/tools"))
+    (org, api_key(app, org, &developer, "mcp:read mcp:write").await, app.url("/mcp/tools"))
 }
 
 fn text_of(result: &Value) -> &str {
@@ -63,7 +65,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
 ) {
     let app = spawn_app_with(backend, Settings::default()).await;
     let mut upstream = HttpUpstream::start_legacy();
-    let (key, url) = developer_of_tools(&app, &upstream).await;
+    let (_, key, url) = developer_of_tools(&app, &upstream).await;
 
     // Discovery: the versions the gateway serves for this upstream, and the upstream's own
     // capabilities and identity, learned from its `initialize`.
@@ -183,7 +185,7 @@ async fn a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_
     let app = spawn_app_with(backend, Settings::default()).await;
     // The test upstream serves both eras.
     let upstream = HttpUpstream::start();
-    let (key, url) = developer_of_tools(&app, &upstream).await;
+    let (org, key, url) = developer_of_tools(&app, &upstream).await;
 
     let discovered =
         result_of(modern(&url, &key, 1, "server/discover", json!({})).send().await.unwrap()).await;
@@ -204,6 +206,10 @@ async fn a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_
     assert_eq!(whoami["resultType"], "complete");
     // No session anywhere: the upstream serves the requests as they come.
     assert_eq!(gauge(&app, "gateway_sessions").await, 0);
+    // The service's page says what its upstream speaks.
+    let admin = app.create_user(org, Role::Admin).await;
+    let page = app.get(&app.signed_in(&admin).await, "/services/tools").await.text().await.unwrap();
+    assert!(page.contains("2026-07-28 and 2025-11-25"), "{page}");
     let rows = settled_rows(&app, 3).await;
     assert!(rows.iter().all(|r| r.outcome == Outcome::Success));
     assert_eq!(stateless_flags(&app).await, [true, true, true]);
@@ -328,4 +334,58 @@ async fn stateless_requests_follow_the_2026_07_28_rules_or_get_its_errors(backen
     let rows = settled_rows(&app, 9).await;
     assert_eq!(rows.iter().filter(|r| r.outcome == Outcome::Failure).count(), 8);
     assert_eq!(stateless_flags(&app).await, [true; 9]);
+}
+
+async fn a_missing_token_is_asked_for_with_a_url_and_the_retry_succeeds_once_it_is_set(backend: Backend) {
+    let app = spawn_app_with(backend, Settings::default()).await;
+    let upstream = HttpUpstream::start();
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    http_service(&app, org, "tools", &upstream.url).await;
+    let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    let url = app.url("/mcp/tools");
+    let tokens_page = app.url("/tokens");
+    // A 2026-07-28 client that can send its user to a URL.
+    let call = |params: Value| {
+        let mut params = params;
+        params["name"] = json!("whoami");
+        params["arguments"] = json!({});
+        params["_meta"] = json!({ "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": { "elicitation": { "url": {} } } });
+        let body = json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params });
+        request(&url, &key, None, &body.to_string())
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "whoami")
+    };
+
+    let asked = result_of(call(json!({})).send().await.unwrap()).await;
+    assert_eq!(asked["resultType"], "input_required", "{asked}");
+    let question = &asked["inputRequests"]["token"];
+    assert_eq!(
+        (question["method"].clone(), question["params"]["mode"].clone()),
+        (json!("elicitation/create"), json!("url"))
+    );
+    assert_eq!(question["params"]["url"], tokens_page);
+    assert!(question["params"]["message"].as_str().unwrap().contains("\"github\" token"));
+
+    // Clients that cannot open a URL keep the error, which names the page.
+    let plain = modern(&url, &key, 8, "tools/call", json!({ "name": "whoami", "arguments": {} }));
+    let (status, code, message) = error_of(plain.send().await.unwrap()).await;
+    assert_eq!((status, code), (403, -32005));
+    assert!(message.contains(&tokens_page), "{message}");
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{"url":{}}},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let (status, code, message) = error_of(request(&url, &key, None, init).send().await.unwrap()).await;
+    assert_eq!((status, code), (403, -32005));
+    assert!(message.contains(&tokens_page), "{message}");
+
+    // The user sets the token; the retry, with the answer and the state, goes through.
+    let browser = app.signed_in(&developer).await;
+    let saved =
+        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
+    assert_eq!(saved.status(), 200);
+    let retry = json!({ "inputResponses": { "token": { "action": "accept" } }, "requestState": asked["requestState"] });
+    let done = result_of(call(retry).send().await.unwrap()).await;
+    assert_eq!(text_of(&done), format!("Bearer {TOKEN}"));
+    assert_eq!(done["resultType"], "complete");
 }
