@@ -25,16 +25,12 @@ use super::jsonrpc::{self, Message};
 use super::record::{CallRecord, messages_in};
 use super::refusal::{NOT_FOUND, Refusal};
 use super::relay;
-use super::sessions::{Bridged, Declared, Initialized, Speaks, UpstreamSession, session};
+use super::sessions::{Awaiting, Bridged, Declared, Initialized, Speaks, UpstreamSession, session};
 use crate::app::AppState;
 use crate::catalog::definition::Transport;
 
 /// The gateway's own request ids in its sessions for stateless clients.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Capabilities a legacy upstream would use to send the client requests mid-call (MRTR is not
-/// bridged yet): the upstream is not told of them, so it does not send such requests.
-const NOT_BRIDGED: [&str; 3] = ["elicitation", "sampling", "roots"];
 
 /// What the service's upstream speaks. A stdio service is taken to speak 2025-11-25 (its child
 /// would have to be started to ask).
@@ -252,6 +248,36 @@ pub(super) async fn relay(
             "Method not found: subscriptions/listen is not bridged to this service's 2025-11-25 upstream yet",
         ));
     }
+    // The retry of a request whose upstream asked the client something: the answers go to the
+    // upstream, and the same answer is read on.
+    if let Some(state_id) = resumed_state(call) {
+        let awaiting =
+            state.gateway.resume(&state_id, call.caller.key_id, call.service.id).ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    era::INVALID_PARAMS,
+                    "Invalid params: unknown or expired requestState",
+                )
+            })?;
+        let responses = match &call.message {
+            Message::Request { params, .. } => params.as_ref().and_then(|p| p.get("inputResponses")).cloned(),
+            _ => None,
+        }
+        .unwrap_or_default();
+        for (key, upstream_id) in &awaiting.asked {
+            let answer = match responses.get(key) {
+                Some(result) => json!({ "jsonrpc": "2.0", "id": upstream_id, "result": result }),
+                None => {
+                    jsonrpc::error_body(upstream_id, jsonrpc::INTERNAL_ERROR, "The client gave no answer")
+                }
+            };
+            let message = jsonrpc::parse(answer.to_string().as_bytes()).map_err(Refusal::malformed)?;
+            let answer_call = legacy_call(call, message, answer.to_string().into());
+            relay::post(state, &answer_call, credential, Some(&awaiting.upstream), record).await?;
+        }
+        let Awaiting { upstream, bridged_id, reader, status, .. } = awaiting;
+        return finish(state, call, modern, credential, &upstream, reader, bridged_id, status, record).await;
+    }
     let mut forgotten = false;
     loop {
         let bridged = open(state, call, modern, credential, record).await?;
@@ -259,17 +285,19 @@ pub(super) async fn relay(
         match relay::post(state, &relayed_call, credential, Some(&bridged.upstream), record).await {
             Ok(relayed) => {
                 let status = relayed.status;
-                let mut messages = read(state, call, credential, &bridged.upstream, relayed, record).await?;
-                for answer in messages.iter_mut().filter(|m| m.get("id") == Some(&bridged_id)) {
-                    answer["id"] = id.clone();
-                }
-                if !messages.iter().any(|m| m.get("result").is_some() || m.get("error").is_some()) {
-                    return Err(broken());
-                }
-                if call.filters_tools() {
-                    keep_offered(&mut messages, |tool| call.offers(tool));
-                }
-                return Ok(stamped(messages, &method, status));
+                let reader = Reader::new(relayed.body);
+                return finish(
+                    state,
+                    call,
+                    modern,
+                    credential,
+                    &bridged.upstream,
+                    reader,
+                    bridged_id,
+                    status,
+                    record,
+                )
+                .await;
             }
             // The upstream forgot the session: once, the gateway opens another.
             Err(refusal) if refusal.error.code == NOT_FOUND && !forgotten => {
@@ -344,13 +372,10 @@ async fn open(
     }
 }
 
-/// The client's declared capabilities as the gateway declares them upstream.
+/// The client's declared capabilities as the gateway declares them upstream (all of them: what
+/// the upstream asks of the client mid-call reaches it as an `InputRequiredResult`).
 fn bridged_capabilities(declared: &Value) -> Value {
-    let mut capabilities = declared.as_object().cloned().unwrap_or_default();
-    for name in NOT_BRIDGED {
-        capabilities.remove(name);
-    }
-    Value::Object(capabilities)
+    Value::Object(declared.as_object().cloned().unwrap_or_default())
 }
 
 /// The call as relayed in the gateway's legacy session.
@@ -379,38 +404,146 @@ fn refused_initialize(messages: &[Value]) -> Refusal {
     )
 }
 
-/// Reads the upstream's answer event by event. A request the upstream makes of the client on
-/// the way (it should not: the capabilities it needs were not declared) is answered with an
-/// error naming what is not bridged, so the upstream goes on to its answer.
-async fn read(
+/// Reads the upstream's answer to its end, or to a request it makes of the client: one the
+/// client declared it can answer becomes an `InputRequiredResult` (the answer's reading waits for
+/// the client's retry); any other is answered with an error naming it, and reading goes on.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
     state: &AppState,
     call: &Call,
+    modern: &Modern,
     credential: &Credential,
     upstream: &UpstreamSession,
-    relayed: Relayed,
+    mut reader: Reader,
+    bridged_id: Value,
+    status: StatusCode,
     record: &mut CallRecord,
-) -> Result<Vec<Value>, Refusal> {
-    let mut messages = Vec::new();
-    let Body::Stream { is_sse: true, mut chunks } = relayed.body else {
-        return messages_of(relayed.body).await.ok_or_else(broken);
-    };
-    let mut pending = String::new();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|_| broken())?;
-        pending.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
-        while let Some(end) = pending.find("\n\n") {
-            let event: String = pending.drain(..end + 2).collect();
-            for message in messages_in(&event) {
-                if message.get("method").is_some() && message.get("id").is_some() {
-                    decline(state, call, credential, upstream, &message, record).await?;
-                } else {
-                    messages.push(message);
+) -> Result<Relayed, Refusal> {
+    let method = call.message.method().unwrap_or_default().to_owned();
+    let id = call.message.id().cloned().unwrap_or(Value::Null);
+    loop {
+        match reader.next().await? {
+            Stop::Asks(request) => {
+                let asked = request["method"].as_str().unwrap_or_default();
+                let declared =
+                    ASKED_OF_CLIENTS.iter().find(|(m, _)| *m == asked).map(|(_, capability)| *capability);
+                let may_ask =
+                    matches!(declared, Some(capability) if modern.capabilities.get(capability).is_some());
+                if !may_ask {
+                    decline(state, call, credential, upstream, &request, record).await?;
+                    continue;
                 }
+                let state_id = format!("{RESUMED}{}", crate::crypto::random_token());
+                let question = json!({ "method": asked, "params": request.get("params").cloned().unwrap_or_else(|| json!({})) });
+                let answer = json!({ "jsonrpc": "2.0", "id": id, "result": {
+                    "resultType": "input_required",
+                    "inputRequests": { "upstream": question },
+                    "requestState": state_id,
+                } });
+                let awaiting = Awaiting {
+                    key_id: call.caller.key_id,
+                    service_id: call.service.id,
+                    upstream: upstream.clone(),
+                    asked: vec![("upstream".to_owned(), request["id"].clone())],
+                    bridged_id,
+                    reader,
+                    status,
+                    since: std::time::Instant::now(),
+                };
+                if !state.gateway.wait_for_client(state_id, awaiting) {
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        jsonrpc::INTERNAL_ERROR,
+                        "Too many calls wait for their clients' input; try again later",
+                    ));
+                }
+                return Ok(whole_answer(&[answer], None));
+            }
+            Stop::Done(mut messages) => {
+                for answer in messages.iter_mut().filter(|m| m.get("id") == Some(&bridged_id)) {
+                    answer["id"] = id.clone();
+                }
+                if !messages.iter().any(|m| m.get("result").is_some() || m.get("error").is_some()) {
+                    return Err(broken());
+                }
+                if call.filters_tools() {
+                    keep_offered(&mut messages, |tool| call.offers(tool));
+                }
+                return Ok(stamped(messages, &method, status));
             }
         }
     }
-    messages.extend(messages_in(&pending));
-    Ok(messages)
+}
+
+/// The requests a 2025-11-25 upstream may make of its client mid-call, with the capability the
+/// client declares for each.
+const ASKED_OF_CLIENTS: [(&str, &str); 3] =
+    [("elicitation/create", "elicitation"), ("sampling/createMessage", "sampling"), ("roots/list", "roots")];
+
+/// How the gateway's `requestState` for a question of the upstream begins.
+const RESUMED: &str = "mcp-platform:asked:";
+
+/// The `requestState` a retry carries, if it does: a 2025-11-25 upstream issues none, so only
+/// the gateway's own are known.
+fn resumed_state(call: &Call) -> Option<String> {
+    let Message::Request { params: Some(params), .. } = &call.message else { return None };
+    Some(params.get("requestState")?.as_str().unwrap_or_default().to_owned())
+}
+
+/// An upstream's answer read event by event, kept while its client is asked something.
+pub(super) struct Reader {
+    chunks: Option<
+        futures_util::stream::BoxStream<'static, Result<actix_web::web::Bytes, super::answer::Broken>>,
+    >,
+    whole: Option<Body>,
+    pending: String,
+    messages: Vec<Value>,
+}
+
+enum Stop {
+    /// The upstream asks the client this (a JSON-RPC request).
+    Asks(Value),
+    /// The answer ended: every message it had.
+    Done(Vec<Value>),
+}
+
+impl Reader {
+    fn new(body: Body) -> Reader {
+        match body {
+            Body::Stream { is_sse: true, chunks } => {
+                Reader { chunks: Some(chunks), whole: None, pending: String::new(), messages: Vec::new() }
+            }
+            body => Reader { chunks: None, whole: Some(body), pending: String::new(), messages: Vec::new() },
+        }
+    }
+
+    async fn next(&mut self) -> Result<Stop, Refusal> {
+        if let Some(body) = self.whole.take() {
+            return messages_of(body).await.map(Stop::Done).ok_or_else(broken);
+        }
+        loop {
+            while let Some(end) = self.pending.find("\n\n") {
+                let event: String = self.pending.drain(..end + 2).collect();
+                for message in messages_in(&event) {
+                    if message.get("method").is_some() && message.get("id").is_some() {
+                        return Ok(Stop::Asks(message));
+                    }
+                    self.messages.push(message);
+                }
+            }
+            let Some(chunks) = self.chunks.as_mut() else { break };
+            match chunks.next().await {
+                Some(Ok(chunk)) => {
+                    self.pending.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"))
+                }
+                Some(Err(_)) => return Err(broken()),
+                None => self.chunks = None,
+            }
+        }
+        let rest = std::mem::take(&mut self.pending);
+        self.messages.extend(messages_in(&rest));
+        Ok(Stop::Done(std::mem::take(&mut self.messages)))
+    }
 }
 
 /// Answers an upstream's request of the client with an error.

@@ -32,6 +32,25 @@ pub(super) struct GatewaySession {
     pub(super) initialized: Option<Initialized>,
 }
 
+/// A bridged call whose upstream asked the client something: kept, with its answer half read,
+/// until the client's retry brings the answer (`bridge`).
+pub(super) struct Awaiting {
+    pub(super) key_id: Option<KeyId>,
+    pub(super) service_id: ServiceId,
+    pub(super) upstream: UpstreamSession,
+    /// What was asked, by the key the client answers under, with the upstream's request id.
+    pub(super) asked: Vec<(String, serde_json::Value)>,
+    /// The gateway's id of the call upstream.
+    pub(super) bridged_id: serde_json::Value,
+    pub(super) reader: super::bridge::Reader,
+    pub(super) status: StatusCode,
+    pub(super) since: std::time::Instant,
+}
+
+/// How long a call waits for its client's answer, and how many may wait.
+const AWAIT_LIMIT: Duration = Duration::from_secs(10 * 60);
+const AWAITING_MAX: usize = 10_000;
+
 /// What an upstream speaks, as its answer to `server/discover` shows.
 #[derive(Clone)]
 pub(super) enum Speaks {
@@ -98,6 +117,8 @@ pub struct Gateway {
     tenant_client: reqwest::Client,
     policy: Arc<UpstreamPolicy>,
     pub(super) sessions: Mutex<HashMap<String, GatewaySession>>,
+    /// Bridged calls waiting for their clients' answers, by the `requestState` they were given.
+    awaiting: Mutex<HashMap<String, Awaiting>>,
     pub lookups: Lookups,
     /// Each service's latest `initialize` result, for `server/discover`.
     discovered: moka::sync::Cache<ServiceId, Initialized>,
@@ -133,6 +154,7 @@ impl Gateway {
             tenant_client,
             policy,
             sessions: Mutex::new(HashMap::new()),
+            awaiting: Mutex::new(HashMap::new()),
             lookups: Lookups::new(clock),
             discovered: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
             speaks: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
@@ -149,6 +171,32 @@ impl Gateway {
             UpstreamSession::Stdio(process) => !process.has_ended(),
             UpstreamSession::Http(_) | UpstreamSession::Stateless(_) => s.last_used.elapsed() < SESSION_IDLE,
         });
+    }
+
+    /// Keeps a call until its client answers what its upstream asked; `false` (and the call
+    /// dropped) when too many wait.
+    pub(super) fn wait_for_client(&self, state: String, awaiting: Awaiting) -> bool {
+        let mut waiting = self.awaiting.lock().expect("awaiting lock");
+        waiting.retain(|_, a| a.since.elapsed() < AWAIT_LIMIT);
+        if waiting.len() >= AWAITING_MAX {
+            return false;
+        }
+        waiting.insert(state, awaiting);
+        true
+    }
+
+    /// The call a retry resumes, if it waits under this state for this key and service.
+    pub(super) fn resume(
+        &self,
+        state: &str,
+        key_id: Option<KeyId>,
+        service_id: ServiceId,
+    ) -> Option<Awaiting> {
+        let mut waiting = self.awaiting.lock().expect("awaiting lock");
+        let mine = waiting.get(state).is_some_and(|a| {
+            a.key_id == key_id && a.service_id == service_id && a.since.elapsed() < AWAIT_LIMIT
+        });
+        if mine { waiting.remove(state) } else { None }
     }
 
     /// Open sessions, for the metrics.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::helpers::gateway::*;
 use crate::helpers::gateway::{MODERN, modern, modern_with, result_of};
-use crate::helpers::upstream::{HttpUpstream, UPSTREAM};
+use crate::helpers::upstream::{HttpUpstream, ROOT, UPSTREAM};
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::on_both_backends;
 
@@ -23,6 +23,7 @@ on_both_backends!(
     a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child,
     stateless_requests_follow_the_2026_07_28_rules_or_get_its_errors,
     a_missing_token_is_asked_for_with_a_url_and_the_retry_succeeds_once_it_is_set,
+    what_a_legacy_upstream_asks_mid_call_reaches_a_stateless_client_as_an_input_request,
 );
 
 /// A developer of a new organization whose HTTP service "tools" is in front of `upstream`,
@@ -388,4 +389,46 @@ async fn a_missing_token_is_asked_for_with_a_url_and_the_retry_succeeds_once_it_
     let done = result_of(call(retry).send().await.unwrap()).await;
     assert_eq!(text_of(&done), format!("Bearer {TOKEN}"));
     assert_eq!(done["resultType"], "complete");
+}
+
+async fn what_a_legacy_upstream_asks_mid_call_reaches_a_stateless_client_as_an_input_request(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, Settings::default()).await;
+    let upstream = HttpUpstream::start_legacy();
+    let (_, key, url) = developer_of_tools(&app, &upstream).await;
+    // A client that can list its roots; the upstream's `roots` tool asks for them mid-call.
+    let call = |id: u64, extra: Value| {
+        let mut params = json!({ "name": "roots", "arguments": {} });
+        for (name, value) in extra.as_object().unwrap() {
+            params[name] = value.clone();
+        }
+        params["_meta"] = json!({ "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": { "roots": {} } });
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params });
+        request(&url, &key, None, &body.to_string())
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "roots")
+    };
+    let asked = result_of(call(1, json!({})).send().await.unwrap()).await;
+    assert_eq!(asked["resultType"], "input_required", "{asked}");
+    let (question, state) = asked["inputRequests"].as_object().unwrap().iter().next().unwrap();
+    assert_eq!(state["method"], "roots/list");
+    let request_state = asked["requestState"].as_str().unwrap().to_owned();
+
+    // A state the gateway did not give, or gave to another key, is refused.
+    let (status, code, _) =
+        error_of(call(2, json!({ "inputResponses": {}, "requestState": "forged" })).send().await.unwrap())
+            .await;
+    assert_eq!((status, code), (400, -32602));
+
+    // The retry's answer goes to the upstream, whose tool then completes.
+    let answers = json!({ question.as_str(): { "roots": [{ "uri": ROOT, "name": "test" }] } });
+    let retry = json!({ "inputResponses": answers, "requestState": request_state });
+    let done = result_of(call(3, retry.clone()).send().await.unwrap()).await;
+    assert_eq!((text_of(&done), done["resultType"].clone()), (ROOT, json!("complete")));
+    // A state is used once.
+    let (status, code, _) = error_of(call(4, retry).send().await.unwrap()).await;
+    assert_eq!((status, code), (400, -32602));
 }

@@ -324,17 +324,34 @@ async fn the_official_python_sdk_speaks_2026_07_28_through_the_gateway_to_legacy
         assert!(seen["server"].as_str().is_some_and(|s| !s.is_empty()), "{service}: {seen}");
         let tools: Vec<String> =
             seen["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect();
-        assert_eq!(tools, direct, "{service} lists every tool");
+        // The client declares elicitation, so the server offers its elicitation tools too.
+        let mut expected = direct.clone();
+        expected.extend(["trigger-elicitation-request".to_owned(), "trigger-url-elicitation".to_owned()]);
+        expected.sort();
+        assert_eq!(tools, expected, "{service} lists every tool");
         assert!(seen["text"].as_str().unwrap().contains(service), "{service}: {seen}");
     }
+    // server-everything asks the client for input in the middle of a call (elicitation): the
+    // gateway hands the question to the stateless client, and its answer back.
+    let seen = python_client_through(
+        &python,
+        &app,
+        "everything-http",
+        &key,
+        "trigger-elicitation-request",
+        json!({}),
+    )
+    .await;
+    assert_eq!(seen["elicited"].as_array().map(Vec::len), Some(1), "{seen}");
+    assert!(seen["text"].as_str().unwrap().contains("User provided the requested information"), "{seen}");
     let seen =
         python_client_through(&python, &app, "test-upstream", &key, "add", json!({ "a": 40, "b": 2 })).await;
     assert_eq!((seen["protocol"].clone(), seen["text"].clone()), (json!("2026-07-28"), json!("42")));
 
-    // Each request is recorded once, as a stateless one.
-    let rows = settled_rows(&app, 9).await;
+    // Each request is recorded once, as a stateless one; the asked call twice (it, and its retry).
+    let rows = settled_rows(&app, 12).await;
     assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "every call succeeded");
-    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 3);
+    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 5);
     assert_eq!(usage_total(&app).await, rows.len() as i64);
 }
 
