@@ -32,10 +32,7 @@ async fn developer_of_tools(app: &TestApp, upstream: &HttpUpstream) -> (OrgId, S
     let org = app.create_organization("Acme").await;
     let developer = app.create_user(org, Role::Developer).await;
     http_service(app, org, "tools", &upstream.url).await;
-    let browser = app.signed_in(&developer).await;
-    let saved =
-        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
-    assert_eq!(saved.status(), 200);
+    app.set_token(&developer, "github", TOKEN).await;
     (org, api_key(app, org, &developer, "mcp:read mcp:write").await, app.url("/mcp/tools"))
 }
 
@@ -232,10 +229,7 @@ async fn a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child
     let org = app.create_organization("Acme").await;
     let developer = app.create_user(org, Role::Developer).await;
     let token = format!("ghp_{marker}");
-    let browser = app.signed_in(&developer).await;
-    let saved =
-        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", &token)]).await;
-    assert_eq!(saved.status(), 200);
+    app.set_token(&developer, "github", &token).await;
     let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
     let url = app.url("/mcp/local-tools");
 
@@ -381,10 +375,7 @@ async fn a_missing_token_is_asked_for_with_a_url_and_the_retry_succeeds_once_it_
     assert!(message.contains(&tokens_page), "{message}");
 
     // The user sets the token; the retry, with the answer and the state, goes through.
-    let browser = app.signed_in(&developer).await;
-    let saved =
-        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", TOKEN)]).await;
-    assert_eq!(saved.status(), 200);
+    app.set_token(&developer, "github", TOKEN).await;
     let retry = json!({ "inputResponses": { "token": { "action": "accept" } }, "requestState": asked["requestState"] });
     let done = result_of(call(retry).send().await.unwrap()).await;
     assert_eq!(text_of(&done), format!("Bearer {TOKEN}"));

@@ -273,10 +273,7 @@ token = "github"
     let org = app.create_organization("Acme").await;
     let developer = app.create_user(org, mcp_platform::domain::Role::Developer).await;
     let token = format!("ghp_{}", Uuid::now_v7().simple());
-    let browser = app.signed_in(&developer).await;
-    let saved =
-        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", &token)]).await;
-    assert_eq!(saved.status(), 200);
+    app.set_token(&developer, "github", &token).await;
     let key = api_key(&app, org, &developer, "mcp:read").await;
 
     let direct = tools_listed_directly(
@@ -374,10 +371,7 @@ credential_header = "Authorization: Bearer {{token}}"
     let org = app.create_organization("Acme").await;
     let developer = app.create_user(org, mcp_platform::domain::Role::Developer).await;
     let token = format!("ghp_{}", Uuid::now_v7().simple());
-    let browser = app.signed_in(&developer).await;
-    let saved =
-        app.post_form(&browser, "/tokens", "/tokens", &[("service_name", "github"), ("token", &token)]).await;
-    assert_eq!(saved.status(), 200);
+    app.set_token(&developer, "github", &token).await;
     let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
 
     // A 2025-11-25 client (rmcp): the gateway answers its initialize from the server's
@@ -422,6 +416,7 @@ credential_header = "Authorization: Bearer {{token}}"
     }
     assert!(seen.contains("\"io.modelcontextprotocol/subscriptionId\":41"), "{seen}");
     let key_id = crate::helpers::gateway::key_id(&app, &key).await;
+    let browser = app.signed_in(&developer).await;
     let revoked = app.post_form(&browser, "/keys", &format!("/keys/{key_id}/revoke"), &[]).await;
     assert_eq!(revoked.status(), 303);
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {

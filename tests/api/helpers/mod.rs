@@ -371,6 +371,14 @@ impl TestApp {
         client
     }
 
+    /// Sets `user`'s own service token `name` on the dashboard's Service tokens page.
+    pub async fn set_token(&self, user: &TestUser, name: &str, token: &str) {
+        let browser = self.signed_in(user).await;
+        let saved =
+            self.post_form(&browser, "/tokens", "/tokens", &[("service_name", name), ("token", token)]).await;
+        assert_eq!(saved.status(), 200, "the token was not saved");
+    }
+
     pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
         use mcp_platform::clock::Clock;
         self.clock.now()
