@@ -47,7 +47,8 @@ pub(super) struct Awaiting {
     pub(super) since: std::time::Instant,
 }
 
-/// How long a call waits for its client's answer, and how many may wait.
+/// The longest a call is kept for its client's answer (the service's timeout, which covers the
+/// whole call, usually ends it sooner), and how many may wait.
 const AWAIT_LIMIT: Duration = Duration::from_secs(10 * 60);
 const AWAITING_MAX: usize = 10_000;
 
@@ -163,9 +164,10 @@ impl Gateway {
         }
     }
 
-    /// Forgets sessions idle for longer than `SESSION_IDLE` and those whose child has ended, so
-    /// the table stays bounded.
+    /// Forgets sessions idle for longer than `SESSION_IDLE` and those whose child has ended, and
+    /// calls whose clients did not come back with their answers, so the tables stay bounded.
     pub fn forget_idle_sessions(&self) {
+        self.awaiting.lock().expect("awaiting lock").retain(|_, a| a.since.elapsed() < AWAIT_LIMIT);
         let mut sessions = self.sessions.lock().expect("session table lock");
         sessions.retain(|_, s| match &s.upstream {
             UpstreamSession::Stdio(process) => !process.has_ended(),
