@@ -270,13 +270,22 @@ pub(super) async fn offered_only(
     offers: impl Fn(&str) -> bool,
 ) -> Result<Relayed, Refusal> {
     let status = relayed.status;
-    let mut messages = messages_of(relayed.body).await.ok_or_else(|| {
-        Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The upstream broke off its answer")
-    })?;
+    let mut messages = messages_of(relayed.body).await.ok_or_else(broken_off)?;
     keep_offered(&mut messages, offers);
-    let mut filtered = whole_answer(&messages, relayed.opened);
-    filtered.status = status;
-    Ok(filtered)
+    Ok(whole_answer(&messages, relayed.opened).with_status(status))
+}
+
+/// An upstream answer that ended before its end.
+pub(super) fn broken_off() -> Refusal {
+    Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The upstream broke off its answer")
+}
+
+impl Relayed {
+    /// The same answer under the upstream's status.
+    pub(super) fn with_status(mut self, status: StatusCode) -> Relayed {
+        self.status = status;
+        self
+    }
 }
 
 /// Messages known in full: one answer as JSON, several as an event stream.

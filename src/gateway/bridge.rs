@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::answer::{Body, Relayed, keep_offered, messages_of, whole_answer};
+use super::answer::{Body, Relayed, broken_off, keep_offered, messages_of, whole_answer};
 use super::call::{Call, Credential};
 use super::era::{self, BRIDGED_VERSION, Era, Modern};
 use super::jsonrpc::{self, Message};
@@ -49,33 +49,25 @@ pub(super) async fn speaks(
     let probe = json!({ "jsonrpc": "2.0", "id": "mcp-platform-discover", "method": "server/discover",
         "params": { "_meta": { era::META_VERSION: era::MODERN_VERSION, era::META_CAPABILITIES: {},
             era::META_CLIENT_INFO: gateway_info() } } });
-    let message = jsonrpc::parse(probe.to_string().as_bytes()).map_err(Refusal::malformed)?;
     let modern =
         Modern { version: era::MODERN_VERSION.to_owned(), capabilities: json!({}), client_info: None };
-    let probe_call = Call {
-        protocol_version: Some(era::MODERN_VERSION.to_owned()),
-        era: Era::Modern(modern),
-        ..legacy_call(call, message, probe.to_string().into())
-    };
-    let speaks = match relay::post(state, &probe_call, credential, None, record).await {
-        Ok(relayed) => {
-            let messages = messages_of(relayed.body).await.unwrap_or_default();
-            let discovered = messages.iter().find_map(|m| m.get("result")?.as_object().cloned());
-            let versions = |result: &serde_json::Map<String, Value>| -> Vec<String> {
-                let listed = result.get("supportedVersions").and_then(Value::as_array);
-                listed.into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
-            };
-            match discovered {
-                Some(result) if versions(&result).iter().any(|v| v == era::MODERN_VERSION) => {
-                    let dual =
-                        versions(&result).iter().any(|v| jsonrpc::PROTOCOL_VERSIONS.contains(&v.as_str()));
-                    Speaks::Modern { dual, discovered: Arc::new(result) }
-                }
-                _ => Speaks::Legacy,
-            }
+    let probe_call = stateless_call(own_call(call, &probe)?, modern);
+    // Not reachable now: nothing is remembered, and it is asked again next time.
+    let relayed = relay::post(state, &probe_call, credential, None, record).await?;
+    let messages = messages_of(relayed.body).await.unwrap_or_default();
+    let discovered = messages.iter().find_map(|m| m.get("result")?.as_object().cloned());
+    let versions: Vec<&str> = discovered
+        .iter()
+        .flat_map(|result| result.get("supportedVersions").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let speaks = match discovered.clone() {
+        Some(result) if versions.contains(&era::MODERN_VERSION) => {
+            let dual = versions.iter().any(|v| jsonrpc::PROTOCOL_VERSIONS.contains(v));
+            Speaks::Modern { dual, discovered: Arc::new(result) }
         }
-        // Not reachable now: asked again next time.
-        Err(refusal) => return Err(refusal),
+        _ => Speaks::Legacy,
     };
     state.gateway.remember_speaks(call.service.id, speaks.clone());
     Ok(speaks)
@@ -109,7 +101,7 @@ pub(super) async fn relay_stateless(
     }
     // (A subscription's stream goes on as it is.)
     let status = relayed.status;
-    let mut messages = messages_of(relayed.body).await.ok_or_else(broken)?;
+    let mut messages = messages_of(relayed.body).await.ok_or_else(broken_off)?;
     if call.filters_tools() {
         keep_offered(&mut messages, |tool| call.offers(tool));
     }
@@ -186,14 +178,10 @@ pub(super) async fn relay_for_legacy(
         capabilities: declared.capabilities.clone(),
         client_info: Some(declared.client_info.clone()),
     };
-    let stateless = Call {
-        protocol_version: Some(era::MODERN_VERSION.to_owned()),
-        era: Era::Modern(modern),
-        ..legacy_call(call, call.message.clone(), body.into())
-    };
+    let stateless = stateless_call(legacy_call(call, call.message.clone(), body.into()), modern);
     let relayed = relay::post(state, &stateless, credential, None, record).await?;
     let status = relayed.status;
-    let mut messages = messages_of(relayed.body).await.ok_or_else(broken)?;
+    let mut messages = messages_of(relayed.body).await.ok_or_else(broken_off)?;
     for message in &mut messages {
         if message.pointer("/result/resultType").and_then(Value::as_str) == Some("input_required") {
             *message = jsonrpc::error_body(
@@ -207,9 +195,7 @@ pub(super) async fn relay_for_legacy(
     if call.filters_tools() {
         keep_offered(&mut messages, |tool| call.offers(tool));
     }
-    let mut relayed = whole_answer(&messages, None);
-    relayed.status = status;
-    Ok(relayed)
+    Ok(whole_answer(&messages, None).with_status(status))
 }
 
 /// Relays a modern client's request to a legacy upstream in the gateway's own session.
@@ -271,9 +257,8 @@ pub(super) async fn relay(
                     jsonrpc::error_body(upstream_id, jsonrpc::INTERNAL_ERROR, "The client gave no answer")
                 }
             };
-            let message = jsonrpc::parse(answer.to_string().as_bytes()).map_err(Refusal::malformed)?;
-            let answer_call = legacy_call(call, message, answer.to_string().into());
-            relay::post(state, &answer_call, credential, Some(&awaiting.upstream), record).await?;
+            relay::post(state, &own_call(call, &answer)?, credential, Some(&awaiting.upstream), record)
+                .await?;
         }
         let Awaiting { upstream, bridged_id, reader, status, .. } = awaiting;
         return finish(state, call, modern, credential, &upstream, reader, bridged_id, status, record).await;
@@ -336,15 +321,10 @@ async fn open(
         return Ok(Bridged { id, upstream: existing.upstream, initialized });
     }
 
-    let client_info = modern
-        .client_info
-        .clone()
-        .unwrap_or_else(|| json!({ "name": "mcp-platform", "version": env!("CARGO_PKG_VERSION") }));
+    let client_info = modern.client_info.clone().unwrap_or_else(gateway_info);
     let initialize = json!({ "jsonrpc": "2.0", "id": "mcp-platform-bridge", "method": "initialize",
         "params": { "protocolVersion": BRIDGED_VERSION, "capabilities": capabilities, "clientInfo": client_info } });
-    let message = jsonrpc::parse(initialize.to_string().as_bytes()).map_err(Refusal::malformed)?;
-    let init_call = legacy_call(call, message, initialize.to_string().into());
-    let mut relayed = relay::post(state, &init_call, credential, None, record).await?;
+    let mut relayed = relay::post(state, &own_call(call, &initialize)?, credential, None, record).await?;
     let Some(upstream) = relayed.opened.take() else {
         let messages = messages_of(relayed.body).await.unwrap_or_default();
         return Err(refused_initialize(&messages));
@@ -355,9 +335,9 @@ async fn open(
         return Err(refused_initialize(&messages));
     };
     let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-    let message = jsonrpc::parse(note.to_string().as_bytes()).map_err(Refusal::malformed)?;
-    let note_call = legacy_call(call, message, note.to_string().into());
-    if let Err(refusal) = relay::post(state, &note_call, credential, Some(&upstream), record).await {
+    if let Err(refusal) =
+        relay::post(state, &own_call(call, &note)?, credential, Some(&upstream), record).await
+    {
         relay::end(state, &call.service, &upstream).await;
         return Err(refusal);
     }
@@ -387,7 +367,21 @@ fn legacy_call(call: &Call, message: Message, body: actix_web::web::Bytes) -> Ca
         body,
         protocol_version: Some(BRIDGED_VERSION.to_owned()),
         era: Era::Legacy,
+        param_headers: Vec::new(),
     }
+}
+
+/// A message of the gateway's own (a handshake, an answer to the upstream) for the call's
+/// upstream, as a call in the gateway's legacy session.
+fn own_call(call: &Call, message: &Value) -> Result<Call, Refusal> {
+    let body = message.to_string();
+    let parsed = jsonrpc::parse(body.as_bytes()).map_err(Refusal::malformed)?;
+    Ok(legacy_call(call, parsed, body.into()))
+}
+
+/// The same call sent as a 2026-07-28 request by a client that declared `modern`.
+fn stateless_call(call: Call, modern: Modern) -> Call {
+    Call { protocol_version: Some(era::MODERN_VERSION.to_owned()), era: Era::Modern(modern), ..call }
 }
 
 fn refused_initialize(messages: &[Value]) -> Refusal {
@@ -464,7 +458,7 @@ async fn finish(
                     answer["id"] = id.clone();
                 }
                 if !messages.iter().any(|m| m.get("result").is_some() || m.get("error").is_some()) {
-                    return Err(broken());
+                    return Err(broken_off());
                 }
                 if call.filters_tools() {
                     keep_offered(&mut messages, |tool| call.offers(tool));
@@ -519,7 +513,7 @@ impl Reader {
 
     async fn next(&mut self) -> Result<Stop, Refusal> {
         if let Some(body) = self.whole.take() {
-            return messages_of(body).await.map(Stop::Done).ok_or_else(broken);
+            return messages_of(body).await.map(Stop::Done).ok_or_else(broken_off);
         }
         loop {
             while let Some(end) = self.pending.find("\n\n") {
@@ -536,7 +530,7 @@ impl Reader {
                 Some(Ok(chunk)) => {
                     self.pending.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"))
                 }
-                Some(Err(_)) => return Err(broken()),
+                Some(Err(_)) => return Err(broken_off()),
                 None => self.chunks = None,
             }
         }
@@ -559,22 +553,9 @@ async fn decline(
     let answer = jsonrpc::error_body(
         &request["id"],
         jsonrpc::METHOD_NOT_FOUND,
-        &format!("{asked} is not bridged by the gateway to a {} client", era::MODERN_VERSION),
+        &format!("{asked}: the {} client behind the gateway cannot answer it", era::MODERN_VERSION),
     );
-    let message = jsonrpc::parse(answer.to_string().as_bytes()).map_err(Refusal::malformed)?;
-    relay::post(
-        state,
-        &legacy_call(call, message, answer.to_string().into()),
-        credential,
-        Some(upstream),
-        record,
-    )
-    .await
-    .map(drop)
-}
-
-fn broken() -> Refusal {
-    Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The upstream broke off its answer")
+    relay::post(state, &own_call(call, &answer)?, credential, Some(upstream), record).await.map(drop)
 }
 
 /// The messages as the modern client gets them, each result stamped.
@@ -582,7 +563,5 @@ fn stamped(mut messages: Vec<Value>, method: &str, status: StatusCode) -> Relaye
     for message in &mut messages {
         era::stamp(message, method);
     }
-    let mut relayed = whole_answer(&messages, None);
-    relayed.status = status;
-    relayed
+    whole_answer(&messages, None).with_status(status)
 }

@@ -53,6 +53,8 @@ pub struct Call {
     pub protocol_version: Option<String>,
     /// Whether the client speaks 2026-07-28 (stateless) or an earlier revision.
     pub era: Era,
+    /// A 2026-07-28 client's `Mcp-Param-*` headers, passed on to an upstream of that revision.
+    pub param_headers: Vec<(String, String)>,
 }
 
 impl Call {

@@ -21,17 +21,17 @@ pub fn missing_message(token_name: &str, tokens_page: &str) -> String {
     )
 }
 
-/// Opens the caller's token for the service; refused, naming it and the page where it is set,
-/// when they have not set it.
+/// Opens the caller's token for the service; refused, naming it and the page where it is set
+/// (`tokens_page` makes its URL, only then), when they have not set it.
 pub async fn open(
     state: &AppState,
     caller: &Caller,
     service: &LoadedService,
-    tokens_page: &str,
+    tokens_page: impl Fn() -> String,
 ) -> Result<Credential, Refusal> {
     let Some(token_name) = &service.token_service_name else { return Ok(Credential::none()) };
     let missing =
-        || Refusal::new(StatusCode::FORBIDDEN, TOKEN_MISSING, missing_message(token_name, tokens_page));
+        || Refusal::new(StatusCode::FORBIDDEN, TOKEN_MISSING, missing_message(token_name, &tokens_page()));
     let unavailable = |e: &dyn std::fmt::Debug| {
         Refusal::unavailable(e, "The platform cannot read service tokens right now")
     };

@@ -88,15 +88,16 @@ async fn relay_post(
             Era::Modern(_) => None,
         };
         let credential = if call.needs_credential() {
-            let tokens_page = credential::tokens_page(state, req);
-            match credential::open(state, &call.caller, &call.service, &tokens_page).await {
+            let tokens_page = || credential::tokens_page(state, req);
+            match credential::open(state, &call.caller, &call.service, tokens_page).await {
                 Ok(credential) => credential,
                 // A client of 2026-07-28 that can open a URL is asked to set the token, and
                 // retries once it has.
                 Err(refusal) if refusal.error.code == TOKEN_MISSING && era::opens_urls(&call.era) => {
                     let token_name = call.service.token_service_name.as_deref().unwrap_or_default();
-                    let message = credential::missing_message(token_name, &tokens_page);
-                    let asked = era::asking_for_token(&id, &tokens_page, &message);
+                    let url = tokens_page();
+                    let message = credential::missing_message(token_name, &url);
+                    let asked = era::asking_for_token(&id, &url, &message);
                     return Ok((answer::whole_answer(&[asked], None), None));
                 }
                 Err(refusal) => return Err(refusal),
@@ -105,7 +106,9 @@ async fn relay_post(
             Credential::none()
         };
         // The retry after that question: its answer was for the gateway, not for the service.
-        if let Some(body) = era::without_answers_for_gateway(&call.body) {
+        if call.era.modern().is_some()
+            && let Some(body) = era::without_answers_for_gateway(&call.body)
+        {
             call.body = body.into();
         }
         // Last before relaying, so that only what is relayed takes from the limits.
@@ -256,8 +259,8 @@ async fn relay_stream(
     let credential = match session.upstream.process() {
         Some(_) => Credential::none(),
         None => {
-            let tokens_page = credential::tokens_page(&state, req);
-            credential::open(&state, &Caller::from(&principal), &service, &tokens_page).await?
+            let tokens_page = || credential::tokens_page(&state, req);
+            credential::open(&state, &Caller::from(&principal), &service, tokens_page).await?
         }
     };
     let streamed = relay::stream(

@@ -50,8 +50,9 @@ pub async fn probe(
     name: &str,
 ) -> Result<Vec<Tool>, String> {
     let service = admit::service(state, caller.organization_id, name).await.map_err(|r| r.error.message)?;
-    let credential =
-        credential::open(state, caller, &service, "/tokens").await.map_err(|r| r.error.message)?;
+    let credential = credential::open(state, caller, &service, || "/tokens".to_owned())
+        .await
+        .map_err(|r| r.error.message)?;
     let probe = Probe { state, req, caller, name, credential: &credential };
     let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": PROTOCOL_VERSION, "capabilities": {},

@@ -280,22 +280,17 @@ async fn reachable(
     user: &CurrentUser,
     form: &KeyForm,
 ) -> Result<Result<KeyReach, FieldErrors>, AppError> {
-    let mut errors = FieldErrors::default();
     let reach = match KeyReach::from_input(&form.reach) {
         Ok(reach) => reach,
         Err(e) => {
-            errors.add(
-                "reach",
-                format!("{e}. Write services, or service/tool, separated by spaces or commas."),
-            );
-            return Ok(Err(errors));
+            let message = format!("{e}. Write services, or service/tool, separated by spaces or commas.");
+            return Ok(Err(FieldErrors::one("reach", message)));
         }
     };
     let mut conn = state.db.acquire().await?;
     for service in reach.services().into_iter().flatten() {
         if db::services::find_for_organization(conn.conn(), user.organization_id, service).await?.is_none() {
-            errors.add("reach", format!("There is no service named \"{service}\"."));
-            return Ok(Err(errors));
+            return Ok(Err(FieldErrors::one("reach", format!("There is no service named \"{service}\"."))));
         }
     }
     Ok(Ok(reach))

@@ -384,7 +384,7 @@ credential_header = "Authorization: Bearer {{token}}"
     let mut names: Vec<String> =
         client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    assert_eq!(names, ["echo", "whoami"]);
+    assert_eq!(names, ["echo", "region", "whoami"]);
     assert_eq!(call(&client, "echo", json!({ "text": "from 2025-11-25" })).await, "from 2025-11-25");
     assert_eq!(call(&client, "whoami", json!({})).await, format!("Bearer {token}"));
     client.cancel().await.unwrap();
@@ -394,7 +394,18 @@ credential_header = "Authorization: Bearer {{token}}"
         python_client_through(&python, &app, "modern-only", &key, "echo", json!({ "text": "from 2026" }))
             .await;
     assert_eq!((seen["protocol"].clone(), seen["text"].clone()), (json!("2026-07-28"), json!("from 2026")));
-    assert_eq!(seen["tools"], json!(["echo", "whoami"]));
+    assert_eq!(seen["tools"], json!(["echo", "region", "whoami"]));
+    // Its Mcp-Param-* headers are passed on.
+    let region = crate::helpers::gateway::modern(
+        &app.url("/mcp/modern-only"),
+        &key,
+        40,
+        "tools/call",
+        json!({ "name": "region", "arguments": {} }),
+    )
+    .header("mcp-param-region", "eu-west");
+    let region = crate::helpers::gateway::result_of(region.send().await.unwrap()).await;
+    assert_eq!(region["content"][0]["text"], "eu-west");
 
     // A subscription is relayed as a stream that stays open, until the key is revoked.
     let listen = crate::helpers::gateway::modern(
@@ -427,6 +438,6 @@ credential_header = "Authorization: Bearer {{token}}"
     let rows = settled_rows(&app, 9).await;
     assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "every message succeeded");
     assert!(rows.iter().all(|r| !r.request.contains(&token) && !r.response.contains(&token)));
-    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 3);
+    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 4);
     assert_eq!(rows.iter().filter(|r| r.method == "subscriptions/listen").count(), 1);
 }

@@ -9,6 +9,8 @@ const handler = createMcpHandler(
     const server = new McpServer({ name: 'modern-only', version: '2.4.0' }, { instructions: 'A server of 2026-07-28 only.' });
     server.registerTool('echo', { description: 'Echoes its text', inputSchema: z.object({ text: z.string() }) },
       async ({ text }) => ({ content: [{ type: 'text', text }] }));
+    server.registerTool('region', { description: 'The Mcp-Param-Region header it was sent', inputSchema: z.object({}) },
+      async () => ({ content: [{ type: 'text', text: ctx.requestInfo?.headers.get('mcp-param-region') ?? 'none' }] }));
     server.registerTool('whoami', { description: 'The Authorization header it was sent', inputSchema: z.object({}) },
       async () => ({ content: [{ type: 'text', text: ctx.requestInfo?.headers.get('authorization') ?? 'none' }] }));
     return server;

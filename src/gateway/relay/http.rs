@@ -48,6 +48,9 @@ pub(super) async fn post(
         for (name, value) in era::mirrored_headers(&call.message) {
             request = request.header(name, value);
         }
+        for (name, value) in &call.param_headers {
+            request = request.header(name, value);
+        }
     }
     let answer = request.body(call.body.clone()).send().await.map_err(|e| {
         if let Some(refused) = refusal_in(&e) {
