@@ -9,23 +9,29 @@
 //! upstream's `server/discover`, and each of its requests is sent as a stateless one with what
 //! it declared. Wires the relay and answer phases, like `endpoint` and `probe`.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::http::StatusCode;
+use actix_web::web;
 use base64::Engine;
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::answer::{Body, Relayed, broken_off, keep_offered, messages_of, whole_answer};
-use super::call::{Call, Credential};
+use super::answer::{Body, Relayed, broken_off, keep_offered, messages_of, sse_event, whole_answer};
+use super::cache::LoadedService;
+use super::call::{Call, Caller, Credential};
 use super::era::{self, BRIDGED_VERSION, Era, Modern};
 use super::jsonrpc::{self, Message};
 use super::record::{CallRecord, messages_in};
-use super::refusal::{NOT_FOUND, Refusal};
-use super::relay;
-use super::sessions::{Awaiting, Bridged, Declared, Initialized, Speaks, UpstreamSession, session};
+use super::refusal::{NOT_FOUND, Refusal, SSE};
+use super::relay::{self, Streamed};
+use super::sessions::{
+    Awaiting, Bridged, Declared, Initialized, MarkedTools, Speaks, Subscriptions, UpstreamSession,
+};
 use crate::app::AppState;
 use crate::catalog::definition::Transport;
 
@@ -134,6 +140,7 @@ pub(super) fn initialize_for_legacy(call: &Call, discovered: &Initialized) -> Re
     let declared = Declared {
         capabilities: params.get("capabilities").cloned().unwrap_or_else(|| json!({})),
         client_info: params.get("clientInfo").cloned().unwrap_or_else(gateway_info),
+        subscriptions: Default::default(),
     };
     let id = call.message.id().cloned().unwrap_or(Value::Null);
     whole_answer(
@@ -143,8 +150,10 @@ pub(super) fn initialize_for_legacy(call: &Call, discovered: &Initialized) -> Re
 }
 
 /// A message in a 2025-11-25 client's session with an upstream of 2026-07-28 only. Requests go
-/// as stateless ones with what the client declared; `ping` and the client's notifications stay
-/// here (that revision has neither). A result that asks the client for input mid-call cannot
+/// as stateless ones with what the client declared, and a `tools/call` with the `Mcp-Param-*`
+/// headers its tool's schema asks for; `ping`, the client's notifications and its resource
+/// subscriptions stay here (that revision has none of them; the session's GET stream listens
+/// for the subscribed resources). A result that asks the client for input mid-call cannot
 /// reach a client of this revision yet: it gets an error saying so.
 pub(super) async fn relay_for_legacy(
     state: &AppState,
@@ -153,7 +162,7 @@ pub(super) async fn relay_for_legacy(
     credential: &Credential,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
-    let Message::Request { id, method, .. } = &call.message else {
+    let Message::Request { id, method, params } = &call.message else {
         return Ok(Relayed {
             status: StatusCode::ACCEPTED,
             content_type: None,
@@ -161,41 +170,324 @@ pub(super) async fn relay_for_legacy(
             body: Body::Empty,
         });
     };
-    if method == "ping" {
-        return Ok(whole_answer(&[json!({ "jsonrpc": "2.0", "id": id, "result": {} })], None));
+    let answered =
+        |result: Value| whole_answer(&[json!({ "jsonrpc": "2.0", "id": id, "result": result })], None);
+    match method.as_str() {
+        "ping" => return Ok(answered(json!({}))),
+        "resources/subscribe" | "resources/unsubscribe" => {
+            let uri = params.as_ref().and_then(|p| p.get("uri")).and_then(Value::as_str);
+            let uri = uri.ok_or_else(|| invalid_params("uri is required"))?;
+            subscribe(declared, uri, method == "resources/subscribe").await?;
+            return Ok(answered(json!({})));
+        }
+        _ => {}
     }
-    let body = era::with_modern_meta(&call.body, &declared.capabilities, &declared.client_info).ok_or_else(
-        || {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                era::INVALID_PARAMS,
-                "Invalid params: params must be an object",
-            )
-        },
-    )?;
+    let mut listed_again = false;
+    loop {
+        let param_headers = param_headers(state, call, declared, credential, record, listed_again).await?;
+        let stateless = declared_call(call, declared, &call.message, &call.body, param_headers)?;
+        let relayed = relay::post(state, &stateless, credential, None, record).await?;
+        let status = relayed.status;
+        let mut messages = messages_of(relayed.body).await.ok_or_else(broken_off)?;
+        // The tool's schema may have changed since its list was read: read again, once.
+        let mismatch = messages
+            .iter()
+            .any(|m| m.pointer("/error/code").and_then(Value::as_i64) == Some(era::HEADER_MISMATCH));
+        if mismatch && method == "tools/call" && !listed_again {
+            listed_again = true;
+            continue;
+        }
+        let whole_list = params.as_ref().is_none_or(|p| p.get("cursor").is_none());
+        if method == "tools/list" && whole_list {
+            remember_marked(state, call, &messages);
+        }
+        for message in &mut messages {
+            if message.pointer("/result/resultType").and_then(Value::as_str) == Some("input_required") {
+                *message = jsonrpc::error_body(
+                    id,
+                    jsonrpc::INTERNAL_ERROR,
+                    "The service asks for more input in the middle of this call (2026-07-28 input requests), \
+                     which the gateway does not bridge to a 2025-11-25 client yet",
+                );
+            }
+        }
+        if call.filters_tools() {
+            keep_offered(&mut messages, |tool| call.offers(tool));
+        }
+        return Ok(whole_answer(&messages, None).with_status(status));
+    }
+}
+
+fn invalid_params(message: &str) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, era::INVALID_PARAMS, format!("Invalid params: {message}"))
+}
+
+/// A message sent as a 2026-07-28 request with what a 2025-11-25 client declared at
+/// `initialize`.
+fn declared_call(
+    call: &Call,
+    declared: &Declared,
+    message: &Message,
+    body: &[u8],
+    param_headers: Vec<(String, String)>,
+) -> Result<Call, Refusal> {
+    let body = era::with_modern_meta(body, &declared.capabilities, &declared.client_info)
+        .ok_or_else(|| invalid_params("params must be an object"))?;
     let modern = Modern {
         version: era::MODERN_VERSION.to_owned(),
         capabilities: declared.capabilities.clone(),
         client_info: Some(declared.client_info.clone()),
     };
-    let stateless = stateless_call(legacy_call(call, call.message.clone(), body.into()), modern);
-    let relayed = relay::post(state, &stateless, credential, None, record).await?;
-    let status = relayed.status;
-    let mut messages = messages_of(relayed.body).await.ok_or_else(broken_off)?;
-    for message in &mut messages {
-        if message.pointer("/result/resultType").and_then(Value::as_str) == Some("input_required") {
-            *message = jsonrpc::error_body(
-                id,
-                jsonrpc::INTERNAL_ERROR,
-                "The service asks for more input in the middle of this call (2026-07-28 input requests), \
-                 which the gateway does not bridge to a 2025-11-25 client yet",
-            );
+    let stateless = stateless_call(legacy_call(call, message.clone(), body.into()), modern);
+    Ok(Call { param_headers, ..stateless })
+}
+
+/// The `Mcp-Param-*` headers of a `tools/call` for an upstream of 2026-07-28, from its tool's
+/// input schema: as the service's latest whole tool list had it, or (`fresh`, or none known) as
+/// it has it now.
+async fn param_headers(
+    state: &AppState,
+    call: &Call,
+    declared: &Declared,
+    credential: &Credential,
+    record: &mut CallRecord,
+    fresh: bool,
+) -> Result<Vec<(String, String)>, Refusal> {
+    let Message::Request { method, params: Some(params), .. } = &call.message else { return Ok(Vec::new()) };
+    let Some(tool) = params.get("name").and_then(Value::as_str).filter(|_| method == "tools/call") else {
+        return Ok(Vec::new());
+    };
+    let marked = match state.gateway.marked_tools(call.service.id) {
+        Some(marked) if !fresh => marked,
+        _ => list_marked(state, call, declared, credential, record).await?,
+    };
+    let arguments = params.get("arguments").unwrap_or(&Value::Null);
+    Ok(marked.get(tool).map(|schema| era::param_headers(schema, arguments)).unwrap_or_default())
+}
+
+/// The most pages of a tool list read for its marked parameters.
+const TOOL_PAGES: usize = 20;
+
+/// The service's tools that mark parameters for headers, read from its whole tool list now.
+async fn list_marked(
+    state: &AppState,
+    call: &Call,
+    declared: &Declared,
+    credential: &Credential,
+    record: &mut CallRecord,
+) -> Result<MarkedTools, Refusal> {
+    let mut marked = HashMap::new();
+    let mut cursor: Option<Value> = None;
+    for _ in 0..TOOL_PAGES {
+        let mut request =
+            json!({ "jsonrpc": "2.0", "id": "mcp-platform-tools", "method": "tools/list", "params": {} });
+        if let Some(cursor) = cursor.take() {
+            request["params"]["cursor"] = cursor;
+        }
+        let own = own_call(call, &request)?;
+        let listing = declared_call(call, declared, &own.message, &own.body, Vec::new())?;
+        let relayed = relay::post(state, &listing, credential, None, record).await?;
+        let messages = messages_of(relayed.body).await.unwrap_or_default();
+        let Some(result) = messages.iter().find_map(|m| m.get("result")) else { break };
+        add_marked(result, &mut marked);
+        cursor = result.get("nextCursor").filter(|c| c.is_string()).cloned();
+        if cursor.is_none() {
+            let marked = Arc::new(marked);
+            state.gateway.remember_marked_tools(call.service.id, marked.clone());
+            return Ok(marked);
         }
     }
-    if call.filters_tools() {
-        keep_offered(&mut messages, |tool| call.offers(tool));
+    // Not read whole: used for this call only.
+    Ok(Arc::new(marked))
+}
+
+/// Remembers the marked tools of a whole tool list the client read.
+fn remember_marked(state: &AppState, call: &Call, messages: &[Value]) {
+    let Some(result) = messages.iter().find_map(|m| m.get("result")) else { return };
+    if result.get("nextCursor").is_some_and(Value::is_string) {
+        return;
     }
-    Ok(whole_answer(&messages, None).with_status(status))
+    let mut marked = HashMap::new();
+    add_marked(result, &mut marked);
+    state.gateway.remember_marked_tools(call.service.id, Arc::new(marked));
+}
+
+fn add_marked(result: &Value, marked: &mut HashMap<String, Value>) {
+    for tool in result.get("tools").and_then(Value::as_array).into_iter().flatten() {
+        let (Some(name), Some(schema)) = (tool.get("name").and_then(Value::as_str), tool.get("inputSchema"))
+        else {
+            continue;
+        };
+        if schema.to_string().contains("\"x-mcp-header\"") {
+            marked.insert(name.to_owned(), schema.clone());
+        }
+    }
+}
+
+/// The most resources one session subscribes to.
+const SUBSCRIBED_MAX: usize = 1000;
+
+/// How long a subscription's answer waits for the session's open stream to listen for it.
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Subscribes the session to a resource (`on`), or ends that; answered once the session's open
+/// stream listens for it upstream (if one is open).
+async fn subscribe(declared: &Declared, uri: &str, on: bool) -> Result<(), Refusal> {
+    let mut version = None;
+    declared.subscriptions.send_if_modified(|subscribed| {
+        let changed = match on {
+            true if subscribed.resources.len() >= SUBSCRIBED_MAX => return false,
+            true => subscribed.resources.insert(uri.to_owned()),
+            false => subscribed.resources.remove(uri),
+        };
+        subscribed.version += u64::from(changed);
+        version = Some(subscribed.version);
+        changed
+    });
+    let Some(version) = version else {
+        return Err(invalid_params(&format!("a session subscribes to {SUBSCRIBED_MAX} resources at most")));
+    };
+    let mut subscribed = declared.subscriptions.subscribe();
+    let listening = subscribed.wait_for(|s| s.listened.is_none_or(|listened| listened >= version));
+    let _ = tokio::time::timeout(SUBSCRIBE_WAIT, listening).await;
+    Ok(())
+}
+
+/// The GET stream of a 2025-11-25 client's session with an upstream of 2026-07-28 only: a
+/// subscription upstream to every list change and to the resources the client subscribed to,
+/// opened again when those change. Answered once the upstream acknowledged it; its
+/// notifications reach the client as that revision has them.
+pub(super) async fn listen_for_legacy(
+    state: web::Data<AppState>,
+    caller: Caller,
+    service: Arc<LoadedService>,
+    credential: Credential,
+    declared: Arc<Declared>,
+) -> Result<Streamed, Refusal> {
+    let template = Call {
+        caller,
+        service,
+        message: Message::Notification { method: era::LISTEN.to_owned() },
+        body: web::Bytes::new(),
+        protocol_version: None,
+        era: Era::Legacy,
+        param_headers: Vec::new(),
+    };
+    let changes = declared.subscriptions.subscribe();
+    let mut listener = Listener {
+        state,
+        template,
+        credential,
+        declared,
+        changes,
+        version: 0,
+        reader: Reader::new(Body::Empty),
+    };
+    listener.listen().await?;
+    let events = futures_util::stream::unfold(listener, |mut listener| async move {
+        let event = listener.next().await?;
+        Some((Ok::<_, actix_web::Error>(event), listener))
+    });
+    Ok(Streamed { status: StatusCode::OK, content_type: Some(SSE.to_owned()), chunks: events.boxed() })
+}
+
+/// A legacy session's GET stream, listening upstream.
+struct Listener {
+    state: web::Data<AppState>,
+    /// Whose stream it is, for which service.
+    template: Call,
+    credential: Credential,
+    declared: Arc<Declared>,
+    changes: tokio::sync::watch::Receiver<Subscriptions>,
+    /// The version of the subscriptions listened for.
+    version: u64,
+    reader: Reader,
+}
+
+enum Woke {
+    Upstream(Result<Option<Value>, Refusal>),
+    Changed(bool),
+    Quiet,
+}
+
+impl Listener {
+    /// Opens the subscription upstream for what the session subscribed to now; returns once
+    /// the upstream acknowledged it.
+    async fn listen(&mut self) -> Result<(), Refusal> {
+        let (version, resources) = {
+            let subscribed = self.changes.borrow_and_update();
+            (subscribed.version, subscribed.resources.clone())
+        };
+        let mut filter =
+            json!({ "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true });
+        if !resources.is_empty() {
+            filter["resourceSubscriptions"] = json!(resources);
+        }
+        let id = format!("mcp-platform-listen-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let request = json!({ "jsonrpc": "2.0", "id": id, "method": era::LISTEN, "params": { "notifications": filter } });
+        let own = own_call(&self.template, &request)?;
+        let listening = declared_call(&self.template, &self.declared, &own.message, &own.body, Vec::new())?;
+        let relayed = relay::listen(&self.state, &listening, &self.credential).await?;
+        let mut reader = Reader::new(relayed.body);
+        while let Some(message) = reader.message().await? {
+            if message.get("method").and_then(Value::as_str) == Some(era::ACKNOWLEDGED) {
+                self.reader = reader;
+                self.version = version;
+                self.declared.subscriptions.send_modify(|s| s.listened = Some(version));
+                return Ok(());
+            }
+            if let Some(error) = message.get("error") {
+                let reason = error.get("message").and_then(Value::as_str).unwrap_or("no reason given");
+                return Err(no_subscriptions(reason));
+            }
+        }
+        Err(no_subscriptions("it ended the subscription at once"))
+    }
+
+    /// The next event for the client: a notification, or a comment when it is quiet; `None`
+    /// when the subscription ends.
+    async fn next(&mut self) -> Option<web::Bytes> {
+        loop {
+            let woke = tokio::select! {
+                message = self.reader.message() => Woke::Upstream(message),
+                changed = self.changes.changed() => Woke::Changed(changed.is_ok()),
+                _ = tokio::time::sleep(era::KEEP_ALIVE) => Woke::Quiet,
+            };
+            match woke {
+                Woke::Upstream(message) => {
+                    let message = message.ok()??;
+                    // A result ends the subscription (the upstream stops, say).
+                    if message.get("id").is_some() {
+                        return None;
+                    }
+                    if message.get("method").and_then(Value::as_str) != Some(era::ACKNOWLEDGED) {
+                        return Some(sse_event(&era::without_subscription_id(message)).into());
+                    }
+                }
+                Woke::Changed(open) => {
+                    let version = self.changes.borrow().version;
+                    if !open || (version != self.version && self.listen().await.is_err()) {
+                        return None;
+                    }
+                }
+                Woke::Quiet => return Some(web::Bytes::from_static(b":\n\n")),
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.declared.subscriptions.send_modify(|s| s.listened = None);
+    }
+}
+
+fn no_subscriptions(reason: &str) -> Refusal {
+    Refusal::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        jsonrpc::INVALID_REQUEST,
+        format!("The service offers no stream of notifications: {reason}"),
+    )
 }
 
 /// Relays a modern client's request to a legacy upstream in the gateway's own session.
@@ -314,11 +606,15 @@ async fn open(
     // Capabilities are the client's to write: they enter the id as a digest.
     let declared = sha2::Sha256::digest(capabilities.to_string().as_bytes());
     let declared = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&declared[..12]);
-    let id = format!("bridge:{key}:{}:{declared}", call.service.id);
-    if let Ok(Some((_, existing))) = session(state, Some(&id), key, call.service.id)
-        && let Some(initialized) = existing.initialized
-    {
-        return Ok(Bridged { id, upstream: existing.upstream, initialized });
+    // A stdio child serves its user whichever key they call with (the cap per user counts
+    // children); an HTTP upstream's session is the key's.
+    let owner = match call.service.transport {
+        Transport::Stdio => format!("user:{}", call.caller.user_id),
+        Transport::Http => format!("key:{key}"),
+    };
+    let id = format!("bridge:{owner}:{}:{declared}", call.service.id);
+    if let Some(bridged) = state.gateway.bridged(&id) {
+        return Ok(bridged);
     }
 
     let client_info = modern.client_info.clone().unwrap_or_else(gateway_info);
@@ -484,14 +780,17 @@ fn resumed_state(call: &Call) -> Option<String> {
     Some(params.get("requestState")?.as_str().unwrap_or_default().to_owned())
 }
 
-/// An upstream's answer read event by event, kept while its client is asked something.
+/// An upstream's answer read message by message, kept while its client is asked something.
 pub(super) struct Reader {
-    chunks: Option<
-        futures_util::stream::BoxStream<'static, Result<actix_web::web::Bytes, super::answer::Broken>>,
-    >,
+    chunks: Option<BoxStream<'static, Result<web::Bytes, super::answer::Broken>>>,
     whole: Option<Body>,
-    pending: String,
-    messages: Vec<Value>,
+    /// What arrived of the event being read (without carriage returns, which JSON text holds
+    /// only escaped and SSE only at line ends).
+    pending: Vec<u8>,
+    /// Messages read and not yet taken.
+    queued: VecDeque<Value>,
+    /// The messages of the answer taken so far.
+    read: Vec<Value>,
 }
 
 enum Stop {
@@ -503,40 +802,50 @@ enum Stop {
 
 impl Reader {
     fn new(body: Body) -> Reader {
-        match body {
-            Body::Stream { is_sse: true, chunks } => {
-                Reader { chunks: Some(chunks), whole: None, pending: String::new(), messages: Vec::new() }
-            }
-            body => Reader { chunks: None, whole: Some(body), pending: String::new(), messages: Vec::new() },
-        }
+        let (chunks, whole) = match body {
+            Body::Stream { is_sse: true, chunks } => (Some(chunks), None),
+            body => (None, Some(body)),
+        };
+        Reader { chunks, whole, pending: Vec::new(), queued: VecDeque::new(), read: Vec::new() }
     }
 
-    async fn next(&mut self) -> Result<Stop, Refusal> {
-        if let Some(body) = self.whole.take() {
-            return messages_of(body).await.map(Stop::Done).ok_or_else(broken_off);
-        }
+    /// The answer's next message; `None` at its end.
+    async fn message(&mut self) -> Result<Option<Value>, Refusal> {
         loop {
-            while let Some(end) = self.pending.find("\n\n") {
-                let event: String = self.pending.drain(..end + 2).collect();
-                for message in messages_in(&event) {
-                    if message.get("method").is_some() && message.get("id").is_some() {
-                        return Ok(Stop::Asks(message));
-                    }
-                    self.messages.push(message);
-                }
+            if let Some(message) = self.queued.pop_front() {
+                return Ok(Some(message));
             }
-            let Some(chunks) = self.chunks.as_mut() else { break };
+            if let Some(body) = self.whole.take() {
+                self.queued.extend(messages_of(body).await.ok_or_else(broken_off)?);
+                continue;
+            }
+            if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.pending.drain(..end + 2).collect();
+                self.queued.extend(messages_in(&String::from_utf8_lossy(&event)));
+                continue;
+            }
+            let Some(chunks) = self.chunks.as_mut() else {
+                let rest = std::mem::take(&mut self.pending);
+                self.queued.extend(messages_in(&String::from_utf8_lossy(&rest)));
+                return Ok(self.queued.pop_front());
+            };
             match chunks.next().await {
-                Some(Ok(chunk)) => {
-                    self.pending.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"))
-                }
+                Some(Ok(chunk)) => self.pending.extend(chunk.iter().filter(|&&b| b != b'\r')),
                 Some(Err(_)) => return Err(broken_off()),
                 None => self.chunks = None,
             }
         }
-        let rest = std::mem::take(&mut self.pending);
-        self.messages.extend(messages_in(&rest));
-        Ok(Stop::Done(std::mem::take(&mut self.messages)))
+    }
+
+    /// Reads on to the answer's end, or to a request of the client.
+    async fn next(&mut self) -> Result<Stop, Refusal> {
+        while let Some(message) = self.message().await? {
+            if message.get("method").is_some() && message.get("id").is_some() {
+                return Ok(Stop::Asks(message));
+            }
+            self.read.push(message);
+        }
+        Ok(Stop::Done(std::mem::take(&mut self.read)))
     }
 }
 

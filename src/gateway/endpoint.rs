@@ -186,9 +186,6 @@ async fn relay_post(
     relayed.await.map_err(|r| r.with_id(&id))
 }
 
-/// How often a subscription's quiet stream gets a comment, so that no proxy or client closes it.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// A subscription's stream, as the client gets it: a comment when it is quiet, and its end
 /// when the platform stops or the key may no longer read (as the GET stream's).
 fn kept_open(
@@ -201,7 +198,7 @@ fn kept_open(
         let mut chunks = chunks?;
         tokio::select! {
             next = chunks.next() => next.map(|chunk| (chunk, Some(chunks))),
-            _ = tokio::time::sleep(KEEP_ALIVE) => Some((Ok(web::Bytes::from_static(b":\n\n")), Some(chunks))),
+            _ = tokio::time::sleep(era::KEEP_ALIVE) => Some((Ok(web::Bytes::from_static(b":\n\n")), Some(chunks))),
         }
     });
     relayed.body = Body::Stream { is_sse, chunks: kept.take_until(stopped).take_until(revoked).boxed() };
@@ -263,15 +260,23 @@ async fn relay_stream(
             credential::open(&state, &Caller::from(&principal), &service, tokens_page).await?
         }
     };
-    let streamed = relay::stream(
-        &state,
-        &service,
-        &credential,
-        &session.upstream,
-        header_str(req, PROTOCOL_HEADER),
-        header_str(req, LAST_EVENT_ID_HEADER),
-    )
-    .await?;
+    let streamed = match &session.upstream {
+        UpstreamSession::Stateless(declared) => {
+            let caller = Caller::from(&principal);
+            bridge::listen_for_legacy(state.clone(), caller, service, credential, declared.clone()).await?
+        }
+        upstream => {
+            relay::stream(
+                &state,
+                &service,
+                &credential,
+                upstream,
+                header_str(req, PROTOCOL_HEADER),
+                header_str(req, LAST_EVENT_ID_HEADER),
+            )
+            .await?
+        }
+    };
     let mut response = HttpResponse::build(streamed.status);
     if let Some(content_type) = streamed.content_type {
         response.insert_header((header::CONTENT_TYPE, content_type));

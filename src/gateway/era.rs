@@ -30,6 +30,12 @@ pub const DISCOVER_TTL: std::time::Duration = std::time::Duration::from_secs(60)
 
 /// The long-lived request that replaced the GET stream.
 pub const LISTEN: &str = "subscriptions/listen";
+/// The first notification of a subscription's stream.
+pub const ACKNOWLEDGED: &str = "notifications/subscriptions/acknowledged";
+/// Names the subscription each message of its stream belongs to.
+const META_SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+/// How often a subscription's quiet stream gets a comment, so that no proxy or client closes it.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub const METHOD_HEADER: &str = "Mcp-Method";
 pub const NAME_HEADER: &str = "Mcp-Name";
@@ -179,18 +185,54 @@ pub fn mirrored_headers(message: &Message) -> Vec<(&'static str, String)> {
     let mut headers = vec![(METHOD_HEADER, method.clone())];
     let name = named_by(method).and_then(|field| params.as_ref()?.get(field)?.as_str());
     if let Some(name) = name {
-        let visible = name.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ');
-        let padded = name.starts_with(' ') || name.ends_with(' ');
-        let sentinel = name.starts_with("=?base64?") && name.ends_with("?=");
-        let plain = !name.is_empty() && visible && !padded && !sentinel;
-        let value = if plain {
-            name.to_owned()
-        } else {
-            format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(name))
-        };
-        headers.push((NAME_HEADER, value));
+        headers.push((NAME_HEADER, encoded(name)));
     }
     headers
+}
+
+/// A value as a 2026-07-28 request's header carries it: as it is when it is plain visible
+/// ASCII, otherwise in the Base64 sentinel form `=?base64?...?=`.
+fn encoded(value: &str) -> String {
+    let visible = value.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ');
+    let padded = value.starts_with(' ') || value.ends_with(' ');
+    let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");
+    if !value.is_empty() && visible && !padded && !sentinel {
+        value.to_owned()
+    } else {
+        format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(value))
+    }
+}
+
+/// The `Mcp-Param-*` headers of a `tools/call` with `arguments`, for the parameters the tool's
+/// `inputSchema` marks with `x-mcp-header` (reached through `properties` only; a parameter
+/// without a value, or of a type other than string, integer or boolean, has none).
+pub fn param_headers(input_schema: &Value, arguments: &Value) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    marked_in(input_schema, Some(arguments), &mut headers);
+    headers
+}
+
+fn marked_in(schema: &Value, value: Option<&Value>, headers: &mut Vec<(String, String)>) {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
+    for (name, property) in properties {
+        let value = value.and_then(|v| v.get(name));
+        let header = property.get("x-mcp-header").and_then(Value::as_str).filter(|h| is_token(h));
+        let text = match value {
+            Some(Value::String(text)) => Some(text.clone()),
+            Some(Value::Bool(flag)) => Some(flag.to_string()),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+            _ => None,
+        };
+        if let (Some(header), Some(text)) = (header, text) {
+            headers.push((format!("Mcp-Param-{header}"), encoded(&text)));
+        }
+        marked_in(property, value, headers);
+    }
+}
+
+/// Whether `name` is an HTTP field name (RFC 9110 `token`).
+fn is_token(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The message with the `_meta` a 2026-07-28 upstream needs, for a client that declared its
@@ -261,6 +303,20 @@ pub fn for_legacy_upstream(body: &[u8], id: &Value) -> Option<Vec<u8>> {
         }
     }
     serde_json::to_vec(&message).ok()
+}
+
+/// A subscription's notification as a 2025-11-25 client gets it on its GET stream: without the
+/// subscription it came on.
+pub fn without_subscription_id(mut message: Value) -> Value {
+    if let Some(params) = message.get_mut("params").and_then(Value::as_object_mut)
+        && let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut)
+    {
+        meta.remove(META_SUBSCRIPTION_ID);
+        if meta.is_empty() {
+            params.remove("_meta");
+        }
+    }
+    message
 }
 
 /// A result as a modern client gets it: with `resultType`, and the caching hints the result
@@ -496,5 +552,37 @@ mod tests {
             serde_json::from_slice(&for_legacy_upstream(body.to_string().as_bytes(), &json!("g-1")).unwrap())
                 .unwrap();
         assert_eq!(relayed["params"], json!({}));
+    }
+
+    #[test]
+    fn parameters_marked_for_headers_are_mirrored_encoded() {
+        let schema = json!({ "type": "object", "properties": {
+            "region": { "type": "string", "x-mcp-header": "Region" },
+            "greeting": { "type": "string", "x-mcp-header": "Greeting" },
+            "count": { "type": "integer", "x-mcp-header": "Count" },
+            "dry": { "type": "boolean", "x-mcp-header": "Dry-Run" },
+            "ratio": { "type": "number", "x-mcp-header": "Ratio" },
+            "absent": { "type": "string", "x-mcp-header": "Absent" },
+            "bad": { "type": "string", "x-mcp-header": "Not A Token" },
+            "query": { "type": "string" },
+            "nested": { "type": "object", "properties": { "zone": { "type": "string", "x-mcp-header": "Zone" } } },
+            "list": { "type": "array", "items": { "type": "string", "x-mcp-header": "Item" } },
+        } });
+        let arguments = json!({ "region": "us-west1", "greeting": "Hello, 世界", "count": -7, "dry": true,
+            "ratio": 0.5, "bad": "x", "query": "SELECT 1", "nested": { "zone": "=?base64?literal?=" },
+            "list": ["a"] });
+        let mut headers = param_headers(&schema, &arguments);
+        headers.sort();
+        let expected = [
+            ("Mcp-Param-Count", "-7"),
+            ("Mcp-Param-Dry-Run", "true"),
+            ("Mcp-Param-Greeting", "=?base64?SGVsbG8sIOS4lueVjA==?="),
+            ("Mcp-Param-Region", "us-west1"),
+            ("Mcp-Param-Zone", "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="),
+        ];
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        assert_eq!(headers, expected);
+        assert!(param_headers(&json!({}), &arguments).is_empty());
     }
 }

@@ -61,6 +61,13 @@ pub(super) enum Speaks {
     Modern { dual: bool, discovered: Initialized },
 }
 
+/// A service's tools that mark parameters for `Mcp-Param-*` headers: their input schemas by name.
+pub(super) type MarkedTools = Arc<HashMap<String, serde_json::Value>>;
+
+/// How long a service's marked tools are used before its tool list is asked for again (a
+/// `HeaderMismatch` from the upstream asks at once).
+const MARKED_TOOLS_TTL: Duration = Duration::from_secs(10 * 60);
+
 /// An upstream's `initialize` (or `server/discover`) result: its capabilities, identity and
 /// instructions.
 pub(super) type Initialized = Arc<serde_json::Map<String, serde_json::Value>>;
@@ -86,10 +93,22 @@ pub(super) enum UpstreamSession {
 }
 
 /// What a 2025-11-25 client declared at `initialize`, sent along with each of its requests to
-/// an upstream of 2026-07-28 only.
+/// an upstream of 2026-07-28 only, and the resources it subscribed to since.
 pub(super) struct Declared {
     pub(super) capabilities: serde_json::Value,
     pub(super) client_info: serde_json::Value,
+    pub(super) subscriptions: watch::Sender<Subscriptions>,
+}
+
+/// The resources a 2025-11-25 client subscribed to (`resources/subscribe`), which its GET
+/// stream listens for upstream (`subscriptions/listen`).
+#[derive(Default)]
+pub(super) struct Subscriptions {
+    pub(super) resources: std::collections::BTreeSet<String>,
+    /// Counts the changes.
+    pub(super) version: u64,
+    /// The version the upstream listens for on the session's open stream; `None` with none open.
+    pub(super) listened: Option<u64>,
 }
 
 impl UpstreamSession {
@@ -125,6 +144,8 @@ pub struct Gateway {
     discovered: moka::sync::Cache<ServiceId, Initialized>,
     /// What each HTTP service's upstream speaks, from its answer to `server/discover`.
     speaks: moka::sync::Cache<ServiceId, Speaks>,
+    /// For each service of 2026-07-28 only: its tools that mark parameters for headers.
+    marked_tools: moka::sync::Cache<ServiceId, MarkedTools>,
     pub stdio: StdioPool,
     /// Set when the platform stops: open server-to-client streams end, so the graceful stop
     /// does not wait for them.
@@ -159,6 +180,7 @@ impl Gateway {
             lookups: Lookups::new(clock),
             discovered: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
             speaks: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
+            marked_tools: moka::sync::Cache::builder().time_to_live(MARKED_TOOLS_TTL).build(),
             stdio: StdioPool::new(limits),
             stopping: watch::Sender::new(false),
         }
@@ -312,6 +334,7 @@ impl Gateway {
             // Kept by service id, which the change does not carry; changes of services are rare.
             self.speaks.invalidate_all();
             self.discovered.invalidate_all();
+            self.marked_tools.invalidate_all();
         }
     }
 
@@ -332,6 +355,29 @@ impl Gateway {
 
     pub(super) fn remember_speaks(&self, service_id: ServiceId, speaks: Speaks) {
         self.speaks.insert(service_id, speaks);
+    }
+
+    /// The input schemas of the service's tools that mark parameters for `Mcp-Param-*` headers,
+    /// by tool name, as its latest whole tool list had them.
+    pub(super) fn marked_tools(&self, service_id: ServiceId) -> Option<MarkedTools> {
+        self.marked_tools.get(&service_id)
+    }
+
+    pub(super) fn remember_marked_tools(&self, service_id: ServiceId, marked: MarkedTools) {
+        self.marked_tools.insert(service_id, marked);
+    }
+
+    /// The gateway's own session for 2026-07-28 clients under `id`, while its upstream is there.
+    pub(super) fn bridged(&self, id: &str) -> Option<Bridged> {
+        let mut sessions = self.sessions.lock().expect("session table lock");
+        let session = sessions.get_mut(id)?;
+        if session.upstream.process().is_some_and(|process| process.has_ended()) {
+            sessions.remove(id);
+            return None;
+        }
+        session.last_used = std::time::Instant::now();
+        let initialized = session.initialized.clone()?;
+        Some(Bridged { id: id.to_owned(), upstream: session.upstream.clone(), initialized })
     }
 
     /// The service's `initialize` result seen within `era::DISCOVER_TTL`.

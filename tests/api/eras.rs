@@ -20,7 +20,7 @@ use crate::on_both_backends;
 on_both_backends!(
     a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_own_session,
     a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_it_is,
-    a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child,
+    a_stateless_client_reaches_a_legacy_stdio_upstream_through_one_child_per_member,
     stateless_requests_follow_the_2026_07_28_rules_or_get_its_errors,
     a_missing_token_is_asked_for_with_a_url_and_the_retry_succeeds_once_it_is_set,
     what_a_legacy_upstream_asks_mid_call_reaches_a_stateless_client_as_an_input_request,
@@ -213,7 +213,7 @@ async fn a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_
     assert_eq!(stateless_flags(&app).await, [true, true, true]);
 }
 
-async fn a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child(backend: Backend) {
+async fn a_stateless_client_reaches_a_legacy_stdio_upstream_through_one_child_per_member(backend: Backend) {
     let marker = format!("stateless{}", Uuid::now_v7().simple());
     let services = std::env::temp_dir().join(format!("services-{marker}.toml"));
     std::fs::write(
@@ -233,9 +233,11 @@ async fn a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child
     let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
     let url = app.url("/mcp/local-tools");
 
-    for (id, text) in [(1, "first"), (2, "second"), (3, "third")] {
+    // The member's second key (a CI job's, say) shares the child: children are kept per member.
+    let second_key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
+    for (id, text, key) in [(1, "first", &key), (2, "second", &key), (3, "third", &second_key)] {
         let answer =
-            modern(&url, &key, id, "tools/call", json!({ "name": "echo", "arguments": { "text": text } }))
+            modern(&url, key, id, "tools/call", json!({ "name": "echo", "arguments": { "text": text } }))
                 .send()
                 .await
                 .unwrap();
@@ -245,7 +247,20 @@ async fn a_stateless_client_reaches_a_legacy_stdio_upstream_and_reuses_its_child
     assert_eq!(gauge(&app, "stdio_processes").await, 1);
     let children = Command::new("pgrep").args(["-f", &marker]).stdout(Stdio::piped()).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&children.stdout).lines().count(), 1);
-    let rows = settled_rows(&app, 3).await;
+    // Another member gets a child of their own, with their own token.
+    let colleague = app.create_user(org, Role::Developer).await;
+    app.set_token(&colleague, "github", &format!("ghp_{marker}colleague")).await;
+    let colleague_key = api_key(&app, org, &colleague, "mcp:read mcp:write").await;
+    let answer = modern(
+        &url,
+        &colleague_key,
+        4,
+        "tools/call",
+        json!({ "name": "echo", "arguments": { "text": "fourth" } }),
+    );
+    assert_eq!(text_of(&result_of(answer.send().await.unwrap()).await), "fourth");
+    assert_eq!(gauge(&app, "stdio_processes").await, 2);
+    let rows = settled_rows(&app, 4).await;
     assert!(rows.iter().all(|r| r.outcome == Outcome::Success && r.tool == "echo"));
     assert!(rows.iter().all(|r| !r.request.contains(&token) && !r.response.contains(&token)));
 }

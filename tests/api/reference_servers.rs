@@ -16,7 +16,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::gateway::{api_key, settled_rows, usage_total};
+use crate::helpers::gateway::{api_key, open_session, post_in, settled_rows, usage_total};
 use crate::helpers::upstream::call;
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 use crate::on_both_backends;
@@ -384,17 +384,52 @@ credential_header = "Authorization: Bearer {{token}}"
     let mut names: Vec<String> =
         client.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
     names.sort();
-    assert_eq!(names, ["echo", "region", "whoami"]);
+    assert_eq!(names, ["echo", "greet", "located", "region", "whoami"]);
     assert_eq!(call(&client, "echo", json!({ "text": "from 2025-11-25" })).await, "from 2025-11-25");
     assert_eq!(call(&client, "whoami", json!({})).await, format!("Bearer {token}"));
+    // A tool that marks a parameter for a header (`x-mcp-header`) gets it as Mcp-Param-Region,
+    // which the server checks against the body.
+    assert_eq!(call(&client, "located", json!({ "region": "eu-central" })).await, "eu-central");
     client.cancel().await.unwrap();
+
+    // Its GET stream: the gateway listens upstream (subscriptions/listen) for list changes and
+    // for the resources the client subscribes to, listening again when those change (the
+    // subscription is answered once it does), and relays what comes as that revision has it.
+    let path = "/mcp/modern-only";
+    let session = open_session(&app, path, &key).await;
+    let mut legacy_stream = reqwest::Client::new()
+        .get(app.url(path))
+        .header("authorization", format!("Bearer {key}"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(legacy_stream.status(), 200);
+    let subscribe = r#"{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"note://modern-only/greeting"}}"#;
+    let subscribed = post_in(&app, path, &key, &session, subscribe).await.text().await.unwrap();
+    assert!(subscribed.contains(r#""result":{}"#), "{subscribed}");
+    let greet = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"greet","arguments":{"greeting":"hi"}}}"#;
+    let greeted = post_in(&app, path, &key, &session, greet).await.text().await.unwrap();
+    assert!(greeted.contains("greeted"), "{greeted}");
+    let mut seen = String::new();
+    while !(seen.contains("notifications/resources/updated")
+        && seen.contains("notifications/tools/list_changed"))
+    {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), legacy_stream.chunk()).await;
+        seen.push_str(&String::from_utf8_lossy(
+            &chunk.expect("the notifications come").unwrap().expect("more"),
+        ));
+    }
+    assert!(seen.contains("note://modern-only/greeting"), "{seen}");
+    assert!(!seen.contains("subscriptionId") && !seen.contains("acknowledged"), "{seen}");
 
     // A 2026-07-28 client (the Python SDK) is relayed as it is.
     let seen =
         python_client_through(&python, &app, "modern-only", &key, "echo", json!({ "text": "from 2026" }))
             .await;
     assert_eq!((seen["protocol"].clone(), seen["text"].clone()), (json!("2026-07-28"), json!("from 2026")));
-    assert_eq!(seen["tools"], json!(["echo", "region", "whoami"]));
+    assert_eq!(seen["tools"], json!(["echo", "greet", "located", "region", "whoami"]));
     // Its Mcp-Param-* headers are passed on.
     let region = crate::helpers::gateway::modern(
         &app.url("/mcp/modern-only"),
@@ -432,12 +467,14 @@ credential_header = "Authorization: Bearer {{token}}"
     assert_eq!(revoked.status(), 303);
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while let Ok(Some(_)) = stream.chunk().await {}
+        while let Ok(Some(_)) = legacy_stream.chunk().await {}
     });
-    ended.await.expect("the stream ends when its key is revoked");
+    ended.await.expect("the streams end when their key is revoked");
 
-    let rows = settled_rows(&app, 9).await;
+    let rows = settled_rows(&app, 14).await;
     assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "every message succeeded");
     assert!(rows.iter().all(|r| !r.request.contains(&token) && !r.response.contains(&token)));
-    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 4);
+    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 6);
+    assert_eq!(rows.iter().filter(|r| r.method == "resources/subscribe").count(), 1);
     assert_eq!(rows.iter().filter(|r| r.method == "subscriptions/listen").count(), 1);
 }

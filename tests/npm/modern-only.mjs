@@ -4,15 +4,35 @@ import http from 'node:http';
 import { McpServer, createMcpHandler } from '@modelcontextprotocol/server';
 import * as z from 'zod';
 
+// A resource a client may subscribe to, changed by the `greet` tool.
+const GREETING = 'note://modern-only/greeting';
+let greeting = 'hello';
+
 const handler = createMcpHandler(
   (ctx) => {
-    const server = new McpServer({ name: 'modern-only', version: '2.4.0' }, { instructions: 'A server of 2026-07-28 only.' });
+    const server = new McpServer(
+      { name: 'modern-only', version: '2.4.0' },
+      { instructions: 'A server of 2026-07-28 only.', capabilities: { resources: { subscribe: true, listChanged: true } } },
+    );
     server.registerTool('echo', { description: 'Echoes its text', inputSchema: z.object({ text: z.string() }) },
       async ({ text }) => ({ content: [{ type: 'text', text }] }));
     server.registerTool('region', { description: 'The Mcp-Param-Region header it was sent', inputSchema: z.object({}) },
       async () => ({ content: [{ type: 'text', text: ctx.requestInfo?.headers.get('mcp-param-region') ?? 'none' }] }));
     server.registerTool('whoami', { description: 'The Authorization header it was sent', inputSchema: z.object({}) },
       async () => ({ content: [{ type: 'text', text: ctx.requestInfo?.headers.get('authorization') ?? 'none' }] }));
+    server.registerTool('located', {
+      description: 'The Mcp-Param-Region header it was sent for its region parameter',
+      inputSchema: z.object({ region: z.string().meta({ 'x-mcp-header': 'Region' }) }),
+    }, async () => ({ content: [{ type: 'text', text: ctx.requestInfo?.headers.get('mcp-param-region') ?? 'none' }] }));
+    server.registerTool('greet', { description: 'Changes the greeting resource and says the tools changed', inputSchema: z.object({ greeting: z.string() }) },
+      async (args) => {
+        greeting = args.greeting;
+        handler.notify.resourceUpdated(GREETING);
+        handler.notify.toolsChanged();
+        return { content: [{ type: 'text', text: 'greeted' }] };
+      });
+    server.registerResource('greeting', GREETING, { mimeType: 'text/plain' },
+      async (uri) => ({ contents: [{ uri: uri.href, text: greeting }] }));
     return server;
   },
   { legacy: 'reject' },

@@ -27,11 +27,21 @@ pub(super) async fn post(
     upstream_session: Option<&str>,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
-    let service = &call.service;
     // The caller's token, and the service's own header values: credentials all, should the
     // upstream echo them.
     record.secrets.extend(credential.secret().map(str::to_owned));
-    record.secrets.extend(service.headers.iter().map(|(_, value)| value.expose_secret().to_owned()));
+    record.secrets.extend(call.service.headers.iter().map(|(_, value)| value.expose_secret().to_owned()));
+    send(state, call, credential, upstream_session).await
+}
+
+/// Sends the message; what is sent and answered is for the caller to record.
+pub(super) async fn send(
+    state: &AppState,
+    call: &Call,
+    credential: &Credential,
+    upstream_session: Option<&str>,
+) -> Result<Relayed, Refusal> {
+    let service = &call.service;
     let mut request = request(state, service, reqwest::Method::POST)?;
     // A subscription's stream lasts as long as the client keeps it; every other answer has
     // the service's time.

@@ -45,6 +45,16 @@ pub(super) async fn post(
     }
 }
 
+/// Opens a subscription upstream for the GET stream of a 2025-11-25 client's session with an
+/// upstream of 2026-07-28 only; like the GET stream it stands for, it is not recorded.
+pub(super) async fn listen(
+    state: &AppState,
+    call: &Call,
+    credential: &Credential,
+) -> Result<Relayed, Refusal> {
+    http::send(state, call, credential, None).await
+}
+
 /// Opens the session's server-to-client stream; `last_event_id` resumes an answer that broke off.
 pub(super) async fn stream(
     state: &AppState,
@@ -56,10 +66,11 @@ pub(super) async fn stream(
 ) -> Result<Streamed, Refusal> {
     match session {
         UpstreamSession::Stdio(process) => stdio::stream(process),
+        // Mapped to a subscription by the bridge.
         UpstreamSession::Stateless(_) => Err(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
             crate::gateway::jsonrpc::INVALID_REQUEST,
-            "This service speaks 2026-07-28 only, which has no GET stream; the gateway does not map it to subscriptions/listen yet",
+            "This session has no GET stream upstream",
         )),
         UpstreamSession::Http(id) => {
             http::stream(state, service, credential, id.as_deref(), protocol_version, last_event_id).await
