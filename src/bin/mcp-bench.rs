@@ -88,13 +88,15 @@ struct Round {
 }
 
 /// `calls` echo calls over `concurrency` sessions (or, `stateless`, as many 2026-07-28
-/// clients); returns the throughput and every latency.
+/// clients), each as soon as the one before is answered or, with a `pace`, at that many calls
+/// a second in all; returns the throughput and every latency.
 async fn round(
     url: &str,
     key: Option<&str>,
     calls: usize,
     concurrency: usize,
     stateless: bool,
+    pace: Option<f64>,
 ) -> anyhow::Result<Round> {
     let client = reqwest::Client::new();
     let mut sessions = Vec::new();
@@ -108,7 +110,13 @@ async fn round(
         let share = calls / concurrency + usize::from(w < calls % concurrency);
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(share);
+            // Paced, each worker sends every `concurrency / pace` seconds, the workers staggered.
+            let every = pace.map(|pace| Duration::from_secs_f64(concurrency as f64 / pace));
             for i in 0..share {
+                if let Some(every) = every {
+                    let at = started + every.mul_f64(i as f64 + w as f64 / concurrency as f64);
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 let mut body = json!({"jsonrpc":"2.0","id":i + 1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"bench"}}});
                 let mut request = request(&client, &url, key.as_deref(), session.as_deref());
                 if stateless {
@@ -292,16 +300,16 @@ async fn main() -> anyhow::Result<()> {
         let (mut platform_cpu, mut upstream_cpu) = (Duration::ZERO, Duration::ZERO);
         let (mut stateless_cpu, mut bridged_cpu) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..rounds {
-            let d = round(&upstream_url, None, calls, concurrency, false).await?;
+            let d = round(&upstream_url, None, calls, concurrency, false, None).await?;
             let (platform_before, upstream_before) = (cpu_time(pid), cpu_time(upstream_pid));
-            let g = round(&gateway_url, Some(&key), calls, concurrency, false).await?;
+            let g = round(&gateway_url, Some(&key), calls, concurrency, false, None).await?;
             platform_cpu += cpu_time(pid) - platform_before;
             upstream_cpu += cpu_time(upstream_pid) - upstream_before;
             let stateless_before = cpu_time(pid);
-            let s = round(&gateway_url, Some(&key), calls, concurrency, true).await?;
+            let s = round(&gateway_url, Some(&key), calls, concurrency, true, None).await?;
             stateless_cpu += cpu_time(pid) - stateless_before;
             let bridged_before = cpu_time(pid);
-            let b = round(&bridged_url, Some(&key), calls, concurrency, true).await?;
+            let b = round(&bridged_url, Some(&key), calls, concurrency, true, None).await?;
             bridged_cpu += cpu_time(pid) - bridged_before;
             bridged_rps += b.rps / rounds as f64;
             bridged.extend(b.latencies);
@@ -327,6 +335,24 @@ async fn main() -> anyhow::Result<()> {
         );
         // CPU per gateway call, in microseconds: the platform's, and the upstream's for comparison.
         let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (calls * rounds) as f64;
+        // The paths' CPU per call at full speed depends on how fast each goes (the upstream
+        // spends more on a stateless request, and fewer calls a second share each wake-up of
+        // the platform): compared again at one pace below the slowest.
+        let pace = 0.7 * through_rps.min(stateless_rps).min(bridged_rps);
+        let mut paced = [Duration::ZERO; 3];
+        if concurrency > 1 {
+            for _ in 0..rounds {
+                for (cpu, (url, stateless)) in
+                    paced.iter_mut().zip([(&gateway_url, false), (&gateway_url, true), (&bridged_url, true)])
+                {
+                    let before = cpu_time(pid);
+                    round(url, Some(&key), calls, concurrency, stateless, Some(pace)).await?;
+                    *cpu += cpu_time(pid) - before;
+                }
+                gateway_messages += calls + 2 * concurrency + calls + calls;
+            }
+        }
+        let [paced_session_us, paced_relayed_us, paced_bridged_us] = paced.map(per_call);
         let (platform_us, upstream_us) = (per_call(platform_cpu), per_call(upstream_cpu));
         let (stateless_us, bridged_us) = (per_call(stateless_cpu), per_call(bridged_cpu));
         println!(
@@ -340,6 +366,11 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "               2026-07-28, bridged to 2025-11-25: {bridged_rps:>8.0} req/s p50 {bp50:.2} ms p99 {bp99:.2} ms | platform CPU per call {bridged_us:.0} us"
         );
+        if concurrency > 1 {
+            println!(
+                "               all at {pace:.0} req/s: platform CPU per call: session {paced_session_us:.0} us, relayed {paced_relayed_us:.0} us, bridged {paced_bridged_us:.0} us"
+            );
+        }
         report.insert(
             format!("c{concurrency}"),
             json!({
@@ -351,6 +382,8 @@ async fn main() -> anyhow::Result<()> {
                 "stateless_platform_cpu_us_per_call": stateless_us,
                 "bridged_rps": bridged_rps.round(), "bridged_p50_ms": bp50, "bridged_p99_ms": bp99,
                 "bridged_platform_cpu_us_per_call": bridged_us,
+                "paced_rps": pace.round(), "paced_session_cpu_us_per_call": paced_session_us,
+                "paced_relayed_cpu_us_per_call": paced_relayed_us, "paced_bridged_cpu_us_per_call": paced_bridged_us,
             }),
         );
     }

@@ -819,7 +819,7 @@ impl Reader {
                 self.queued.extend(messages_of(body).await.ok_or_else(broken_off)?);
                 continue;
             }
-            if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+            if let Some(end) = memchr::memmem::find(&self.pending, b"\n\n") {
                 let event: Vec<u8> = self.pending.drain(..end + 2).collect();
                 self.queued.extend(messages_in(&String::from_utf8_lossy(&event)));
                 continue;
@@ -830,6 +830,9 @@ impl Reader {
                 return Ok(self.queued.pop_front());
             };
             match chunks.next().await {
+                Some(Ok(chunk)) if memchr::memchr(b'\r', &chunk).is_none() => {
+                    self.pending.extend_from_slice(&chunk)
+                }
                 Some(Ok(chunk)) => self.pending.extend(chunk.iter().filter(|&&b| b != b'\r')),
                 Some(Err(_)) => return Err(broken_off()),
                 None => self.chunks = None,

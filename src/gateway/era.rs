@@ -353,9 +353,7 @@ pub fn asking_for_token(id: &Value, url: &str, message: &str) -> Value {
 /// A retry that carries the answer to the gateway's own question, without that answer (the
 /// service did not ask); `None` for every other message.
 pub fn without_answers_for_gateway(body: &[u8]) -> Option<Vec<u8>> {
-    if !body.windows(ASKED_FOR_TOKEN.len()).any(|w| w == ASKED_FOR_TOKEN.as_bytes()) {
-        return None;
-    }
+    memchr::memmem::find(body, ASKED_FOR_TOKEN.as_bytes())?;
     let mut message: Value = serde_json::from_slice(body).ok()?;
     let params = message.get_mut("params")?.as_object_mut()?;
     if params.get("requestState").and_then(Value::as_str) != Some(ASKED_FOR_TOKEN) {

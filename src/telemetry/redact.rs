@@ -60,9 +60,39 @@ static URL_CREDENTIALS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@:]+:[^\s/@]+@").expect("URL pattern compiles")
 });
 
-/// Whether a key name names a secret.
+/// Whether a key name names a secret: one of its words is a sensitive word, or its words
+/// joined hold a sensitive pair. Every key of every recorded body is asked, so a short ASCII
+/// key (nearly all) is looked at without allocating.
 pub fn is_sensitive_key(key: &str) -> bool {
-    let words = split_words(key);
+    const SHORT: usize = 64;
+    if !key.is_ascii() || key.len() > SHORT {
+        return has_sensitive_words(&split_words(key));
+    }
+    // The key's letters and digits in lower case; each word a range of them.
+    let mut joined = [0u8; SHORT];
+    let (mut len, mut start, mut previous_lower, mut sensitive) = (0, 0, false, false);
+    let is_word = |word: &[u8]| SENSITIVE_WORDS.iter().any(|w| w.as_bytes() == word);
+    for &b in key.as_bytes() {
+        if !b.is_ascii_alphanumeric() {
+            sensitive |= is_word(&joined[start..len]);
+            start = len;
+            previous_lower = false;
+            continue;
+        }
+        if b.is_ascii_uppercase() && previous_lower && len > start {
+            sensitive |= is_word(&joined[start..len]);
+            start = len;
+        }
+        previous_lower = b.is_ascii_lowercase() || b.is_ascii_digit();
+        joined[len] = b.to_ascii_lowercase();
+        len += 1;
+    }
+    sensitive |= is_word(&joined[start..len]);
+    let joined = &joined[..len];
+    sensitive || SENSITIVE_PAIRS.iter().any(|pair| joined.windows(pair.len()).any(|w| w == pair.as_bytes()))
+}
+
+fn has_sensitive_words(words: &[String]) -> bool {
     if words.iter().any(|w| SENSITIVE_WORDS.contains(&w.as_str())) {
         return true;
     }
@@ -206,6 +236,44 @@ mod tests {
             let expected = key.starts_with("session");
             assert_eq!(is_sensitive_key(key), expected, "{key}");
         }
+    }
+
+    #[test]
+    fn short_keys_are_judged_as_long_ones_are() {
+        let keys = [
+            "GITHUB_TOKEN",
+            "githubToken",
+            "x-api-key",
+            "apiKey",
+            "APIKey",
+            "myApiKeyId",
+            "clientSecretRef",
+            "PrivateKeyPem",
+            "progressToken",
+            "io.modelcontextprotocol/clientCapabilities",
+            "resultType",
+            "jsonrpc",
+            "_meta",
+            "authority_name",
+            "max_tokens",
+            "HTTPAuthHeader",
+            "a1Token",
+            "session2id",
+            "pass_word",
+            "pwd",
+            "",
+            "--",
+            "X",
+            "passwordHash",
+            "accessKeyId",
+            "secrets",
+            "structuredContent",
+        ];
+        for key in keys {
+            assert_eq!(is_sensitive_key(key), has_sensitive_words(&split_words(key)), "{key}");
+        }
+        assert!(is_sensitive_key("très_secret_token"), "a key with other letters goes the long way");
+        assert!(is_sensitive_key(&format!("{}_token", "x".repeat(80))), "so does a long key");
     }
 
     /// For each format of `FORMATS`: a credential that must be found, and a look-alike that
