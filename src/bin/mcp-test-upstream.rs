@@ -128,7 +128,7 @@ impl Upstream {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Upstream {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
             .with_instructions("The MCP Platform's test upstream")
     }
 }

@@ -20,6 +20,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use sha2::Digest;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::answer::{Body, Relayed, broken_off, keep_offered, messages_of, sse_event, whole_answer};
 use super::cache::LoadedService;
@@ -520,11 +521,7 @@ pub(super) async fn relay(
         _ => (call.message.clone(), call.body.clone()),
     };
     if call.is_listen() {
-        return Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            jsonrpc::METHOD_NOT_FOUND,
-            "Method not found: subscriptions/listen is not bridged to this service's 2025-11-25 upstream yet",
-        ));
+        return listen(state, call, modern, credential, record).await;
     }
     // The retry of a request whose upstream asked the client something: the answers go to the
     // upstream, and the same answer is read on.
@@ -582,6 +579,140 @@ pub(super) async fn relay(
                 forgotten = true;
             }
             Err(refusal) => return Err(refusal),
+        }
+    }
+}
+
+/// A modern client's subscription to an upstream of 2025-11-25 only: acknowledged with what
+/// the client asked for that the upstream offers (the resources named are subscribed to in the
+/// gateway's session), then the notifications the upstream sends on that session's GET stream
+/// (read once, shared by the session's subscriptions) that the client asked for, each with the
+/// subscription's id. When the upstream ends that stream, the subscription ends with a result.
+async fn listen(
+    state: &AppState,
+    call: &Call,
+    modern: &Modern,
+    credential: &Credential,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
+    let id = call.message.id().cloned().unwrap_or(Value::Null);
+    let bridged = open(state, call, modern, credential, record).await?;
+    let asked = match &call.message {
+        Message::Request { params: Some(params), .. } => params.get("notifications").cloned(),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let capabilities = bridged.initialized.get("capabilities").cloned().unwrap_or_default();
+    let offers = |pointer: &str| capabilities.pointer(pointer).and_then(Value::as_bool) == Some(true);
+    let mut honored = serde_json::Map::new();
+    for (field, offered) in [
+        ("toolsListChanged", "/tools/listChanged"),
+        ("promptsListChanged", "/prompts/listChanged"),
+        ("resourcesListChanged", "/resources/listChanged"),
+    ] {
+        if asked.get(field) == Some(&Value::Bool(true)) && offers(offered) {
+            honored.insert(field.to_owned(), Value::Bool(true));
+        }
+    }
+    let uris = asked.get("resourceSubscriptions").and_then(Value::as_array);
+    let uris = uris.into_iter().flatten().filter_map(Value::as_str).take(SUBSCRIBED_MAX);
+    let mut subscribed = Vec::new();
+    for uri in uris.filter(|_| offers("/resources/subscribe")) {
+        let request = json!({ "jsonrpc": "2.0", "id": format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            "method": "resources/subscribe", "params": { "uri": uri } });
+        let relayed =
+            relay::post(state, &own_call(call, &request)?, credential, Some(&bridged.upstream), record)
+                .await?;
+        if messages_of(relayed.body).await.unwrap_or_default().iter().any(|m| m.get("result").is_some()) {
+            subscribed.push(Value::String(uri.to_owned()));
+        }
+    }
+    if !subscribed.is_empty() {
+        honored.insert("resourceSubscriptions".to_owned(), Value::Array(subscribed));
+    }
+    let receiver = match state.gateway.notifications(&bridged.id) {
+        Some(receiver) => receiver,
+        None => {
+            let streamed = relay::stream(
+                state,
+                &call.service,
+                credential,
+                &bridged.upstream,
+                Some(BRIDGED_VERSION),
+                None,
+            )
+            .await?;
+            if !streamed.status.is_success() {
+                return Err(Refusal::upstream_failed(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("The upstream did not open its stream of notifications ({})", streamed.status),
+                ));
+            }
+            let (sender, receiver) = tokio::sync::broadcast::channel(NOTIFICATIONS_KEPT);
+            state.gateway.share_notifications(&bridged.id, &sender);
+            tokio::spawn(read_notifications(streamed, sender));
+            receiver
+        }
+    };
+    let acknowledged = era::with_subscription_id(
+        json!({ "jsonrpc": "2.0", "method": era::ACKNOWLEDGED, "params": { "notifications": honored } }),
+        &id,
+    );
+    let filter = Value::Object(honored);
+    let notifications = futures_util::stream::unfold(Some(receiver), move |receiver| {
+        let (id, filter) = (id.clone(), filter.clone());
+        async move {
+            let mut receiver = receiver?;
+            loop {
+                match receiver.recv().await {
+                    Ok(message) if era::is_subscribed(&filter, &message) => {
+                        let message = era::with_subscription_id((*message).clone(), &id);
+                        return Some((Ok(sse_event(&message).into()), Some(receiver)));
+                    }
+                    // Those it did not ask for; and those lost while it was slow.
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => {
+                        let ended =
+                            json!({ "jsonrpc": "2.0", "id": id, "result": { "resultType": "complete" } });
+                        return Some((Ok(sse_event(&era::with_subscription_id(ended, &id)).into()), None));
+                    }
+                }
+            }
+        }
+    });
+    let events =
+        futures_util::stream::once(async move { Ok(sse_event(&acknowledged).into()) }).chain(notifications);
+    Ok(Relayed {
+        status: StatusCode::OK,
+        content_type: Some(SSE.to_owned()),
+        opened: None,
+        body: Body::Stream { is_sse: true, chunks: events.boxed() },
+    })
+}
+
+/// Notifications kept for a slow subscriber of a session's stream before it misses some.
+const NOTIFICATIONS_KEPT: usize = 256;
+
+/// Reads the upstream's GET stream of a gateway's session into `sender`, until it ends or
+/// nobody subscribes any more. Its requests of the client are not answered: the subscriptions
+/// cannot answer them.
+async fn read_notifications(streamed: Streamed, sender: tokio::sync::broadcast::Sender<Arc<Value>>) {
+    let chunks = streamed.chunks.map(|chunk| chunk.map_err(|_| super::answer::Broken { timeout: false }));
+    let mut reader = Reader::new(Body::Stream { is_sse: true, chunks: chunks.boxed() });
+    loop {
+        tokio::select! {
+            message = reader.message() => match message {
+                Ok(Some(message)) if message.get("id").is_none() => {
+                    if sender.send(Arc::new(message)).is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            },
+            _ = tokio::time::sleep(era::KEEP_ALIVE) => if sender.receiver_count() == 0 {
+                return;
+            },
         }
     }
 }

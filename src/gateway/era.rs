@@ -319,6 +319,41 @@ pub fn without_subscription_id(mut message: Value) -> Value {
     message
 }
 
+/// A message of a subscription's stream, with the subscription it belongs to (the id of the
+/// `subscriptions/listen` that opened it).
+pub fn with_subscription_id(mut message: Value, id: &Value) -> Value {
+    let target = if message.get("result").is_some() { "result" } else { "params" };
+    if let Some(object) = message.as_object_mut() {
+        let field = object.entry(target).or_insert_with(|| json!({}));
+        if let Some(field) = field.as_object_mut() {
+            let meta = field.entry("_meta").or_insert_with(|| json!({}));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert(META_SUBSCRIPTION_ID.to_owned(), id.clone());
+            }
+        }
+    }
+    message
+}
+
+/// Whether a subscription with the (acknowledged) `filter` gets the notification: of a list it
+/// listens to, or an update of a resource it names (or of a part of one).
+pub fn is_subscribed(filter: &Value, notification: &Value) -> bool {
+    let listens = |field: &str| filter.get(field) == Some(&Value::Bool(true));
+    match notification.get("method").and_then(Value::as_str) {
+        Some("notifications/tools/list_changed") => listens("toolsListChanged"),
+        Some("notifications/prompts/list_changed") => listens("promptsListChanged"),
+        Some("notifications/resources/list_changed") => listens("resourcesListChanged"),
+        Some("notifications/resources/updated") => {
+            let Some(uri) = notification.pointer("/params/uri").and_then(Value::as_str) else { return false };
+            let named = filter.get("resourceSubscriptions").and_then(Value::as_array);
+            named.into_iter().flatten().filter_map(Value::as_str).any(|named| {
+                uri == named || uri.strip_prefix(named).is_some_and(|rest| rest.starts_with(['/', '#', '?']))
+            })
+        }
+        _ => false,
+    }
+}
+
 /// A result as a modern client gets it: with `resultType`, and the caching hints the result
 /// of a list or a read must carry. What the gateway relays for a caller is theirs alone, so it
 /// is `private`; an upstream's own freshness hint is kept.
@@ -582,5 +617,36 @@ mod tests {
             expected.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         assert_eq!(headers, expected);
         assert!(param_headers(&json!({}), &arguments).is_empty());
+    }
+
+    #[test]
+    fn a_subscription_gets_what_it_listens_to_with_its_id() {
+        let filter = json!({ "toolsListChanged": true, "resourceSubscriptions": ["file:///project"] });
+        let note = |method: &str, uri: Option<&str>| match uri {
+            Some(uri) => json!({ "jsonrpc": "2.0", "method": method, "params": { "uri": uri } }),
+            None => json!({ "jsonrpc": "2.0", "method": method }),
+        };
+        assert!(is_subscribed(&filter, &note("notifications/tools/list_changed", None)));
+        assert!(!is_subscribed(&filter, &note("notifications/prompts/list_changed", None)));
+        assert!(!is_subscribed(&filter, &note("notifications/message", None)));
+        for (uri, expected) in [
+            ("file:///project", true),
+            ("file:///project/config.json", true),
+            ("file:///projects", false),
+            ("file:///other", false),
+        ] {
+            assert_eq!(
+                is_subscribed(&filter, &note("notifications/resources/updated", Some(uri))),
+                expected,
+                "{uri}"
+            );
+        }
+        let stamped = with_subscription_id(note("notifications/tools/list_changed", None), &json!(7));
+        assert_eq!(stamped["params"]["_meta"][META_SUBSCRIPTION_ID], 7);
+        let ended = with_subscription_id(json!({ "jsonrpc": "2.0", "id": 7, "result": {} }), &json!(7));
+        assert_eq!(ended["result"]["_meta"][META_SUBSCRIPTION_ID], 7);
+        let updated = note("notifications/resources/updated", Some("file:///project"));
+        let stamped = with_subscription_id(updated.clone(), &json!("s-1"));
+        assert_eq!(without_subscription_id(stamped), updated);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use secrecy::SecretString;
 
@@ -139,6 +139,9 @@ pub struct Gateway {
     pub(super) sessions: Mutex<HashMap<String, GatewaySession>>,
     /// Bridged calls waiting for their clients' answers, by the `requestState` they were given.
     awaiting: Mutex<HashMap<String, Awaiting>>,
+    /// What the upstreams of the gateway's own sessions send outside any request (their GET
+    /// streams), by session id, for the subscriptions of the clients of those sessions.
+    notifications: Mutex<HashMap<String, broadcast::WeakSender<Arc<serde_json::Value>>>>,
     pub lookups: Lookups,
     /// Each service's latest `initialize` result, for `server/discover`.
     discovered: moka::sync::Cache<ServiceId, Initialized>,
@@ -177,6 +180,7 @@ impl Gateway {
             policy,
             sessions: Mutex::new(HashMap::new()),
             awaiting: Mutex::new(HashMap::new()),
+            notifications: Mutex::new(HashMap::new()),
             lookups: Lookups::new(clock),
             discovered: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
             speaks: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
@@ -221,6 +225,25 @@ impl Gateway {
             a.key_id == key_id && a.service_id == service_id && a.since.elapsed() < AWAIT_LIMIT
         });
         if mine { waiting.remove(state) } else { None }
+    }
+
+    /// A subscription to what the upstream of the gateway's session `id` sends outside any
+    /// request, while its stream is read; else `None`, and the caller reads it and shares it.
+    pub(super) fn notifications(&self, id: &str) -> Option<broadcast::Receiver<Arc<serde_json::Value>>> {
+        let mut shared = self.notifications.lock().expect("notifications lock");
+        let read = shared.get(id).and_then(broadcast::WeakSender::upgrade);
+        if read.is_none() {
+            shared.remove(id);
+        }
+        read.map(|sender| sender.subscribe())
+    }
+
+    /// Shares what the upstream of session `id` sends, as its reader sends it into `sender`
+    /// (the stream ends for its subscribers when the reader drops it).
+    pub(super) fn share_notifications(&self, id: &str, sender: &broadcast::Sender<Arc<serde_json::Value>>) {
+        let mut shared = self.notifications.lock().expect("notifications lock");
+        shared.retain(|_, s| s.strong_count() > 0);
+        shared.insert(id.to_owned(), sender.downgrade());
     }
 
     /// Open sessions, for the metrics.

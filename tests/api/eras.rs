@@ -103,16 +103,34 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
     // One gateway session served all of them.
     assert_eq!(gauge(&app, "gateway_sessions").await, 1);
-    // Subscriptions are not bridged to a 2025-11-25 upstream (yet): the client is told.
+    // A subscription: acknowledged with what the upstream offers of what it asked for, then
+    // what the upstream sends on the GET stream of the gateway's session (here, after a call in
+    // that session), with the subscription's id.
     let listen = modern(
         &url,
         &key,
         40,
         "subscriptions/listen",
-        json!({ "notifications": { "toolsListChanged": true } }),
+        json!({ "notifications": { "toolsListChanged": true, "promptsListChanged": true } }),
     );
-    let (status, code, message) = error_of(listen.send().await.unwrap()).await;
-    assert_eq!((status, code), (404, -32601), "{message}");
+    let mut subscription = listen.send().await.unwrap();
+    assert_eq!(subscription.status(), 200);
+    let mut seen = String::new();
+    let mut read_until = async |wanted: &str, seen: &mut String| {
+        while !seen.contains(wanted) {
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.chunk()).await;
+            let chunk = chunk.unwrap_or_else(|_| panic!("no {wanted} in {seen}")).unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk.unwrap_or_else(|| panic!("ended: {seen}"))));
+        }
+    };
+    read_until("notifications/subscriptions/acknowledged", &mut seen).await;
+    assert!(seen.contains(r#""notifications":{"toolsListChanged":true}"#), "only what it offers: {seen}");
+    let later =
+        modern(&url, &key, 41, "tools/call", json!({ "name": "notify_later", "arguments": { "ms": 100 } }));
+    assert_eq!(text_of(&result_of(later.send().await.unwrap()).await), "will notify in 100 ms");
+    read_until("notifications/tools/list_changed", &mut seen).await;
+    let changed = seen.lines().find(|l| l.contains("notifications/tools/list_changed")).unwrap();
+    assert!(changed.contains(r#""io.modelcontextprotocol/subscriptionId":40"#), "{changed}");
     // Stateless clients that share it number their requests alike: each gets its own answer.
     let same_ids = (0..8).map(|n| {
         let request = modern(
@@ -130,6 +148,8 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     // The upstream restarts and forgets its sessions: the gateway opens another, unseen.
     let port = upstream.url.rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
     drop(upstream);
+    // The subscription ends with a result as the upstream's stream ends.
+    read_until(r#""resultType":"complete""#, &mut seen).await;
     upstream = HttpUpstream::start_legacy_on(&format!("127.0.0.1:{port}"));
     let again = result_of(
         modern(&url, &key, 5, "tools/call", json!({ "name": "add", "arguments": { "a": 2, "b": 3 } }))
@@ -150,7 +170,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     assert!(text.contains("\"echo\"") && !text.contains("resultType"), "{text}");
 
     // Every message is recorded with its era; the gateway's own handshakes are not calls.
-    let rows = settled_rows(&app, 17).await;
+    let rows = settled_rows(&app, 18).await;
     let methods: Vec<&str> = rows.iter().map(|r| r.method.as_str()).filter(|m| *m != "tools/call").collect();
     assert_eq!(
         methods,
@@ -163,15 +183,14 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
             "tools/list"
         ]
     );
-    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 11);
-    assert!(
-        rows.iter().filter(|r| r.method != "subscriptions/listen").all(|r| r.outcome == Outcome::Success),
-        "{methods:?}"
-    );
+    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 12);
+    assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "{methods:?}");
+    let listened = rows.iter().find(|r| r.method == "subscriptions/listen").unwrap();
+    assert!(listened.response.contains("notifications/tools/list_changed"), "{}", listened.response);
     let flags = stateless_flags(&app).await;
     assert_eq!(
         (flags.len(), flags.iter().filter(|s| **s).count()),
-        (17, 14),
+        (18, 15),
         "the session's 3 are not stateless"
     );
     let whoami_row = rows.iter().find(|r| r.tool == "whoami").unwrap();

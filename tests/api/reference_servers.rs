@@ -350,6 +350,35 @@ async fn the_official_python_sdk_speaks_2026_07_28_through_the_gateway_to_legacy
     assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "every call succeeded");
     assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 5);
     assert_eq!(usage_total(&app).await, rows.len() as i64);
+
+    // A subscription to one of its resources: subscribed to in the gateway's session, whose
+    // GET stream brings the updates server-everything sends once its simulation is on.
+    let url = app.url("/mcp/everything-http");
+    let resource = "demo://resource/static/document/architecture.md";
+    let listen = crate::helpers::gateway::modern(
+        &url,
+        &key,
+        50,
+        "subscriptions/listen",
+        json!({ "notifications": { "resourceSubscriptions": [resource], "toolsListChanged": true } }),
+    );
+    let mut subscription = listen.send().await.unwrap();
+    assert_eq!(subscription.status(), 200);
+    let toggle = crate::helpers::gateway::modern(
+        &url,
+        &key,
+        51,
+        "tools/call",
+        json!({ "name": "toggle-subscriber-updates", "arguments": {} }),
+    );
+    crate::helpers::gateway::result_of(toggle.send().await.unwrap()).await;
+    let mut seen = String::new();
+    while !seen.contains("notifications/resources/updated") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.chunk()).await;
+        seen.push_str(&String::from_utf8_lossy(&chunk.expect("the update comes").unwrap().expect("more")));
+    }
+    assert!(seen.contains(&format!(r#""resourceSubscriptions":["{resource}"]"#)), "{seen}");
+    assert!(seen.contains(resource) && !seen.contains("notifications/message"), "{seen}");
 }
 
 async fn a_server_of_2026_07_28_only_serves_clients_of_both_eras_through_the_gateway(backend: Backend) {
