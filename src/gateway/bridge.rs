@@ -512,11 +512,12 @@ pub(super) async fn relay(
     // Stateless clients share the gateway's session, and each numbers its requests its own way:
     // the request goes under an id of the gateway's, and its answer comes back under the client's.
     let bridged_id = json!(format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
-    let (message, body) = match (&call.message, era::for_legacy_upstream(&call.body, &bridged_id)) {
-        (Message::Request { method, params, .. }, Some(body)) => {
-            let message =
-                Message::Request { id: bridged_id.clone(), method: method.clone(), params: params.clone() };
-            (message, actix_web::web::Bytes::from(body))
+    let (message, body) = match &call.message {
+        Message::Request { method, params, .. } => {
+            let params = params.as_ref().map(|params| era::for_legacy_upstream(params, &bridged_id));
+            let request = Request { jsonrpc: "2.0", id: &bridged_id, method, params: params.as_ref() };
+            let body = serde_json::to_vec(&request).expect("a JSON value serializes");
+            (Message::Request { id: bridged_id.clone(), method: method.clone(), params }, body.into())
         }
         _ => (call.message.clone(), call.body.clone()),
     };
@@ -717,6 +718,16 @@ async fn read_notifications(streamed: Streamed, sender: tokio::sync::broadcast::
     }
 }
 
+/// A request as the gateway writes it.
+#[derive(serde::Serialize)]
+struct Request<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a Value>,
+}
+
 /// The gateway's session for this caller, service and declared capabilities: the one open, or
 /// a new one initialised now.
 async fn open(
@@ -881,8 +892,16 @@ async fn finish(
                 return Ok(whole_answer(&[answer], None));
             }
             Stop::Done(mut messages) => {
-                for answer in messages.iter_mut().filter(|m| m.get("id") == Some(&bridged_id)) {
-                    answer["id"] = id.clone();
+                // Under the client's id and progress token again.
+                for message in &mut messages {
+                    if message.get("id") == Some(&bridged_id) {
+                        message["id"] = id.clone();
+                    }
+                    if let Some(token) = message.pointer_mut("/params/progressToken")
+                        && *token == bridged_id
+                    {
+                        *token = era::progress_token(&call.message).cloned().unwrap_or(Value::Null);
+                    }
                 }
                 if !messages.iter().any(|m| m.get("result").is_some() || m.get("error").is_some()) {
                     return Err(broken_off());

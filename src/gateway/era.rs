@@ -289,20 +289,29 @@ fn unsupported(requested: &str) -> Refusal {
         .with_data(json!({ "supported": supported_versions(), "requested": requested }))
 }
 
-/// The request as a legacy upstream gets it: under the gateway's id `id`, without the `_meta`
-/// keys only 2026-07-28 defines.
-pub fn for_legacy_upstream(body: &[u8], id: &Value) -> Option<Vec<u8>> {
-    let mut message: Value = serde_json::from_slice(body).ok()?;
-    message.as_object_mut()?.insert("id".to_owned(), id.clone());
-    if let Some(meta) = message.pointer_mut("/params/_meta").and_then(Value::as_object_mut) {
+/// A request's params as a legacy upstream gets them in the gateway's session: without the
+/// `_meta` keys only 2026-07-28 defines, and with the gateway's `token` for the progress token
+/// the client chose (the clients that share the session choose theirs alike).
+pub fn for_legacy_upstream(params: &Value, token: &Value) -> Value {
+    let mut params = params.clone();
+    if let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut) {
         for key in META_MODERN_KEYS {
             meta.remove(key);
         }
+        if let Some(progress) = meta.get_mut("progressToken") {
+            *progress = token.clone();
+        }
         if meta.is_empty() {
-            message["params"].as_object_mut().map(|params| params.remove("_meta"));
+            params.as_object_mut().map(|params| params.remove("_meta"));
         }
     }
-    serde_json::to_vec(&message).ok()
+    params
+}
+
+/// The progress token a request's `_meta` carries.
+pub fn progress_token(message: &Message) -> Option<&Value> {
+    let Message::Request { params: Some(params), .. } = message else { return None };
+    params.pointer("/_meta/progressToken")
 }
 
 /// A subscription's notification as a 2025-11-25 client gets it on its GET stream: without the
@@ -573,18 +582,11 @@ mod tests {
         stamp(&mut call, "tools/call");
         assert_eq!(call["result"], json!({"content":[],"resultType":"complete"}));
 
-        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",
-            "_meta":{META_VERSION: MODERN_VERSION, "progressToken": 3}}});
-        let relayed: Value =
-            serde_json::from_slice(&for_legacy_upstream(body.to_string().as_bytes(), &json!("g-1")).unwrap())
-                .unwrap();
-        assert_eq!(relayed["params"]["_meta"], json!({"progressToken": 3}));
-        assert_eq!(relayed["id"], "g-1");
-        let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{META_VERSION: MODERN_VERSION}}});
-        let relayed: Value =
-            serde_json::from_slice(&for_legacy_upstream(body.to_string().as_bytes(), &json!("g-1")).unwrap())
-                .unwrap();
-        assert_eq!(relayed["params"], json!({}));
+        let params = json!({"name":"echo", "_meta":{META_VERSION: MODERN_VERSION, "progressToken": 3}});
+        let relayed = for_legacy_upstream(&params, &json!("g-1"));
+        assert_eq!(relayed, json!({"name":"echo", "_meta":{"progressToken":"g-1"}}));
+        let params = json!({"_meta":{META_VERSION: MODERN_VERSION}});
+        assert_eq!(for_legacy_upstream(&params, &json!("g-1")), json!({}));
     }
 
     #[test]

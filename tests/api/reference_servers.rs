@@ -379,6 +379,33 @@ async fn the_official_python_sdk_speaks_2026_07_28_through_the_gateway_to_legacy
     }
     assert!(seen.contains(&format!(r#""resourceSubscriptions":["{resource}"]"#)), "{seen}");
     assert!(seen.contains(resource) && !seen.contains("notifications/message"), "{seen}");
+
+    // Two calls at once with the same progress token, in the member's one child: each gets its
+    // own progress, under its own token (the gateway numbers them apart in the child).
+    let url = app.url("/mcp/everything-stdio");
+    let long_call = |id: u64| {
+        let params =
+            json!({ "name": "trigger-long-running-operation", "arguments": { "duration": 0.4, "steps": 2 } });
+        let mut request = crate::helpers::gateway::modern(&url, &key, id, "tools/call", params);
+        request = request.body(
+            json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "trigger-long-running-operation", "arguments": { "duration": 0.4, "steps": 2 },
+                "_meta": { "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {}, "progressToken": "mine" } } })
+            .to_string(),
+        );
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let (first, second) = tokio::join!(long_call(60), long_call(61));
+    for answer in [first, second] {
+        let progress = mcp_platform::gateway::record::messages_in(&answer)
+            .into_iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .map(|m| m["params"]["progressToken"].clone())
+            .collect::<Vec<_>>();
+        assert_eq!(progress, [json!("mine"), json!("mine")], "{answer}");
+        assert!(answer.contains("Long running operation completed"), "{answer}");
+    }
 }
 
 async fn a_server_of_2026_07_28_only_serves_clients_of_both_eras_through_the_gateway(backend: Backend) {
