@@ -382,10 +382,13 @@ async fn main() -> anyhow::Result<()> {
                 "stateless_platform_cpu_us_per_call": stateless_us,
                 "bridged_rps": bridged_rps.round(), "bridged_p50_ms": bp50, "bridged_p99_ms": bp99,
                 "bridged_platform_cpu_us_per_call": bridged_us,
-                "paced_rps": pace.round(), "paced_session_cpu_us_per_call": paced_session_us,
-                "paced_relayed_cpu_us_per_call": paced_relayed_us, "paced_bridged_cpu_us_per_call": paced_bridged_us,
             }),
         );
+        if concurrency > 1 {
+            let paced = json!({ "rps": pace.round(), "session_cpu_us_per_call": paced_session_us,
+                "relayed_cpu_us_per_call": paced_relayed_us, "bridged_cpu_us_per_call": paced_bridged_us });
+            report.insert(format!("c{concurrency}_paced"), paced);
+        }
     }
     let peak_kib = peak_memory_kib(pid);
     // A graceful stop writes every queued log row.
