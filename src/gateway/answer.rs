@@ -47,6 +47,11 @@ pub(super) fn sse_event(message: &impl std::fmt::Display) -> String {
     format!("event: message\ndata: {message}\n\n")
 }
 
+/// A message as JSON text (written straight into the string, not through `Display`).
+fn json_text(message: &Value) -> String {
+    serde_json::to_string(message).expect("a JSON value serializes")
+}
+
 /// The client's answer to a relayed (or refused) message in the gateway session `session_id`;
 /// the call is recorded when the answer has gone out.
 pub(super) async fn answer(
@@ -291,7 +296,7 @@ impl Relayed {
 /// Messages known in full: one answer as JSON, several as an event stream.
 pub(super) fn whole_answer(messages: &[Value], opened: Option<UpstreamSession>) -> Relayed {
     let (content_type, body) = match messages {
-        [answer] => ("application/json", answer.to_string()),
+        [answer] => ("application/json", json_text(answer)),
         _ => (SSE, messages.iter().map(sse_event).collect()),
     };
     Relayed {

@@ -170,7 +170,7 @@ pub fn redact_body(body: &str, known: &[&str]) -> String {
     match serde_json::from_str::<Value>(body) {
         Ok(mut value) => {
             redact_json(&mut value, known);
-            value.to_string()
+            serde_json::to_string(&value).expect("a JSON value serializes")
         }
         Err(_) => redact_text(body, known).into_owned(),
     }
