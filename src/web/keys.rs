@@ -2,11 +2,12 @@
 //! of the organization. A new key is shown once, on the page that answers its creation.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 
+use super::connect::{self, Snippet};
 use super::filters;
 use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
@@ -101,6 +102,8 @@ pub struct CreatedPage {
     key: String,
     expires_at: Option<DateTime<Utc>>,
     rolled: bool,
+    /// For each service the key reaches: its clients' configuration.
+    connect: Vec<(String, Vec<Snippet>)>,
 }
 
 #[derive(Template)]
@@ -268,7 +271,7 @@ pub async fn create(
         &state,
         &session,
         &user,
-        NewKey { name, sealed_key: String::new(), expires_at, rolled: false },
+        NewKey { name, sealed_key: String::new(), expires_at, rolled: false, reach },
         &key,
     )
 }
@@ -303,6 +306,9 @@ struct NewKey {
     sealed_key: String,
     expires_at: DateTime<Utc>,
     rolled: bool,
+    /// The services and tools it is narrowed to, as stored.
+    #[serde(default)]
+    reach: Option<String>,
 }
 
 /// Redirects to the page that shows the new key (after POST, so a reload makes no other key).
@@ -322,12 +328,25 @@ const NEW_KEY_PAGE: &str = "/keys/new";
 
 /// Shows a key just created or rolled, once: a reload finds nothing and goes to the list.
 pub async fn created(
+    req: HttpRequest,
     user: CurrentUser,
     state: web::Data<AppState>,
     session: WebSession,
 ) -> Result<HttpResponse, AppError> {
     let Some(new) = session.take_flash::<NewKey>() else { return Ok(see_other("/keys")) };
     let Some(key) = state.flash.open(user.session_id, &new.sealed_key) else { return Ok(see_other("/keys")) };
+    // How to connect each service the key reaches, with the key in it (the one time it is shown).
+    let reach = KeyReach::from_stored(new.reach.as_deref());
+    let services = db::services::catalog(state.db.acquire().await?.conn(), user.organization_id).await?;
+    let base = crate::web::public_base(&state, &req);
+    let connect = services
+        .iter()
+        .filter(|service| reach.allows_service(&service.name))
+        .map(|service| {
+            let url = format!("{base}/mcp/{}", service.name);
+            (service.name.clone(), connect::snippets(&service.name, &url, &key))
+        })
+        .collect();
     let title = if new.rolled { "API key rolled" } else { "API key created" };
     let page = CreatedPage {
         layout: Layout::signed_in(title, "/keys", &user, &state),
@@ -335,6 +354,7 @@ pub async fn created(
         key,
         expires_at: Some(new.expires_at),
         rolled: new.rolled,
+        connect,
     };
     render(StatusCode::OK, &page)
 }
@@ -454,7 +474,8 @@ pub async fn roll(
     .await?;
     tx.commit().await?;
     state.changed(Change::Key(id));
-    let new = NewKey { name: old.name, sealed_key: String::new(), expires_at, rolled: true };
+    let new =
+        NewKey { name: old.name, sealed_key: String::new(), expires_at, rolled: true, reach: old.reach };
     show_once(&state, &session, &user, new, &key)
 }
 

@@ -10,6 +10,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde_json::json;
 
+use super::connect::{self, Snippet};
 use super::{FieldErrors, Layout, audited, filters, public_base, render, see_other};
 use crate::app::AppState;
 
@@ -44,6 +45,8 @@ pub struct DetailPage {
     layout: Layout,
     service: ServiceRow,
     gateway_url: String,
+    /// The common clients' configuration for it, with a placeholder for the key.
+    snippets: Vec<Snippet>,
     has_token: bool,
     can_hold_tokens: bool,
     can_edit: bool,
@@ -364,11 +367,13 @@ async fn detail_page(
         };
         (health.remove(&service.id).unwrap_or_default(), last_error)
     };
+    let gateway_url = format!("{}/mcp/{}", public_base(state, req), service.name);
     let page = DetailPage {
         health,
         last_error,
         layout: Layout::signed_in("Service", "/services", user, state),
-        gateway_url: format!("{}/mcp/{}", public_base(state, req), service.name),
+        snippets: connect::snippets(&service.name, &gateway_url, connect::KEY_PLACEHOLDER),
+        gateway_url,
         has_token,
         can_hold_tokens: user.role.allows(Role::Developer),
         can_edit: user.role == Role::Admin && !service.is_system(),

@@ -26,6 +26,7 @@ on_both_backends!(
     the_github_project_manager_lists_its_tools_and_its_token_stays_secret,
     the_official_python_sdk_speaks_2026_07_28_through_the_gateway_to_legacy_upstreams,
     a_server_of_2026_07_28_only_serves_clients_of_both_eras_through_the_gateway,
+    the_configuration_a_new_key_shows_works_in_the_sdks_and_curl,
 );
 
 const NPM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/npm");
@@ -533,4 +534,81 @@ credential_header = "Authorization: Bearer {{token}}"
     assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 6);
     assert_eq!(rows.iter().filter(|r| r.method == "resources/subscribe").count(), 1);
     assert_eq!(rows.iter().filter(|r| r.method == "subscriptions/listen").count(), 1);
+}
+
+/// The text of the snippet box `id` on a page (the page escapes it as HTML).
+fn snippet(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {id}"));
+    let start = start + html[start..].find('>').unwrap() + 1;
+    let end = start + html[start..].find("</textarea>").unwrap();
+    [("&#34;", "\""), ("&#39;", "'"), ("&#60;", "<"), ("&#62;", ">"), ("&#38;", "&")]
+        .iter()
+        .fold(html[start..end].to_owned(), |text, (entity, character)| text.replace(entity, character))
+}
+
+async fn the_configuration_a_new_key_shows_works_in_the_sdks_and_curl(backend: Backend) {
+    let Some(root) = npm_packages() else { return };
+    let Some(python) = python_sdk() else { return };
+    let upstream = crate::helpers::upstream::HttpUpstream::start();
+    let services = format!("[[service]]\nname = \"tools\"\nkind = \"http\"\nurl = \"{}\"\n", upstream.url);
+    let app = app_with_services(backend, &services).await;
+    let org = app.create_organization("Acme").await;
+    let developer = app.create_user(org, mcp_platform::domain::Role::Developer).await;
+    let browser = app.signed_in(&developer).await;
+    let fields = [("name", "laptop"), ("scope", "mcp:read"), ("scope", "mcp:write"), ("expiry", "90")];
+    let created = app.post_form(&browser, "/keys", "/keys", &fields).await;
+    assert_eq!(created.status(), 303);
+    let html = app.get(&browser, "/keys/new").await.text().await.unwrap();
+    let marker = "id=\"new-key\" class=\"secret\" value=\"";
+    let start = html.find(marker).expect("the new key is shown") + marker.len();
+    let key = &html[start..start + html[start..].find('"').unwrap()];
+    let url = app.url("/mcp/tools");
+
+    // Claude Code's command and the JSON of Cursor, VS Code and Claude Desktop, with the key.
+    assert_eq!(
+        snippet(&html, "connect-1-1"),
+        format!("claude mcp add --transport http tools {url} --header \"Authorization: Bearer {key}\"")
+    );
+    for id in ["connect-1-2", "connect-1-3", "connect-1-4"] {
+        let config: Value = serde_json::from_str(&snippet(&html, id)).unwrap();
+        assert!(config.to_string().contains(&format!("Bearer {key}")), "{config}");
+    }
+    // The SDKs' examples and curl, run as they are, with the key from the environment.
+    let dir = std::env::temp_dir().join(format!("connect-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let python_file = dir.join("list_tools.py");
+    std::fs::write(&python_file, snippet(&html, "connect-1-5")).unwrap();
+    // In the npm folder, where the SDK is installed.
+    let node_file = root.join(format!("list-tools-{}.mjs", Uuid::now_v7().simple()));
+    std::fs::write(&node_file, snippet(&html, "connect-1-6")).unwrap();
+    let runs = [
+        (python.to_str().unwrap().to_owned(), vec![python_file.to_str().unwrap().to_owned()]),
+        ("node".to_owned(), vec![node_file.to_str().unwrap().to_owned()]),
+        ("bash".to_owned(), vec!["-c".to_owned(), snippet(&html, "connect-1-7")]),
+    ];
+    let mut outputs = Vec::new();
+    for (program, args) in runs {
+        let mut run = tokio::process::Command::new(&program);
+        run.args(&args).env("MCP_PLATFORM_KEY", key).current_dir(&root);
+        outputs.push((program, run.output().await.unwrap()));
+    }
+    std::fs::remove_file(&node_file).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    for (program, output) in outputs {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("echo") && stdout.contains("whoami"),
+            "{program}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // A service's page shows the same with a placeholder: the key is on that one page only.
+    let page = app.get(&browser, "/services/tools").await.text().await.unwrap();
+    assert!(
+        snippet(&page, "connect-1")
+            .contains(&format!("{url} --header \"Authorization: Bearer <your API key>\""))
+    );
+    assert!(!page.contains(key), "the key is not on the service page");
 }
