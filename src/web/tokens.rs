@@ -34,6 +34,9 @@ pub struct TokenForm {
 pub struct TokensPage {
     layout: Layout,
     tokens: Vec<TokenRow>,
+    /// The token names the organization's services use, each with those services and whether
+    /// the user has set it.
+    needed: Vec<(String, Vec<String>, bool)>,
     service_name: String,
     errors: FieldErrors,
     notice: Option<String>,
@@ -46,12 +49,25 @@ async fn tokens_page(
     errors: FieldErrors,
     notice: Option<String>,
 ) -> Result<TokensPage, AppError> {
-    let tokens =
-        db::user_tokens::list_for_user(state.db.acquire().await?.conn(), user.organization_id, user.id)
-            .await?;
+    let mut conn = state.db.acquire().await?;
+    let tokens = db::user_tokens::list_for_user(conn.conn(), user.organization_id, user.id).await?;
+    let mut needed: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for service in db::services::catalog(conn.conn(), user.organization_id).await? {
+        if let Some(token) = service.token_service_name {
+            needed.entry(token).or_default().push(service.name);
+        }
+    }
+    let needed = needed
+        .into_iter()
+        .map(|(token, services)| {
+            let set = tokens.iter().any(|t| t.service_name == token);
+            (token, services, set)
+        })
+        .collect();
     Ok(TokensPage {
         layout: Layout::signed_in("Service tokens", "/tokens", user, state),
         tokens,
+        needed,
         service_name,
         errors,
         notice,

@@ -13,6 +13,7 @@ on_both_backends!(
     bad_token_forms_save_nothing,
     a_sealed_token_only_opens_for_its_own_row,
     rotation_reseals_every_token_and_can_resume,
+    the_token_form_offers_the_names_the_services_use,
 );
 
 const GITHUB_TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
@@ -210,4 +211,33 @@ async fn rotation_reseals_every_token_and_can_resume(backend: Backend) {
             .status(),
         200
     );
+}
+
+async fn the_token_form_offers_the_names_the_services_use(backend: Backend) {
+    use crate::helpers::gateway::add_service;
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let other = app.create_organization("Other").await;
+    add_service(&app, org, "repos", "https://mcp.example.com/repos", Some("github"), 10_000).await;
+    add_service(&app, org, "projects", "https://mcp.example.com/projects", Some("github"), 10_000).await;
+    add_service(&app, org, "issues", "https://mcp.example.com/issues", Some("linear"), 10_000).await;
+    add_service(&app, org, "weather", "https://mcp.example.com/weather", None, 10_000).await;
+    add_service(&app, other, "secret-project", "https://mcp.example.com/x", Some("jira"), 10_000).await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let browser = app.signed_in(&developer).await;
+    assert_eq!(save_token(&app, &browser, "github", GITHUB_TOKEN).await.status(), 200);
+
+    let page = app.get(&browser, "/tokens").await.text().await.unwrap();
+    let github = r#"<code>github</code>, for <a href="/services/projects">projects</a>, <a href="/services/repos">repos</a>: set"#;
+    assert!(page.contains(github), "{page}");
+    let linear =
+        r#"<code>linear</code>, for <a href="/services/issues">issues</a>: <strong>not set</strong>"#;
+    assert!(page.contains(linear), "{page}");
+    assert!(
+        page.contains(
+            r#"<datalist id="token-names"><option value="github"><option value="linear"></datalist>"#
+        )
+    );
+    // Another organization's services are not named.
+    assert!(!page.contains("jira") && !page.contains("secret-project"));
 }
