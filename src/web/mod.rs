@@ -17,6 +17,7 @@ pub mod services;
 pub mod setup;
 pub mod tokens;
 pub mod usage;
+pub mod user_agent;
 
 use actix_web::HttpResponse;
 use actix_web::http::{StatusCode, header};
@@ -82,6 +83,12 @@ pub mod filters {
     #[askama::filter_fn]
     pub fn when(moment: &DateTime<Utc>, _: &dyn askama::Values) -> askama::Result<String> {
         Ok(moment.format("%Y-%m-%d %H:%M UTC").to_string())
+    }
+
+    /// A user agent as a person knows it: `Firefox on Linux`.
+    #[askama::filter_fn]
+    pub fn browser(user_agent: &str, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(super::user_agent::in_words(user_agent))
     }
 
     /// A moment to the millisecond: `2026-11-29 21:05:07.123`.

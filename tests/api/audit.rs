@@ -90,7 +90,10 @@ async fn every_action_writes_exactly_one_row_without_secrets(backend: Backend) {
         let response = app
             .post_form(&admin, "/members", "/members/invitations", &[("email", email), ("role", "developer")])
             .await;
-        let link = value_after(&response.text().await.unwrap(), "class=\"secret\" value=\"");
+        let html = response.text().await.unwrap();
+        let start = html.find("class=\"full-link\"").expect("the link is shown");
+        let start = start + html[start..].find('>').unwrap() + 1;
+        let link = html[start..start + html[start..].find('<').unwrap()].to_owned();
         secrets.push(link.rsplit('/').next().unwrap().to_owned());
         did("invitation.created");
         if email.starts_with("gone") {

@@ -221,7 +221,7 @@ async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
     fill(page, "invite-email", "dev@acme.example").await;
     submit(page, "form[action='/members/invitations']").await;
     text_with(page, "Invitation created").await;
-    let link = page.find("input.secret").await.unwrap().prop("value").await.unwrap().unwrap();
+    let link = page.find("code.full-link").await.unwrap().text().await.unwrap();
     sign_out(page).await;
 
     // The developer joins through the link.

@@ -27,10 +27,14 @@ async fn invite(app: &TestApp, admin: &reqwest::Client, email: &str, role: &str)
     links(&response.text().await.unwrap()).remove(0)
 }
 
+/// The links a page shows whole.
 fn links(html: &str) -> Vec<String> {
-    html.split("class=\"secret\" value=\"")
+    html.split("class=\"full-link\"")
         .skip(1)
-        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+        .map(|rest| {
+            let start = rest.find('>').unwrap() + 1;
+            rest[start..start + rest[start..].find('<').unwrap()].to_owned()
+        })
         .collect()
 }
 

@@ -155,14 +155,23 @@ async fn account_page_lists_sessions_and_ends_them(backend: Backend) {
     let user = app.create_user(org, Role::Viewer).await;
     let intruder = app.create_user(org, Role::Admin).await;
     let laptop = app.signed_in(&user).await;
-    let phone = app.signed_in(&user).await;
+    let firefox = "Mozilla/5.0 (Android 14; Mobile; rv:133.0) Gecko/133.0 Firefox/133.0";
+    let phone = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .user_agent(firefox)
+        .build()
+        .unwrap();
+    assert_eq!(app.login(&phone, &user.email, &user.password).await.status(), 303);
 
     let html = app.get(&laptop, "/account").await.text().await.unwrap();
     let ids = session_ids(&html);
     assert_eq!(ids.len(), 2, "{html}");
     assert!(html.contains("this session"));
     assert!(html.contains("127.0.0.1"));
-    assert!(html.contains("mcp-platform-tests/1.0"));
+    // Browsers by name, with their whole user agent on hover.
+    assert!(html.contains(&format!(r#"<span title="{firefox}">Firefox on Android</span>"#)), "{html}");
+    assert!(html.contains(r#"<span title="mcp-platform-tests/1.0">an unknown client</span>"#), "{html}");
 
     // Another user, even an admin, cannot end these sessions: 404.
     let admin = app.signed_in(&intruder).await;
