@@ -13,3 +13,21 @@ document.addEventListener("click", (event) => {
     () => { source.select(); button.textContent = "Press Ctrl+C"; },
   );
 });
+
+// Times: each <time datetime> shows how long ago (or how soon) it is, and its exact local time
+// on hover; without this script it reads as the server wrote it, in UTC.
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+const units = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60]];
+function localise(root) {
+  for (const time of root.querySelectorAll("time[datetime]")) {
+    if (time.title) continue;
+    const moment = new Date(time.getAttribute("datetime"));
+    if (Number.isNaN(moment.getTime())) continue;
+    time.title = `${moment.toLocaleString()} (${time.textContent})`;
+    const seconds = (moment.getTime() - Date.now()) / 1000;
+    const [unit, size] = units.find(([, size]) => Math.abs(seconds) >= size) || ["second", 1];
+    time.textContent = relative.format(Math.round(seconds / size), unit);
+  }
+}
+localise(document);
+document.addEventListener("htmx:load", (event) => localise(event.target));

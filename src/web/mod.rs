@@ -79,10 +79,18 @@ pub fn public_base(state: &AppState, req: &actix_web::HttpRequest) -> String {
 pub mod filters {
     use chrono::{DateTime, Utc};
 
-    /// A moment as every page writes it: `2026-11-29 21:05 UTC`.
+    /// A moment as every page writes it: `2026-11-29 21:05 UTC`, in a `<time>` that the page's
+    /// script shows relative to now ("3 hours ago"), the exact local time on hover.
     #[askama::filter_fn]
-    pub fn when(moment: &DateTime<Utc>, _: &dyn askama::Values) -> askama::Result<String> {
-        Ok(moment.format("%Y-%m-%d %H:%M UTC").to_string())
+    pub fn when(
+        moment: &DateTime<Utc>,
+        _: &dyn askama::Values,
+    ) -> askama::Result<askama::filters::Safe<String>> {
+        let machine = moment.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        Ok(askama::filters::Safe(format!(
+            "<time datetime=\"{machine}\">{}</time>",
+            moment.format("%Y-%m-%d %H:%M UTC")
+        )))
     }
 
     /// A user agent as a person knows it: `Firefox on Linux`.

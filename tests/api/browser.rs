@@ -176,6 +176,14 @@ async fn first_run_sign_in_and_htmx_in_a_real_browser(backend: Backend) {
     // Ending the current session from the account page goes through htmx and its redirect.
     page.goto(&app.url("/account")).await.unwrap();
     text_with(page, "this session").await;
+    // Times read relative to now, the exact local time (and the server's UTC) on hover.
+    let shown = page
+        .execute("const t = document.querySelector('#sessions time'); return [t.textContent, t.title, t.getAttribute('datetime')]")
+        .await
+        .unwrap();
+    let [text, title, machine] = [0, 1, 2].map(|i| shown[i].as_str().unwrap().to_owned());
+    assert!(!text.contains("UTC") && !text.is_empty(), "not made relative: {shown}");
+    assert!(title.ends_with(" UTC)") && machine.ends_with('Z'), "{shown}");
     page.find("#sessions button").await.unwrap().click().await.unwrap();
     wait_for_path(page, "/login").await;
     page.goto(&app.url("/")).await.unwrap();

@@ -169,6 +169,8 @@ async fn account_page_lists_sessions_and_ends_them(backend: Backend) {
     assert_eq!(ids.len(), 2, "{html}");
     assert!(html.contains("this session"));
     assert!(html.contains("127.0.0.1"));
+    // Times as the server writes them, in a <time> the page's script makes relative.
+    assert!(html.contains(r#"<td><time datetime=""#) && html.contains(" UTC</time></td>"), "{html}");
     // Browsers by name, with their whole user agent on hover.
     assert!(html.contains(&format!(r#"<span title="{firefox}">Firefox on Android</span>"#)), "{html}");
     assert!(html.contains(r#"<span title="mcp-platform-tests/1.0">an unknown client</span>"#), "{html}");
