@@ -101,7 +101,13 @@ async fn forwarded_headers_decide_neither_links_nor_origins_without_a_trusted_pr
     let invited = forged(admin.post(app.url("/members/invitations")).form(&form)).send().await.unwrap();
     assert_eq!(invited.status(), 200);
     let page = invited.text().await.unwrap();
-    assert!(page.contains(&format!("value=\"{}/invitations/", app.address)), "{page}");
+    assert!(
+        page.contains(&format!(
+            "class=\"full-link\" aria-label=\"Invitation link for new@example.com\">{}/invitations/",
+            app.address
+        )),
+        "{page}"
+    );
     assert!(!page.contains("evil.test"));
     let catalog = forged(admin.get(app.url("/services"))).send().await.unwrap().text().await.unwrap();
     assert!(!catalog.contains("evil.test"));
