@@ -161,6 +161,14 @@ async fn first_run_sign_in_and_htmx_in_a_real_browser(backend: Backend) {
     let nav = page.find("nav").await.unwrap().text().await.unwrap();
     assert!(nav.contains("Dashboard") && nav.contains("Members") && nav.contains("Account"), "{nav}");
 
+    // The first Tab reaches the skip link, which shows itself with a visible focus ring.
+    page.find("body").await.unwrap().send_keys("\u{E004}").await.unwrap();
+    let focused = page
+        .execute("const a = document.activeElement; return [a.className, a.getAttribute('href'), a.getBoundingClientRect().top >= 0, getComputedStyle(a).outlineStyle]")
+        .await
+        .unwrap();
+    assert_eq!(focused, json!(["skip", "#main", true, "solid"]));
+
     // htmx is loaded from our origin under the CSP.
     let htmx = page.execute("return typeof htmx").await.unwrap();
     assert_eq!(htmx, json!("object"), "htmx did not load; is the CSP blocking it?");
