@@ -394,8 +394,12 @@ pub async fn detail(
         .ok_or(AppError::NotFound)?;
     let session =
         db::request_logs::same_session(conn.conn(), user.organization_id, &call, SESSION_MESSAGES).await?;
+    // "tools/call echo to github · Calls"
+    let what = [call.method.as_deref(), call.tool_name.as_deref()].into_iter().flatten().collect::<Vec<_>>();
+    let what = if what.is_empty() { "A message".to_owned() } else { what.join(" ") };
+    let title = format!("{what} to {} · Calls", call.service_name);
     Ok(LogPage {
-        layout: Layout::signed_in("Call", "/logs", &user, &state),
+        layout: Layout::signed_in(title, "/logs", &user, &state),
         request: pretty(call.request_body.as_ref().map(|b| b.0.as_ref())),
         response: pretty(call.response_body.as_ref().map(|b| b.0.as_ref())),
         call,

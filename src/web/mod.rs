@@ -36,7 +36,8 @@ use crate::routes::{NavLink, nav_for};
 /// What the base layout needs: the page title, the CSRF token for forms and htmx, and for
 /// signed-in users their organization, email and the navigation their role may use.
 pub struct Layout {
-    pub title: &'static str,
+    /// Names the page: a fixed name, or one of the thing it shows.
+    pub title: std::borrow::Cow<'static, str>,
     pub path: &'static str,
     pub csrf_token: String,
     pub user: Option<CurrentUser>,
@@ -45,13 +46,13 @@ pub struct Layout {
 
 impl Layout {
     pub fn signed_in(
-        title: &'static str,
+        title: impl Into<std::borrow::Cow<'static, str>>,
         path: &'static str,
         user: &CurrentUser,
         state: &AppState,
     ) -> Layout {
         Layout {
-            title,
+            title: title.into(),
             path,
             csrf_token: state.csrf.token(user.session_id),
             user: Some(user.clone()),
@@ -60,7 +61,13 @@ impl Layout {
     }
 
     pub fn public(title: &'static str, path: &'static str, session: &WebSession, state: &AppState) -> Layout {
-        Layout { title, path, csrf_token: state.csrf.token(session.id()), user: None, nav: Vec::new() }
+        Layout {
+            title: title.into(),
+            path,
+            csrf_token: state.csrf.token(session.id()),
+            user: None,
+            nav: Vec::new(),
+        }
     }
 }
 

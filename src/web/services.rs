@@ -371,7 +371,7 @@ async fn detail_page(
     let page = DetailPage {
         health,
         last_error,
-        layout: Layout::signed_in("Service", "/services", user, state),
+        layout: Layout::signed_in(format!("{} · Services", service.name), "/services", user, state),
         snippets: connect::snippets(&service.name, &gateway_url, connect::KEY_PLACEHOLDER),
         gateway_url,
         has_token,

@@ -129,6 +129,10 @@ async fn the_explorer_filters_and_finds_a_call_by_its_correlation_id(backend: Ba
     );
     assert!(call.contains("Messages of the same session") && call.contains("(this call)"));
     assert!(
+        call.contains("<title>tools/call fail to tools · Calls · MCP Platform</title>"),
+        "the title names the call"
+    );
+    assert!(
         call.matches("<a href=\"/logs/").count() >= 3,
         "initialize, initialized and echo of the same session"
     );

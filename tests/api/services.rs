@@ -46,6 +46,10 @@ async fn admins_define_http_services_that_members_see(backend: Backend) {
     let catalog = app.get(&developer, "/services").await.text().await.unwrap();
     assert!(catalog.contains("<code>tracker</code>") && catalog.contains("your organization"));
     let detail = app.get(&developer, "/services/tracker").await.text().await.unwrap();
+    assert!(
+        detail.contains("<title>tracker · Services · MCP Platform</title>"),
+        "the title names the service"
+    );
     assert!(detail.contains(&format!("value=\"{}/mcp/tracker\"", app.address)), "gateway URL shown");
     assert!(
         detail.contains("X-Team: ••••") && !detail.contains("platform-secret-header-value"),
