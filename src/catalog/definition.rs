@@ -86,15 +86,18 @@ impl std::fmt::Display for CredentialPlacement {
     }
 }
 
+/// Whether `name` is an HTTP field name (RFC 9110 `token`).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// `Name: value` with a valid, non-reserved header name and a value without line breaks.
 fn parse_header_line(line: &str) -> Result<(String, String), String> {
     let Some((name, value)) = line.split_once(':') else {
         return Err(format!("\"{}\" is not a Name: value header", line.trim()));
     };
     let (name, value) = (name.trim(), value.trim());
-    let valid_name = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid_name {
+    if !is_header_name(name) {
         return Err(format!("\"{name}\" is not a valid header name"));
     }
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {

@@ -509,18 +509,6 @@ pub(super) async fn relay(
         let result = era::discover_result(&initialized, era::DISCOVER_TTL.as_millis() as u64);
         return Ok(whole_answer(&[json!({ "jsonrpc": "2.0", "id": id, "result": result })], None));
     }
-    // Stateless clients share the gateway's session, and each numbers its requests its own way:
-    // the request goes under an id of the gateway's, and its answer comes back under the client's.
-    let bridged_id = json!(format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
-    let (message, body) = match &call.message {
-        Message::Request { method, params, .. } => {
-            let params = params.as_ref().map(|params| era::for_legacy_upstream(params, &bridged_id));
-            let request = Request { jsonrpc: "2.0", id: &bridged_id, method, params: params.as_ref() };
-            let body = serde_json::to_vec(&request).expect("a JSON value serializes");
-            (Message::Request { id: bridged_id.clone(), method: method.clone(), params }, body.into())
-        }
-        _ => (call.message.clone(), call.body.clone()),
-    };
     if call.is_listen() {
         return listen(state, call, modern, credential, record).await;
     }
@@ -553,6 +541,18 @@ pub(super) async fn relay(
         let Awaiting { upstream, bridged_id, reader, status, .. } = awaiting;
         return finish(state, call, modern, credential, &upstream, reader, bridged_id, status, record).await;
     }
+    // Stateless clients share the gateway's session, and each numbers its requests its own way:
+    // the request goes under an id of the gateway's, and its answer comes back under the client's.
+    let bridged_id = json!(format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+    let (message, body) = match &call.message {
+        Message::Request { method, params, .. } => {
+            let params = params.as_ref().map(|params| era::for_legacy_upstream(params, &bridged_id));
+            let request = Request { jsonrpc: "2.0", id: &bridged_id, method, params: params.as_ref() };
+            let body = serde_json::to_vec(&request).expect("a JSON value serializes");
+            (Message::Request { id: bridged_id.clone(), method: method.clone(), params }, body.into())
+        }
+        _ => (call.message.clone(), call.body.clone()),
+    };
     let mut forgotten = false;
     loop {
         let bridged = open(state, call, modern, credential, record).await?;

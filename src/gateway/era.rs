@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::jsonrpc::{self, Message};
 use super::refusal::{PROTOCOL_HEADER, Refusal};
+use crate::catalog::definition::is_header_name;
 
 /// The stateless revision.
 pub const MODERN_VERSION: &str = "2026-07-28";
@@ -216,7 +217,7 @@ fn marked_in(schema: &Value, value: Option<&Value>, headers: &mut Vec<(String, S
     let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
     for (name, property) in properties {
         let value = value.and_then(|v| v.get(name));
-        let header = property.get("x-mcp-header").and_then(Value::as_str).filter(|h| is_token(h));
+        let header = property.get("x-mcp-header").and_then(Value::as_str).filter(|h| is_header_name(h));
         let text = match value {
             Some(Value::String(text)) => Some(text.clone()),
             Some(Value::Bool(flag)) => Some(flag.to_string()),
@@ -228,11 +229,6 @@ fn marked_in(schema: &Value, value: Option<&Value>, headers: &mut Vec<(String, S
         }
         marked_in(property, value, headers);
     }
-}
-
-/// Whether `name` is an HTTP field name (RFC 9110 `token`).
-fn is_token(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The message with the `_meta` a 2026-07-28 upstream needs, for a client that declared its
