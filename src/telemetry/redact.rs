@@ -165,15 +165,57 @@ pub fn redact_json(value: &mut Value, known: &[&str]) {
     }
 }
 
-/// Redacts a body: as JSON when it parses, as text otherwise.
+/// Redacts a body: as JSON when it parses, each message of an event stream as JSON, and as
+/// text otherwise. A body that holds nothing to redact is kept as it is, without being parsed.
 pub fn redact_body(body: &str, known: &[&str]) -> String {
-    match serde_json::from_str::<Value>(body) {
-        Ok(mut value) => {
-            redact_json(&mut value, known);
-            serde_json::to_string(&value).expect("a JSON value serializes")
-        }
-        Err(_) => redact_text(body, known).into_owned(),
+    if holds_nothing_to_redact(body, known) {
+        return body.to_owned();
     }
+    if let Ok(mut value) = serde_json::from_str::<Value>(body) {
+        redact_json(&mut value, known);
+        return serde_json::to_string(&value).expect("a JSON value serializes");
+    }
+    if !is_event_stream(body) {
+        return redact_text(body, known).into_owned();
+    }
+    let mut redacted = String::with_capacity(body.len());
+    for line in body.split_inclusive('\n') {
+        let data = line.strip_prefix("data:").map(str::trim);
+        match data.and_then(|data| serde_json::from_str::<Value>(data).ok()) {
+            Some(mut message) => {
+                redact_json(&mut message, known);
+                redacted.push_str("data: ");
+                redacted.push_str(&serde_json::to_string(&message).expect("a JSON value serializes"));
+                redacted.push_str(if line.ends_with('\n') { "\n" } else { "" });
+            }
+            None => redacted.push_str(&redact_text(line, known)),
+        }
+    }
+    redacted
+}
+
+/// Whether a body begins as an SSE stream does.
+fn is_event_stream(body: &str) -> bool {
+    let first = body.trim_start().lines().next().unwrap_or_default();
+    ["data:", "id:", "event:", "retry:", ":"].iter().any(|field| first.starts_with(field))
+}
+
+/// What in a body's text may make redaction change it: a sensitive word in any case (each
+/// sensitive key holds one, and each sensitive pair ends in "key"), an escape or a non-ASCII
+/// character (which could spell one), a credential format or a URL credential (which the
+/// text's JSON strings could hold). Without any of these or a known secret, there is nothing to
+/// redact.
+static MAY_NEED_REDACTION: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
+    let words: Vec<&str> = SENSITIVE_WORDS.iter().copied().chain(["key"]).collect();
+    regex::bytes::Regex::new(&format!(r"(?i-u){}|\\|[\x80-\xff]", words.join("|")))
+        .expect("the redaction pre-check compiles")
+});
+
+fn holds_nothing_to_redact(body: &str, known: &[&str]) -> bool {
+    !MAY_NEED_REDACTION.is_match(body.as_bytes())
+        && !known.iter().any(|secret| secret.len() >= 4 && body.contains(secret))
+        && !PATTERNS.is_match(body)
+        && !URL_CREDENTIALS.is_match(body)
 }
 
 /// A header's value as it may be recorded.
@@ -389,6 +431,46 @@ mod tests {
     fn bodies_that_are_not_json_are_redacted_as_text() {
         let body = "not json: password=hunter2 ghp_16C7e42F292c6912E7710c838347Ae178B4a";
         assert_eq!(redact_body(body, &["hunter2"]), format!("not json: password={REDACTED} {REDACTED}"));
+    }
+
+    #[test]
+    fn each_message_of_an_event_stream_is_redacted_as_json() {
+        let body = "id: 0/0\nretry: 3000\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"structuredContent\":{\"password\":\"hunter2\",\"user\":\"ada\"}}}\nid: 1/0\n\n";
+        let redacted = redact_body(body, &[]);
+        assert_eq!(
+            redacted,
+            format!(
+                "id: 0/0\nretry: 3000\n\ndata: {{\"id\":2,\"jsonrpc\":\"2.0\",\"result\":{{\"structuredContent\":{{\"password\":\"{REDACTED}\",\"user\":\"ada\"}}}}}}\nid: 1/0\n\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_body_is_kept_as_it_is_only_when_redaction_would_not_change_it() {
+        let kept = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"bench"}}}"#,
+            "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[]}}\n\n",
+            "plain text",
+        ];
+        for body in kept {
+            assert!(holds_nothing_to_redact(body, &["injected-secret"]), "{body}");
+            assert_eq!(redact_body(body, &["injected-secret"]), body);
+        }
+        // Each of these is changed by redaction, or could be: the full path looks at it.
+        let looked_at = [
+            r#"{"api_key":"x"}"#,
+            r#"{"PrivateKey":"x"}"#,
+            r#"{"\u0074oken":"x"}"#,
+            "{\"api\u{212A}ey\":\"x\"}",
+            r#"{"a":"http://x","b":"y:z@w"}"#,
+            r#"{"note":"ghp_16C7e42F292c6912E7710c838347Ae178B4a"}"#,
+            r#"{"echo":"injected-secret"}"#,
+        ];
+        for body in looked_at {
+            assert!(!holds_nothing_to_redact(body, &["injected-secret"]), "{body}");
+        }
+        assert_eq!(redact_body(r#"{"\u0074oken":"x"}"#, &[]), format!(r#"{{"token":"{REDACTED}"}}"#));
+        assert_eq!(redact_body(r#"{"a":"http://x","b":"y:z@w"}"#, &[]), r#"{"a":"http://x","b":"y:z@w"}"#);
     }
 
     #[test]
