@@ -247,15 +247,20 @@ pub(super) fn is_answer(message: &Value) -> bool {
 
 /// Every message of an answer, read to its end; `None` when it broke off.
 pub(super) async fn messages_of(body: Body) -> Option<Vec<Value>> {
+    Some(messages_in(&text_of(body).await?))
+}
+
+/// An answer's whole text; `None` if it broke off.
+pub(super) async fn text_of(body: Body) -> Option<String> {
     match body {
-        Body::Empty => Some(Vec::new()),
-        Body::Whole(text) => Some(messages_in(&text)),
+        Body::Empty => Some(String::new()),
+        Body::Whole(text) => Some(text),
         Body::Stream { mut chunks, .. } => {
             let mut text = Vec::new();
             while let Some(chunk) = chunks.next().await {
                 text.extend_from_slice(&chunk.ok()?);
             }
-            Some(messages_in(&String::from_utf8_lossy(&text)))
+            Some(String::from_utf8_lossy(&text).into_owned())
         }
     }
 }
@@ -304,5 +309,15 @@ pub(super) fn whole_answer(messages: &[Value], opened: Option<UpstreamSession>) 
         content_type: Some(content_type.to_owned()),
         opened,
         body: Body::Whole(body),
+    }
+}
+
+/// One message, already JSON text, as the whole answer.
+pub(super) fn json_answer(text: String) -> Relayed {
+    Relayed {
+        status: StatusCode::OK,
+        content_type: Some("application/json".to_owned()),
+        opened: None,
+        body: Body::Whole(text),
     }
 }

@@ -10,24 +10,27 @@
 //! it declared. Wires the relay and answer phases, like `endpoint` and `probe`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use actix_web::http::StatusCode;
 use actix_web::web;
 use base64::Engine;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use memchr::memmem::Finder;
 use serde_json::{Value, json};
 use sha2::Digest;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::answer::{Body, Relayed, broken_off, keep_offered, messages_of, sse_event, whole_answer};
+use super::answer::{
+    Body, Relayed, broken_off, json_answer, keep_offered, messages_of, sse_event, text_of, whole_answer,
+};
 use super::cache::LoadedService;
 use super::call::{Call, Caller, Credential};
 use super::era::{self, BRIDGED_VERSION, Era, Modern};
 use super::jsonrpc::{self, Message};
-use super::record::{CallRecord, messages_in};
+use super::record::{CallRecord, texts_in};
 use super::refusal::{NOT_FOUND, Refusal, SSE};
 use super::relay::{self, Streamed};
 use super::sessions::{
@@ -737,7 +740,6 @@ async fn open(
     credential: &Credential,
     record: &mut CallRecord,
 ) -> Result<Bridged, Refusal> {
-    let capabilities = bridged_capabilities(&modern.capabilities);
     let Some(key) = call.caller.key_id else {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
@@ -746,7 +748,7 @@ async fn open(
         ));
     };
     // Capabilities are the client's to write: they enter the id as a digest.
-    let declared = sha2::Sha256::digest(capabilities.to_string().as_bytes());
+    let declared = sha2::Sha256::digest(serde_json::to_vec(&modern.capabilities).unwrap_or_default());
     let declared = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&declared[..12]);
     // A stdio child serves its user whichever key they call with (the cap per user counts
     // children); an HTTP upstream's session is the key's.
@@ -759,6 +761,7 @@ async fn open(
         return Ok(bridged);
     }
 
+    let capabilities = bridged_capabilities(&modern.capabilities);
     let client_info = modern.client_info.clone().unwrap_or_else(gateway_info);
     let initialize = json!({ "jsonrpc": "2.0", "id": "mcp-platform-bridge", "method": "initialize",
         "params": { "protocolVersion": BRIDGED_VERSION, "capabilities": capabilities, "clientInfo": client_info } });
@@ -891,7 +894,16 @@ async fn finish(
                 }
                 return Ok(whole_answer(&[answer], None));
             }
-            Stop::Done(mut messages) => {
+            Stop::Done(texts) => {
+                // The one answer of most calls is written as it came, under the client's id.
+                if let [text] = texts.as_slice()
+                    && !era::is_cacheable(&method)
+                    && let Some(answer) = era::answer_as_modern(text, &bridged_id, &id)
+                {
+                    return Ok(json_answer(answer).with_status(status));
+                }
+                let mut messages: Vec<Value> =
+                    texts.iter().filter_map(|text| serde_json::from_str(text).ok()).collect();
                 // Under the client's id and progress token again.
                 for message in &mut messages {
                     if message.get("id") == Some(&bridged_id) {
@@ -930,6 +942,11 @@ fn resumed_state(call: &Call) -> Option<String> {
     Some(params.get("requestState")?.as_str().unwrap_or_default().to_owned())
 }
 
+/// What `Reader` looks for, each built once: the end of an event, and what a request holds.
+static EVENT_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+static METHOD_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"method\""));
+static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
+
 /// An upstream's answer read message by message, kept while its client is asked something.
 pub(super) struct Reader {
     chunks: Option<BoxStream<'static, Result<web::Bytes, super::answer::Broken>>>,
@@ -937,17 +954,17 @@ pub(super) struct Reader {
     /// What arrived of the event being read (without carriage returns, which JSON text holds
     /// only escaped and SSE only at line ends).
     pending: Vec<u8>,
-    /// Messages read and not yet taken.
-    queued: VecDeque<Value>,
+    /// Messages read and not yet taken, as the upstream wrote them.
+    queued: VecDeque<String>,
     /// The messages of the answer taken so far.
-    read: Vec<Value>,
+    read: Vec<String>,
 }
 
 enum Stop {
     /// The upstream asks the client this (a JSON-RPC request).
     Asks(Value),
-    /// The answer ended: every message it had.
-    Done(Vec<Value>),
+    /// The answer ended: every message it had, as the upstream wrote it.
+    Done(Vec<String>),
 }
 
 impl Reader {
@@ -961,22 +978,32 @@ impl Reader {
 
     /// The answer's next message; `None` at its end.
     async fn message(&mut self) -> Result<Option<Value>, Refusal> {
-        loop {
-            if let Some(message) = self.queued.pop_front() {
+        while let Some(text) = self.text().await? {
+            if let Ok(message) = serde_json::from_str(&text) {
                 return Ok(Some(message));
             }
+        }
+        Ok(None)
+    }
+
+    /// The text of the answer's next message; `None` at its end.
+    async fn text(&mut self) -> Result<Option<String>, Refusal> {
+        loop {
+            if let Some(text) = self.queued.pop_front() {
+                return Ok(Some(text));
+            }
             if let Some(body) = self.whole.take() {
-                self.queued.extend(messages_of(body).await.ok_or_else(broken_off)?);
+                self.queue(&text_of(body).await.ok_or_else(broken_off)?);
                 continue;
             }
-            if let Some(end) = memchr::memmem::find(&self.pending, b"\n\n") {
+            if let Some(end) = EVENT_END.find(&self.pending) {
                 let event: Vec<u8> = self.pending.drain(..end + 2).collect();
-                self.queued.extend(messages_in(&String::from_utf8_lossy(&event)));
+                self.queue(&String::from_utf8_lossy(&event));
                 continue;
             }
             let Some(chunks) = self.chunks.as_mut() else {
                 let rest = std::mem::take(&mut self.pending);
-                self.queued.extend(messages_in(&String::from_utf8_lossy(&rest)));
+                self.queue(&String::from_utf8_lossy(&rest));
                 return Ok(self.queued.pop_front());
             };
             match chunks.next().await {
@@ -990,13 +1017,24 @@ impl Reader {
         }
     }
 
+    fn queue(&mut self, captured: &str) {
+        self.queued.extend(texts_in(captured).into_iter().map(str::to_owned));
+    }
+
     /// Reads on to the answer's end, or to a request of the client.
     async fn next(&mut self) -> Result<Stop, Refusal> {
-        while let Some(message) = self.message().await? {
-            if message.get("method").is_some() && message.get("id").is_some() {
+        while let Some(text) = self.text().await? {
+            // Only a text that names a method can be a request (a key may be escaped).
+            let may_ask =
+                METHOD_KEY.find(text.as_bytes()).is_some() || ESCAPE.find(text.as_bytes()).is_some();
+            if may_ask
+                && let Ok(message) = serde_json::from_str::<Value>(&text)
+                && message.get("method").is_some()
+                && message.get("id").is_some()
+            {
                 return Ok(Stop::Asks(message));
             }
-            self.read.push(message);
+            self.read.push(text);
         }
         Ok(Stop::Done(std::mem::take(&mut self.read)))
     }

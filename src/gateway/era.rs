@@ -4,9 +4,13 @@
 //! headers that must match the body. This module tells the eras apart, applies the 2026-07-28
 //! transport rules, and stamps the results a modern client gets.
 
+use std::sync::LazyLock;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use base64::Engine;
+use memchr::memmem::Finder;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::jsonrpc::{self, Message};
@@ -371,8 +375,46 @@ pub fn stamp(message: &mut Value, method: &str) {
     }
 }
 
+/// A legacy upstream's answer (JSON text) to the request the gateway sent under `sent_id`, as
+/// the modern client that sent it under `id` gets it, written around the upstream's text rather
+/// than parsed and written again: a result is stamped as `stamp` does for a method that carries
+/// no caching hints. `None` when the text is not such an answer, or its result is stamped already.
+pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        id: Value,
+        #[serde(borrow)]
+        result: Option<&'a RawValue>,
+        #[serde(borrow)]
+        error: Option<&'a RawValue>,
+        method: Option<serde::de::IgnoredAny>,
+    }
+    let answer: Answer = serde_json::from_str(text).ok()?;
+    if answer.id != *sent_id || answer.method.is_some() {
+        return None;
+    }
+    let id = serde_json::to_string(id).ok()?;
+    match (answer.result, answer.error) {
+        (Some(result), None) => {
+            let members = result.get().trim_start().strip_prefix('{')?;
+            if RESULT_TYPE_KEY.find(members.as_bytes()).is_some() {
+                return None;
+            }
+            let comma = if members.trim_start().starts_with('}') { "" } else { "," };
+            Some(format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"complete"{comma}{members}}}"#
+            ))
+        }
+        (None, Some(error)) => Some(format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{}}}"#, error.get())),
+        _ => None,
+    }
+}
+
 /// The `requestState` of the gateway's own question for a missing token.
 const ASKED_FOR_TOKEN: &str = "mcp-platform:token";
+static ASKED_FOR_TOKEN_FINDER: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(ASKED_FOR_TOKEN.as_bytes()));
+static RESULT_TYPE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"resultType\""));
 
 /// Whether the client declared that it can send its user to a URL (URL-mode elicitation).
 pub fn opens_urls(era: &Era) -> bool {
@@ -393,7 +435,7 @@ pub fn asking_for_token(id: &Value, url: &str, message: &str) -> Value {
 /// A retry that carries the answer to the gateway's own question, without that answer (the
 /// service did not ask); `None` for every other message.
 pub fn without_answers_for_gateway(body: &[u8]) -> Option<Vec<u8>> {
-    memchr::memmem::find(body, ASKED_FOR_TOKEN.as_bytes())?;
+    ASKED_FOR_TOKEN_FINDER.find(body)?;
     let mut message: Value = serde_json::from_slice(body).ok()?;
     let params = message.get_mut("params")?.as_object_mut()?;
     if params.get("requestState").and_then(Value::as_str) != Some(ASKED_FOR_TOKEN) {
@@ -583,6 +625,34 @@ mod tests {
         assert_eq!(relayed, json!({"name":"echo", "_meta":{"progressToken":"g-1"}}));
         let params = json!({"_meta":{META_VERSION: MODERN_VERSION}});
         assert_eq!(for_legacy_upstream(&params, &json!("g-1")), json!({}));
+    }
+
+    #[test]
+    fn an_answer_written_around_the_upstreams_text_is_the_stamped_answer() {
+        let sent = json!("mcp-platform-7");
+        let modern = |text: &str| answer_as_modern(text, &sent, &json!(42));
+        for text in [
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-7","result":{"content":[{"type":"text","text":"a \"method\""}]}}"#,
+            r#"{"result": {} ,"id":"mcp-platform-7","jsonrpc":"2.0"}"#,
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-7","error":{"code":-32602,"message":"bad"}}"#,
+        ] {
+            let mut expected: Value = serde_json::from_str(text).unwrap();
+            expected["id"] = json!(42);
+            stamp(&mut expected, "tools/call");
+            let written = modern(text).unwrap_or_else(|| panic!("not written: {text}"));
+            assert_eq!(serde_json::from_str::<Value>(&written).unwrap(), expected, "{text}");
+        }
+        // What it cannot write as it is: another request's answer, a request, a stamped result.
+        for text in [
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-8","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-7","method":"roots/list"}"#,
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-7","result":{"resultType":"input_required"}}"#,
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-7","result":[]}"#,
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-7"}"#,
+            "not json",
+        ] {
+            assert_eq!(modern(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -149,14 +149,17 @@ impl CallRecord {
 
 /// The messages of a captured answer (plain JSON or SSE events).
 pub fn messages_in(captured: &str) -> Vec<Value> {
+    texts_in(captured).into_iter().filter_map(|text| serde_json::from_str(text).ok()).collect()
+}
+
+/// The text of each message in a captured answer (a JSON body or the `data:` lines of SSE).
+pub fn texts_in(captured: &str) -> Vec<&str> {
     if captured.trim_start().starts_with('{') {
-        serde_json::from_str(captured).ok().into_iter().collect()
+        vec![captured]
     } else {
-        captured
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .filter_map(|data| serde_json::from_str(data.trim()).ok())
-            .collect()
+        // (An event without data, as a stream's priming event, holds no message.)
+        let data = captured.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim);
+        data.filter(|text| !text.is_empty()).collect()
     }
 }
 
