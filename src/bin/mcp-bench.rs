@@ -9,6 +9,11 @@
 //!
 //! cargo build --release --features test-upstream --bins && target/release/mcp-bench [--calls 2000 --rounds 3]
 //! (build every binary: the benchmark starts the platform and the upstream from beside itself)
+//!
+//! `--path session|relayed|bridged|session-to-legacy` measures one path alone instead, at 4,000
+//! requests a second with 16 clients, and prints the platform's CPU per call: the figure to
+//! compare across builds or paths, in several runs taken in turn (the machine's spread between
+//! runs is 10-20%).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -25,6 +30,11 @@ use mcp_platform::domain::{Email, Role};
 use mcp_platform::ids::{KeyId, OrgId, ServiceId, UserId};
 use serde_json::json;
 use uuid::Uuid;
+
+/// The paths `--path` measures alone: 2025-11-25 sessions, 2026-07-28 requests relayed as they
+/// are, bridged to the upstream pinned to 2025-11-25, and sessions with that upstream.
+const PATHS: [&str; 4] = ["session", "relayed", "bridged", "session-to-legacy"];
+const PATH_PACE: f64 = 4000.0;
 
 struct Killed(Child);
 
@@ -273,6 +283,12 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let calls = flag(&args, "--calls", 2000);
     let rounds = flag(&args, "--rounds", 3);
+    let path = args.iter().position(|a| a == "--path").and_then(|i| args.get(i + 1)).cloned();
+    if let Some(path) = &path
+        && !PATHS.contains(&path.as_str())
+    {
+        bail!("--path is one of {}, not {path}", PATHS.join(", "));
+    }
     let dir = std::env::temp_dir().join(format!("mcp-bench-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
 
@@ -290,6 +306,26 @@ async fn main() -> anyhow::Result<()> {
     let gateway_url = format!("{base}/mcp/echo");
     let bridged_url = format!("{base}/mcp/legacy-echo");
 
+    if let Some(path) = path {
+        let (url, stateless) = match path.as_str() {
+            "session" => (&gateway_url, false),
+            "relayed" => (&gateway_url, true),
+            "bridged" => (&bridged_url, true),
+            _ => (&bridged_url, false),
+        };
+        // A first round to warm up, not counted.
+        for counted in [false, true] {
+            let before = cpu_time(pid);
+            for _ in 0..if counted { rounds } else { 1 } {
+                round(url, Some(&key), calls, 16, stateless, Some(PATH_PACE)).await?;
+            }
+            if counted {
+                let per_call = (cpu_time(pid) - before).as_secs_f64() * 1e6 / (calls * rounds) as f64;
+                println!("{path} at {PATH_PACE} req/s: platform CPU per call {per_call:.1} us");
+            }
+        }
+        return Ok(());
+    }
     let mut report = serde_json::Map::new();
     let mut gateway_messages = 0usize;
     for concurrency in [1usize, 16] {
