@@ -324,11 +324,14 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The request path as it may appear in a log: invitation tokens are cut out, and anything else
-/// (a gateway path is whatever the client sent) is redacted like a body.
+/// The request path as it may appear in a log: the tokens of invitation and password-reset
+/// links are cut out, and anything else (a gateway path is whatever the client sent) is
+/// redacted like a body.
 fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
-    if path.starts_with("/invitations/") {
-        return "/invitations/[token]".into();
+    for linked in ["/invitations/", "/password-reset/"] {
+        if path.starts_with(linked) {
+            return format!("{linked}[token]").into();
+        }
     }
     crate::telemetry::redact::redact_text(path, &[])
 }

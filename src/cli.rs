@@ -1,5 +1,5 @@
-//! The command line: `serve` (the default), `migrate`, `rotate-key`, `admin create`, `org set-plan`
-//! and `dev seed`.
+//! The command line: `serve` (the default), `migrate`, `rotate-key`, `admin create`,
+//! `admin reset-password`, `org set-plan` and `dev seed`.
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -101,6 +101,12 @@ enum AdminCommand {
         #[arg(long)]
         email: String,
     },
+    /// Print a single-use link, valid for 24 hours, with which this account's owner chooses a
+    /// new password (on the public URL); their earlier links stop working
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 /// Errors that end the process: bad configuration (exit 2) or a failure while running (exit 1).
@@ -166,6 +172,9 @@ async fn execute(command: Command, config: Config) -> Result<(), Failure> {
         Command::RotateKey { resume, batch_size } => rotate_key(config, resume, batch_size).await,
         Command::Admin { command: AdminCommand::Create { org, email } } => {
             admin_create(config, &org, &email).await
+        }
+        Command::Admin { command: AdminCommand::ResetPassword { email } } => {
+            reset_password(config, &email).await
         }
         Command::Org { command: OrgCommand::SetPlan { org, plan } } => set_plan(config, &org, &plan).await,
         Command::Dev { command: DevCommand::Seed { org, requests, days, force } } => {
@@ -257,6 +266,50 @@ async fn admin_create(config: Config, org: &str, email: &str) -> Result<(), Fail
     tx.commit().await.context("cannot commit")?;
     db.close().await;
     eprintln!("created admin {email} in organization \"{}\"", name.as_str());
+    Ok(())
+}
+
+async fn reset_password(config: Config, email: &str) -> Result<(), Failure> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let db = Db::connect(&config.database).await?;
+    db.migrate().await?;
+    let now = SystemClock.now();
+    let mut tx = db.begin().await.context("cannot start a transaction")?;
+    let Some(account) = db::users::credentials_by_email(tx.conn(), &email).await.context("lookup failed")?
+    else {
+        return Err(anyhow::anyhow!("--email: there is no account with the email {email}").into());
+    };
+    if !account.is_active {
+        return Err(anyhow::anyhow!(
+            "--email: the account {email} is deactivated; an admin of its organization reactivates it first"
+        )
+        .into());
+    }
+    let base = config.origin(config.bind.port());
+    let (reset, url) = crate::web::password_reset::issue_link(
+        tx.conn(),
+        account.organization_id,
+        account.id,
+        None,
+        &base,
+        now,
+    )
+    .await
+    .context("cannot store the link")?;
+    let entry = db::audit::Entry {
+        organization_id: Some(account.organization_id),
+        target_id: Some(account.id.to_string()),
+        after: Some(serde_json::json!({ "email": email.as_str(), "reset": reset, "by": "operator" })),
+        ..db::audit::Entry::new(db::audit::Action::PasswordResetIssued)
+    };
+    db::audit::record(tx.conn(), entry, now).await.context("cannot audit")?;
+    tx.commit().await.context("cannot commit")?;
+    db.close().await;
+    eprintln!(
+        "a password-reset link for {email}, valid for {} hours (it works once; their sessions end when it is used):",
+        crate::web::password_reset::RESET_HOURS
+    );
+    println!("{url}");
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use crate::auth::gate::gate;
 use crate::domain::Role;
 use crate::web::{
     account, assets, audit_trail, health, home, invitations, keys, login, logs, members, organization,
-    services, setup, tokens, usage,
+    password_reset, services, setup, tokens, usage,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/members/{id}/deactivate", ADMIN, members::deactivate),
     route!(Post "/members/{id}/reactivate", ADMIN, members::reactivate),
     route!(Post "/members/{id}/erase-logs", ADMIN, members::erase_logs),
+    route!(Post "/members/{id}/password-reset", ADMIN, password_reset::issue),
+    route!(Get "/password-reset/{token}", PUBLIC, password_reset::form),
+    route!(Post "/password-reset/{token}", PUBLIC, password_reset::submit),
     route!(Get "/usage", VIEWER, usage::show, nav = "Usage"),
     route!(Get "/logs", DEVELOPER, logs::list, nav = "Request log"),
     route!(Get "/logs/export.csv", DEVELOPER, logs::export_csv),

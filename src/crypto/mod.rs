@@ -20,3 +20,9 @@ pub fn random_token() -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
 }
+
+/// What is stored of a link's bearer token (an invitation, a password reset): its SHA-256.
+pub fn link_token_hash(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}

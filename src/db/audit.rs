@@ -30,6 +30,10 @@ pub enum Action {
     MemberReactivated,
     /// An admin erased the member's request logs.
     MemberLogsErased,
+    /// An admin (or the operator) issued a link to choose a new password.
+    PasswordResetIssued,
+    /// A member chose a new password with such a link.
+    PasswordReset,
     ApiKeyCreated,
     ApiKeyRevoked,
     ApiKeyRolled,
@@ -62,6 +66,8 @@ impl Action {
             Action::MemberDeactivated => "member.deactivated",
             Action::MemberReactivated => "member.reactivated",
             Action::MemberLogsErased => "member.logs_erased",
+            Action::PasswordResetIssued => "member.password_reset_issued",
+            Action::PasswordReset => "account.password_reset",
             Action::ApiKeyCreated => "api_key.created",
             Action::ApiKeyRevoked => "api_key.revoked",
             Action::ApiKeyRolled => "api_key.rolled",
@@ -83,7 +89,9 @@ impl Action {
             | Action::MemberRoleChanged
             | Action::MemberDeactivated
             | Action::MemberReactivated
-            | Action::MemberLogsErased => "user",
+            | Action::MemberLogsErased
+            | Action::PasswordResetIssued
+            | Action::PasswordReset => "user",
             Action::SessionEnded => "session",
             Action::OrganizationCreated | Action::OrganizationUpdated | Action::PlanChanged => "organization",
             Action::InvitationCreated | Action::InvitationRevoked | Action::InvitationAccepted => {

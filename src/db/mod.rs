@@ -11,6 +11,7 @@ pub mod compact_time;
 pub mod invitations;
 pub mod login_failures;
 pub mod organizations;
+pub mod password_resets;
 pub mod request_logs;
 pub mod services;
 pub mod sessions;

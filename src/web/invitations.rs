@@ -5,12 +5,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::ids::UserId;
@@ -48,7 +45,7 @@ pub struct GonePage {
 /// The invitation behind a link: `Some` when it can still be used, `None` when it was used,
 /// revoked or has expired, 404 when there is no such link.
 async fn lookup(state: &AppState, token: &str) -> Result<Option<Invitation>, AppError> {
-    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let hash = crate::crypto::link_token_hash(token);
     let found = db::invitations::find_by_token_hash(state.db.acquire().await?.conn(), &hash).await?;
     let invitation = found.ok_or(AppError::NotFound)?;
     Ok(invitation.usable(state.clock.now()).then_some(invitation))
@@ -203,8 +200,8 @@ async fn create_invitation(
     role: Role,
     now: DateTime<Utc>,
 ) -> Result<NewLink, AppError> {
-    let token = URL_SAFE_NO_PAD.encode(crate::crypto::random_bytes::<32>());
-    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let token = crate::crypto::random_token();
+    let hash = crate::crypto::link_token_hash(&token);
     let id = Uuid::now_v7();
     let expires_at = now + Duration::days(INVITATION_DAYS);
     let invitation = db::invitations::NewInvitation {

@@ -140,7 +140,7 @@ async fn keeps_an_admin(tx: &mut Tx, user: &CurrentUser, member: &User) -> Resul
     Ok(db::users::count_active_admins(tx.conn(), user.organization_id).await? > 1)
 }
 
-async fn refuse_on_row(
+pub(super) async fn refuse_on_row(
     state: &AppState,
     user: &CurrentUser,
     id: UserId,

@@ -13,6 +13,7 @@ pub mod login;
 pub mod logs;
 pub mod members;
 pub mod organization;
+pub mod password_reset;
 pub mod services;
 pub mod setup;
 pub mod tokens;

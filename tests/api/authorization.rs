@@ -61,6 +61,11 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         // The link holder may open it, whoever they are; the empty password is refused.
         (Get, "/invitations/{token}") => all(Status(200)),
         (Post, "/invitations/{token}") => all(Status(422)),
+        (Get, "/password-reset/{token}") => all(Status(200)),
+        (Post, "/password-reset/{token}") => all(Status(422)),
+        (Post, "/members/{id}/password-reset") => {
+            Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(200)])
+        }
         (Get, "/" | "/account") => signed_in(Status(200)),
         (Post, "/account/password") => signed_in(Status(422)),
         // The developer's own (other) session; nobody else's.
@@ -121,6 +126,7 @@ struct Fixture {
     log_id: mcp_platform::ids::LogId,
     invitation_id: Uuid,
     invitation_token: String,
+    reset_token: String,
     session_id: String,
     /// Every id, email and name of the first organization, none of which the foreign admin may see.
     secrets_of_first: Vec<String>,
@@ -184,6 +190,16 @@ async fn fixture(app: &TestApp) -> Fixture {
         expires_at: now + chrono::Duration::days(7),
     };
     db::invitations::insert(conn.conn(), invitation, now).await.unwrap();
+    let reset_token = mcp_platform::crypto::random_token();
+    let reset = db::password_resets::NewPasswordReset {
+        id: Uuid::now_v7(),
+        organization_id: org,
+        user_id: developer.id,
+        token_hash: &mcp_platform::crypto::link_token_hash(&reset_token),
+        issued_by: Some(admin.id),
+        expires_at: now + chrono::Duration::hours(24),
+    };
+    db::password_resets::issue(conn.conn(), reset, now).await.unwrap();
     let service_id = mcp_platform::ids::ServiceId::new();
     let headers = app.seal_headers(service_id, &[("X-Team", "zeppelin-header-value")]).await;
     let service = db::services::ServiceFields {
@@ -260,6 +276,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         log_id,
         invitation_id,
         invitation_token,
+        reset_token,
         session_id,
         secrets_of_first,
     }
@@ -278,9 +295,10 @@ fn concrete(path: &str, f: &Fixture) -> String {
     } else {
         f.key_id.to_string()
     };
+    let token = if path.starts_with("/password-reset/") { &f.reset_token } else { &f.invitation_token };
     path.replace("{id}", &id)
         .replace("{service}", "github")
-        .replace("{token}", &f.invitation_token)
+        .replace("{token}", token)
         .replace("{name}", SERVICE)
 }
 
@@ -343,7 +361,7 @@ async fn every_route_answers_every_actor_as_designed(backend: Backend) {
                         );
                     }
                 }
-                let public_by_token = spec.path == "/invitations/{token}";
+                let public_by_token = spec.path.ends_with("/{token}");
                 if *name == "foreign admin" && !public_by_token {
                     for secret in &f.secrets_of_first {
                         assert!(

@@ -18,6 +18,7 @@ mod login;
 mod logs;
 mod members;
 mod organization;
+mod password_reset;
 mod recording;
 mod reference_servers;
 mod retention;

@@ -28,7 +28,7 @@ async fn invite(app: &TestApp, admin: &reqwest::Client, email: &str, role: &str)
 }
 
 /// The links a page shows whole.
-fn links(html: &str) -> Vec<String> {
+pub(crate) fn links(html: &str) -> Vec<String> {
     html.split("class=\"full-link\"")
         .skip(1)
         .map(|rest| {
@@ -48,7 +48,10 @@ async fn accept(app: &TestApp, link: &str, password: &str) -> (reqwest::Client, 
     (browser, response)
 }
 
-async fn admin_of(app: &TestApp, name: &str) -> (mcp_platform::ids::OrgId, TestUser, reqwest::Client) {
+pub(crate) async fn admin_of(
+    app: &TestApp,
+    name: &str,
+) -> (mcp_platform::ids::OrgId, TestUser, reqwest::Client) {
     let org = app.create_organization(name).await;
     let admin = app.create_user(org, Role::Admin).await;
     let browser = app.signed_in(&admin).await;
@@ -239,7 +242,7 @@ async fn a_csv_with_a_bad_line_invites_no_one(backend: Backend) {
     assert_eq!(app.count("invitations").await, 403);
 }
 
-fn member_id(html: &str, email: &str) -> String {
+pub(crate) fn member_id(html: &str, email: &str) -> String {
     let row = &html[..html.find(&format!("<td>{email}</td>")).unwrap()];
     let after_row = &html[row.len()..];
     let start = after_row.find("/members/").unwrap() + "/members/".len();
