@@ -21,7 +21,7 @@ on_both_backends!(
 );
 
 /// chromedriver and the browser session it drives; both end when this is dropped.
-struct Browser {
+pub(crate) struct Browser {
     client: Option<WebDriver>,
     driver: Child,
     profile: PathBuf,
@@ -29,7 +29,7 @@ struct Browser {
 
 impl Browser {
     /// Starts headless Chromium, or returns `None` (test skipped) outside CI when it is missing.
-    async fn start() -> Option<Browser> {
+    pub(crate) async fn start() -> Option<Browser> {
         let driver_path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         if !std::path::Path::new(&driver_path).exists() {
@@ -71,11 +71,11 @@ impl Browser {
         panic!("chromedriver did not accept a session on {url}");
     }
 
-    fn client(&self) -> &WebDriver {
+    pub(crate) fn client(&self) -> &WebDriver {
         self.client.as_ref().unwrap()
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         if let Some(client) = self.client.take() {
             let _ = client.close().await;
         }
@@ -200,7 +200,7 @@ async fn first_run_sign_in_and_htmx_in_a_real_browser(backend: Backend) {
     browser.close().await;
 }
 
-async fn sign_in(page: &WebDriver, app: &TestApp, email: &str, password: &str) {
+pub(crate) async fn sign_in(page: &WebDriver, app: &TestApp, email: &str, password: &str) {
     page.goto(&app.url("/login")).await.unwrap();
     fill(page, "email", email).await;
     fill(page, "password", password).await;
@@ -208,7 +208,7 @@ async fn sign_in(page: &WebDriver, app: &TestApp, email: &str, password: &str) {
     wait_for_path(page, "/").await;
 }
 
-async fn sign_out(page: &WebDriver) {
+pub(crate) async fn sign_out(page: &WebDriver) {
     submit(page, ".who form").await;
     wait_for_path(page, "/login").await;
 }

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod accessibility;
 mod audit;
 mod authorization;
 mod browser;

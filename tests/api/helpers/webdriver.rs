@@ -1,5 +1,5 @@
 //! A W3C WebDriver client for the browser tests, over the suite's own HTTP client: the few
-//! commands they use (navigate, find by CSS, click, type, read, run a script).
+//! commands they use (navigate, find by CSS, click, type, read, run a script, emulate a screen).
 
 use serde_json::{Value, json};
 
@@ -67,6 +67,16 @@ impl WebDriver {
     /// Runs a script in the page and returns what it returns.
     pub async fn execute(&self, script: &str) -> Result<Value, String> {
         self.post("/execute/sync", json!({ "script": script, "args": [] })).await
+    }
+
+    /// Runs a script that ends by calling its last argument, and returns what it passed.
+    pub async fn execute_async(&self, script: &str) -> Result<Value, String> {
+        self.post("/execute/async", json!({ "script": script, "args": [] })).await
+    }
+
+    /// Sends a Chrome DevTools command (chromedriver's extension), e.g. to emulate a screen.
+    pub async fn devtools(&self, command: &str, params: Value) -> Result<Value, String> {
+        self.post("/goog/cdp/execute", json!({ "cmd": command, "params": params })).await
     }
 
     pub async fn close(&self) -> Result<(), String> {

@@ -1,0 +1,208 @@
+//! Every page of every role in headless Chromium at a desktop (1280 px) and a phone (375 px)
+//! width: axe-core (npm `axe-core`) finds no serious or critical WCAG 2.1 AA violation, the page
+//! is never wider than the screen, and on the phone the menu is folded behind "Menu" until it is
+//! opened (without script). Markup does not depend on the database, so this runs on SQLite.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use mcp_platform::domain::Role;
+
+use crate::browser::{Browser, sign_in, sign_out};
+use crate::helpers::webdriver::WebDriver;
+use crate::helpers::{Backend, TestApp, spawn_app};
+
+const WIDTHS: [u32; 2] = [1280, 375];
+
+/// The WCAG 2.1 A and AA rules, and the impacts that fail the test.
+const AXE_RUN: &str = r#"
+const done = arguments[arguments.length - 1];
+axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } })
+  .then(result => done(result.violations.map(v => ({
+    id: v.id, impact: v.impact, nodes: v.nodes.length, help: v.help,
+    target: v.nodes.slice(0, 3).map(n => n.target.join(" ")).join(", "),
+  }))))
+  .catch(error => done([{ id: "axe-error", impact: "critical", nodes: 0, help: String(error), target: "" }]));
+"#;
+
+fn axe_source() -> Option<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/npm/node_modules/axe-core/axe.min.js");
+    match std::fs::read_to_string(path) {
+        Ok(source) => Some(source),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but {path} is missing: run npm ci --prefix tests/npm")
+        }
+        Err(_) => {
+            crate::helpers::skipped(&format!("{path} is missing"));
+            None
+        }
+    }
+}
+
+async fn emulate(page: &WebDriver, width: u32) {
+    let metrics = json!({ "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 600 });
+    page.devtools("Emulation.setDeviceMetricsOverride", metrics).await.unwrap();
+}
+
+/// Waits for the page at `path` to have loaded (its `<main>` is there).
+async fn open(page: &WebDriver, app: &TestApp, path: &str) {
+    page.goto(&app.url(path)).await.unwrap();
+    for _ in 0..50 {
+        if page.execute("return document.readyState === 'complete' && !!document.querySelector('main')").await
+            == Ok(json!(true))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} did not load");
+}
+
+/// What is wrong with the page shown, at this width: serious or critical axe violations, and
+/// a page wider than the screen. Every violation found is printed, as a figure per page.
+async fn check(page: &WebDriver, axe: &str, who: &str, path: &str, width: u32) -> Vec<String> {
+    let mut problems = Vec::new();
+    let sizes =
+        page.execute("return [document.documentElement.scrollWidth, window.innerWidth]").await.unwrap();
+    let (page_width, screen) = (sizes[0].as_u64().unwrap(), sizes[1].as_u64().unwrap());
+    if page_width > screen {
+        problems.push(format!("{who} {path} at {width} px: the page is {page_width} px wide"));
+    }
+    let violations = page.execute_async(&format!("{axe}\n{AXE_RUN}")).await.unwrap();
+    let violations = violations.as_array().cloned().unwrap_or_default();
+    let serious: Vec<_> =
+        violations.iter().filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical"))).collect();
+    eprintln!(
+        "axe {width:>4} px {who:<9} {path:<28} violations: {} ({} serious or critical)",
+        violations.len(),
+        serious.len()
+    );
+    for v in serious {
+        problems.push(format!(
+            "{who} {path} at {width} px: {} ({}): {} on {} element(s): {}",
+            v["id"], v["impact"], v["help"], v["nodes"], v["target"]
+        ));
+    }
+    problems
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
+    let Some(axe) = axe_source() else { return };
+    let Some(browser) = Browser::start().await else { return };
+    let app: TestApp = spawn_app(Backend::Sqlite).await;
+    let plan = mcp_platform::seed::SeedPlan {
+        organization: mcp_platform::domain::OrganizationName::parse("Seeded Pages").unwrap(),
+        requests: 500,
+        days: 7,
+        force: false,
+    };
+    mcp_platform::seed::seed(&app.db, &plan, app.clock_now()).await.unwrap();
+    let org = {
+        let mut conn = app.db.acquire().await.unwrap();
+        mcp_platform::db::organizations::find_by_slug(conn.conn(), "seeded-pages").await.unwrap().unwrap().id
+    };
+    let admin = app.create_user(org, Role::Admin).await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let viewer = app.create_user(org, Role::Viewer).await;
+    crate::helpers::gateway::add_service(
+        &app,
+        org,
+        "tools",
+        "https://tools.example/mcp",
+        Some("github"),
+        10_000,
+    )
+    .await;
+    let log_id = {
+        let html = app.get(&app.signed_in(&admin).await, "/logs").await.text().await.unwrap();
+        let rows = html.find("<tbody").unwrap();
+        let start = rows + html[rows..].find("href=\"/logs/").unwrap() + "href=\"/logs/".len();
+        html[start..start + html[start..].find('"').unwrap()].to_owned()
+    };
+    let log = format!("/logs/{log_id}");
+    let developer_browser = app.signed_in(&developer).await;
+    let made = app
+        .post_form(
+            &developer_browser,
+            "/keys",
+            "/keys",
+            &[("name", "laptop"), ("scope", "mcp:read"), ("expiry", "30")],
+        )
+        .await;
+    app.shown_key(&developer_browser, made).await;
+
+    let admin_pages = [
+        "/",
+        "/usage?range=7d",
+        "/logs",
+        &log,
+        "/services",
+        "/services/tools",
+        "/services/new",
+        "/services/tools/edit",
+        "/keys",
+        "/tokens",
+        "/members",
+        "/organization",
+        "/organization/keys",
+        "/audit",
+        "/account",
+    ];
+    let developer_pages =
+        ["/", "/usage", "/logs", "/services", "/services/tools", "/keys", "/tokens", "/account"];
+    // The viewer's last page is the one that says which role a page needs.
+    let viewer_pages = ["/", "/usage", "/services", "/services/tools", "/account", "/keys"];
+    let page = browser.client();
+    // The check can fail: an image without a text alternative, and an element wider than the
+    // screen, are found.
+    open(page, &app, "/login").await;
+    page.execute(
+        "const wide = document.createElement('div'); wide.style.width = '2000px'; wide.style.height = '1em'; document.body.append(wide)",
+    )
+    .await
+    .unwrap();
+    page.execute(
+        "document.querySelector('main').insertAdjacentHTML('beforeend', '<img src=\"/static/favicon.svg\">')",
+    )
+    .await
+    .unwrap();
+    let planted = check(page, &axe, "planted", "/login", 1280).await;
+    assert!(planted.iter().any(|p| p.contains("image-alt")), "axe missed a planted violation: {planted:?}");
+    assert!(planted.iter().any(|p| p.contains("px wide")), "a planted wide element was missed: {planted:?}");
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for width in WIDTHS {
+        emulate(page, width).await;
+        open(page, &app, "/login").await;
+        problems.extend(check(page, &axe, "anyone", "/login", width).await);
+        checked += 1;
+        for (user, who, pages) in [
+            (&admin, "admin", &admin_pages[..]),
+            (&developer, "developer", &developer_pages[..]),
+            (&viewer, "viewer", &viewer_pages[..]),
+        ] {
+            sign_in(page, &app, &user.email, &user.password).await;
+            for path in pages {
+                open(page, &app, path).await;
+                problems.extend(check(page, &axe, who, path, width).await);
+                checked += 1;
+            }
+            open(page, &app, "/").await;
+            if width < 600 {
+                // Folded: the links are not shown until "Menu" is pressed.
+                let shown = "return getComputedStyle(document.getElementById('menu')).display !== 'none'";
+                assert_eq!(page.execute(shown).await.unwrap(), json!(false), "the menu is folded on a phone");
+                page.find("label.menu-button").await.unwrap().click().await.unwrap();
+                assert_eq!(page.execute(shown).await.unwrap(), json!(true), "Menu unfolds it");
+                let nav = page.find("nav[aria-label=Main]").await.unwrap().text().await.unwrap();
+                assert!(nav.contains("Usage") && nav.contains("Services"), "{nav}");
+            }
+            sign_out(page).await;
+        }
+    }
+    eprintln!("axe and width: {checked} page views checked");
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    browser.close().await;
+}
