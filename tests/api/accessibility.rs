@@ -9,7 +9,7 @@ use serde_json::json;
 
 use mcp_platform::domain::Role;
 
-use crate::browser::{Browser, sign_in, sign_out};
+use crate::browser::{Browser, fill, sign_in, sign_out, submit, text_with};
 use crate::helpers::webdriver::WebDriver;
 use crate::helpers::{Backend, TestApp, spawn_app};
 
@@ -154,6 +154,11 @@ async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
         ["/", "/usage", "/logs", "/services", "/services/tools", "/keys", "/tokens", "/account"];
     // The viewer's last page is the one that says which role a page needs.
     let viewer_pages = ["/", "/usage", "/services", "/services/tools", "/account", "/keys"];
+    // Links anyone may open: an invitation and a password reset.
+    let invitation = issue_invitation(&app, &admin).await;
+    let reset = issue_reset(&app, org, &viewer).await;
+    let public_pages = ["/login", invitation.as_str(), reset.as_str()];
+
     let page = browser.client();
     // The check can fail: an image without a text alternative, and an element wider than the
     // screen, are found.
@@ -175,9 +180,16 @@ async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
     let mut checked = 0;
     for width in WIDTHS {
         emulate(page, width).await;
-        open(page, &app, "/login").await;
-        problems.extend(check(page, &axe, "anyone", "/login", width).await);
-        checked += 1;
+        for path in public_pages {
+            open(page, &app, path).await;
+            let shown = if path.starts_with("/invitations/") || path.starts_with("/password-reset/") {
+                path.rsplit_once('/').map_or(path, |(route, _)| route)
+            } else {
+                path
+            };
+            problems.extend(check(page, &axe, "anyone", shown, width).await);
+            checked += 1;
+        }
         for (user, who, pages) in [
             (&admin, "admin", &admin_pages[..]),
             (&developer, "developer", &developer_pages[..]),
@@ -187,6 +199,22 @@ async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
             for path in pages {
                 open(page, &app, path).await;
                 problems.extend(check(page, &axe, who, path, width).await);
+                checked += 1;
+            }
+            // The pages that answer a form: a new key shown once, a reset link shown once.
+            if who == "developer" {
+                open(page, &app, "/keys").await;
+                fill(page, "name", &format!("phone-{width}")).await;
+                submit(page, "form[action='/keys']").await;
+                text_with(page, "Copy the key now").await;
+                problems.extend(check(page, &axe, who, "/keys/new", width).await);
+                checked += 1;
+            }
+            if who == "admin" {
+                open(page, &app, "/members").await;
+                page.find("form[action$='/password-reset'] button").await.unwrap().click().await.unwrap();
+                text_with(page, "Password-reset link for").await;
+                problems.extend(check(page, &axe, who, "(reset link made)", width).await);
                 checked += 1;
             }
             open(page, &app, "/").await;
@@ -205,4 +233,27 @@ async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
     eprintln!("axe and width: {checked} page views checked");
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
     browser.close().await;
+}
+
+/// An invitation's path, made by the admin through the dashboard.
+async fn issue_invitation(app: &TestApp, admin: &crate::helpers::TestUser) -> String {
+    let browser = app.signed_in(admin).await;
+    let fields = [("email", "invitee@example.com"), ("role", "developer")];
+    let page = app.post_form(&browser, "/members", "/members/invitations", &fields).await;
+    let link = crate::members::links(&page.text().await.unwrap()).remove(0);
+    link[app.address.len()..].to_owned()
+}
+
+/// A password-reset link's path for `member`.
+async fn issue_reset(
+    app: &TestApp,
+    org: mcp_platform::ids::OrgId,
+    member: &crate::helpers::TestUser,
+) -> String {
+    let mut conn = app.db.acquire().await.unwrap();
+    let (_, link) =
+        mcp_platform::web::password_reset::issue_link(conn.conn(), org, member.id, None, "", app.clock_now())
+            .await
+            .unwrap();
+    link
 }

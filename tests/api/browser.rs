@@ -90,13 +90,13 @@ impl Drop for Browser {
     }
 }
 
-async fn fill(page: &WebDriver, id: &str, text: &str) {
+pub(crate) async fn fill(page: &WebDriver, id: &str, text: &str) {
     let field = page.find(&format!("#{id}")).await.unwrap();
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
 
-async fn submit(page: &WebDriver, form: &str) {
+pub(crate) async fn submit(page: &WebDriver, form: &str) {
     page.find(&format!("{form} button[type=submit]")).await.unwrap().click().await.unwrap();
 }
 
@@ -105,7 +105,7 @@ async fn path(page: &WebDriver) -> String {
 }
 
 /// The page's text once it contains `needle` (a form post may still be loading), or a panic.
-async fn text_with(page: &WebDriver, needle: &str) -> String {
+pub(crate) async fn text_with(page: &WebDriver, needle: &str) -> String {
     let mut last = String::new();
     for _ in 0..50 {
         // The element can go stale while the next page loads: read again.
