@@ -11,7 +11,7 @@ use mcp_platform::domain::Role;
 
 use crate::browser::{Browser, fill, sign_in, sign_out, submit, text_with};
 use crate::helpers::webdriver::WebDriver;
-use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::helpers::{Backend, TestApp, TestUser, spawn_app};
 
 const WIDTHS: [u32; 2] = [1280, 375];
 
@@ -87,15 +87,21 @@ async fn check(page: &WebDriver, axe: &str, who: &str, path: &str, width: u32) -
     problems
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
-    let Some(axe) = axe_source() else { return };
-    let Some(browser) = Browser::start().await else { return };
-    let app: TestApp = spawn_app(Backend::Sqlite).await;
+/// A seeded organization with a member of each role, a service, a developer's key, and the
+/// path of one logged call.
+struct Seeded {
+    org: mcp_platform::ids::OrgId,
+    admin: TestUser,
+    developer: TestUser,
+    viewer: TestUser,
+    log: String,
+}
+
+async fn seeded(app: &TestApp, requests: u64, days: u32) -> Seeded {
     let plan = mcp_platform::seed::SeedPlan {
         organization: mcp_platform::domain::OrganizationName::parse("Seeded Pages").unwrap(),
-        requests: 500,
-        days: 7,
+        requests,
+        days,
         force: false,
     };
     mcp_platform::seed::seed(&app.db, &plan, app.clock_now()).await.unwrap();
@@ -107,7 +113,7 @@ async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
     let developer = app.create_user(org, Role::Developer).await;
     let viewer = app.create_user(org, Role::Viewer).await;
     crate::helpers::gateway::add_service(
-        &app,
+        app,
         org,
         "tools",
         "https://tools.example/mcp",
@@ -121,7 +127,6 @@ async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
         let start = rows + html[rows..].find("href=\"/logs/").unwrap() + "href=\"/logs/".len();
         html[start..start + html[start..].find('"').unwrap()].to_owned()
     };
-    let log = format!("/logs/{log_id}");
     let developer_browser = app.signed_in(&developer).await;
     let made = app
         .post_form(
@@ -132,6 +137,15 @@ async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
         )
         .await;
     app.shown_key(&developer_browser, made).await;
+    Seeded { org, admin, developer, viewer, log: format!("/logs/{log_id}") }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
+    let Some(axe) = axe_source() else { return };
+    let Some(browser) = Browser::start().await else { return };
+    let app: TestApp = spawn_app(Backend::Sqlite).await;
+    let Seeded { org, admin, developer, viewer, log } = seeded(&app, 500, 7).await;
 
     let admin_pages = [
         "/",
@@ -236,7 +250,7 @@ async fn every_page_of_every_role_passes_axe_and_fits_a_phone() {
 }
 
 /// An invitation's path, made by the admin through the dashboard.
-async fn issue_invitation(app: &TestApp, admin: &crate::helpers::TestUser) -> String {
+async fn issue_invitation(app: &TestApp, admin: &TestUser) -> String {
     let browser = app.signed_in(admin).await;
     let fields = [("email", "invitee@example.com"), ("role", "developer")];
     let page = app.post_form(&browser, "/members", "/members/invitations", &fields).await;
@@ -245,15 +259,47 @@ async fn issue_invitation(app: &TestApp, admin: &crate::helpers::TestUser) -> St
 }
 
 /// A password-reset link's path for `member`.
-async fn issue_reset(
-    app: &TestApp,
-    org: mcp_platform::ids::OrgId,
-    member: &crate::helpers::TestUser,
-) -> String {
+async fn issue_reset(app: &TestApp, org: mcp_platform::ids::OrgId, member: &TestUser) -> String {
     let mut conn = app.db.acquire().await.unwrap();
     let (_, link) =
         mcp_platform::web::password_reset::issue_link(conn.conn(), org, member.id, None, "", app.clock_now())
             .await
             .unwrap();
     link
+}
+
+/// Makes `docs/screenshots/`: the home, usage, request-log, service and API-key pages of a
+/// seeded organization (20,000 calls over 30 days) at 1280 and 375 px. A tool, not a test:
+/// `cargo test --all-features --test api make_screenshots -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a tool: run it to make docs/screenshots"]
+async fn make_screenshots() {
+    let browser = Browser::start().await.expect("chromium and chromedriver are installed");
+    let app: TestApp = spawn_app(Backend::Sqlite).await;
+    let Seeded { admin, developer, .. } = seeded(&app, 20_000, 30).await;
+    let directory = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots");
+    std::fs::create_dir_all(directory).unwrap();
+    let page = browser.client();
+    let shots = [
+        (&admin, "home", "/"),
+        (&admin, "usage", "/usage?range=30d"),
+        (&admin, "logs", "/logs"),
+        (&admin, "service", "/services/tools"),
+        (&developer, "api-keys", "/keys"),
+    ];
+    for width in WIDTHS {
+        emulate(page, width).await;
+        for (user, name, path) in shots {
+            sign_in(page, &app, &user.email, &user.password).await;
+            open(page, &app, path).await;
+            let png = page.screenshot().await.unwrap();
+            std::fs::write(format!("{directory}/{name}-{width}.png"), png).unwrap();
+            open(page, &app, "/").await;
+            if width < 600 {
+                page.find("label.menu-button").await.unwrap().click().await.unwrap();
+            }
+            sign_out(page).await;
+        }
+    }
+    browser.close().await;
 }

@@ -1,5 +1,6 @@
 //! A W3C WebDriver client for the browser tests, over the suite's own HTTP client: the few
-//! commands they use (navigate, find by CSS, click, type, read, run a script, emulate a screen).
+//! commands they use (navigate, find by CSS, click, type, read, run a script, emulate a screen,
+//! take a screenshot).
 
 use serde_json::{Value, json};
 
@@ -77,6 +78,15 @@ impl WebDriver {
     /// Sends a Chrome DevTools command (chromedriver's extension), e.g. to emulate a screen.
     pub async fn devtools(&self, command: &str, params: Value) -> Result<Value, String> {
         self.post("/goog/cdp/execute", json!({ "cmd": command, "params": params })).await
+    }
+
+    /// The screen as a PNG image.
+    pub async fn screenshot(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        let encoded = self.get("/screenshot").await?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap_or_default())
+            .map_err(|e| e.to_string())
     }
 
     pub async fn close(&self) -> Result<(), String> {
