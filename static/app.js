@@ -31,3 +31,24 @@ function localise(root) {
 }
 localise(document);
 document.addEventListener("htmx:load", (event) => localise(event.target));
+
+// Destructive actions ask first: a button's GET form (data-confirm) opens the server's
+// question page; with this script that page's question opens in a dialog instead.
+document.addEventListener("submit", async (event) => {
+  const form = event.target;
+  if (!form.matches("form[data-confirm]")) return;
+  event.preventDefault();
+  const url = `${form.action}?${new URLSearchParams(new FormData(form))}`;
+  const answer = await fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" });
+  const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+  const question = page.getElementById("confirm");
+  if (!answer.ok || !question) { window.location.assign(url); return; }
+  const dialog = document.createElement("dialog");
+  dialog.className = "confirm-dialog";
+  dialog.setAttribute("aria-labelledby", "confirm-question");
+  dialog.append(document.importNode(question, true));
+  dialog.querySelector(".cancel").addEventListener("click", (click) => { click.preventDefault(); dialog.close(); });
+  dialog.addEventListener("close", () => { dialog.remove(); form.querySelector("button")?.focus(); });
+  document.body.append(dialog);
+  dialog.showModal();
+});

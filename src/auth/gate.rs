@@ -33,6 +33,9 @@ pub struct CurrentUser {
     pub session_id: Uuid,
     /// Where this request comes from, for the audit rows of what the user does.
     pub client: ClientInfo,
+    /// What the action before this page did ("API key ci-bot revoked."), shown once, on the
+    /// next whole page.
+    pub notice: Option<String>,
 }
 
 impl FromRequest for CurrentUser {
@@ -66,8 +69,13 @@ async fn admit(access: Access, req: &mut ServiceRequest) -> Result<(), HttpRespo
     let user = resolve_user(&state, &session, ClientInfo::of(req.request()))
         .await
         .map_err(|e| e.error_response())?;
-    if let Some(user) = &user {
-        req.extensions_mut().insert(user.clone());
+    if let Some(mut user) = user.clone() {
+        let whole_page =
+            req.method() == actix_web::http::Method::GET && !req.headers().contains_key("hx-request");
+        if whole_page {
+            user.notice = session.take_notice();
+        }
+        req.extensions_mut().insert(user);
     }
     if let Access::Role(needed) = access {
         match &user {
@@ -103,6 +111,7 @@ async fn resolve_user(
             role: user.role,
             session_id,
             client,
+            notice: None,
         })),
         _ => {
             session.sign_out();

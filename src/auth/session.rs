@@ -16,6 +16,7 @@ pub(crate) const IP: &str = "ip";
 pub(crate) const USER_AGENT: &str = "ua";
 /// Something for the next page only (`put_flash`, `take_flash`).
 const FLASH: &str = "flash";
+const NOTICE: &str = "notice";
 
 pub struct WebSession(Session);
 
@@ -73,6 +74,18 @@ impl WebSession {
         let value = self.0.get::<T>(FLASH).ok().flatten();
         self.0.remove(FLASH);
         value
+    }
+
+    /// Says what an action did, on the next page this browser opens (after a redirect).
+    pub fn put_notice(&self, text: impl Into<String>) -> anyhow::Result<()> {
+        self.0.insert(NOTICE, text.into()).map_err(|e| anyhow::anyhow!("cannot keep a notice: {e}"))
+    }
+
+    /// The notice an action left for this page, once (a session without one is not written).
+    pub fn take_notice(&self) -> Option<String> {
+        let notice = self.0.get::<String>(NOTICE).ok().flatten()?;
+        self.0.remove(NOTICE);
+        Some(notice)
     }
 
     /// Ends the session: the store deletes its row and the cookie is removed.

@@ -7,6 +7,7 @@ use askama::Template;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 
+use super::confirm::{self, Confirm};
 use super::connect::{self, Snippet};
 use super::filters;
 use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
@@ -360,21 +361,36 @@ pub async fn created(
 }
 
 /// Whose keys a revocation may reach: the user's own, or (admins) any of the organization's.
+#[derive(Clone, Copy)]
 enum Whose {
     Mine,
     Organization,
 }
 
-async fn revoke_key(state: &AppState, user: &CurrentUser, whose: Whose, id: KeyId) -> Result<(), AppError> {
+/// The key, if it is one the user may manage this way; 404 otherwise.
+async fn find_key(
+    conn: db::Conn<'_>,
+    user: &CurrentUser,
+    whose: Whose,
+    id: KeyId,
+) -> Result<KeyRow, AppError> {
+    let key = match whose {
+        Whose::Mine => db::api_keys::find_mine(conn, user.organization_id, user.id, id).await?,
+        Whose::Organization => db::api_keys::find_in_organization(conn, user.organization_id, id).await?,
+    };
+    key.ok_or(AppError::NotFound)
+}
+
+/// Revokes the key and returns it as it was.
+async fn revoke_key(
+    state: &AppState,
+    user: &CurrentUser,
+    whose: Whose,
+    id: KeyId,
+) -> Result<KeyRow, AppError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let key = match whose {
-        Whose::Mine => db::api_keys::find_mine(tx.conn(), user.organization_id, user.id, id).await?,
-        Whose::Organization => {
-            db::api_keys::find_in_organization(tx.conn(), user.organization_id, id).await?
-        }
-    };
-    let key = key.ok_or(AppError::NotFound)?;
+    let key = find_key(tx.conn(), user, whose, id).await?;
     if db::api_keys::revoke(tx.conn(), user.organization_id, id, now).await? {
         let before = json!({ "name": key.name, "display": key.display_key, "owner": key.owner_email, "status": key.status(now) });
         let after = json!({ "status": "revoked" });
@@ -382,15 +398,55 @@ async fn revoke_key(state: &AppState, user: &CurrentUser, whose: Whose, id: KeyI
     }
     tx.commit().await?;
     state.changed(Change::Key(id));
-    Ok(())
+    Ok(key)
+}
+
+/// Asks before revoking, naming the key and who loses what.
+async fn confirm_revoking(
+    state: &AppState,
+    user: &CurrentUser,
+    whose: Whose,
+    id: KeyId,
+) -> Result<HttpResponse, AppError> {
+    let key = find_key(state.db.acquire().await?.conn(), user, whose, id).await?;
+    let (action, back, clients) = match whose {
+        Whose::Mine => (format!("/keys/{id}/revoke"), "/keys", "Every MCP client".to_owned()),
+        Whose::Organization => (
+            format!("/organization/keys/{id}/revoke"),
+            "/organization/keys",
+            format!("Every MCP client of {}", key.owner_email),
+        ),
+    };
+    let confirm = Confirm {
+        question: format!("Revoke API key {}?", key.name),
+        consequence: format!(
+            "{clients} that uses {} stops reaching the gateway at once. This cannot be undone.",
+            key.display_key
+        ),
+        verb: "Revoke",
+        action,
+        fields: Vec::new(),
+        back,
+    };
+    confirm::page(user, state, back, confirm)
+}
+
+pub async fn confirm_revoke(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    confirm_revoking(&state, &user, Whose::Mine, parse_id(&id)?).await
 }
 
 pub async fn revoke(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    revoke_key(&state, &user, Whose::Mine, parse_id(&id)?).await?;
+    let key = revoke_key(&state, &user, Whose::Mine, parse_id(&id)?).await?;
+    session.put_notice(format!("API key {} ({}) revoked.", key.name, key.display_key))?;
     Ok(see_other("/keys"))
 }
 
@@ -493,11 +549,22 @@ pub async fn organization_keys(
     render(StatusCode::OK, &page)
 }
 
-pub async fn organization_revoke(
+pub async fn confirm_organization_revoke(
     user: CurrentUser,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    revoke_key(&state, &user, Whose::Organization, parse_id(&id)?).await?;
+    confirm_revoking(&state, &user, Whose::Organization, parse_id(&id)?).await
+}
+
+pub async fn organization_revoke(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: WebSession,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let key = revoke_key(&state, &user, Whose::Organization, parse_id(&id)?).await?;
+    session
+        .put_notice(format!("API key {} ({}) of {} revoked.", key.name, key.display_key, key.owner_email))?;
     Ok(see_other("/organization/keys"))
 }

@@ -4,6 +4,7 @@ pub mod account;
 pub mod assets;
 pub mod audit_trail;
 pub mod charts;
+pub mod confirm;
 pub mod connect;
 pub mod health;
 pub mod home;

@@ -94,6 +94,11 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         // The developer's own key and token: the admin of the same organization manages
         // other people's keys only from the organization page.
         (Post, "/keys/{id}/revoke") => Some([ToLogin, Status(404), NOT_DEVELOPER, Status(303), Status(404)]),
+        // The question asked before: the same answers, the page instead of the change.
+        (Get, "/keys/{id}/revoke") => Some([ToLogin, Status(404), NOT_DEVELOPER, Status(200), Status(404)]),
+        (Get, "/organization/keys/{id}/revoke") => {
+            Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(200)])
+        }
         (Post, "/keys/{id}/roll") => Some([ToLogin, Status(404), NOT_DEVELOPER, Status(303), Status(404)]),
         // Shows a key just made, once; with none waiting, the list.
         (Get, "/keys/new") => developers(Status(303)),

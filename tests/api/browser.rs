@@ -290,6 +290,32 @@ async fn each_role_does_what_it_may_in_a_real_browser(backend: Backend) {
     let probed = text_with(page, "Connected: 8 tools").await;
     assert!(probed.contains("Returns the text it is given"), "{probed}");
     assert_eq!(path(page).await, "/services/tools", "the result was swapped in, not loaded as a page");
+
+    // Revoking asks first, in a dialog: cancelled, nothing changes; confirmed, the next page
+    // says what was done.
+    page.goto(&app.url("/keys")).await.unwrap();
+    for confirmed in [false, true] {
+        page.find("form[data-confirm] button").await.unwrap().click().await.unwrap();
+        let question = text_with(page, "Revoke API key laptop?").await;
+        assert!(question.contains("stops reaching the gateway at once"), "{question}");
+        assert_eq!(count(page, "dialog[open]").await, 1, "asked in a dialog, in place");
+        assert_eq!(path(page).await, "/keys");
+        let answer = if confirmed { "dialog[open] button.danger" } else { "dialog[open] .cancel" };
+        page.find(answer).await.unwrap().click().await.unwrap();
+        if !confirmed {
+            for _ in 0..20 {
+                if count(page, "dialog").await == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(count(page, "dialog").await, 0, "Cancel closes it");
+            assert_eq!(count(page, "form[data-confirm]").await, 1, "the key is still active");
+        }
+    }
+    let keys = text_with(page, "revoked.").await;
+    assert!(keys.contains("API key laptop (mcp_sk_"), "{keys}");
+    assert_eq!(count(page, "form[data-confirm]").await, 0, "no active key left");
     sign_out(page).await;
 
     // The viewer reads the dashboard but holds no keys.

@@ -13,6 +13,7 @@ on_both_backends!(
     bad_key_forms_are_refused_at_the_field,
     keys_belong_to_their_owner_and_organization,
     simultaneous_rolls_replace_a_key_once_and_never_answer_500,
+    revoking_asks_first_and_says_what_happened,
 );
 
 /// Creates a key through the dashboard and returns the full key from the page that shows it once.
@@ -319,4 +320,46 @@ async fn simultaneous_rolls_replace_a_key_once_and_never_answer_500(backend: Bac
     }
     assert_eq!(won, 1, "one roll wins");
     assert_eq!(app.count("api_keys").await, 2, "the key was replaced exactly once");
+}
+
+/// Revoking asks first, naming the key and who loses it (the question changes nothing), and
+/// the next page says what was done, once.
+async fn revoking_asks_first_and_says_what_happened(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let owner = app.create_user(org, Role::Developer).await;
+    let admin = app.create_user(org, Role::Admin).await;
+    let browser = app.signed_in(&owner).await;
+    let key =
+        create_key(&app, &browser, &[("name", "ci-bot"), ("scope", "mcp:read"), ("expiry", "30")]).await;
+    let list = app.get(&browser, "/keys").await.text().await.unwrap();
+    let id = key_id_from_list(&list);
+    assert!(list.contains(&format!("action=\"/keys/{id}/revoke\" data-confirm")), "the button asks first");
+    let display = format!("{}...{}", &key[..11], &key[key.len() - 4..]);
+
+    let question = app.get(&browser, &format!("/keys/{id}/revoke")).await;
+    assert_eq!(question.status(), 200);
+    let question = question.text().await.unwrap();
+    assert!(question.contains("Revoke API key ci-bot?"), "{question}");
+    assert!(question.contains(&format!("Every MCP client that uses {display} stops reaching the gateway")));
+    assert!(question.contains(&format!("method=\"post\" action=\"/keys/{id}/revoke\"")));
+    assert_eq!(key_verdict(&app, &key).await, Ok(()), "asking changes nothing");
+
+    let done = app.post_form(&browser, "/keys", &format!("/keys/{id}/revoke"), &[]).await;
+    assert_eq!(done.status(), 303);
+    let notice = format!("API key ci-bot ({display}) revoked.");
+    let next = app.get(&browser, "/keys").await.text().await.unwrap();
+    assert!(next.contains(&format!("role=\"status\">{notice}")), "{next}");
+    assert!(!app.get(&browser, "/keys").await.text().await.unwrap().contains(&notice), "said once");
+    assert_eq!(key_verdict(&app, &key).await, Err("the API key has been revoked".to_owned()));
+
+    // An admin's question names the owner.
+    let second =
+        create_key(&app, &browser, &[("name", "laptop"), ("scope", "mcp:read"), ("expiry", "30")]).await;
+    let id = key_id_from_list(&app.get(&browser, "/keys").await.text().await.unwrap());
+    let admin_browser = app.signed_in(&admin).await;
+    let question =
+        app.get(&admin_browser, &format!("/organization/keys/{id}/revoke")).await.text().await.unwrap();
+    assert!(question.contains(&format!("Every MCP client of {}", owner.email)), "{question}");
+    assert_eq!(key_verdict(&app, &second).await, Ok(()));
 }

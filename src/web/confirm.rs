@@ -1,0 +1,45 @@
+//! Destructive actions ask first. Each one's button is a GET form to the same path as the
+//! action: without script it opens this page, which says what will happen and holds the POST
+//! form; with the page's script the same page's question opens in a `<dialog>` in place. The
+//! action itself then ends with a notice on the next page (`WebSession::put_notice`).
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use askama::Template;
+
+use super::{Layout, render};
+use crate::app::AppState;
+use crate::auth::gate::CurrentUser;
+use crate::error::AppError;
+
+/// What a destructive action will do, and where it is sent.
+pub struct Confirm {
+    /// "Revoke API key ci-bot?"
+    pub question: String,
+    /// What stops working, for whom: "MCP clients using mcp_sk_…a1b2 stop working at once."
+    pub consequence: String,
+    /// The button's word: "Revoke".
+    pub verb: &'static str,
+    /// The POST path, and the fields it sends besides the CSRF token.
+    pub action: String,
+    pub fields: Vec<(&'static str, String)>,
+    /// Where "Cancel" goes.
+    pub back: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage {
+    layout: Layout,
+    confirm: Confirm,
+}
+
+pub fn page(
+    user: &CurrentUser,
+    state: &AppState,
+    path: &'static str,
+    confirm: Confirm,
+) -> Result<HttpResponse, AppError> {
+    let layout = Layout::signed_in(confirm.question.clone(), path, user, state);
+    render(StatusCode::OK, &ConfirmPage { layout, confirm })
+}
