@@ -216,6 +216,23 @@ pub async fn revoke(
     )
 }
 
+/// How many of a member's keys still work (or will, once rolled ones' grace time is counted):
+/// what a deactivation would revoke.
+pub async fn count_unrevoked_for_user(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    user_id: UserId,
+) -> sqlx::Result<i64> {
+    let (count,): (i64,) = on_conn!(conn, c => sqlx::query_as(
+        "SELECT COUNT(*) FROM api_keys WHERE organization_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .fetch_one(c)
+    .await)?;
+    Ok(count)
+}
+
 /// Revokes every key of a member not yet revoked (rolled ones in their grace time too); how many.
 pub async fn revoke_all_for_user(
     conn: Conn<'_>,

@@ -111,6 +111,19 @@ pub async fn accept(conn: Conn<'_>, id: Uuid, now: DateTime<Utc>) -> sqlx::Resul
     )
 }
 
+/// The email of a pending invitation of the organization.
+pub async fn pending_email(conn: Conn<'_>, organization_id: OrgId, id: Uuid) -> sqlx::Result<Option<String>> {
+    let email: Option<(String,)> = on_conn!(conn, c => sqlx::query_as(
+        "SELECT email FROM invitations WHERE organization_id = $1 AND id = $2 \
+         AND accepted_at IS NULL AND revoked_at IS NULL",
+    )
+    .bind(organization_id)
+    .bind(id)
+    .fetch_optional(c)
+    .await)?;
+    Ok(email.map(|(e,)| e))
+}
+
 /// Revokes a pending invitation of the organization; false when there is none.
 pub async fn revoke(
     conn: Conn<'_>,

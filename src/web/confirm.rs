@@ -34,6 +34,12 @@ struct ConfirmPage {
     confirm: Confirm,
 }
 
+/// "1 API key", "2 API keys": a count with its noun, for what notices and questions say.
+pub fn counted(count: impl Into<i64>, noun: &str) -> String {
+    let count = count.into();
+    if count == 1 { format!("1 {noun}") } else { format!("{count} {noun}s") }
+}
+
 pub fn page(
     user: &CurrentUser,
     state: &AppState,

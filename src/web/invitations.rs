@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::ids::UserId;
 
+use super::confirm::{self, Confirm};
 use super::members::{InviteForm, PageParts, members_page};
 use super::{FieldErrors, Layout, audited, parse_id, public_base, render, see_other};
 use crate::app::AppState;
@@ -376,9 +377,30 @@ fn line_at(text: &str, byte: u64) -> u64 {
     1 + text[..start].matches('\n').count() as u64
 }
 
+pub async fn confirm_revoke(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let email = db::invitations::pending_email(state.db.acquire().await?.conn(), user.organization_id, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let confirm = Confirm {
+        question: format!("Revoke the invitation for {email}?"),
+        consequence: "Its link stops working at once; you can invite them again later.".to_owned(),
+        verb: "Revoke",
+        action: format!("/members/invitations/{id}/revoke"),
+        fields: Vec::new(),
+        back: "/members",
+    };
+    confirm::page(&user, &state, "/members", confirm)
+}
+
 pub async fn revoke(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
@@ -397,5 +419,6 @@ pub async fn revoke(
     )
     .await?;
     tx.commit().await?;
+    session.put_notice(format!("The invitation for {email} was revoked."))?;
     Ok(see_other("/members"))
 }

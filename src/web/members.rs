@@ -9,11 +9,13 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::confirm::{self, Confirm};
 use super::filters;
 use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
+use crate::auth::session::WebSession;
 use crate::db::audit::Action;
 use crate::db::invitations::PendingInvitation;
 use crate::db::users::{MemberFilter, User};
@@ -201,12 +203,64 @@ pub async fn change_role(
 }
 
 /// Deactivates a member: their sessions end at once and their API keys are revoked.
-pub async fn deactivate(
+pub async fn confirm_deactivate(
     user: CurrentUser,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    set_active(user, state, id, false).await
+    let id = parse_id(&id)?;
+    let mut conn = state.db.acquire().await?;
+    let member =
+        db::users::find_member(conn.conn(), user.organization_id, id).await?.ok_or(AppError::NotFound)?;
+    let keys = db::api_keys::count_unrevoked_for_user(conn.conn(), user.organization_id, id).await?;
+    let keys = match keys {
+        0 => "They hold no API key.".to_owned(),
+        1 => {
+            "Their 1 API key is revoked and stops working at once; reactivating them does not bring it back."
+                .to_owned()
+        }
+        n => format!(
+            "Their {n} API keys are revoked and stop working at once; reactivating them does not bring them back."
+        ),
+    };
+    let confirm = Confirm {
+        question: format!("Deactivate {}?", member.email),
+        consequence: format!("They are signed out everywhere and cannot sign in. {keys}"),
+        verb: "Deactivate",
+        action: format!("/members/{id}/deactivate"),
+        fields: Vec::new(),
+        back: "/members",
+    };
+    confirm::page(&user, &state, "/members", confirm)
+}
+
+pub async fn deactivate(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: WebSession,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    set_active(user, state, session, id, false).await
+}
+
+pub async fn confirm_erase_logs(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let member = db::users::find_member(state.db.acquire().await?.conn(), user.organization_id, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let confirm = Confirm {
+        question: format!("Erase the request logs of {}?", member.email),
+        consequence: "Every logged call of theirs is deleted, with its bodies; usage counts stay, without their name. This cannot be undone.".to_owned(),
+        verb: "Erase",
+        action: format!("/members/{id}/erase-logs"),
+        fields: Vec::new(),
+        back: "/members",
+    };
+    confirm::page(&user, &state, "/members", confirm)
 }
 
 /// Erases the member's request logs (a data-subject request): the rows go; the usage roll-ups
@@ -214,6 +268,7 @@ pub async fn deactivate(
 pub async fn erase_logs(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
@@ -240,6 +295,8 @@ pub async fn erase_logs(
     )
     .await?;
     tx.commit().await?;
+    let erased = confirm::counted(erased as i64, "request-log row");
+    session.put_notice(format!("{erased} of {} erased.", member.email))?;
     Ok(see_other("/members"))
 }
 
@@ -247,14 +304,16 @@ pub async fn erase_logs(
 pub async fn reactivate(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    set_active(user, state, id, true).await
+    set_active(user, state, session, id, true).await
 }
 
 async fn set_active(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     id: web::Path<String>,
     active: bool,
 ) -> Result<HttpResponse, AppError> {
@@ -291,5 +350,16 @@ async fn set_active(
         ), now).await?;
     tx.commit().await?;
     state.changed(Change::Member(id));
+    let notice = if active {
+        format!("{} was reactivated; they can sign in again.", member.email)
+    } else {
+        format!(
+            "{} was deactivated: {} ended, {} revoked.",
+            member.email,
+            confirm::counted(ended as i64, "session"),
+            confirm::counted(revoked as i64, "API key")
+        )
+    };
+    session.put_notice(notice)?;
     Ok(see_other("/members"))
 }

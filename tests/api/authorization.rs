@@ -111,6 +111,10 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
             Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)])
         }
         (Post, "/members/{id}/role") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
+        (
+            Get,
+            "/members/invitations/{id}/revoke" | "/members/{id}/deactivate" | "/members/{id}/erase-logs",
+        ) => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(200)]),
         (Post, "/members/{id}/deactivate" | "/members/{id}/reactivate" | "/members/{id}/erase-logs") => {
             Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)])
         }

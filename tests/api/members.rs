@@ -17,6 +17,7 @@ on_both_backends!(
     deactivation_ends_sessions_and_keys,
     the_directory_searches_filters_and_pages,
     another_organization_gets_404,
+    deactivating_asks_first_naming_the_keys_and_says_what_happened,
 );
 
 /// Invites `email` as `role` and returns the link from the page that shows it once.
@@ -515,4 +516,67 @@ async fn two_links_for_one_email_accepted_at_once_make_one_account(backend: Back
     let refused =
         mcp_platform::db::users::insert(app.db.acquire().await.unwrap().conn(), user, app.clock_now()).await;
     assert!(mcp_platform::db::users::email_taken(&refused.unwrap_err()));
+}
+
+/// Deactivating asks first, counting the keys that stop working (asking changes nothing); the
+/// members page then says what was done, once. So do erasing logs and revoking an invitation.
+async fn deactivating_asks_first_naming_the_keys_and_says_what_happened(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (org, _, admin) = admin_of(&app, "Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let dev_browser = app.signed_in(&developer).await;
+    for name in ["laptop", "ci"] {
+        let fields = [("name", name), ("scope", "mcp:read"), ("expiry", "30")];
+        let made = app.post_form(&dev_browser, "/keys", "/keys", &fields).await;
+        app.shown_key(&dev_browser, made).await;
+    }
+    let html = app.get(&admin, "/members").await.text().await.unwrap();
+    let id = member_id(&html, &developer.email);
+    assert!(html.contains(&format!("action=\"/members/{id}/deactivate\" data-confirm")));
+
+    let question = app.get(&admin, &format!("/members/{id}/deactivate")).await.text().await.unwrap();
+    assert!(question.contains(&format!("Deactivate {}?", developer.email)), "{question}");
+    assert!(question.contains("Their 2 API keys are revoked and stop working at once"), "{question}");
+    assert_eq!(app.get(&dev_browser, "/").await.status(), 200, "asking changes nothing");
+
+    let done = app.post_form(&admin, "/members", &format!("/members/{id}/deactivate"), &[]).await;
+    assert_eq!(done.status(), 303);
+    let said = format!("{} was deactivated: 1 session ended, 2 API keys revoked.", developer.email);
+    assert!(app.get(&admin, "/members").await.text().await.unwrap().contains(&said));
+    assert!(!app.get(&admin, "/members").await.text().await.unwrap().contains(&said), "said once");
+
+    let question = app.get(&admin, &format!("/members/{id}/erase-logs")).await.text().await.unwrap();
+    assert!(question.contains("This cannot be undone."), "{question}");
+    app.post_form(&admin, "/members", &format!("/members/{id}/erase-logs"), &[]).await;
+    let page = app.get(&admin, "/members").await.text().await.unwrap();
+    assert!(page.contains(&format!("0 request-log rows of {} erased.", developer.email)), "{page}");
+    assert!(question_of_one_key_reads_well(&app, &admin, org).await);
+
+    invite(&app, &admin, "later@example.com", "viewer").await;
+    let html = app.get(&admin, "/members").await.text().await.unwrap();
+    let start = html.find("/members/invitations/").unwrap() + "/members/invitations/".len();
+    let invitation = &html[start..start + 36];
+    let question =
+        app.get(&admin, &format!("/members/invitations/{invitation}/revoke")).await.text().await.unwrap();
+    assert!(question.contains("Revoke the invitation for later@example.com?"), "{question}");
+    app.post_form(&admin, "/members", &format!("/members/invitations/{invitation}/revoke"), &[]).await;
+    let page = app.get(&admin, "/members").await.text().await.unwrap();
+    assert!(page.contains("The invitation for later@example.com was revoked."), "{page}");
+}
+
+/// A member with one key: "Their 1 API key is revoked and stops working".
+async fn question_of_one_key_reads_well(
+    app: &TestApp,
+    admin: &reqwest::Client,
+    org: mcp_platform::ids::OrgId,
+) -> bool {
+    let member = app.create_user(org, Role::Developer).await;
+    let browser = app.signed_in(&member).await;
+    let made = app
+        .post_form(&browser, "/keys", "/keys", &[("name", "one"), ("scope", "mcp:read"), ("expiry", "30")])
+        .await;
+    app.shown_key(&browser, made).await;
+    let id = member_id(&app.get(admin, "/members").await.text().await.unwrap(), &member.email);
+    let question = app.get(admin, &format!("/members/{id}/deactivate")).await.text().await.unwrap();
+    question.contains("Their 1 API key is revoked and stops working at once")
 }
