@@ -10,11 +10,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde_json::json;
 
+use super::confirm::{self, Confirm};
 use super::connect::{self, Snippet};
 use super::{FieldErrors, Layout, audited, filters, public_base, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
+use crate::auth::session::WebSession;
 use crate::catalog::definition::{CredentialPlacement, parse_headers, parse_upstream_url};
 use crate::catalog::egress::Refused;
 use crate::catalog::tool_policy::ToolPolicy;
@@ -662,9 +664,32 @@ async fn save(
     Ok(see_other(&format!("/services/{}", valid.name)))
 }
 
+pub async fn confirm_delete(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let service = db::services::find_own(state.db.acquire().await?.conn(), user.organization_id, &name)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let confirm = Confirm {
+        question: format!("Delete service {}?", service.name),
+        consequence: format!(
+            "/mcp/{} stops answering at once for every member and API key; its request logs and usage stay.",
+            service.name
+        ),
+        verb: "Delete",
+        action: format!("/services/{}/delete", service.name),
+        fields: Vec::new(),
+        back: "/services",
+    };
+    confirm::page(&user, &state, "/services", confirm)
+}
+
 pub async fn delete(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let now = state.clock.now();
@@ -680,6 +705,7 @@ pub async fn delete(
     );
     audited(tx.conn(), &user, Action::ServiceDeleted, service.id, Some(before), None, now).await?;
     tx.commit().await?;
+    session.put_notice(format!("Service {} was deleted.", service.name))?;
     state.changed(Change::Service { organization_id: user.organization_id, name: service.name });
     Ok(see_other("/services"))
 }

@@ -7,11 +7,13 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::confirm::{self, Confirm};
 use super::filters;
 use super::{FieldErrors, Layout, audited, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
+use crate::auth::session::WebSession;
 use crate::crypto::keyring::{Binding, visible_tail};
 use crate::db::audit::Action;
 use crate::db::{self, user_tokens::TokenRow};
@@ -139,9 +141,49 @@ pub async fn save(
     )
 }
 
+pub async fn confirm_delete(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    service: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let name = ServiceName::parse(&service).map_err(|_| AppError::NotFound)?;
+    let mut conn = state.db.acquire().await?;
+    let tokens = db::user_tokens::list_for_user(conn.conn(), user.organization_id, user.id).await?;
+    if !tokens.iter().any(|t| t.service_name == name.as_str()) {
+        return Err(AppError::NotFound);
+    }
+    let users: Vec<String> = db::services::catalog(conn.conn(), user.organization_id)
+        .await?
+        .into_iter()
+        .filter(|s| s.token_service_name.as_deref() == Some(name.as_str()))
+        .map(|s| s.name)
+        .collect();
+    let consequence = match users.as_slice() {
+        [] => "No service of your organization uses it now.".to_owned(),
+        [one] => {
+            format!("{one} stops working for you until you store a new one; nobody else's token changes.")
+        }
+        many => format!(
+            "{} ({}) stop working for you until you store a new one; nobody else's token changes.",
+            confirm::counted(many.len() as i64, "service"),
+            many.join(", ")
+        ),
+    };
+    let confirm = Confirm {
+        question: format!("Delete your {name} token?"),
+        consequence,
+        verb: "Delete",
+        action: format!("/tokens/{name}/delete"),
+        fields: Vec::new(),
+        back: "/tokens",
+    };
+    confirm::page(&user, &state, "/tokens", confirm)
+}
+
 pub async fn delete(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     service: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let name = ServiceName::parse(&service).map_err(|_| AppError::NotFound)?;
@@ -166,5 +208,6 @@ pub async fn delete(
         user_id: user.id,
         name: name.to_string(),
     });
+    session.put_notice(format!("Your {name} token was deleted."))?;
     Ok(see_other("/tokens"))
 }

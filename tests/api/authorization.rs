@@ -79,6 +79,7 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         (Post, "/services/{name}") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
         (Get, "/services/{name}/edit") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(200)]),
         (Post, "/services/{name}/delete") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)]),
+        (Get, "/services/{name}/delete") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(200)]),
         // Nothing chosen: the form comes back with its error.
         (Post, "/services/{name}/tools") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
         // Runs through the gateway as the member; the result (here: the token is missing) is shown.
@@ -102,6 +103,9 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         (Post, "/keys/{id}/roll") => Some([ToLogin, Status(404), NOT_DEVELOPER, Status(303), Status(404)]),
         // Shows a key just made, once; with none waiting, the list.
         (Get, "/keys/new") => developers(Status(303)),
+        (Get, "/tokens/{service}/delete") => {
+            Some([ToLogin, Status(404), NOT_DEVELOPER, Status(200), Status(404)])
+        }
         (Post, "/tokens/{service}/delete") => {
             Some([ToLogin, Status(404), NOT_DEVELOPER, Status(303), Status(404)])
         }

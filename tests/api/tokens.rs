@@ -14,6 +14,7 @@ on_both_backends!(
     a_sealed_token_only_opens_for_its_own_row,
     rotation_reseals_every_token_and_can_resume,
     the_token_form_offers_the_names_the_services_use,
+    deleting_a_token_or_a_service_asks_first_and_says_what_happened,
 );
 
 const GITHUB_TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
@@ -240,4 +241,36 @@ async fn the_token_form_offers_the_names_the_services_use(backend: Backend) {
     );
     // Another organization's services are not named.
     assert!(!page.contains("jira") && !page.contains("secret-project"));
+}
+
+/// Deleting a token asks first, naming the services that stop working for the member; deleting
+/// a service asks first, naming its gateway path; each ends with a notice.
+async fn deleting_a_token_or_a_service_asks_first_and_says_what_happened(backend: Backend) {
+    use crate::helpers::gateway::add_service;
+    let app = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    add_service(&app, org, "repos", "https://mcp.example.com/repos", Some("github"), 10_000).await;
+    add_service(&app, org, "projects", "https://mcp.example.com/projects", Some("github"), 10_000).await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let admin = app.create_user(org, Role::Admin).await;
+    let browser = app.signed_in(&developer).await;
+    save_token(&app, &browser, "github", GITHUB_TOKEN).await;
+    let page = app.get(&browser, "/tokens").await.text().await.unwrap();
+    assert!(page.contains(r#"action="/tokens/github/delete" data-confirm"#), "{page}");
+
+    let question = app.get(&browser, "/tokens/github/delete").await.text().await.unwrap();
+    assert!(question.contains("Delete your github token?"), "{question}");
+    assert!(question.contains("2 services (projects, repos) stop working for you"), "{question}");
+    assert_eq!(app.get(&browser, "/tokens/linear/delete").await.status(), 404, "no such token");
+    app.post_form(&browser, "/tokens", "/tokens/github/delete", &[]).await;
+    let page = app.get(&browser, "/tokens").await.text().await.unwrap();
+    assert!(page.contains("Your github token was deleted."), "{page}");
+    assert_eq!(app.count("user_tokens").await, 0);
+
+    let admin_browser = app.signed_in(&admin).await;
+    let question = app.get(&admin_browser, "/services/repos/delete").await.text().await.unwrap();
+    assert!(question.contains("Delete service repos?") && question.contains("/mcp/repos stops answering"));
+    app.post_form(&admin_browser, "/services/repos", "/services/repos/delete", &[]).await;
+    let page = app.get(&admin_browser, "/services").await.text().await.unwrap();
+    assert!(page.contains("Service repos was deleted."), "{page}");
 }
