@@ -89,6 +89,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Post "/members/invitations/bulk", ADMIN, invitations::invite_bulk),
     route!(Get "/members/invitations/{id}/revoke", ADMIN, invitations::confirm_revoke),
     route!(Post "/members/invitations/{id}/revoke", ADMIN, invitations::revoke),
+    route!(Get "/members/{id}/role", ADMIN, members::confirm_role),
     route!(Post "/members/{id}/role", ADMIN, members::change_role),
     route!(Get "/members/{id}/deactivate", ADMIN, members::confirm_deactivate),
     route!(Post "/members/{id}/deactivate", ADMIN, members::deactivate),

@@ -148,5 +148,6 @@ pub async fn end_session(
     if htmx.is_htmx {
         return render(StatusCode::OK, &sessions_table(&state, &user).await?);
     }
+    session.put_notice("That session was ended: its browser is signed out.")?;
     Ok(see_other("/account"))
 }

@@ -158,9 +158,59 @@ pub struct RoleForm {
     role: String,
 }
 
+/// Asks before a role changes, saying what the member gains or loses.
+pub async fn confirm_role(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<RoleForm>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let mut conn = state.db.acquire().await?;
+    let member =
+        db::users::find_member(conn.conn(), user.organization_id, id).await?.ok_or(AppError::NotFound)?;
+    let Ok(role) = Role::parse(&query.role) else {
+        drop(conn);
+        return refuse_on_row(&state, &user, id, "Choose admin, developer or viewer.").await;
+    };
+    let consequence = match role {
+        _ if role == member.role => format!("{} is a {role} already: nothing changes.", member.email),
+        Role::Admin => {
+            "They can manage members, services, every API key and the organization's settings.".to_owned()
+        }
+        Role::Developer if member.role == Role::Admin => {
+            "They lose the admin pages (members, organization, audit trail) at once; their API keys stay."
+                .to_owned()
+        }
+        Role::Developer => {
+            "They can create API keys, store service tokens and read their own request log.".to_owned()
+        }
+        Role::Viewer => {
+            let keys = db::api_keys::count_unrevoked_for_user(conn.conn(), user.organization_id, id).await?;
+            format!(
+                "Viewers hold no API keys: {} revoked at once, and a later promotion does not bring them back. They keep reading usage.",
+                match keys {
+                    1 => "their 1 API key is".to_owned(),
+                    n => format!("their {} are", confirm::counted(n, "API key")),
+                }
+            )
+        }
+    };
+    let confirm = Confirm {
+        question: format!("Make {} {} {role}?", member.email, if role == Role::Admin { "an" } else { "a" }),
+        consequence,
+        verb: "Change the role",
+        action: format!("/members/{id}/role"),
+        fields: vec![("role", role.as_str().to_owned())],
+        back: "/members",
+    };
+    confirm::page(&user, &state, "/members", confirm)
+}
+
 pub async fn change_role(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     id: web::Path<String>,
     form: web::Form<RoleForm>,
 ) -> Result<HttpResponse, AppError> {
@@ -199,6 +249,15 @@ pub async fn change_role(
     .await?;
     tx.commit().await?;
     state.changed(Change::Member(id));
+    let revoked = match revoked {
+        0 => String::new(),
+        n => format!("; {} revoked", confirm::counted(n as i64, "API key")),
+    };
+    session.put_notice(format!(
+        "{} is now {} {role}{revoked}.",
+        member.email,
+        if role == Role::Admin { "an" } else { "a" }
+    ))?;
     Ok(see_other("/members"))
 }
 

@@ -194,5 +194,6 @@ pub async fn submit(
     audit::record(tx.conn(), entry, now).await?;
     tx.commit().await?;
     session.sign_in(reset.user_id, &client)?;
+    session.put_notice("Your new password is set; every other session of yours was signed out.")?;
     Ok(see_other("/"))
 }

@@ -253,6 +253,7 @@ pub async fn set_tool_policy(
     req: HttpRequest,
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     name: web::Path<String>,
     input: web::Form<PolicyInput>,
 ) -> Result<HttpResponse, AppError> {
@@ -289,6 +290,7 @@ pub async fn set_tool_policy(
     .await?;
     tx.commit().await?;
     state.changed(Change::Service { organization_id: user.organization_id, name: service.name.clone() });
+    session.put_notice(format!("The tool policy of {} is saved; it applies at once.", service.name))?;
     Ok(see_other(&format!("/services/{}#tools", service.name)))
 }
 
@@ -533,18 +535,20 @@ fn merged_headers(
 pub async fn create(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
-    save(user, state, None, ServiceForm::from_pairs(form.into_inner())).await
+    save(user, state, session, None, ServiceForm::from_pairs(form.into_inner())).await
 }
 
 pub async fn update(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     name: web::Path<String>,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
-    save(user, state, Some(name.into_inner()), ServiceForm::from_pairs(form.into_inner())).await
+    save(user, state, session, Some(name.into_inner()), ServiceForm::from_pairs(form.into_inner())).await
 }
 
 /// The form again, with the errors, its stored headers as they are and no header value typed
@@ -567,6 +571,7 @@ fn refused_form(
 async fn save(
     user: CurrentUser,
     state: web::Data<AppState>,
+    session: WebSession,
     editing: Option<String>,
     form: ServiceForm,
 ) -> Result<HttpResponse, AppError> {
@@ -661,6 +666,8 @@ async fn save(
     for name in current.iter().map(|c| c.name.as_str()).chain([valid.name.as_str()]) {
         state.changed(Change::Service { organization_id: user.organization_id, name: name.to_owned() });
     }
+    let done = if current.is_some() { "saved" } else { "created" };
+    session.put_notice(format!("Service {} {done}.", valid.name))?;
     Ok(see_other(&format!("/services/{}", valid.name)))
 }
 

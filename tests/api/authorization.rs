@@ -114,7 +114,7 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         (Post, "/organization/keys/{id}/revoke" | "/members/invitations/{id}/revoke") => {
             Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)])
         }
-        (Post, "/members/{id}/role") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
+        (Get | Post, "/members/{id}/role") => Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(422)]),
         (
             Get,
             "/members/invitations/{id}/revoke" | "/members/{id}/deactivate" | "/members/{id}/erase-logs",

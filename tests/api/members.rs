@@ -18,6 +18,7 @@ on_both_backends!(
     the_directory_searches_filters_and_pages,
     another_organization_gets_404,
     deactivating_asks_first_naming_the_keys_and_says_what_happened,
+    changing_a_role_asks_first_saying_what_it_takes,
 );
 
 /// Invites `email` as `role` and returns the link from the page that shows it once.
@@ -579,4 +580,33 @@ async fn question_of_one_key_reads_well(
     let id = member_id(&app.get(admin, "/members").await.text().await.unwrap(), &member.email);
     let question = app.get(admin, &format!("/members/{id}/deactivate")).await.text().await.unwrap();
     question.contains("Their 1 API key is revoked and stops working at once")
+}
+
+async fn changing_a_role_asks_first_saying_what_it_takes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (org, _, admin) = admin_of(&app, "Acme").await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let browser = app.signed_in(&developer).await;
+    let made = app
+        .post_form(&browser, "/keys", "/keys", &[("name", "one"), ("scope", "mcp:read"), ("expiry", "30")])
+        .await;
+    let key = app.shown_key(&browser, made).await;
+    let html = app.get(&admin, "/members").await.text().await.unwrap();
+    let id = member_id(&html, &developer.email);
+    assert!(html.contains(&format!("action=\"/members/{id}/role\" class=\"inline\" data-confirm")));
+
+    let question = app.get(&admin, &format!("/members/{id}/role?role=viewer")).await.text().await.unwrap();
+    assert!(question.contains(&format!("Make {} a viewer?", developer.email)), "{question}");
+    assert!(question.contains("their 1 API key is revoked at once"), "{question}");
+    assert!(question.contains(r#"<input type="hidden" name="role" value="viewer">"#), "{question}");
+    assert_eq!(key_verdict(&app, &key).await, Ok(()), "asking changes nothing");
+    let question = app.get(&admin, &format!("/members/{id}/role?role=admin")).await.text().await.unwrap();
+    assert!(question.contains(&format!("Make {} an admin?", developer.email)), "{question}");
+    let bad = app.get(&admin, &format!("/members/{id}/role?role=owner")).await;
+    assert_eq!(bad.status(), 422);
+
+    app.post_form(&admin, "/members", &format!("/members/{id}/role"), &[("role", "viewer")]).await;
+    let page = app.get(&admin, "/members").await.text().await.unwrap();
+    assert!(page.contains(&format!("{} is now a viewer; 1 API key revoked.", developer.email)), "{page}");
+    assert_eq!(key_verdict(&app, &key).await, Err("the API key has been revoked".to_owned()));
 }
