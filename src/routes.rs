@@ -123,6 +123,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route!(Get "/organization", ADMIN, organization::show, nav = "Organization"),
     route!(Post "/organization", ADMIN, organization::save),
     route!(Get "/audit", ADMIN, audit_trail::list, nav = "Audit trail"),
+    route!(Get "/audit/export.csv", ADMIN, audit_trail::export_csv),
     route!(Get "/organization/keys", ADMIN, keys::organization_keys),
     route!(Get "/organization/keys/{id}/revoke", ADMIN, keys::confirm_organization_revoke),
     route!(Post "/organization/keys/{id}/revoke", ADMIN, keys::organization_revoke),

@@ -349,7 +349,7 @@ pub async fn erase_logs(
         Action::MemberLogsErased,
         id,
         None,
-        Some(json!({ "request_log_rows": erased })),
+        Some(json!({ "email": member.email, "request_log_rows": erased })),
         now,
     )
     .await?;

@@ -7,7 +7,10 @@ use mcp_platform::config::Settings;
 use crate::helpers::{Backend, client, csrf_token, session_cookie, spawn_app_with};
 use crate::on_both_backends;
 
-on_both_backends!(every_action_writes_exactly_one_row_without_secrets);
+on_both_backends!(
+    every_action_writes_exactly_one_row_without_secrets,
+    the_audit_trail_reads_as_sentences_with_links_changes_and_a_csv,
+);
 
 fn value_after(html: &str, marker: &str) -> String {
     let start = html.find(marker).unwrap_or_else(|| panic!("{marker} not in page")) + marker.len();
@@ -184,4 +187,48 @@ async fn every_action_writes_exactly_one_row_without_secrets(backend: Backend) {
         }
     }
     eprintln!("audit: {} actions, {} rows, {} secrets checked", expected.len(), rows.len(), secrets.len());
+}
+
+/// Each entry is a sentence naming who did what to which thing, linked to that thing while it
+/// exists, with the fields that changed; the CSV export keeps the filters and neutralises
+/// cells a spreadsheet would run.
+async fn the_audit_trail_reads_as_sentences_with_links_changes_and_a_csv(backend: Backend) {
+    use mcp_platform::domain::Role;
+    let app = crate::helpers::spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let admin_user = app.create_user(org, Role::Admin).await;
+    let developer = app.create_user(org, Role::Developer).await;
+    let admin = app.signed_in(&admin_user).await;
+    let dev = app.signed_in(&developer).await;
+    let fields = [("name", "=HYPERLINK(\"x\")"), ("scope", "mcp:read"), ("expiry", "30")];
+    let made = app.post_form(&dev, "/keys", "/keys", &fields).await;
+    let key = app.shown_key(&dev, made).await;
+    let display = format!("{}...{}", &key[..11], &key[key.len() - 4..]);
+    let members = app.get(&admin, "/members").await.text().await.unwrap();
+    let id = crate::members::member_id(&members, &developer.email);
+    app.post_form(&admin, "/members", &format!("/members/{id}/role"), &[("role", "viewer")]).await;
+
+    let page = app.get(&admin, "/audit").await.text().await.unwrap();
+    let role = format!("{} made {} a viewer (was developer)", admin_user.email, developer.email);
+    assert!(page.contains(&role), "{page}");
+    assert!(page.contains("role: <del>developer</del> → <ins>viewer</ins>"), "{page}");
+    assert!(page.contains("keys revoked: <ins>1</ins>"), "{page}");
+    let member_link =
+        format!("<a href=\"/members?q={}\">see member</a>", developer.email.replace('@', "%40"));
+    assert!(page.contains(&member_link), "a link to the member, who exists: {page}");
+    let created = format!("{} created API key =HYPERLINK(&#34;x&#34;) ({display})", developer.email);
+    assert!(page.contains(&created), "{page}");
+    assert!(page.contains("<code>member.role_changed</code>"), "the action's code is still there");
+
+    // The export keeps the filter, says the same sentences, and defuses formulas.
+    let csv = app.get(&admin, "/audit/export.csv?action=member.").await;
+    assert_eq!(csv.status(), 200);
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    assert!(csv.starts_with("time,actor,action,what_happened,object,"), "{csv}");
+    assert!(csv.contains(&role), "{csv}");
+    assert!(!csv.contains("api_key.created"), "filtered to members: {csv}");
+    let all = app.get(&admin, "/audit/export.csv").await.text().await.unwrap();
+    assert!(all.contains(",\"'=HYPERLINK(\"\"x\"\")\","), "the key's name is neutralised: {all}");
+    assert_eq!(app.get(&admin, "/audit/export.csv?from=yesterday").await.status(), 422);
 }

@@ -109,7 +109,9 @@ fn expected(verb: Verb, path: &str) -> Option<[Outcome; 5]> {
         (Post, "/tokens/{service}/delete") => {
             Some([ToLogin, Status(404), NOT_DEVELOPER, Status(303), Status(404)])
         }
-        (Get, "/members" | "/organization" | "/organization/keys" | "/audit") => admins(Status(200)),
+        (Get, "/members" | "/organization" | "/organization/keys" | "/audit" | "/audit/export.csv") => {
+            admins(Status(200))
+        }
         (Post, "/organization" | "/members/invitations" | "/members/invitations/bulk") => admins(Status(422)),
         (Post, "/organization/keys/{id}/revoke" | "/members/invitations/{id}/revoke") => {
             Some([ToLogin, Status(404), NOT_ADMIN, NOT_ADMIN, Status(303)])
