@@ -10,7 +10,7 @@ use serde_json::json;
 
 use mcp_platform::domain::Role;
 
-use crate::helpers::webdriver::WebDriver;
+use crate::helpers::webdriver::{ENTER, TAB, WebDriver};
 use crate::helpers::{Backend, TestApp, spawn_app};
 use crate::on_both_backends;
 
@@ -18,6 +18,7 @@ on_both_backends!(
     first_run_sign_in_and_htmx_in_a_real_browser,
     each_role_does_what_it_may_in_a_real_browser,
     each_role_reads_usage_and_logs_in_a_real_browser,
+    an_admin_runs_the_team_and_a_developer_works_by_keyboard_in_real_browsers,
 );
 
 /// chromedriver and the browser session it drives; both end when this is dropped.
@@ -432,4 +433,145 @@ async fn each_role_reads_usage_and_logs_in_a_real_browser(backend: Backend) {
     text_with(page, "This page needs the developer role").await;
 
     browser.close().await;
+}
+
+/// The id of the element that has the keyboard focus.
+async fn focused(page: &WebDriver) -> String {
+    let script = "const e = document.activeElement; return e.id || (e.tagName + ':' + e.textContent.trim())";
+    page.execute(script).await.unwrap().as_str().unwrap_or_default().to_owned()
+}
+
+/// Presses Tab until `want` has the focus (at most 80 times), as a keyboard user moves on.
+async fn tab_to(page: &WebDriver, want: &str) {
+    for _ in 0..80 {
+        if focused(page).await == want {
+            return;
+        }
+        page.press(TAB).await.unwrap();
+    }
+    panic!("Tab never reached {want}; the focus is on {}", focused(page).await);
+}
+
+/// The admin invites a viewer who joins in their own browser; the admin makes them a developer
+/// and, later, deactivates them: their open page's next click lands on the sign-in page. In
+/// between, the developer creates a key with the keyboard alone, copies the Claude Desktop
+/// configuration, calls a service through the gateway and finds the calls on /logs and /usage.
+async fn an_admin_runs_the_team_and_a_developer_works_by_keyboard_in_real_browsers(backend: Backend) {
+    let Some(admin_browser) = Browser::start().await else { return };
+    let Some(member_browser) = Browser::start().await else { return };
+    let app: TestApp = spawn_app(backend).await;
+    let org = app.create_organization("Acme").await;
+    let admin = app.create_user(org, Role::Admin).await;
+    let upstream = crate::helpers::upstream::HttpUpstream::start();
+    crate::helpers::gateway::add_service(&app, org, "tools", &upstream.url, None, 10_000).await;
+    let (page, member) = (admin_browser.client(), member_browser.client());
+
+    // Invited as a viewer, the person joins in their own browser.
+    sign_in(page, &app, &admin.email, &admin.password).await;
+    page.goto(&app.url("/members")).await.unwrap();
+    fill(page, "invite-email", "sam@acme.example").await;
+    page.execute("document.getElementById('invite-role').value = 'viewer'").await.unwrap();
+    submit(page, "form[action='/members/invitations']").await;
+    text_with(page, "Invitation created").await;
+    let link = page.find("code.full-link").await.unwrap().text().await.unwrap();
+    member.goto(&link).await.unwrap();
+    text_with(member, "Join Acme").await;
+    fill(member, "password", "sam's own passphrase").await;
+    fill(member, "password_confirm", "sam's own passphrase").await;
+    submit(member, "main form").await;
+    wait_for_path(member, "/").await;
+    assert!(!nav(member).await.contains("API keys"), "a viewer has no keys");
+
+    // The admin makes them a developer, confirming in the dialog; the next page says so.
+    page.goto(&app.url("/members")).await.unwrap();
+    let row = "form[action$='/role'][data-confirm]";
+    let select = format!("{row} select");
+    let script = format!(
+        "const rows = [...document.querySelectorAll({select:?})].filter(s => s.closest('tr').textContent.includes('sam@acme.example')); rows[0].value = 'developer'; rows[0].closest('form').querySelector('button').click();"
+    );
+    page.execute(&script).await.unwrap();
+    text_with(page, "Make sam@acme.example a developer?").await;
+    page.find("dialog[open] button.danger").await.unwrap().click().await.unwrap();
+    text_with(page, "sam@acme.example is now a developer.").await;
+
+    // The developer creates a key with the keyboard alone: Tab to the name, type it, Tab to
+    // the write scope and press Space (off, then on again), Tab to the button and press Enter.
+    member.goto(&app.url("/keys")).await.unwrap();
+    text_with(member, "Create a key").await;
+    tab_to(member, "name").await;
+    member.press("keyboard-key").await.unwrap();
+    member.press(TAB).await.unwrap();
+    for _ in 0..5 {
+        let value = member.execute("return document.activeElement.value").await.unwrap();
+        if value == "mcp:write" {
+            break;
+        }
+        member.press(TAB).await.unwrap();
+    }
+    let checked = "return document.activeElement.checked";
+    let before = member.execute(checked).await.unwrap();
+    member.press(" ").await.unwrap();
+    assert_ne!(member.execute(checked).await.unwrap(), before, "Space toggles the scope");
+    member.press(" ").await.unwrap();
+    assert_eq!(member.execute(checked).await.unwrap(), json!(true), "and back: calls need it");
+    tab_to(member, "BUTTON:Create key").await;
+    member.press(ENTER).await.unwrap();
+    let shown = text_with(member, "Copy the key now").await;
+    assert!(shown.contains("keyboard-key"), "{shown}");
+    let key = member.find("input.secret").await.unwrap().prop("value").await.unwrap().unwrap();
+
+    // The Claude Desktop configuration holds the key and the bridge; its copy button answers.
+    let desktop = member.find("textarea[aria-label='Claude Desktop configuration']").await.unwrap();
+    let text = desktop.prop("value").await.unwrap().unwrap();
+    assert!(text.contains("mcp-remote") && text.contains(&key), "{text}");
+    let id = desktop.prop("id").await.unwrap().unwrap();
+    let copy = member.find(&format!("button[data-copy='{id}']")).await.unwrap();
+    member.execute(&format!("document.getElementById({id:?}).closest('details').open = true")).await.unwrap();
+    copy.click().await.unwrap();
+    for _ in 0..30 {
+        if copy.text().await.unwrap() != "Copy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(copy.text().await.unwrap(), "Copy", "the copy button did nothing");
+
+    // Calls through the gateway with that key are on /logs (one opens) and on /usage.
+    let gateway = app.url("/mcp/tools");
+    for n in 0..3 {
+        let body = json!({ "jsonrpc": "2.0", "id": n, "method": "tools/call", "params": { "name": "echo", "arguments": { "text": format!("call {n}") } } });
+        let answer = crate::helpers::gateway::modern(&gateway, &key, n, "tools/call", body["params"].clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    crate::helpers::gateway::settled_rows(&app, 3).await;
+    member.goto(&app.url("/logs")).await.unwrap();
+    text_with(member, "Your calls").await;
+    assert_eq!(count(member, "table.logs tbody tr a").await, 3);
+    member.find("table.logs tbody tr a").await.unwrap().click().await.unwrap();
+    let call = text_with(member, "Correlation id").await;
+    assert!(call.contains("echo"), "{call}");
+    member.goto(&app.url("/usage?range=24h")).await.unwrap();
+    let usage = text_with(member, "Requests over the last 24 hours").await;
+    assert!(usage.contains("tools"), "{usage}");
+
+    // Deactivated by the admin, the developer's next click lands on the sign-in page.
+    page.goto(&app.url("/members")).await.unwrap();
+    let deactivate = "form[action$='/deactivate'][data-confirm] button";
+    let script = format!(
+        "[...document.querySelectorAll({deactivate:?})].find(b => b.closest('tr').textContent.includes('sam@acme.example')).click()"
+    );
+    page.execute(&script).await.unwrap();
+    text_with(page, "Deactivate sam@acme.example?").await;
+    let question = page.find("dialog[open]").await.unwrap().text().await.unwrap();
+    assert!(question.contains("Their 1 API key is revoked"), "{question}");
+    page.find("dialog[open] button.danger").await.unwrap().click().await.unwrap();
+    text_with(page, "sam@acme.example was deactivated").await;
+    member.find("nav a[href='/services']").await.unwrap().click().await.unwrap();
+    wait_for_path(member, "/login").await;
+
+    admin_browser.close().await;
+    member_browser.close().await;
 }

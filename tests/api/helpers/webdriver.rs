@@ -4,6 +4,10 @@
 
 use serde_json::{Value, json};
 
+/// The WebDriver codes of the keys the journeys press.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
+
 /// How the protocol marks an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -78,6 +82,19 @@ impl WebDriver {
     /// Sends a Chrome DevTools command (chromedriver's extension), e.g. to emulate a screen.
     pub async fn devtools(&self, command: &str, params: Value) -> Result<Value, String> {
         self.post("/goog/cdp/execute", json!({ "cmd": command, "params": params })).await
+    }
+
+    /// Presses keys one after another where the focus is, as a person at a keyboard does
+    /// (`TAB`, `ENTER`, or text).
+    pub async fn press(&self, keys: &str) -> Result<(), String> {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|key| {
+                [json!({ "type": "keyDown", "value": key }), json!({ "type": "keyUp", "value": key })]
+            })
+            .collect();
+        let body = json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] });
+        self.post("/actions", body).await.map(drop)
     }
 
     /// The screen as a PNG image.
