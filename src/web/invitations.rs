@@ -14,14 +14,14 @@ use crate::ids::UserId;
 
 use super::confirm::{self, Confirm};
 use super::members::{InviteForm, PageParts, members_page};
-use super::{FieldErrors, Layout, audited, parse_id, public_base, render, see_other};
+use super::{FieldErrors, Layout, PasswordTwice, audited, parse_id, public_base, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
 use crate::auth::session::WebSession;
 use crate::db::audit::Action;
 use crate::db::{self, Tx, audit, invitations::Invitation};
-use crate::domain::{Email, NewPassword, Role};
+use crate::domain::{Email, Role};
 use crate::error::AppError;
 
 #[derive(Template)]
@@ -83,31 +83,23 @@ pub async fn form(
     }
 }
 
-#[derive(Deserialize)]
-pub struct AcceptForm {
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    password_confirm: String,
-}
-
 pub async fn accept(
     state: web::Data<AppState>,
     session: WebSession,
     client: ClientInfo,
     token: web::Path<String>,
-    form: web::Form<AcceptForm>,
+    form: web::Form<PasswordTwice>,
 ) -> Result<HttpResponse, AppError> {
     let Some(invitation) = lookup(&state, &token).await? else {
         return gone(&state, &session, StatusCode::UNPROCESSABLE_ENTITY);
     };
     let mut page = accept_page(&state, &session, &token, &invitation);
-    let password = NewPassword::parse(&form.password).map_err(|e| page.password_error = Some(e)).ok();
-    if password.is_some() && form.password != form.password_confirm {
-        page.confirm_error = Some("The passwords do not match.".into());
-    }
-    let (Some(password), None) = (password, &page.confirm_error) else {
-        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    let password = match form.check() {
+        Ok(password) => password,
+        Err((password_error, confirm_error)) => {
+            (page.password_error, page.confirm_error) = (password_error, confirm_error);
+            return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
     };
     let email =
         Email::parse(&invitation.email).map_err(|e| anyhow::anyhow!("stored invitation email: {e}"))?;

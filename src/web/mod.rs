@@ -79,6 +79,26 @@ pub fn render<T: Template>(status: StatusCode, page: &T) -> Result<HttpResponse,
     Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(html))
 }
 
+/// A new password typed twice, as the invitation and password-reset forms ask for it.
+#[derive(serde::Deserialize)]
+pub struct PasswordTwice {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+}
+
+impl PasswordTwice {
+    /// The password, or the messages for its field and for the repeated one.
+    pub fn check(&self) -> Result<crate::domain::NewPassword, (Option<String>, Option<String>)> {
+        let password = crate::domain::NewPassword::parse(&self.password).map_err(|e| (Some(e), None))?;
+        if self.password != self.password_confirm {
+            return Err((None, Some("The passwords do not match.".into())));
+        }
+        Ok(password)
+    }
+}
+
 /// The origin users reach the platform at (`WebSettings::public_base`).
 pub fn public_base(state: &AppState, req: &actix_web::HttpRequest) -> String {
     state.settings.public_base(req)

@@ -8,12 +8,11 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::members::refuse_on_row;
-use super::{Layout, audited, parse_id, public_base, render, see_other};
+use super::{Layout, PasswordTwice, audited, parse_id, public_base, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
@@ -21,7 +20,6 @@ use crate::auth::session::WebSession;
 use crate::db::audit::Action;
 use crate::db::password_resets::{NewPasswordReset, PasswordReset};
 use crate::db::{self, Conn, audit};
-use crate::domain::NewPassword;
 use crate::error::AppError;
 use crate::ids::{OrgId, UserId};
 
@@ -145,31 +143,23 @@ pub async fn form(
     }
 }
 
-#[derive(Deserialize)]
-pub struct ResetForm {
-    #[serde(default)]
-    password: String,
-    #[serde(default)]
-    password_confirm: String,
-}
-
 pub async fn submit(
     state: web::Data<AppState>,
     session: WebSession,
     client: ClientInfo,
     token: web::Path<String>,
-    form: web::Form<ResetForm>,
+    form: web::Form<PasswordTwice>,
 ) -> Result<HttpResponse, AppError> {
     let Some(reset) = lookup(&state, &token).await? else {
         return gone(&state, &session, StatusCode::UNPROCESSABLE_ENTITY);
     };
     let mut page = reset_page(&state, &session, &token, &reset);
-    let password = NewPassword::parse(&form.password).map_err(|e| page.password_error = Some(e)).ok();
-    if password.is_some() && form.password != form.password_confirm {
-        page.confirm_error = Some("The passwords do not match.".into());
-    }
-    let (Some(password), None) = (password, &page.confirm_error) else {
-        return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    let password = match form.check() {
+        Ok(password) => password,
+        Err((password_error, confirm_error)) => {
+            (page.password_error, page.confirm_error) = (password_error, confirm_error);
+            return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
     };
     let hash = state.passwords.hash(password.into_secret()).await?;
     let now = state.clock.now();
