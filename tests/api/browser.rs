@@ -422,15 +422,24 @@ async fn each_role_reads_usage_and_logs_in_a_real_browser(backend: Backend) {
     assert_eq!(count(page, "table.logs tbody tr a").await, 3);
     sign_out(page).await;
 
-    // The viewer: charts, and no logs.
+    // The viewer: charts, a range switched in place (the page is not loaded again: a mark
+    // left on it stays), and no logs or keys.
     sign_in(page, &app, &viewer.email, &viewer.password).await;
     let menu = nav(page).await;
     assert!(menu.contains("Usage") && !menu.contains("Request log"), "{menu}");
     page.goto(&app.url("/usage?range=24h")).await.unwrap();
     text_with(page, "Requests over the last 24 hours").await;
     assert_eq!(count(page, "svg g.bar title").await, 24);
-    page.goto(&app.url("/logs")).await.unwrap();
-    text_with(page, "This page needs the developer role").await;
+    page.execute("window.stillTheSamePage = true").await.unwrap();
+    page.find("nav.ranges a[href='/usage?range=7d']").await.unwrap().click().await.unwrap();
+    text_with(page, "Requests over the last 7 days").await;
+    assert_eq!(page.execute("return window.stillTheSamePage === true").await.unwrap(), json!(true));
+    assert_eq!(page.execute("return location.search").await.unwrap(), "?range=7d");
+    for refused in ["/logs", "/keys", "/members"] {
+        page.goto(&app.url(refused)).await.unwrap();
+        let needs = if refused == "/members" { "admin" } else { "developer" };
+        text_with(page, &format!("This page needs the {needs} role")).await;
+    }
 
     browser.close().await;
 }
@@ -452,13 +461,15 @@ async fn tab_to(page: &WebDriver, want: &str) {
     panic!("Tab never reached {want}; the focus is on {}", focused(page).await);
 }
 
-/// The admin invites a viewer who joins in their own browser; the admin makes them a developer
+/// The admin invites a viewer and a developer who join in their own browsers; the admin makes
+/// the viewer a developer
 /// and, later, deactivates them: their open page's next click lands on the sign-in page. In
 /// between, the developer creates a key with the keyboard alone, copies the Claude Desktop
 /// configuration, calls a service through the gateway and finds the calls on /logs and /usage.
 async fn an_admin_runs_the_team_and_a_developer_works_by_keyboard_in_real_browsers(backend: Backend) {
     let Some(admin_browser) = Browser::start().await else { return };
     let Some(member_browser) = Browser::start().await else { return };
+    let Some(third_browser) = Browser::start().await else { return };
     let app: TestApp = spawn_app(backend).await;
     let org = app.create_organization("Acme").await;
     let admin = app.create_user(org, Role::Admin).await;
@@ -481,6 +492,22 @@ async fn an_admin_runs_the_team_and_a_developer_works_by_keyboard_in_real_browse
     submit(member, "main form").await;
     wait_for_path(member, "/").await;
     assert!(!nav(member).await.contains("API keys"), "a viewer has no keys");
+    // And a developer, in a third browser.
+    page.goto(&app.url("/members")).await.unwrap();
+    fill(page, "invite-email", "dana@acme.example").await;
+    page.execute("document.getElementById('invite-role').value = 'developer'").await.unwrap();
+    submit(page, "form[action='/members/invitations']").await;
+    text_with(page, "Invitation created").await;
+    let link = page.find("code.full-link").await.unwrap().text().await.unwrap();
+    let third = third_browser.client();
+    third.goto(&link).await.unwrap();
+    text_with(third, "Join Acme").await;
+    fill(third, "password", "dana's own passphrase").await;
+    fill(third, "password_confirm", "dana's own passphrase").await;
+    submit(third, "main form").await;
+    wait_for_path(third, "/").await;
+    assert!(nav(third).await.contains("API keys"), "a developer has keys");
+    third_browser.close().await;
 
     // The admin makes them a developer, confirming in the dialog; the next page says so.
     page.goto(&app.url("/members")).await.unwrap();
