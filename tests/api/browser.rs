@@ -462,10 +462,10 @@ async fn tab_to(page: &WebDriver, want: &str) {
 }
 
 /// The admin invites a viewer and a developer who join in their own browsers; the admin makes
-/// the viewer a developer
-/// and, later, deactivates them: their open page's next click lands on the sign-in page. In
-/// between, the developer creates a key with the keyboard alone, copies the Claude Desktop
-/// configuration, calls a service through the gateway and finds the calls on /logs and /usage.
+/// the viewer a developer and, later, deactivates them: their open page's next click lands on
+/// the sign-in page. In between, that developer creates a key with the keyboard alone, copies
+/// the Claude Desktop configuration, calls a service through the gateway and finds the calls on
+/// /logs and /usage.
 async fn an_admin_runs_the_team_and_a_developer_works_by_keyboard_in_real_browsers(backend: Backend) {
     let Some(admin_browser) = Browser::start().await else { return };
     let Some(member_browser) = Browser::start().await else { return };
