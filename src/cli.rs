@@ -286,7 +286,7 @@ async fn reset_password(config: Config, email: &str) -> Result<(), Failure> {
         .into());
     }
     let base = config.origin(config.bind.port());
-    let (reset, url) = crate::web::password_reset::issue_link(
+    let link = crate::web::password_reset::issue_link(
         tx.conn(),
         account.organization_id,
         account.id,
@@ -299,7 +299,7 @@ async fn reset_password(config: Config, email: &str) -> Result<(), Failure> {
     let entry = db::audit::Entry {
         organization_id: Some(account.organization_id),
         target_id: Some(account.id.to_string()),
-        after: Some(serde_json::json!({ "email": email.as_str(), "reset": reset, "by": "operator" })),
+        after: Some(serde_json::json!({ "email": email.as_str(), "reset": link.id, "by": "operator" })),
         ..db::audit::Entry::new(db::audit::Action::PasswordResetIssued)
     };
     db::audit::record(tx.conn(), entry, now).await.context("cannot audit")?;
@@ -309,7 +309,7 @@ async fn reset_password(config: Config, email: &str) -> Result<(), Failure> {
         "a password-reset link for {email}, valid for {} hours (it works once; their sessions end when it is used):",
         crate::web::password_reset::RESET_HOURS
     );
-    println!("{url}");
+    println!("{}", link.url);
     Ok(())
 }
 

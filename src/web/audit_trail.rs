@@ -2,13 +2,17 @@
 //! filters by actor, action and date range; each entry a sentence, linked to what it changed
 //! while that exists, with the fields that changed; exported as CSV with the same filters.
 
+use std::collections::HashMap;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use askama::Template;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::confirm::a_or_an;
 use super::filters;
 use super::logs::neutralised;
 use super::{Layout, parse_id, render};
@@ -18,7 +22,6 @@ use crate::db::audit::{AuditFilter, AuditRow};
 use crate::db::{self};
 use crate::error::AppError;
 use crate::ids::ServiceId;
-use serde_json::{Map, Value};
 
 const PAGE_SIZE: i64 = 50;
 
@@ -60,6 +63,7 @@ pub struct Shown {
     pub diff: Vec<Difference>,
 }
 
+#[derive(Clone)]
 pub enum Link {
     /// The members directory, searched for this email.
     Member(String),
@@ -108,10 +112,6 @@ fn differences(row: &AuditRow) -> Vec<Difference> {
             after: after.get(field).map(words).unwrap_or_default(),
         })
         .collect()
-}
-
-fn a_or_an(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 /// The row as a sentence, and the name of the thing it is about.
@@ -196,45 +196,53 @@ fn sentence(row: &AuditRow) -> (String, String) {
     }
 }
 
-/// The rows as shown, each linked to its thing when that still exists (members and keys of
-/// this organization, and the services it sees).
-async fn shown(
-    conn: &mut db::PooledConn,
-    user: &CurrentUser,
-    rows: Vec<AuditRow>,
-) -> Result<Vec<Shown>, AppError> {
+/// The row as people read it, not yet linked.
+fn describe(row: AuditRow) -> Shown {
+    let (sentence, object) = sentence(&row);
+    let diff = differences(&row);
+    Shown { row, sentence, object, link: None, diff }
+}
+
+/// Links each entry to its thing when that still exists (members and keys of this
+/// organization, and the services it sees), looking each thing up once.
+async fn link(conn: &mut db::PooledConn, user: &CurrentUser, entries: &mut [Shown]) -> Result<(), AppError> {
     let services: Vec<(String, ServiceId)> = db::services::catalog(conn.conn(), user.organization_id)
         .await?
         .into_iter()
         .map(|s| (s.name, s.id))
         .collect();
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let (sentence, object) = sentence(&row);
-        let target = row.target_id.as_deref().unwrap_or_default();
-        let link = match row.target_type.as_deref() {
-            Some("user") => match parse_id(target) {
+    let mut known: HashMap<(String, String), Option<Link>> = HashMap::new();
+    for entry in entries {
+        let (Some(kind), Some(target)) = (entry.row.target_type.clone(), entry.row.target_id.clone()) else {
+            continue;
+        };
+        if let Some(link) = known.get(&(kind.clone(), target.clone())) {
+            entry.link = link.clone();
+            continue;
+        }
+        let link = match kind.as_str() {
+            "user" => match parse_id(&target) {
                 Ok(id) => db::users::find_member(conn.conn(), user.organization_id, id)
                     .await?
                     .map(|m| Link::Member(m.email)),
                 Err(_) => None,
             },
-            Some("api_key") => match parse_id(target) {
+            "api_key" => match parse_id(&target) {
                 Ok(id) => db::api_keys::find_in_organization(conn.conn(), user.organization_id, id)
                     .await?
                     .map(|_| Link::Keys),
                 Err(_) => None,
             },
-            Some("service") => services
+            "service" => services
                 .iter()
                 .find(|(_, id)| id.to_string() == target)
                 .map(|(name, _)| Link::Service(name.clone())),
             _ => None,
         };
-        let diff = differences(&row);
-        out.push(Shown { row, sentence, object, link, diff });
+        entry.link = link.clone();
+        known.insert((kind, target), link);
     }
-    Ok(out)
+    Ok(())
 }
 
 fn parse_day(raw: &str) -> Result<Option<NaiveDate>, &'static str> {
@@ -254,6 +262,14 @@ fn start_of(day: NaiveDate) -> DateTime<Utc> {
 fn parse_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let (micros, id) = raw.split_once('.')?;
     Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, Uuid::parse_str(id).ok()?))
+}
+
+impl AuditQuery {
+    /// The query as the filters read it: the actor's email in lower case.
+    fn normalised(mut self) -> AuditQuery {
+        self.actor = self.actor.trim().to_lowercase();
+        self
+    }
 }
 
 /// The filter the query asks for, and the errors of its dates.
@@ -276,8 +292,7 @@ pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let mut query = query.into_inner();
-    query.actor = query.actor.trim().to_lowercase();
+    let query = query.into_inner().normalised();
     let (filter, from_error, to_error) = filter_of(&query);
     let mut conn = state.db.acquire().await?;
     let mut rows = db::audit::search(conn.conn(), user.organization_id, &filter, PAGE_SIZE + 1).await?;
@@ -290,7 +305,8 @@ pub async fn list(
     } else {
         StatusCode::OK
     };
-    let rows = shown(&mut conn, &user, rows).await?;
+    let mut rows: Vec<Shown> = rows.into_iter().map(describe).collect();
+    link(&mut conn, &user, &mut rows).await?;
     drop(conn);
     let page = AuditPage {
         layout: Layout::signed_in("Audit trail", "/audit", &user, &state),
@@ -314,9 +330,7 @@ pub async fn export_csv(
     state: web::Data<AppState>,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let mut query = query.into_inner();
-    query.actor = query.actor.trim().to_lowercase();
-    query.before = String::new();
+    let query = AuditQuery { before: String::new(), ..query.into_inner().normalised() };
     let (mut filter, from_error, to_error) = filter_of(&query);
     if let Some(error) = from_error.or(to_error) {
         return Ok(HttpResponse::UnprocessableEntity()
@@ -345,7 +359,7 @@ pub async fn export_csv(
         let Some(last) = rows.last() else { break };
         filter.before = Some((last.created_at, last.id));
         let count = rows.len();
-        for entry in shown(&mut conn, &user, rows).await? {
+        for entry in rows.into_iter().map(describe) {
             let row = &entry.row;
             let json = |state: &Option<sqlx::types::Json<Value>>| {
                 state.as_ref().map(|j| j.0.to_string()).unwrap_or_default()

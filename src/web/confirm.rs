@@ -23,7 +23,7 @@ pub struct Confirm {
     /// The POST path, and the fields it sends besides the CSRF token.
     pub action: String,
     pub fields: Vec<(&'static str, String)>,
-    /// Where "Cancel" goes.
+    /// Where "Cancel" goes: the page the question belongs to.
     pub back: &'static str,
 }
 
@@ -40,12 +40,12 @@ pub fn counted(count: impl Into<i64>, noun: &str) -> String {
     if count == 1 { format!("1 {noun}") } else { format!("{count} {noun}s") }
 }
 
-pub fn page(
-    user: &CurrentUser,
-    state: &AppState,
-    path: &'static str,
-    confirm: Confirm,
-) -> Result<HttpResponse, AppError> {
-    let layout = Layout::signed_in(confirm.question.clone(), path, user, state);
+/// "a" or "an", for the word that follows: "a viewer", "an admin".
+pub fn a_or_an(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+}
+
+pub fn page(user: &CurrentUser, state: &AppState, confirm: Confirm) -> Result<HttpResponse, AppError> {
+    let layout = Layout::signed_in(confirm.question.clone(), confirm.back, user, state);
     render(StatusCode::OK, &ConfirmPage { layout, confirm })
 }

@@ -386,7 +386,7 @@ pub async fn confirm_revoke(
         fields: Vec::new(),
         back: "/members",
     };
-    confirm::page(&user, &state, "/members", confirm)
+    confirm::page(&user, &state, confirm)
 }
 
 pub async fn revoke(

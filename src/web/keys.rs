@@ -428,7 +428,7 @@ async fn confirm_revoking(
         fields: Vec::new(),
         back,
     };
-    confirm::page(user, state, back, confirm)
+    confirm::page(user, state, confirm)
 }
 
 pub async fn confirm_revoke(

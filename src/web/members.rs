@@ -197,14 +197,14 @@ pub async fn confirm_role(
         }
     };
     let confirm = Confirm {
-        question: format!("Make {} {} {role}?", member.email, if role == Role::Admin { "an" } else { "a" }),
+        question: format!("Make {} {} {role}?", member.email, confirm::a_or_an(role.as_str())),
         consequence,
         verb: "Change the role",
         action: format!("/members/{id}/role"),
         fields: vec![("role", role.as_str().to_owned())],
         back: "/members",
     };
-    confirm::page(&user, &state, "/members", confirm)
+    confirm::page(&user, &state, confirm)
 }
 
 pub async fn change_role(
@@ -256,7 +256,7 @@ pub async fn change_role(
     session.put_notice(format!(
         "{} is now {} {role}{revoked}.",
         member.email,
-        if role == Role::Admin { "an" } else { "a" }
+        confirm::a_or_an(role.as_str())
     ))?;
     Ok(see_other("/members"))
 }
@@ -290,7 +290,7 @@ pub async fn confirm_deactivate(
         fields: Vec::new(),
         back: "/members",
     };
-    confirm::page(&user, &state, "/members", confirm)
+    confirm::page(&user, &state, confirm)
 }
 
 pub async fn deactivate(
@@ -319,7 +319,7 @@ pub async fn confirm_erase_logs(
         fields: Vec::new(),
         back: "/members",
     };
-    confirm::page(&user, &state, "/members", confirm)
+    confirm::page(&user, &state, confirm)
 }
 
 /// Erases the member's request logs (a data-subject request): the rows go; the usage roll-ups

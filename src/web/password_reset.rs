@@ -25,7 +25,14 @@ use crate::ids::{OrgId, UserId};
 
 pub const RESET_HOURS: i64 = 24;
 
-/// Stores a new link for the member and returns its URL on `base`.
+/// A link just stored, the one time its URL is known.
+pub struct IssuedLink {
+    pub id: Uuid,
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Stores a new link for the member, its URL on `base`.
 pub async fn issue_link(
     conn: Conn<'_>,
     organization_id: OrgId,
@@ -33,20 +40,14 @@ pub async fn issue_link(
     issued_by: Option<UserId>,
     base: &str,
     now: DateTime<Utc>,
-) -> sqlx::Result<(Uuid, String)> {
+) -> sqlx::Result<IssuedLink> {
     let token = crate::crypto::random_token();
     let hash = crate::crypto::link_token_hash(&token);
-    let id = Uuid::now_v7();
-    let reset = NewPasswordReset {
-        id,
-        organization_id,
-        user_id: member,
-        token_hash: &hash,
-        issued_by,
-        expires_at: now + Duration::hours(RESET_HOURS),
-    };
+    let (id, expires_at) = (Uuid::now_v7(), now + Duration::hours(RESET_HOURS));
+    let reset =
+        NewPasswordReset { id, organization_id, user_id: member, token_hash: &hash, issued_by, expires_at };
     db::password_resets::issue(conn, reset, now).await?;
-    Ok((id, format!("{base}/password-reset/{token}")))
+    Ok(IssuedLink { id, url: format!("{base}/password-reset/{token}"), expires_at })
 }
 
 #[derive(Template)]
@@ -76,15 +77,14 @@ pub async fn issue(
             .await;
     }
     let base = public_base(&state, &req);
-    let (reset_id, url) = issue_link(tx.conn(), user.organization_id, id, Some(user.id), &base, now).await?;
-    let expires_at = now + Duration::hours(RESET_HOURS);
-    let after = json!({ "email": member.email, "reset": reset_id, "expires_at": expires_at });
+    let link = issue_link(tx.conn(), user.organization_id, id, Some(user.id), &base, now).await?;
+    let after = json!({ "email": member.email, "reset": link.id, "expires_at": link.expires_at });
     audited(tx.conn(), &user, Action::PasswordResetIssued, id, None, Some(after), now).await?;
     tx.commit().await?;
     let page = IssuedPage {
         layout: Layout::signed_in("Password-reset link", "/members", &user, &state),
         email: member.email,
-        url,
+        url: link.url,
         hours: RESET_HOURS,
     };
     render(StatusCode::OK, &page)

@@ -690,7 +690,7 @@ pub async fn confirm_delete(
         fields: Vec::new(),
         back: "/services",
     };
-    confirm::page(&user, &state, "/services", confirm)
+    confirm::page(&user, &state, confirm)
 }
 
 pub async fn delete(

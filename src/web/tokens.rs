@@ -177,7 +177,7 @@ pub async fn confirm_delete(
         fields: Vec::new(),
         back: "/tokens",
     };
-    confirm::page(&user, &state, "/tokens", confirm)
+    confirm::page(&user, &state, confirm)
 }
 
 pub async fn delete(

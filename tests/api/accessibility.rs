@@ -261,11 +261,11 @@ async fn issue_invitation(app: &TestApp, admin: &TestUser) -> String {
 /// A password-reset link's path for `member`.
 async fn issue_reset(app: &TestApp, org: mcp_platform::ids::OrgId, member: &TestUser) -> String {
     let mut conn = app.db.acquire().await.unwrap();
-    let (_, link) =
+    let issued =
         mcp_platform::web::password_reset::issue_link(conn.conn(), org, member.id, None, "", app.clock_now())
             .await
             .unwrap();
-    link
+    issued.url
 }
 
 /// Makes `docs/screenshots/`: the home, usage, request-log, service and API-key pages of a
