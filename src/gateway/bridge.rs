@@ -556,10 +556,10 @@ pub(super) async fn relay(
         }
         _ => (call.message.clone(), call.body.clone()),
     };
+    let relayed_call = legacy_call(call, message, body);
     let mut forgotten = false;
     loop {
         let bridged = open(state, call, modern, credential, record).await?;
-        let relayed_call = legacy_call(call, message.clone(), body.clone());
         match relay::post(state, &relayed_call, credential, Some(&bridged.upstream), record).await {
             Ok(relayed) => {
                 let status = relayed.status;
@@ -997,8 +997,10 @@ impl Reader {
                 continue;
             }
             if let Some(end) = EVENT_END.find(&self.pending) {
-                let event: Vec<u8> = self.pending.drain(..end + 2).collect();
-                self.queue(&String::from_utf8_lossy(&event));
+                let event = String::from_utf8_lossy(&self.pending[..end + 2]);
+                let texts: Vec<String> = texts_in(&event).into_iter().map(str::to_owned).collect();
+                self.pending.drain(..end + 2);
+                self.queued.extend(texts);
                 continue;
             }
             let Some(chunks) = self.chunks.as_mut() else {

@@ -293,19 +293,26 @@ fn unsupported(requested: &str) -> Refusal {
 /// `_meta` keys only 2026-07-28 defines, and with the gateway's `token` for the progress token
 /// the client chose (the clients that share the session choose theirs alike).
 pub fn for_legacy_upstream(params: &Value, token: &Value) -> Value {
-    let mut params = params.clone();
-    if let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut) {
-        for key in META_MODERN_KEYS {
-            meta.remove(key);
-        }
-        if let Some(progress) = meta.get_mut("progressToken") {
-            *progress = token.clone();
-        }
-        if meta.is_empty() {
-            params.as_object_mut().map(|params| params.remove("_meta"));
+    let Some(params) = params.as_object() else { return params.clone() };
+    // Copied without what is left out (the client's capabilities are most of a `_meta`).
+    let mut relayed = Map::new();
+    for (key, value) in params {
+        let Some(meta) = value.as_object().filter(|_| key == "_meta") else {
+            relayed.insert(key.clone(), value.clone());
+            continue;
+        };
+        let kept: Map<String, Value> = meta
+            .iter()
+            .filter(|(key, _)| !META_MODERN_KEYS.contains(&key.as_str()))
+            .map(|(key, value)| {
+                (key.clone(), if key == "progressToken" { token.clone() } else { value.clone() })
+            })
+            .collect();
+        if !kept.is_empty() {
+            relayed.insert(key.clone(), Value::Object(kept));
         }
     }
-    params
+    Value::Object(relayed)
 }
 
 /// The progress token a request's `_meta` carries.
