@@ -104,10 +104,11 @@ impl StopHandle {
 }
 
 impl AppState {
-    /// Says that something the gateway may keep a copy of was changed here: the copies go at
-    /// once. (Other instances' copies expire within `gateway::cache::LIFETIME`.)
-    pub fn changed(&self, change: Change) {
+    /// Says that something the gateway may keep a copy of was changed here: this instance's
+    /// copies go at once, and every other instance's as soon as it hears of it.
+    pub async fn changed(&self, change: Change) {
         self.gateway.forget_changed(&change);
+        crate::gateway::changes::announce(&self.db, &change).await;
     }
 }
 
@@ -145,7 +146,12 @@ impl Application {
         };
         let (log_writer, log_writer_handle) =
             RequestLogWriter::start(db.clone(), clock.clone(), writer_config, metrics.clone());
-        let gateway = Arc::new(Gateway::new(config.stdio, config.upstream_policy.clone(), clock.clone()));
+        let gateway = Arc::new(Gateway::new(
+            config.stdio,
+            config.upstream_policy.clone(),
+            clock.clone(),
+            &config.instance,
+        ));
         let state = web::Data::new(AppState {
             db: db.clone(),
             clock: clock.clone(),
@@ -169,6 +175,7 @@ impl Application {
             },
         });
         spawn_upkeep(state.clone().into_inner());
+        crate::gateway::changes::listen(&db, gateway.clone());
 
         let store = DbSessionStore::new(db.clone(), clock);
         let cookie_key = Key::from(&master.derive::<64>(b"session-cookie-v1"));
@@ -355,15 +362,21 @@ fn security_headers(hsts: bool) -> DefaultHeaders {
     }
 }
 
-/// Deletes expired sessions and old sign-in failures, and trims the per-IP limiter. First one
-/// period after the start (which made this month's partitions itself), so that it never races
-/// what is done at the start: an operator's (or a test's) own retention run.
+/// How often the upkeep runs.
+const UPKEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// Trims this instance's own tables (the per-IP limiter, idle gateway sessions) and, on one
+/// instance per period across those sharing the database, deletes expired sessions and old
+/// sign-in failures, makes the coming log partitions and enforces retention. First one period
+/// after the start (which made this month's partitions itself), so that it never races what is
+/// done at the start: an operator's (or a test's) own retention run.
 fn spawn_upkeep(state: Arc<AppState>) {
     tokio::spawn(async move {
-        let period = Duration::from_secs(300);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + UPKEEP_EVERY, UPKEEP_EVERY);
         loop {
             tick.tick().await;
+            state.login_ip_limiter.forget_idle();
+            state.gateway.forget_idle_sessions();
             if let Err(e) = upkeep(&state).await {
                 tracing::warn!(error = ?e, "upkeep failed");
             }
@@ -373,11 +386,13 @@ fn spawn_upkeep(state: Arc<AppState>) {
 
 async fn upkeep(state: &AppState) -> anyhow::Result<()> {
     let now = state.clock.now();
+    // A little less than a period: the instances' timers drift apart.
+    let Some(claim) = db::upkeep::claim(&state.db, now, UPKEEP_EVERY - Duration::from_secs(10)).await? else {
+        return Ok(());
+    };
     let mut conn = state.db.acquire().await?;
     db::sessions::delete_expired(conn.conn(), now).await?;
     db::login_failures::delete_before(conn.conn(), now - chrono::Duration::hours(1)).await?;
-    state.login_ip_limiter.forget_idle();
-    state.gateway.forget_idle_sessions();
     state.db.ensure_log_partitions(now).await?;
     drop(conn);
     let removed =
@@ -386,5 +401,6 @@ async fn upkeep(state: &AppState) -> anyhow::Result<()> {
         tracing::info!(logs = removed.logs, rollups = removed.rollups, audit = removed.audit,
             partitions = ?removed.partitions, "removed what retention has passed");
     }
+    claim.done().await?;
     Ok(())
 }

@@ -76,6 +76,10 @@ pub struct Settings {
     /// Seconds an unused stdio session lives before its process is ended [default: 600]
     #[arg(long, env = "MCP_PLATFORM_STDIO_IDLE_SECONDS", global = true)]
     pub stdio_idle_seconds: Option<String>,
+    /// This instance's name, which begins its gateway session ids (a load balancer routes on
+    /// it) and is in its log lines: letters, digits and '-', at most 32 [default: the host name]
+    #[arg(long, env = "MCP_PLATFORM_INSTANCE", global = true)]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +163,8 @@ pub struct Config {
     pub system_services: Vec<crate::catalog::system::SystemService>,
     /// The plans organizations can be on: built in, and from the operator's file.
     pub plans: crate::catalog::plans::Plans,
+    /// This instance's name among the instances sharing the database.
+    pub instance: String,
 }
 
 impl Config {
@@ -253,6 +259,18 @@ impl Config {
             }
             None => crate::catalog::system::OperatorFile::default(),
         };
+        let instance = match s.instance.as_deref().map(str::trim) {
+            Some(raw) => parse_instance(raw).ok_or_else(|| {
+                bad(
+                    "MCP_PLATFORM_INSTANCE",
+                    format!(
+                        "\"{}\" is not a name of letters, digits and '-' (at most 32)",
+                        raw.chars().take(40).collect::<String>()
+                    ),
+                )
+            })?,
+            None => default_instance(),
+        };
         let secret = match (s.secret_key, s.secret_key_file) {
             (Some(key), _) => SecretSource::Inline(key),
             (None, Some(path)) => SecretSource::File { path, explicit: true },
@@ -275,6 +293,7 @@ impl Config {
             stop_timeout,
             system_services: operator_file.services,
             plans: operator_file.plans,
+            instance,
         })
     }
 
@@ -315,6 +334,23 @@ fn parse_origin(setting: &'static str, raw: &str) -> Result<String, ConfigError>
         return Err(not_an_origin());
     }
     Ok(url.origin().ascii_serialization())
+}
+
+/// An instance name as given, when it is one.
+fn parse_instance(raw: &str) -> Option<String> {
+    let fits = !raw.is_empty() && raw.len() <= 32;
+    (fits && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')).then(|| raw.to_owned())
+}
+
+/// The host name, as far as it makes an instance name (else "mcp").
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let name: String =
+        host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
+    if name.is_empty() { "mcp".to_owned() } else { name }
 }
 
 fn parse_bool(setting: &'static str, raw: &str) -> Result<bool, ConfigError> {
@@ -465,6 +501,17 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.setting, "MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS");
         assert!(err.message.contains("\"intranet\""), "{}", err.message);
+        for instance in ["", "a.b", "two words", &"x".repeat(33)] {
+            let err =
+                Config::from_settings(Settings { instance: Some(instance.into()), ..Default::default() })
+                    .unwrap_err();
+            assert_eq!(err.setting, "MCP_PLATFORM_INSTANCE", "{instance:?}");
+        }
+        let config =
+            Config::from_settings(Settings { instance: Some("eu-2".into()), ..Default::default() }).unwrap();
+        assert_eq!(config.instance, "eu-2");
+        let name = Config::from_settings(Settings::default()).unwrap().instance;
+        assert!(parse_instance(&name).is_some(), "the default {name:?} is a name");
     }
 
     #[test]

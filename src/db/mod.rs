@@ -17,6 +17,7 @@ pub mod services;
 pub mod sessions;
 pub mod token_keys;
 pub mod tool_policies;
+pub mod upkeep;
 pub mod usage;
 pub mod user_tokens;
 pub mod users;

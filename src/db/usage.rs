@@ -412,7 +412,29 @@ pub async fn daily_requests(
     .map(Option::unwrap_or_default))
 }
 
-/// Adds counted requests to each organization's day.
+/// Takes one request from the organization's `day` (PostgreSQL: at admission, so instances
+/// sharing the database count together): the count after it, or `None` when `per_day` were
+/// taken already.
+pub async fn take_daily_request(
+    conn: Conn<'_>,
+    organization_id: OrgId,
+    day: chrono::NaiveDate,
+    per_day: i64,
+) -> sqlx::Result<Option<i64>> {
+    on_conn!(conn, c => sqlx::query_scalar::<_, i64>(
+        "INSERT INTO daily_requests (organization_id, day, requests) VALUES ($1, $2, 1) \
+         ON CONFLICT (organization_id, day) DO UPDATE SET requests = daily_requests.requests + 1 \
+         WHERE daily_requests.requests < $3 RETURNING requests",
+    )
+    .bind(organization_id)
+    .bind(day)
+    .bind(per_day)
+    .fetch_optional(c)
+    .await)
+}
+
+/// Adds counted requests to each organization's day (SQLite: as the request-log writer
+/// records them).
 pub async fn add_daily_requests(
     conn: Conn<'_>,
     counts: &BTreeMap<(OrgId, chrono::NaiveDate), i64>,

@@ -1,8 +1,9 @@
 //! Short-lived copies of what every gateway call reads: the API key's record, the service and
 //! the caller's sealed token. An entry counts for `LIFETIME` at most by the application's clock,
-//! so a change made through another instance reaches this one within that time; a change made
-//! through this instance drops exactly the entries it touched as soon as it is saved
-//! (`Lookups::forget`, called through `AppState::changed` by the code that made the change). The
+//! so a change made through another instance reaches this one within that time even when its
+//! announcement (`changes`) is missed; a change made through any instance drops exactly the
+//! entries it touched as soon as it is saved and announced (`Lookups::forget`, called through
+//! `AppState::changed` by the code that made the change). The
 //! checks themselves (revoked, expired, the owner's status and role, scopes) run on every call.
 
 use std::sync::Arc;
@@ -24,7 +25,8 @@ pub const LIFETIME: Duration = Duration::from_secs(5);
 const CAPACITY: u64 = 10_000;
 
 /// Something the gateway may hold a copy of has changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "of", rename_all = "snake_case")]
 pub enum Change {
     /// A key was revoked or rolled.
     Key(KeyId),
@@ -151,6 +153,14 @@ impl Lookups {
         if matches!(change, Change::Key(_) | Change::Member(_)) {
             self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// Drops every copy (changes may have been missed).
+    pub fn forget_everything(&self) {
+        self.keys.invalidate_all();
+        self.services.invalidate_all();
+        self.tokens.invalidate_all();
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Changes to keys and members as `forget` announces them.

@@ -1,7 +1,10 @@
 //! The organization's plan at the gateway: a daily quota of requests per organization and a
-//! rate limit per API key. The daily count is kept in memory, started from the database's count
-//! for the day (`daily_requests`, which the request-log writer adds to with each batch), so it
-//! survives a restart; the per-key limit is a token bucket in memory, per instance.
+//! rate limit per API key. The daily count is the database's (`daily_requests`): on PostgreSQL,
+//! where several instances may share it, each counted request takes one from it as it is
+//! admitted, so the instances' counts add up exactly; on SQLite (one instance) it is kept in
+//! memory, started from the database's count for the day (which the request-log writer adds to
+//! with each batch), so it survives a restart. The per-key limit is a token bucket in memory,
+//! per instance.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -167,6 +170,14 @@ impl Limits {
     ) -> Result<Headroom, Limited> {
         let now = self.clock.now();
         let today = now.date_naive();
+        if counted && let Db::Postgres(_) = db {
+            match self.take_shared(db, organization_id, today, per_day).await {
+                Ok(used) => return headroom(per_day, used, now),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot count the request in the database; counting here")
+                }
+            }
+        }
         let known = self.daily.lock().unwrap_or_else(|p| p.into_inner()).get(&organization_id).copied();
         if known.is_none_or(|(day, _)| day != today) {
             // First request of the day here: start from what the database counted (other
@@ -186,11 +197,48 @@ impl Limits {
             }
             entry.1 = entry.1.max(stored.max(0) as u64);
         }
+        let used = {
+            let mut daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
+            let used = &mut daily.entry(organization_id).or_insert((today, 0)).1;
+            match counted {
+                false => Some(*used),
+                true if *used >= per_day => None,
+                true => {
+                    *used += 1;
+                    Some(*used)
+                }
+            }
+        };
+        headroom(per_day, used, now)
+    }
+
+    /// Takes one from the organization's count for `today` in the database: the count after it,
+    /// or `None` when the quota is used up. The count is also kept here, for the headroom of
+    /// requests that are not counted.
+    async fn take_shared(
+        &self,
+        db: &Db,
+        organization_id: OrgId,
+        today: NaiveDate,
+        per_day: u64,
+    ) -> sqlx::Result<Option<u64>> {
+        let mut conn = db.acquire().await?;
+        let used = db::usage::take_daily_request(conn.conn(), organization_id, today, per_day as i64).await?;
+        let used = used.map(|used| used.max(0) as u64);
+        let known = used.unwrap_or(per_day);
         let mut daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
-        let used = &mut daily.entry(organization_id).or_insert((today, 0)).1;
-        let reset_seconds = until_midnight(now);
-        if counted && *used >= per_day {
-            return Err(Limited {
+        let entry = daily.entry(organization_id).or_insert((today, 0));
+        *entry = if entry.0 == today { (today, entry.1.max(known)) } else { (today, known) };
+        Ok(used)
+    }
+}
+
+/// The headroom after a request that left `used` of the day's `per_day` taken, or the refusal
+/// when `used` is `None` (the quota was used up).
+fn headroom(per_day: u64, used: Option<u64>, now: DateTime<Utc>) -> Result<Headroom, Limited> {
+    let reset_seconds = until_midnight(now);
+    let Some(used) = used else {
+        return Err(Limited {
                 refusal: Refusal::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     RATE_LIMITED,
@@ -199,12 +247,8 @@ impl Limits {
                 .retry_after(reset_seconds),
                 headroom: Headroom { limit: per_day, remaining: 0, reset_seconds },
             });
-        }
-        if counted {
-            *used += 1;
-        }
-        Ok(Headroom { limit: per_day, remaining: per_day.saturating_sub(*used), reset_seconds })
-    }
+    };
+    Ok(Headroom { limit: per_day, remaining: per_day.saturating_sub(used), reset_seconds })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! refusal      the answer instead of a relay, with the names and codes all phases use
 //! sessions     shared state: connection pools, live client sessions, the stdio pool
 //! cache        short-lived copies of keys, services and sealed tokens
+//! changes      changes announced to every instance (PostgreSQL `LISTEN`/`NOTIFY`)
 //! stdio        the children themselves: start, route their output, end them, caps
 //! jsonrpc      what a client message is and which scope it needs
 //! era          2025-11-25 (sessions) or 2026-07-28 (stateless): which, and the latter's rules
@@ -27,6 +28,7 @@ pub mod answer;
 mod bridge;
 pub mod cache;
 pub mod call;
+pub mod changes;
 pub mod credential;
 pub mod endpoint;
 pub mod era;

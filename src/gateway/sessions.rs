@@ -131,6 +131,8 @@ impl UpstreamSession {
 /// live sessions. Sessions live in this instance; the README says how to route a session to its
 /// instance.
 pub struct Gateway {
+    /// This instance's name, which begins the ids of its sessions.
+    instance: String,
     /// For the operator's system services.
     client: reqwest::Client,
     /// For tenant-defined services: it connects to addresses the policy allows only.
@@ -159,7 +161,7 @@ pub struct Gateway {
 pub const SESSION_IDLE: Duration = Duration::from_secs(60 * 60);
 
 impl Gateway {
-    pub fn new(limits: StdioLimits, policy: UpstreamPolicy, clock: SharedClock) -> Gateway {
+    pub fn new(limits: StdioLimits, policy: UpstreamPolicy, clock: SharedClock, instance: &str) -> Gateway {
         let policy = Arc::new(policy);
         // Redirects are never followed: the client gets the upstream's answer as it is.
         let builder = || {
@@ -175,6 +177,7 @@ impl Gateway {
             .build()
             .expect("an HTTP client without TLS builds");
         Gateway {
+            instance: instance.to_owned(),
             client,
             tenant_client,
             policy,
@@ -308,7 +311,8 @@ impl Gateway {
     /// Registers a client session for the upstream session an `initialize` of `key` opened;
     /// its id, for the client.
     pub(super) fn open(&self, key_id: KeyId, service_id: ServiceId, upstream: UpstreamSession) -> String {
-        let gateway_id = crate::crypto::random_token();
+        // The instance's name first: a load balancer sends the session's requests here.
+        let gateway_id = format!("{}.{}", self.instance, crate::crypto::random_token());
         let entry = GatewaySession {
             key_id,
             service_id,
@@ -359,6 +363,14 @@ impl Gateway {
             self.discovered.invalidate_all();
             self.marked_tools.invalidate_all();
         }
+    }
+
+    /// Drops every copy: announcements of changes may have been missed.
+    pub fn forget_everything(&self) {
+        self.lookups.forget_everything();
+        self.speaks.invalidate_all();
+        self.discovered.invalidate_all();
+        self.marked_tools.invalidate_all();
     }
 
     /// What the service's upstream was found to speak, in words for its page; `None` when it

@@ -460,6 +460,9 @@ pub async fn write_tallied(
         db::usage::add(tx.conn(), organization_id, service, day, inc, now).await?;
     }
     db::usage::add_rollups(tx.conn(), &tally.rollups).await?;
-    db::usage::add_daily_requests(tx.conn(), &tally.daily).await?;
+    // PostgreSQL counts them as they are admitted (`gateway::limits`).
+    if let Db::Sqlite(_) = db {
+        db::usage::add_daily_requests(tx.conn(), &tally.daily).await?;
+    }
     tx.commit().await
 }

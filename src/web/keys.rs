@@ -397,7 +397,7 @@ async fn revoke_key(
         audited(tx.conn(), user, Action::ApiKeyRevoked, id, Some(before), Some(after), now).await?;
     }
     tx.commit().await?;
-    state.changed(Change::Key(id));
+    state.changed(Change::Key(id)).await;
     Ok(key)
 }
 
@@ -529,7 +529,7 @@ pub async fn roll(
     )
     .await?;
     tx.commit().await?;
-    state.changed(Change::Key(id));
+    state.changed(Change::Key(id)).await;
     let new =
         NewKey { name: old.name, sealed_key: String::new(), expires_at, rolled: true, reach: old.reach };
     show_once(&state, &session, &user, new, &key)

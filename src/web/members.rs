@@ -248,7 +248,7 @@ pub async fn change_role(
     )
     .await?;
     tx.commit().await?;
-    state.changed(Change::Member(id));
+    state.changed(Change::Member(id)).await;
     let revoked = match revoked {
         0 => String::new(),
         n => format!("; {} revoked", confirm::counted(n as i64, "API key")),
@@ -408,7 +408,7 @@ async fn set_active(
             json!({ "email": member.email, "active": active, "sessions_ended": ended, "keys_revoked": revoked }),
         ), now).await?;
     tx.commit().await?;
-    state.changed(Change::Member(id));
+    state.changed(Change::Member(id)).await;
     let notice = if active {
         format!("{} was reactivated; they can sign in again.", member.email)
     } else {

@@ -289,7 +289,9 @@ pub async fn set_tool_policy(
     )
     .await?;
     tx.commit().await?;
-    state.changed(Change::Service { organization_id: user.organization_id, name: service.name.clone() });
+    state
+        .changed(Change::Service { organization_id: user.organization_id, name: service.name.clone() })
+        .await;
     session.put_notice(format!("The tool policy of {} is saved; it applies at once.", service.name))?;
     Ok(see_other(&format!("/services/{}#tools", service.name)))
 }
@@ -664,7 +666,7 @@ async fn save(
     tx.commit().await?;
     // The gateway may keep the service under its old name and under its new one.
     for name in current.iter().map(|c| c.name.as_str()).chain([valid.name.as_str()]) {
-        state.changed(Change::Service { organization_id: user.organization_id, name: name.to_owned() });
+        state.changed(Change::Service { organization_id: user.organization_id, name: name.to_owned() }).await;
     }
     let done = if current.is_some() { "saved" } else { "created" };
     session.put_notice(format!("Service {} {done}.", valid.name))?;
@@ -713,6 +715,6 @@ pub async fn delete(
     audited(tx.conn(), &user, Action::ServiceDeleted, service.id, Some(before), None, now).await?;
     tx.commit().await?;
     session.put_notice(format!("Service {} was deleted.", service.name))?;
-    state.changed(Change::Service { organization_id: user.organization_id, name: service.name });
+    state.changed(Change::Service { organization_id: user.organization_id, name: service.name }).await;
     Ok(see_other("/services"))
 }

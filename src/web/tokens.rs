@@ -129,11 +129,13 @@ pub async fn save(
     )
     .await?;
     tx.commit().await?;
-    state.changed(Change::Token {
-        organization_id: user.organization_id,
-        user_id: user.id,
-        name: name.to_string(),
-    });
+    state
+        .changed(Change::Token {
+            organization_id: user.organization_id,
+            user_id: user.id,
+            name: name.to_string(),
+        })
+        .await;
     let notice = format!("Your {name} token is saved.");
     render(
         StatusCode::OK,
@@ -203,11 +205,13 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
-    state.changed(Change::Token {
-        organization_id: user.organization_id,
-        user_id: user.id,
-        name: name.to_string(),
-    });
+    state
+        .changed(Change::Token {
+            organization_id: user.organization_id,
+            user_id: user.id,
+            name: name.to_string(),
+        })
+        .await;
     session.put_notice(format!("Your {name} token was deleted."))?;
     Ok(see_other("/tokens"))
 }

@@ -13,6 +13,7 @@ mod eras;
 mod gateway;
 mod headers;
 mod health;
+mod instances;
 mod keys;
 mod limits;
 mod login;

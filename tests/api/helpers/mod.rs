@@ -215,6 +215,25 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
     }
 }
 
+/// Another instance of a test's platform (`TestApp::start_instance`).
+pub struct Instance {
+    pub address: String,
+    server: Option<RunningServer>,
+}
+
+impl Instance {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// Stops it gracefully and waits until it has finished.
+    pub async fn stop(&mut self) {
+        let (server, stopped) = self.server.take().expect("the instance is running");
+        server.stop().await;
+        stopped.await.unwrap().unwrap();
+    }
+}
+
 type RunningServer = (mcp_platform::app::StopHandle, tokio::task::JoinHandle<std::io::Result<()>>);
 
 async fn start(config: &Config, master: &MasterKey, clock: &Arc<OffsetClock>) -> (String, Db, RunningServer) {
@@ -305,6 +324,14 @@ impl TestApp {
         }
         let (address, server_db, server) = start(&self.config, &self.master, &self.clock).await;
         (self.address, self.server_db, self.server) = (address, server_db, Some(server));
+    }
+
+    /// Starts another instance on the same database and secret key, named `instance`, as a
+    /// second machine behind a load balancer would run.
+    pub async fn start_instance(&self, instance: &str) -> Instance {
+        let config = Config { instance: instance.to_owned(), ..self.config.clone() };
+        let (address, _, server) = start(&config, &self.master, &self.clock).await;
+        Instance { address, server: Some(server) }
     }
 
     pub fn url(&self, path: &str) -> String {
