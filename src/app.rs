@@ -9,7 +9,7 @@ use actix_session::SessionMiddleware;
 use actix_session::config::{BrowserSession, CookieContentSecurity};
 use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::Server;
-use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
@@ -86,6 +86,7 @@ pub struct Application {
     log_writer: WriterHandle,
     /// How long a stop waits for requests in flight, and then for the request logs.
     stop_timeout: Duration,
+    drain: Duration,
 }
 
 /// Stops a running application gracefully: open server-to-client streams end, requests in
@@ -94,11 +95,16 @@ pub struct Application {
 pub struct StopHandle {
     server: actix_web::dev::ServerHandle,
     gateway: Arc<Gateway>,
+    drain: Duration,
 }
 
 impl StopHandle {
+    /// `/readyz` answers 503 and open streams end at once; requests are still served for the
+    /// drain time (a balancer that polls `/readyz` moves away meanwhile); then no new connection
+    /// is accepted and the requests in flight finish, within the stop timeout.
     pub async fn stop(&self) {
         self.gateway.begin_stop();
+        tokio::time::sleep(self.drain).await;
         self.server.stop(true).await;
     }
 }
@@ -209,15 +215,7 @@ impl Application {
                         .wrap(session),
                 )
                 .wrap(security_headers(hsts))
-                .wrap(
-                    Logger::new("%a \"%{request}xi\" %s %b %Dms")
-                        .custom_request_replace("request", |req| {
-                            format!("{} {}", req.method(), loggable_path(req.path()))
-                        })
-                        .exclude("/healthz")
-                        .exclude("/readyz")
-                        .exclude("/metrics"),
-                )
+                .wrap(from_fn(crate::telemetry::logging::observe))
         })
         // Streamed answers are written in small pieces: send them at once, not after Nagle's delay.
         .on_connect(|connection, _| {
@@ -238,6 +236,7 @@ impl Application {
             gateway,
             log_writer: log_writer_handle,
             stop_timeout: config.stop_timeout,
+            drain: config.drain,
         })
     }
 
@@ -251,7 +250,7 @@ impl Application {
 
     /// Stops the server from outside (SIGINT and SIGTERM do the same).
     pub fn handle(&self) -> StopHandle {
-        StopHandle { server: self.server.handle(), gateway: self.gateway.clone() }
+        StopHandle { server: self.server.handle(), gateway: self.gateway.clone(), drain: self.drain }
     }
 
     /// Serves until SIGINT or SIGTERM (or `StopHandle::stop`), then finishes the requests in
@@ -331,18 +330,6 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The request path as it may appear in a log: the tokens of invitation and password-reset
-/// links are cut out, and anything else (a gateway path is whatever the client sent) is
-/// redacted like a body.
-fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
-    for linked in ["/invitations/", "/password-reset/"] {
-        if path.starts_with(linked) {
-            return format!("{linked}[token]").into();
-        }
-    }
-    crate::telemetry::redact::redact_text(path, &[])
-}
-
 fn security_headers(hsts: bool) -> DefaultHeaders {
     let headers = DefaultHeaders::new()
         .add((
@@ -390,17 +377,21 @@ async fn upkeep(state: &AppState) -> anyhow::Result<()> {
     let Some(claim) = db::upkeep::claim(&state.db, now, UPKEEP_EVERY - Duration::from_secs(10)).await? else {
         return Ok(());
     };
-    let mut conn = state.db.acquire().await?;
-    db::sessions::delete_expired(conn.conn(), now).await?;
-    db::login_failures::delete_before(conn.conn(), now - chrono::Duration::hours(1)).await?;
-    state.db.ensure_log_partitions(now).await?;
-    drop(conn);
-    let removed =
-        crate::telemetry::retention::enforce(&state.db, now, crate::telemetry::retention::BATCH).await?;
-    if removed != Default::default() {
-        tracing::info!(logs = removed.logs, rollups = removed.rollups, audit = removed.audit,
-            partitions = ?removed.partitions, "removed what retention has passed");
+    let run = async {
+        let mut conn = state.db.acquire().await?;
+        db::sessions::delete_expired(conn.conn(), now).await?;
+        db::login_failures::delete_before(conn.conn(), now - chrono::Duration::hours(1)).await?;
+        state.db.ensure_log_partitions(now).await?;
+        drop(conn);
+        let removed =
+            crate::telemetry::retention::enforce(&state.db, now, crate::telemetry::retention::BATCH).await?;
+        if removed != Default::default() {
+            tracing::info!(logs = removed.logs, rollups = removed.rollups, audit = removed.audit,
+                partitions = ?removed.partitions, "removed what retention has passed");
+        }
+        anyhow::Ok(())
     }
+    .await;
     claim.done().await?;
-    Ok(())
+    run
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
-use tracing_subscriber::EnvFilter;
 
 use crate::app::Application;
 use crate::clock::{Clock, SystemClock};
@@ -129,15 +128,10 @@ impl From<anyhow::Error> for Failure {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let mut settings = cli.settings;
     settings.secret_key = std::env::var("MCP_PLATFORM_SECRET_KEY").ok().map(SecretString::from);
     let result = Config::from_settings(settings).map_err(Failure::from).and_then(|config| {
+        crate::telemetry::logging::init(config.log_format, &config.instance);
         // The HTTP workers run their own runtimes; this one drives start-up, the request-log
         // writer and upkeep, which need one thread.
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -199,10 +193,11 @@ async fn execute(command: Command, config: Config) -> Result<(), Failure> {
 async fn serve(config: Config) -> Result<(), Failure> {
     let (master, created) = load_secret(&config.secret, true)?;
     if let Some(path) = created {
-        eprintln!("created a new secret key in {} (mode 0600); keep it safe and back it up", path.display());
+        tracing::info!(path = %path.display(), "created a new secret key (mode 0600); keep it safe and back it up");
     }
     let app = Application::build(config.clone(), &master, Arc::new(SystemClock)).await?;
-    eprintln!("MCP Platform is running: open {}", config.display_url(app.port()));
+    let url = config.display_url(app.port());
+    tracing::info!("MCP Platform is running: open {url}");
     app.run_until_stopped().await.context("server failed")?;
     Ok(())
 }

@@ -80,6 +80,13 @@ pub struct Settings {
     /// it) and is in its log lines: letters, digits and '-', at most 32 [default: the host name]
     #[arg(long, env = "MCP_PLATFORM_INSTANCE", global = true)]
     pub instance: Option<String>,
+    /// Seconds a stop keeps serving with /readyz answering 503, so that a balancer that polls it
+    /// moves away first [default: 0]
+    #[arg(long, env = "MCP_PLATFORM_DRAIN_SECONDS", global = true)]
+    pub drain_seconds: Option<String>,
+    /// How the platform's own log is written on standard error: text or json [default: text]
+    #[arg(long, env = "MCP_PLATFORM_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +172,9 @@ pub struct Config {
     pub plans: crate::catalog::plans::Plans,
     /// This instance's name among the instances sharing the database.
     pub instance: String,
+    pub log_format: crate::telemetry::logging::LogFormat,
+    /// How long a stop keeps serving with `/readyz` at 503.
+    pub drain: Duration,
 }
 
 impl Config {
@@ -271,6 +281,15 @@ impl Config {
             })?,
             None => default_instance(),
         };
+        let drain = Duration::from_secs(match s.drain_seconds.as_deref() {
+            Some(raw) => parse_count("MCP_PLATFORM_DRAIN_SECONDS", raw, 300)?.into(),
+            None => 0,
+        });
+        let log_format = match s.log_format.as_deref() {
+            Some(raw) => crate::telemetry::logging::LogFormat::parse(raw)
+                .ok_or_else(|| bad("MCP_PLATFORM_LOG_FORMAT", "is text or json"))?,
+            None => crate::telemetry::logging::LogFormat::Text,
+        };
         let secret = match (s.secret_key, s.secret_key_file) {
             (Some(key), _) => SecretSource::Inline(key),
             (None, Some(path)) => SecretSource::File { path, explicit: true },
@@ -294,6 +313,8 @@ impl Config {
             system_services: operator_file.services,
             plans: operator_file.plans,
             instance,
+            log_format,
+            drain,
         })
     }
 
@@ -358,6 +379,13 @@ fn parse_bool(setting: &'static str, raw: &str) -> Result<bool, ConfigError> {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(bad(setting, format!("\"{raw}\" is not true or false"))),
+    }
+}
+
+fn parse_count(setting: &'static str, raw: &str, max: u32) -> Result<u32, ConfigError> {
+    match raw.trim().parse::<u32>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(bad(setting, format!("\"{raw}\" is not a whole number from 0 to {max}"))),
     }
 }
 
@@ -510,6 +538,12 @@ mod tests {
         let config =
             Config::from_settings(Settings { instance: Some("eu-2".into()), ..Default::default() }).unwrap();
         assert_eq!(config.instance, "eu-2");
+        let err = Config::from_settings(Settings { log_format: Some("yaml".into()), ..Default::default() })
+            .unwrap_err();
+        assert_eq!(err.setting, "MCP_PLATFORM_LOG_FORMAT");
+        let err = Config::from_settings(Settings { drain_seconds: Some("301".into()), ..Default::default() })
+            .unwrap_err();
+        assert_eq!(err.setting, "MCP_PLATFORM_DRAIN_SECONDS");
         let name = Config::from_settings(Settings::default()).unwrap().instance;
         assert!(parse_instance(&name).is_some(), "the default {name:?} is a name");
     }

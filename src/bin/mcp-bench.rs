@@ -262,14 +262,14 @@ fn start_platform(dir: &Path, secret: &str) -> anyhow::Result<(Killed, String)> 
         // The benchmark's upstream is an organization's service on this machine's loopback.
         .env("MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.1")
         .env("MCP_PLATFORM_SECRET_KEY", secret)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,mcp_platform::cli=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
     let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
     let url = loop {
         let line = lines.next().context("the platform stopped")??;
-        if let Some(url) = line.strip_prefix("MCP Platform is running: open ") {
+        if let Some((_, url)) = line.split_once("MCP Platform is running: open ") {
             break url.trim_end_matches('/').to_owned();
         }
     };

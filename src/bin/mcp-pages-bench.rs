@@ -184,7 +184,7 @@ async fn measure(database_url: &str, data_dir: &Path, rows: u64, repeat: u64) ->
     let mut server = Command::new(platform()?)
         .envs(env.iter().copied())
         .env("MCP_PLATFORM_BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,mcp_platform::cli=info")
         .arg("serve")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -15,7 +15,8 @@ const TASK: &str = "upkeep";
 const LOCK: i64 = 0x6d63_7075_706b_6570;
 
 /// A run of the upkeep this instance claimed. On PostgreSQL the claim and its lock are a
-/// transaction's, held until `done`; a run that fails before it is not recorded as run.
+/// transaction's, held until `done` (which a run calls whether or not it succeeded: a failed
+/// run is tried again next period).
 pub struct Claim {
     held: Option<Tx>,
 }
@@ -50,11 +51,13 @@ pub async fn claim(db: &Db, now: DateTime<Utc>, every: Duration) -> sqlx::Result
                 .bind(LOCK)
                 .fetch_one(c)
                 .await)?;
-            if !locked {
+            let claimed = locked && execute_one!(tx.conn(), claim, TASK, ran_at, due)?;
+            if !claimed {
+                // Ended now, not when the pool next uses the connection: the lock goes with it.
+                tx.commit().await?;
                 return Ok(None);
             }
-            let claimed = execute_one!(tx.conn(), claim, TASK, ran_at, due)?;
-            Ok(claimed.then_some(Claim { held: Some(tx) }))
+            Ok(Some(Claim { held: Some(tx) }))
         }
     }
 }

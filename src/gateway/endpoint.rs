@@ -9,7 +9,6 @@ use std::time::Duration;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
-use uuid::Uuid;
 
 use super::admit::{self, header_str};
 use super::answer::{self, Body, Relayed, answer};
@@ -28,6 +27,7 @@ use super::sessions::{GatewaySession, Speaks, UpstreamSession, session};
 use crate::app::AppState;
 use crate::auth::api_key::{self, KeyPrincipal, KeyRejection};
 use crate::domain::Scope;
+use crate::telemetry::logging::Correlation;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -47,9 +47,11 @@ pub async fn post(
 ) -> HttpResponse {
     let slot = match state.log_writer.reserve() {
         Ok(slot) => slot,
-        Err(_) => return unrecordable(&state),
+        Err(_) => return unrecordable(&req, &state),
     };
-    let mut record = CallRecord::new(&req, &name, slot, state.clock.now());
+    // The row's id is the request's correlation id, in every line it logs too.
+    let now = state.clock.now();
+    let mut record = CallRecord::new(Correlation::of(&req, now), &req, &name, slot, now);
     let mut headroom = None;
     let mut response = match relay_post(&req, &state, &name, payload, &mut record, &mut headroom).await {
         Ok((relayed, session_id)) => answer(Ok(relayed), session_id, record, &state).await,
@@ -207,7 +209,7 @@ fn kept_open(
 
 /// A call refused because the request-log queue is full: every accepted call is recorded, so
 /// none is accepted that could not be.
-fn unrecordable(state: &AppState) -> HttpResponse {
+fn unrecordable(req: &HttpRequest, state: &AppState) -> HttpResponse {
     state.metrics.refused_unrecordable();
     state.log_writer.count(StatusCode::SERVICE_UNAVAILABLE.as_u16(), Duration::ZERO);
     let refusal = Refusal::new(
@@ -215,7 +217,7 @@ fn unrecordable(state: &AppState) -> HttpResponse {
         jsonrpc::INTERNAL_ERROR,
         "The platform cannot record calls right now; try again in a moment",
     );
-    let mut response = refusal.response(&Uuid::now_v7().to_string());
+    let mut response = refusal.response(&Correlation::of(req, state.clock.now()).to_string());
     response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     response
 }
@@ -237,7 +239,7 @@ async fn named_session(
 
 /// The server-to-client stream of a session.
 pub async fn get(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
-    let correlation = Uuid::now_v7().to_string();
+    let correlation = Correlation::of(&req, state.clock.now()).to_string();
     match relay_stream(&req, state, &name).await {
         Ok(response) => response,
         Err(refusal) => refusal.response(&correlation),
@@ -318,7 +320,7 @@ fn until_revoked(
 
 /// The client ends its session, here and upstream.
 pub async fn delete(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> HttpResponse {
-    let correlation = Uuid::now_v7().to_string();
+    let correlation = Correlation::of(&req, state.clock.now()).to_string();
     let result = async {
         admit::check_origin(&state, &req)?;
         let principal = admit::principal(&state, &req).await?;

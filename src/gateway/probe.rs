@@ -110,7 +110,9 @@ impl Probe<'_> {
             .log_writer
             .reserve()
             .map_err(|_| "The platform cannot record calls right now; try again in a moment".to_owned())?;
-        let mut record = CallRecord::new(self.req, self.name, slot, self.state.clock.now());
+        // One row per message of the probe, each its own.
+        let now = self.state.clock.now();
+        let mut record = CallRecord::new(crate::ids::LogId::at(now), self.req, self.name, slot, now);
         record.organization_id = Some(self.caller.organization_id);
         record.user_id = Some(self.caller.user_id);
         let body = Bytes::from(message.to_string());

@@ -63,15 +63,16 @@ impl Ending {
 }
 
 impl CallRecord {
-    /// The record of a call that arrived `now`.
+    /// The record of a call that arrived `now`, with row id `id`.
     pub fn new(
+        id: LogId,
         req: &HttpRequest,
         service_name: &str,
         slot: Slot,
         now: chrono::DateTime<chrono::Utc>,
     ) -> CallRecord {
         CallRecord {
-            id: LogId::at(now),
+            id,
             arrived: now,
             started: Instant::now(),
             organization_id: None,

@@ -259,6 +259,11 @@ impl Gateway {
         self.stopping.send_replace(true);
     }
 
+    /// Whether the platform has begun to stop.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
     /// Resolves when the platform begins to stop.
     pub(super) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut stopping = self.stopping.subscribe();

@@ -1,5 +1,7 @@
-//! What the platform records about traffic: redaction before anything is stored or logged.
+//! What the platform records about traffic and itself: redaction before anything is stored or
+//! logged, the request log, metrics and the platform's own log.
 
+pub mod logging;
 pub mod metrics;
 pub mod redact;
 pub mod retention;

@@ -11,9 +11,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// The database answers, so requests can be served.
+/// The database answers, so requests can be served; not while the instance stops, so that a
+/// balancer sends new requests elsewhere.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.db.ping().await {
+    if state.gateway.is_stopping() {
+        HttpResponse::ServiceUnavailable().json(json!({ "status": "stopping" }))
+    } else if state.db.ping().await {
         HttpResponse::Ok().json(json!({ "status": "ready" }))
     } else {
         HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable", "reason": "database" }))

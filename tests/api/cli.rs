@@ -24,7 +24,10 @@ pub fn binary(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    let output = child.wait_with_output().unwrap();
+    // Its log; standard output is the command's answer (a reset link is a secret by design).
+    crate::helpers::logged_elsewhere(&String::from_utf8_lossy(&output.stderr));
+    output
 }
 
 /// Runs the binary with these variables and arguments and no input.

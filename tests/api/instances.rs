@@ -7,6 +7,8 @@
 //! id's instance name) while stateless requests go anywhere.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mcp_platform::config::Settings;
@@ -314,4 +316,164 @@ async fn the_upkeep_runs_once_per_period(one: &TestApp) {
     assert!(next.is_some(), "the next period's run");
     next.unwrap().done().await.unwrap();
     other.close().await;
+}
+
+/// One stdio service of the operator's, running the test upstream with the caller's token.
+fn stdio_services_file() -> std::path::PathBuf {
+    let upstream = crate::helpers::upstream::UPSTREAM;
+    let text = format!(
+        "[[service]]\nname = \"local-tools\"\nkind = \"stdio\"\ncommand = {upstream:?}\n\
+         args = [\"--stdio\", \"--credential\", \"{{token}}\"]\ntoken = \"github\"\n"
+    );
+    let path = std::env::temp_dir().join(format!("services-stop-{}.toml", uuid::Uuid::now_v7().simple()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let parent_of = |child: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        // "pid (name) state ppid ...": the name may hold spaces, not a closing parenthesis last.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|child| parent_of(*child) == Some(pid))
+        .collect()
+}
+
+/// What became of one call made through nginx while an instance stopped.
+enum Outcome {
+    /// The platform answered with this status; its correlation id names its row.
+    Answered(u16, String),
+    /// nginx answered itself (no instance took the call).
+    NotTaken(u16),
+}
+
+/// Calls `tool` again and again through nginx until `until` is set, each a fresh 2026-07-28
+/// request: what became of each.
+async fn keep_calling(url: String, key: String, tool: &'static str, until: Arc<AtomicBool>) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    while !until.load(Ordering::Relaxed) {
+        let arguments = if tool == "slow" { json!({ "ms": 300 }) } else { json!({ "text": "hi" }) };
+        let response = modern(&url, &key, 1, "tools/call", json!({ "name": tool, "arguments": arguments }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let outcome = match response.headers().get("x-correlation-id") {
+            Some(id) => Outcome::Answered(status, id.to_str().unwrap().to_owned()),
+            None => Outcome::NotTaken(status),
+        };
+        response.bytes().await.unwrap();
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_stops_under_load_and_loses_no_call() {
+    let Some(backend @ Backend::Postgres(_)) = Backend::postgres() else { return };
+    if nginx_binary().is_none() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but nginx is not installed");
+        return skipped("nginx is not installed");
+    }
+    let services = stdio_services_file();
+    let settings = Settings {
+        instance: Some("one".into()),
+        services_file: Some(services.clone()),
+        ..Settings::default()
+    };
+    let one = spawn_app_with(backend, settings).await;
+    let secret = one.master.encode();
+    let services_path = services.display().to_string();
+    let two = crate::operations::Served::start(&[
+        ("DATABASE_URL", one.database_url.as_str()),
+        ("MCP_PLATFORM_SECRET_KEY", secret.as_str()),
+        ("MCP_PLATFORM_INSTANCE", "two"),
+        ("MCP_PLATFORM_SERVICES_FILE", services_path.as_str()),
+        ("MCP_PLATFORM_ALLOW_PRIVATE_UPSTREAMS", "127.0.0.0/8"),
+        ("MCP_PLATFORM_DRAIN_SECONDS", "1"),
+        ("MCP_PLATFORM_LOG_FORMAT", "json"),
+    ]);
+    let nginx = start_nginx(&one.address, &two.url).await;
+
+    let upstream = HttpUpstream::start();
+    let org = one.create_organization("Acme").await;
+    // No quota or rate limit: every call is taken.
+    let conn = &mut one.db.acquire().await.unwrap();
+    mcp_platform::db::organizations::set_plan(conn.conn(), org, "enterprise", one.clock_now()).await.unwrap();
+    let developer = one.create_user(org, Role::Developer).await;
+    add_service(&one, org, "tools", &upstream.url, None, 10_000).await;
+    one.set_token(&developer, "github", TOKEN).await;
+    let key = api_key(&one, org, &developer, "mcp:read mcp:write").await;
+
+    // HTTP calls that take 300 ms and stdio calls, four of each at a time, through nginx.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut callers = tokio::task::JoinSet::new();
+    for (service, tool) in [("tools", "slow"), ("local-tools", "echo")] {
+        for _ in 0..4 {
+            let url = format!("{}/mcp/{service}", nginx.url);
+            callers.spawn(keep_calling(url, key.clone(), tool, stop.clone()));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // SIGTERM: not ready at once, still serving while it drains, then gone with its children.
+    let children = children_of(two.pid());
+    assert!(!children.is_empty(), "instance two runs stdio children");
+    let stopping = Instant::now();
+    two.terminate();
+    let ready = reqwest::get(format!("{}/readyz", two.url)).await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready as soon as it stops");
+    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "stopping");
+    let still = echo_status(&format!("{}/mcp/tools", two.url), &key).await;
+    assert_eq!(still, 200, "calls are still served while it drains");
+    let lines = tokio::task::spawn_blocking(move || two.exited()).await.unwrap();
+    let stopped_in = stopping.elapsed();
+    let left: Vec<&u32> =
+        children.iter().filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()).collect();
+    assert!(left.is_empty(), "stdio children outlived their instance: {left:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = callers.join_all().await.into_iter().flatten().collect();
+
+    // The other instance kept serving: calls after the stop succeed.
+    for _ in 0..4 {
+        assert_eq!(echo_status(&format!("{}/mcp/tools", nginx.url), &key).await, 200);
+    }
+
+    // Every call an instance took is in the request log, and in the counters.
+    let answered: Vec<(u16, &str)> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Answered(status, id) => Some((*status, id.as_str())),
+            Outcome::NotTaken(_) => None,
+        })
+        .collect();
+    let not_taken: Vec<u16> =
+        outcomes.iter().filter_map(|o| if let Outcome::NotTaken(s) = o { Some(*s) } else { None }).collect();
+    let failed = answered.iter().filter(|(status, _)| *status != 200).count();
+    let rows = settled_rows(&one, answered.len()).await;
+    let recorded: std::collections::HashSet<String> = rows.iter().map(|r| r.id.to_string()).collect();
+    let missing: Vec<&&str> =
+        answered.iter().map(|(_, id)| id).filter(|id| !recorded.contains(**id)).collect();
+    assert!(missing.is_empty(), "answered but not recorded: {missing:?}");
+    assert_eq!(usage_total(&one).await, rows.len() as i64, "the counters equal the rows");
+    let flushed = lines.iter().find(|l| l.contains("request logs flushed")).expect("the writer was flushed");
+    println!(
+        "stop: instance two exited 0 {} ms after SIGTERM (1 s of drain); {} calls answered through nginx \
+         ({failed} not 200), {} not taken (nginx: {not_taken:?}); all {} recorded, counters = rows; its {} stdio \
+         children ended; {flushed}",
+        stopped_in.as_millis(),
+        answered.len(),
+        not_taken.len(),
+        answered.len(),
+        children.len()
+    );
+    assert_eq!(failed, 0, "every call that was taken succeeded");
+    std::fs::remove_file(services).unwrap();
 }

@@ -19,6 +19,7 @@ mod limits;
 mod login;
 mod logs;
 mod members;
+mod operations;
 mod organization;
 mod password_reset;
 mod recording;

@@ -28,6 +28,7 @@ pub async fn api_key(app: &TestApp, org: OrgId, user: &TestUser, scopes: &str) -
         reach: None,
     };
     db::api_keys::insert(app.db.acquire().await.unwrap().conn(), row, app.clock_now()).await.unwrap();
+    super::used_secret(key.expose());
     key.expose().to_owned()
 }
 
@@ -62,6 +63,7 @@ pub async fn add_service(
 }
 
 pub struct Row {
+    pub id: mcp_platform::ids::LogId,
     pub method: String,
     pub tool: String,
     pub request: String,
@@ -72,6 +74,7 @@ pub struct Row {
 }
 
 type RawRow = (
+    mcp_platform::ids::LogId,
     Option<String>,
     Option<String>,
     Option<mcp_platform::db::CompactBody<'static>>,
@@ -83,7 +86,7 @@ type RawRow = (
 
 /// The request-log rows once the batched writer has written them all (it waits up to 50 ms).
 pub async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
-    let sql = "SELECT method, tool_name, request_body, response_body, response_truncated, outcome, error_code \
+    let sql = "SELECT id, method, tool_name, request_body, response_body, response_truncated, outcome, error_code \
                FROM request_logs ORDER BY id";
     let mut last = 0;
     for _ in 0..100 {
@@ -95,7 +98,8 @@ pub async fn settled_rows(app: &TestApp, at_least: usize) -> Vec<Row> {
         if raw.len() >= at_least && raw.len() == last {
             return raw
                 .into_iter()
-                .map(|(method, tool, request, response, response_truncated, outcome, error_code)| Row {
+                .map(|(id, method, tool, request, response, response_truncated, outcome, error_code)| Row {
+                    id,
                     method: method.unwrap_or_default(),
                     tool: tool.unwrap_or_default(),
                     request: request.unwrap_or_default().0.into_owned(),

@@ -7,6 +7,7 @@ pub mod logs;
 pub mod upstream;
 pub mod webdriver;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,13 +24,16 @@ use uuid::Uuid;
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Everything the platform logs during the test run (all tests share it), so tests can assert
-/// that no secret ever reaches a log line.
+/// that no secret ever reaches a log line; also written to the CI's log scan (`scan_file`).
 #[derive(Clone, Default)]
-struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>, Option<Arc<std::sync::Mutex<std::fs::File>>>);
 
 impl std::io::Write for LogBuffer {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(bytes);
+        if let Some(file) = &self.1 {
+            file.lock().unwrap().write_all(bytes)?;
+        }
         Ok(bytes.len())
     }
 
@@ -45,10 +49,36 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     }
 }
 
+/// A file of this test process for the CI's scan of everything the platform logged
+/// (`.ci/scan-logs`): `kind` is `platform` (log output) or `secrets` (one secret the tests used
+/// a line). `None` unless `MCP_TEST_LOG_DIR` names a directory.
+fn scan_file(kind: &str) -> Option<std::fs::File> {
+    let dir = PathBuf::from(std::env::var_os("MCP_TEST_LOG_DIR")?);
+    let path = dir.join(format!("{kind}-{}.txt", std::process::id()));
+    std::fs::OpenOptions::new().create(true).append(true).open(path).ok()
+}
+
+/// Notes a secret the tests use: the CI fails when any platform log holds one.
+pub fn used_secret(secret: &str) {
+    if let Some(mut file) = scan_file("secrets") {
+        let _ = writeln!(file, "{secret}");
+    }
+}
+
+/// Adds what a platform process logged outside this test process to the CI's log scan.
+pub fn logged_elsewhere(text: &str) {
+    if let Some(mut file) = scan_file("platform") {
+        let _ = writeln!(file, "{text}");
+    }
+}
+
 fn log_buffer() -> &'static LogBuffer {
     static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
     LOGS.get_or_init(|| {
-        let buffer = LogBuffer::default();
+        let buffer =
+            LogBuffer(Arc::default(), scan_file("platform").map(|f| Arc::new(std::sync::Mutex::new(f))));
+        used_secret(PASSWORD);
+        used_secret(gateway::TOKEN);
         let filter = tracing_subscriber::EnvFilter::new("info,mcp_platform=trace,sqlx=debug,actix_web=debug");
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -199,6 +229,7 @@ pub async fn spawn_app_with(backend: Backend, mut settings: Settings) -> TestApp
     let config = Config::from_settings(settings).unwrap();
     let clock = Arc::new(OffsetClock::default());
     let master = MasterKey::generate();
+    used_secret(&master.encode());
     let (address, server_db, server) = start(&config, &master, &clock).await;
     let db = Db::connect(&config.database).await.unwrap();
     TestApp {
@@ -400,6 +431,7 @@ impl TestApp {
 
     /// Sets `user`'s own service token `name` on the dashboard's Service tokens page.
     pub async fn set_token(&self, user: &TestUser, name: &str, token: &str) {
+        used_secret(token);
         let browser = self.signed_in(user).await;
         let saved =
             self.post_form(&browser, "/tokens", "/tokens", &[("service_name", name), ("token", token)]).await;
@@ -419,7 +451,9 @@ impl TestApp {
         let html = self.get(browser, "/keys/new").await.text().await.unwrap();
         let marker = "id=\"new-key\" class=\"secret\" value=\"";
         let start = html.find(marker).expect("the new key is shown") + marker.len();
-        html[start..start + html[start..].find('"').unwrap()].to_owned()
+        let key = html[start..start + html[start..].find('"').unwrap()].to_owned();
+        used_secret(&key);
+        key
     }
 
     /// Header values sealed for a service, as the dashboard stores them.
