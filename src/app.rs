@@ -61,6 +61,8 @@ pub struct WebSettings {
     /// Take the client's address, and without a public URL the origin, from the proxy's
     /// forwarded headers.
     pub trust_proxy: bool,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<secrecy::SecretString>,
     /// Origins besides the platform's own that may use the gateway from a browser.
     pub allowed_origins: Vec<String>,
 }
@@ -178,6 +180,7 @@ impl Application {
                 has_public_url: config.public_url.is_some(),
                 trust_proxy: config.trust_proxy,
                 allowed_origins: config.allowed_origins.clone(),
+                metrics_token: config.metrics_token.clone(),
             },
         });
         spawn_upkeep(state.clone().into_inner());

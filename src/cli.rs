@@ -130,6 +130,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let mut settings = cli.settings;
     settings.secret_key = std::env::var("MCP_PLATFORM_SECRET_KEY").ok().map(SecretString::from);
+    settings.metrics_token = std::env::var("MCP_PLATFORM_METRICS_TOKEN").ok().map(SecretString::from);
     let result = Config::from_settings(settings).map_err(Failure::from).and_then(|config| {
         crate::telemetry::logging::init(config.log_format, &config.instance);
         // The HTTP workers run their own runtimes; this one drives start-up, the request-log

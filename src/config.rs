@@ -84,6 +84,9 @@ pub struct Settings {
     /// moves away first [default: 0]
     #[arg(long, env = "MCP_PLATFORM_DRAIN_SECONDS", global = true)]
     pub drain_seconds: Option<String>,
+    /// A bearer token /metrics requires (environment only, so it never shows in a process list)
+    #[arg(skip)]
+    pub metrics_token: Option<SecretString>,
     /// How the platform's own log is written on standard error: text or json [default: text]
     #[arg(long, env = "MCP_PLATFORM_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
@@ -175,6 +178,8 @@ pub struct Config {
     pub log_format: crate::telemetry::logging::LogFormat,
     /// How long a stop keeps serving with `/readyz` at 503.
     pub drain: Duration,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<SecretString>,
 }
 
 impl Config {
@@ -315,6 +320,7 @@ impl Config {
             instance,
             log_format,
             drain,
+            metrics_token: s.metrics_token.filter(|token| !token.expose_secret().trim().is_empty()),
         })
     }
 

@@ -248,6 +248,15 @@ impl Db {
         })
     }
 
+    /// The pool's open connections: in use, and idle.
+    pub fn connections(&self) -> (usize, usize) {
+        let (size, idle) = match self {
+            Db::Sqlite(pool) => (pool.size(), pool.num_idle()),
+            Db::Postgres(pool) => (pool.size(), pool.num_idle()),
+        };
+        ((size as usize).saturating_sub(idle), idle)
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         match self {

@@ -202,6 +202,7 @@ pub async fn message(
     let checked = async {
         let service = service(state, caller.organization_id, name).await?;
         record.service_id = Some(service.id);
+        record.service_kind = service.transport.as_str();
         let needed = message.required_scope();
         if !caller.scopes.contains(needed) {
             return Err(Refusal::new(

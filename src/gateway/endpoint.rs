@@ -4,8 +4,6 @@
 //! HTTP upstream or the session's stdio child), `answer` (whole or streamed back) and `record`
 //! (one redacted row). The handlers here only wire the phases together.
 
-use std::time::Duration;
-
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
@@ -28,6 +26,7 @@ use crate::app::AppState;
 use crate::auth::api_key::{self, KeyPrincipal, KeyRejection};
 use crate::domain::Scope;
 use crate::telemetry::logging::Correlation;
+use crate::telemetry::metrics::Observed;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -129,8 +128,9 @@ async fn relay_post(
                 record.quota_counted = taken.counted;
             }
             Err(limited) => {
+                state.metrics.limited(limited.limit);
                 *headroom = Some(limited.headroom);
-                return Err(limited.refusal);
+                return Err(*limited.refusal);
             }
         }
         if let Era::Modern(modern) = &call.era {
@@ -211,7 +211,13 @@ fn kept_open(
 /// none is accepted that could not be.
 fn unrecordable(req: &HttpRequest, state: &AppState) -> HttpResponse {
     state.metrics.refused_unrecordable();
-    state.log_writer.count(StatusCode::SERVICE_UNAVAILABLE.as_u16(), Duration::ZERO);
+    state.metrics.message(Observed {
+        kind: "none",
+        method: None,
+        outcome: "failure",
+        status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+        seconds: 0.0,
+    });
     let refusal = Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
         jsonrpc::INTERNAL_ERROR,

@@ -62,7 +62,10 @@ impl Headroom {
 
 /// A request over a limit: the refusal to answer with and the headroom it leaves (none).
 pub struct Limited {
-    pub refusal: Refusal,
+    /// Which: `daily_quota` or `rate_limit`.
+    pub limit: &'static str,
+    /// (Boxed: refusals are rare, and every `take` returns room for one.)
+    pub refusal: Box<Refusal>,
     pub headroom: Headroom,
 }
 
@@ -149,12 +152,13 @@ impl Limits {
                 use governor::clock::Clock as _;
                 let wait = not_until.wait_time_from(clock.now()).as_secs_f64().ceil().max(1.0) as u64;
                 Err(Limited {
-                    refusal: Refusal::new(
+                    limit: "rate_limit",
+                    refusal: Box::new(Refusal::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         RATE_LIMITED,
                         format!("Rate limit reached: this API key may make {limit} requests a minute; try again in {wait} s"),
                     )
-                    .retry_after(wait),
+                    .retry_after(wait)),
                     headroom: Headroom { limit, remaining: 0, reset_seconds: refill(limit) },
                 })
             }
@@ -239,12 +243,13 @@ fn headroom(per_day: u64, used: Option<u64>, now: DateTime<Utc>) -> Result<Headr
     let reset_seconds = until_midnight(now);
     let Some(used) = used else {
         return Err(Limited {
-                refusal: Refusal::new(
+                limit: "daily_quota",
+                refusal: Box::new(Refusal::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     RATE_LIMITED,
                     format!("Daily quota reached: the organization's plan allows {per_day} requests a day; it starts again at 00:00 UTC, in {reset_seconds} s"),
                 )
-                .retry_after(reset_seconds),
+                .retry_after(reset_seconds)),
                 headroom: Headroom { limit: per_day, remaining: 0, reset_seconds },
             });
     };

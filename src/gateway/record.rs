@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use crate::auth::ClientInfo;
 use crate::db::request_logs::{NewRequestLog, Outcome};
+use crate::gateway::refusal::UPSTREAM_FAILED;
 use crate::ids::{KeyId, LogId, OrgId, ServiceId, UserId};
+use crate::telemetry::metrics::Observed;
 use crate::telemetry::redact::{redact_body, redact_text, truncate};
 use crate::telemetry::writer::{RequestLogWriter, Slot};
 use actix_web::HttpRequest;
@@ -24,6 +26,8 @@ pub struct CallRecord {
     pub user_id: Option<UserId>,
     pub api_key_id: Option<KeyId>,
     pub service_id: Option<ServiceId>,
+    /// The service's transport, for the metrics: `http`, `stdio`, or `none` before it is known.
+    pub service_kind: &'static str,
     service_name: String,
     pub method: Option<String>,
     pub tool: Option<String>,
@@ -79,6 +83,7 @@ impl CallRecord {
             user_id: None,
             api_key_id: None,
             service_id: None,
+            service_kind: "none",
             // The name is whatever the client put in the path.
             service_name: redact_text(service_name, &[]).chars().take(100).collect(),
             method: None,
@@ -141,7 +146,18 @@ impl CallRecord {
 
     /// Puts the row in the room taken for it, without holding up the response.
     pub fn finish(self, ending: Ending, response_body: Option<&str>, writer: &RequestLogWriter) {
-        writer.count(ending.http_status, self.started.elapsed());
+        let metrics = writer.metrics();
+        if ending.error_code == Some(UPSTREAM_FAILED) {
+            let error = if ending.http_status == 504 { "timeout" } else { "unreachable" };
+            metrics.upstream_error(self.service_kind, error);
+        }
+        metrics.message(Observed {
+            kind: self.service_kind,
+            method: self.method.clone(),
+            outcome: ending.outcome().as_str(),
+            status: ending.http_status,
+            seconds: self.started.elapsed().as_secs_f64(),
+        });
         if let Some(row) = self.row(ending, response_body) {
             self.slot.fill(row);
         }

@@ -249,9 +249,12 @@ impl Gateway {
         shared.insert(id.to_owned(), sender.downgrade());
     }
 
-    /// Open sessions, for the metrics.
-    pub fn session_count(&self) -> usize {
-        self.sessions.lock().expect("session table lock").len()
+    /// Open sessions, for the metrics: clients' own, and the gateway's own for stateless
+    /// clients of legacy upstreams (those keep the upstream's `initialize` result).
+    pub fn session_counts(&self) -> (usize, usize) {
+        let sessions = self.sessions.lock().expect("session table lock");
+        let bridged = sessions.values().filter(|s| s.initialized.is_some()).count();
+        (sessions.len() - bridged, bridged)
     }
 
     /// Ends the open server-to-client streams; called first when the platform stops.

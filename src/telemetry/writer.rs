@@ -112,10 +112,10 @@ impl RequestLogWriter {
         (RequestLogWriter { queue, metrics }, WriterHandle { deadline, task })
     }
 
-    /// Counts a message handled, whether or not it has a row (a call without a valid key has
-    /// none).
-    pub fn count(&self, status: u16, took: Duration) {
-        self.metrics.message(status, took.as_secs_f64());
+    /// The metrics each message handled is counted in, whether or not it has a row (a call
+    /// without a valid key has none).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Rows waiting to be written.
@@ -210,6 +210,7 @@ impl Writer {
     async fn write(&mut self, batch: &mut Vec<NewRequestLog>) -> bool {
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
+        let started = Instant::now();
         while !batch.is_empty() {
             let Some(result) =
                 before_deadline(&mut self.stop, write_batch(&self.db, self.clock.now(), batch)).await
@@ -218,7 +219,7 @@ impl Writer {
             };
             match result {
                 Ok(()) => {
-                    self.written(batch.len());
+                    self.written(batch.len(), started.elapsed());
                     batch.clear();
                 }
                 Err(e) if db::refused_data(&e) => {
@@ -263,7 +264,7 @@ impl Writer {
                     in_time = false;
                     break;
                 }
-                Some(Ok(())) => self.written(1),
+                Some(Ok(())) => self.written(1, Duration::ZERO),
                 Some(Err(e)) if db::refused_data(&e) => self.reject(row, &e).await,
                 Some(Err(_)) => left.push(row),
             }
@@ -273,8 +274,8 @@ impl Writer {
         in_time
     }
 
-    fn written(&mut self, rows: usize) {
-        self.metrics.written(rows as u64);
+    fn written(&mut self, rows: usize, took: Duration) {
+        self.metrics.written(rows as u64, took.as_secs_f64());
         self.summary.written += rows as u64;
     }
 

@@ -154,6 +154,7 @@ pub async fn submit(
             db::login_failures::record(tx.conn(), &email, attempt.ip, attempt.device, now).await?;
             audit::record(tx.conn(), entry, now).await?;
             tx.commit().await?;
+            state.metrics.sign_in_failed();
             let page = LoginPage { error: Some(FAILED.into()), ..page(&state, &session, email_input) };
             render(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }

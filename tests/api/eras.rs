@@ -102,7 +102,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     .await;
     assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
     // One gateway session served all of them.
-    assert_eq!(gauge(&app, "gateway_sessions").await, 1);
+    assert_eq!(gauge(&app, r#"gateway_sessions{kind="bridged"}"#).await, 1);
     // A subscription: acknowledged with what the upstream offers of what it asked for, then
     // what the upstream sends on the GET stream of the gateway's session (here, after a call in
     // that session), with the subscription's id.
@@ -159,7 +159,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     )
     .await;
     assert_eq!(text_of(&again), "5");
-    assert_eq!(gauge(&app, "gateway_sessions").await, 1);
+    assert_eq!(gauge(&app, r#"gateway_sessions{kind="bridged"}"#).await, 1);
 
     // A legacy client on the same URL keeps its sessions as before.
     let session = open_session(&app, "/mcp/tools", &key).await;
@@ -222,7 +222,8 @@ async fn a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_
     assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
     assert_eq!(whoami["resultType"], "complete");
     // No session anywhere: the upstream serves the requests as they come.
-    assert_eq!(gauge(&app, "gateway_sessions").await, 0);
+    assert_eq!(gauge(&app, r#"gateway_sessions{kind="bridged"}"#).await, 0);
+    assert_eq!(gauge(&app, r#"gateway_sessions{kind="client"}"#).await, 0);
     // The service's page says what its upstream speaks.
     let admin = app.create_user(org, Role::Admin).await;
     let page = app.get(&app.signed_in(&admin).await, "/services/tools").await.text().await.unwrap();

@@ -76,8 +76,20 @@ async fn a_real_client_works_through_the_gateway_with_its_token_injected(backend
     let metrics = app.get(&crate::helpers::client(), "/metrics").await;
     assert_eq!(metrics.status(), 200);
     let metrics = metrics.text().await.unwrap();
-    let handled = format!("mcp_platform_gateway_messages_total{{status=\"2xx\"}} {}", rows.len());
-    assert!(metrics.contains(&handled), "{metrics}");
+    // By kind, method class and outcome: as many as the rows, each class as many as its rows.
+    let counted = |labels: &str| -> usize {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("mcp_platform_gateway_messages_total{") && l.contains(labels))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<usize>().ok())
+            .sum()
+    };
+    assert_eq!(counted(r#"kind="http""#), rows.len(), "{metrics}");
+    let calls = rows.iter().filter(|r| r.method == "tools/call").count();
+    assert_eq!(counted(r#"kind="http",method="tools/call",outcome="success",status="2xx""#), calls);
+    assert!(metrics.contains(r#"mcp_platform_upstream_duration_seconds_count{kind="http"}"#), "{metrics}");
+    assert!(metrics.contains("mcp_platform_request_log_batch_rows_count"), "{metrics}");
+    assert!(metrics.contains(r#"mcp_platform_database_connections{state="idle"}"#), "{metrics}");
     let written = format!("mcp_platform_request_logs_written_total {}", rows.len());
     assert!(metrics.contains(&written), "{metrics}");
     assert!(metrics.contains("mcp_platform_gateway_message_duration_seconds_bucket"), "{metrics}");

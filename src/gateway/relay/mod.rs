@@ -35,14 +35,19 @@ pub(super) async fn post(
     session: Option<&UpstreamSession>,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
-    match call.service.transport {
+    let started = std::time::Instant::now();
+    let relayed = match call.service.transport {
         Transport::Http => {
             http::post(state, call, credential, session.and_then(UpstreamSession::http_id), record).await
         }
         Transport::Stdio => {
             stdio::post(state, call, credential, session.and_then(UpstreamSession::process), record).await
         }
+    };
+    if relayed.is_ok() {
+        state.metrics.upstream(call.service.transport.as_str(), started.elapsed().as_secs_f64());
     }
+    relayed
 }
 
 /// Opens a subscription upstream for the GET stream of a 2025-11-25 client's session with an
