@@ -153,7 +153,7 @@ impl CallRecord {
         }
         metrics.message(Observed {
             kind: self.service_kind,
-            method: self.method.clone(),
+            method: self.method.as_deref(),
             outcome: ending.outcome().as_str(),
             status: ending.http_status,
             seconds: self.started.elapsed().as_secs_f64(),

@@ -115,6 +115,9 @@ impl Correlation {
     }
 }
 
+/// The access lines' target, for `RUST_LOG` (`mcp_platform::access=warn` turns them off).
+const ACCESS: &str = "mcp_platform::access";
+
 /// Requests whose access line would only be noise: probes and scrapes.
 const QUIET: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
@@ -128,21 +131,21 @@ pub async fn observe(
     let id = LogId::at(now);
     req.extensions_mut().insert(Correlation(id));
     let span = tracing::info_span!("request", correlation_id = %id);
-    let quiet = QUIET.contains(&req.path());
-    let method = req.method().to_string();
-    let path = loggable_path(req.path()).into_owned();
-    let client = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    // What the access line says, when it is logged at all.
+    let logged = tracing::enabled!(target: ACCESS, tracing::Level::INFO) && !QUIET.contains(&req.path());
+    let access = logged.then(|| {
+        let client = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        (client, req.method().to_string(), loggable_path(req.path()).into_owned())
+    });
     let started = Instant::now();
     let answered = next.call(req).instrument(span.clone()).await;
-    let status = match &answered {
-        Ok(response) => response.status().as_u16(),
-        Err(e) => e.as_response_error().status_code().as_u16(),
-    };
-    if !quiet {
+    if let Some((client, method, path)) = access {
+        let status = match &answered {
+            Ok(response) => response.status().as_u16(),
+            Err(e) => e.as_response_error().status_code().as_u16(),
+        };
         let ms = started.elapsed().as_millis() as u64;
-        span.in_scope(
-            || tracing::info!(target: "mcp_platform::access", client, method, path, status, ms, "answered"),
-        );
+        span.in_scope(|| tracing::info!(target: ACCESS, client, method, path, status, ms, "answered"));
     }
     let mut response = answered?;
     if !response.headers().contains_key(CORRELATION_HEADER) {

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,14 +15,28 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
+/// The labels of every gateway message (a struct: counting one allocates nothing).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    kind: &'static str,
+    method: &'static str,
+    outcome: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
 
 struct Inner {
     registry: Registry,
-    messages: Family<Labels, Counter>,
-    durations: Family<Labels, Histogram>,
-    upstream_durations: Family<Labels, Histogram>,
+    messages: Family<MessageLabels, Counter>,
+    durations: Family<KindLabel, Histogram>,
+    upstream_durations: Family<KindLabel, Histogram>,
     upstream_errors: Family<Labels, Counter>,
     limited: Family<Labels, Counter>,
     sign_in_failures: Counter,
@@ -50,10 +65,10 @@ pub struct Now {
 }
 
 /// One gateway message, as it ended.
-pub struct Observed {
+pub struct Observed<'a> {
     /// The service's transport: `http`, `stdio`, or `none` before a service was found.
     pub kind: &'static str,
-    pub method: Option<String>,
+    pub method: Option<&'a str>,
     /// `success`, `tool_error` or `failure`.
     pub outcome: &'static str,
     pub status: u16,
@@ -68,20 +83,20 @@ fn seconds_histogram() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("mcp_platform");
-        let messages = Family::<Labels, Counter>::default();
+        let messages = Family::<MessageLabels, Counter>::default();
         registry.register(
             "gateway_messages",
             "Client messages handled by the gateway, by service kind, method class, outcome and HTTP status class",
             messages.clone(),
         );
-        let durations = Family::<Labels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+        let durations = Family::<KindLabel, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
         registry.register(
             "gateway_message_duration_seconds",
             "Time from a message's arrival to the end of its answer, by service kind",
             durations.clone(),
         );
         let upstream_durations =
-            Family::<Labels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+            Family::<KindLabel, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
         registry.register(
             "upstream_duration_seconds",
             "Time an upstream took to start answering a relayed message, by service kind",
@@ -202,19 +217,19 @@ fn status_class(status: u16) -> &'static str {
 impl Metrics {
     /// One gateway message, as it ended.
     pub fn message(&self, observed: Observed) {
-        let labels = vec![
-            ("kind", observed.kind),
-            ("method", method_class(observed.method.as_deref())),
-            ("outcome", observed.outcome),
-            ("status", status_class(observed.status)),
-        ];
+        let labels = MessageLabels {
+            kind: observed.kind,
+            method: method_class(observed.method),
+            outcome: observed.outcome,
+            status: status_class(observed.status),
+        };
         self.0.messages.get_or_create(&labels).inc();
-        self.0.durations.get_or_create(&vec![("kind", observed.kind)]).observe(observed.seconds);
+        self.0.durations.get_or_create(&KindLabel { kind: observed.kind }).observe(observed.seconds);
     }
 
     /// An upstream started answering a relayed message after `seconds`.
     pub fn upstream(&self, kind: &'static str, seconds: f64) {
-        self.0.upstream_durations.get_or_create(&vec![("kind", kind)]).observe(seconds);
+        self.0.upstream_durations.get_or_create(&KindLabel { kind }).observe(seconds);
     }
 
     /// An upstream failed a message: `unreachable` or `timeout`.
