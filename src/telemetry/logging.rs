@@ -134,7 +134,8 @@ pub async fn observe(
     // What the access line says, when it is logged at all.
     let logged = tracing::enabled!(target: ACCESS, tracing::Level::INFO) && !QUIET.contains(&req.path());
     let access = logged.then(|| {
-        let client = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        // The client's address as the request log has it (the proxy's word only when trusted).
+        let client = crate::auth::ClientInfo::of(req.request()).ip_string().unwrap_or_default();
         (client, req.method().to_string(), loggable_path(req.path()).into_owned())
     });
     let started = Instant::now();

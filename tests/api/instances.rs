@@ -50,7 +50,7 @@ fn nginx_binary() -> Option<String> {
 }
 
 /// The README's configuration for instances `one` and `two` at these addresses.
-pub fn nginx_config(dir: &std::path::Path, listen: &str, one: &str, two: &str) -> String {
+fn nginx_config(dir: &std::path::Path, listen: &str, one: &str, two: &str) -> String {
     let dir = dir.display();
     let readme = include_str!("../../README.md");
     let start = readme.find("# nginx: two instances").expect("the README has the nginx configuration");
