@@ -206,6 +206,8 @@ impl Application {
                 // The gateway answers API keys, not dashboard sessions: outside the session
                 // middleware and the route table's gate.
                 .configure(crate::gateway::endpoint::configure)
+                // The JSON API answers API keys too, in its own envelope.
+                .configure(crate::api::configure)
                 // Assets, health and metrics need no session: none is loaded for them.
                 .configure(routes::configure_open)
                 .service(

@@ -1,6 +1,7 @@
 //! MCP Platform: a gateway for Model Context Protocol services and the dashboard that runs it.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod catalog;

@@ -114,23 +114,26 @@ pub fn presented_key(req: &HttpRequest) -> Result<[u8; 32], Refusal> {
 /// Who calls, from the key the request presents (kept for a few seconds; checked every time).
 pub async fn principal(state: &AppState, req: &HttpRequest) -> Result<KeyPrincipal, Refusal> {
     let hash = presented_key(req)?;
-    let checked = async {
-        let lookups = &state.gateway.lookups;
-        let cached = lookups.key(&hash);
-        let mut found = match &cached {
-            Some(found) => found.clone(),
-            None => api_key::find(&state.db, &hash).await?,
-        };
-        let principal = api_key::admit(&state.db, &mut found, state.clock.now()).await;
-        if cached.is_none_or(|c| c.last_used_at != found.last_used_at) {
-            lookups.keep_key(hash, found);
-        }
-        principal
-    };
-    checked.await.map_err(|rejection| match rejection {
+    key_principal(state, hash).await.map_err(|rejection| match rejection {
         KeyRejection::Unavailable(e) => Refusal::unavailable(&e, "The platform cannot check keys right now"),
         other => Refusal::unauthorized(Challenge::Invalid, &format!("Unauthorized: {other}")),
     })
+}
+
+/// The owner of the key with this hash, as every check of it today allows (the key's record is
+/// kept for a few seconds; the checks run every time).
+pub async fn key_principal(state: &AppState, hash: [u8; 32]) -> Result<KeyPrincipal, KeyRejection> {
+    let lookups = &state.gateway.lookups;
+    let cached = lookups.key(&hash);
+    let mut found = match &cached {
+        Some(found) => found.clone(),
+        None => api_key::find(&state.db, &hash).await?,
+    };
+    let principal = api_key::admit(&state.db, &mut found, state.clock.now()).await;
+    if cached.is_none_or(|c| c.last_used_at != found.last_used_at) {
+        lookups.keep_key(hash, found);
+    }
+    principal
 }
 
 /// The service the organization's members reach by this name (kept for a few seconds).

@@ -14,6 +14,7 @@ mod gateway;
 mod headers;
 mod health;
 mod instances;
+mod json_api;
 mod keys;
 mod limits;
 mod login;
