@@ -35,7 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "MCP Platform API", description = "Automation for MCP Platform: the caller's account, services and keys."),
+    info(title = "MCP Platform API", description = "Automation for MCP Platform: the caller's account and the services they reach."),
     paths(me, services, service),
     components(schemas(Me, ServiceSummary, ErrorBody, ErrorDetail, Meta)),
     modifiers(&BearerKey)
