@@ -29,6 +29,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/users/me").get(me).default_service(only_get()))
             .service(web::resource("/mcp/services").get(services).default_service(only_get()))
             .service(web::resource("/mcp/services/{id}").get(service).default_service(only_get()))
+            .service(web::resource("/organizations/me").get(organization).default_service(only_get()))
+            .service(web::resource("/organizations/me/users").get(members).default_service(only_get()))
             .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::not_found()) })),
     );
 }
@@ -36,8 +38,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "MCP Platform API", description = "Automation for MCP Platform: the caller's account and the services they reach."),
-    paths(me, services, service),
-    components(schemas(Me, ServiceSummary, ErrorBody, ErrorDetail, Meta)),
+    paths(me, services, service, organization, members),
+    components(schemas(Me, ServiceSummary, Organization, Retention, Member, ErrorBody, ErrorDetail, Meta)),
     modifiers(&BearerKey)
 )]
 struct ApiDoc;
@@ -280,6 +282,18 @@ async fn services(
     page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = caller(&state, &req, Some(Scope::McpRead)).await?;
+    let listed = summaries(&state, &principal).await?;
+    let (page, next) = paged(listed, &page, |s| &s.id)?;
+    Ok(answer(&req, &state, page, next))
+}
+
+/// The page of `items` (ordered, each with an id) that `page` asks for, and the next page's
+/// cursor (the last id on this one) while there is more.
+fn paged<T>(
+    items: Vec<T>,
+    page: &Page,
+    id: impl Fn(&T) -> &str,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
     let limit = match page.limit.as_deref() {
         None => 20,
         Some(raw) => match raw.parse::<usize>() {
@@ -287,32 +301,23 @@ async fn services(
             _ => return Err(ApiError::invalid("limit", "a whole number from 1 to 100")),
         },
     };
-    let after = match page.cursor.as_deref() {
-        None => None,
-        Some(raw) => Some(
-            ServiceId::parse(raw).ok_or_else(|| ApiError::invalid("cursor", "not a cursor of this list"))?,
-        ),
-    };
-    let listed = summaries(&state, &principal).await?;
-    let start = match after {
+    let start = match page.cursor.as_deref() {
         None => 0,
-        Some(after) => listed
+        Some(after) => items
             .iter()
-            .position(|s| s.id == after.to_string())
+            .position(|item| id(item) == after)
             .map(|i| i + 1)
             .ok_or_else(|| ApiError::invalid("cursor", "not a cursor of this list"))?,
     };
-    let page: Vec<ServiceSummary> = listed.into_iter().skip(start).take(limit + 1).collect();
-    let (page, next) = match page.len() > limit {
+    let mut page: Vec<T> = items.into_iter().skip(start).take(limit + 1).collect();
+    let next = match page.len() > limit {
         true => {
-            let mut page = page;
             page.truncate(limit);
-            let next = page.last().map(|s| s.id.clone());
-            (page, next)
+            page.last().map(|item| id(item).to_owned())
         }
-        false => (page, None),
+        false => None,
     };
-    Ok(answer(&req, &state, page, next))
+    Ok((page, next))
 }
 
 /// One service the caller's organization offers, with whether the caller has its token.
@@ -362,4 +367,99 @@ async fn summaries(state: &AppState, principal: &KeyPrincipal) -> Result<Vec<Ser
             }
         })
         .collect())
+}
+
+/// The caller's organization.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Organization {
+    id: String,
+    name: String,
+    slug: String,
+    plan: String,
+    /// Preselected expiry of new API keys, in days.
+    default_key_expiry_days: u16,
+    retention: Retention,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// How long the organization keeps what it records, in days.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Retention {
+    request_logs: u16,
+    usage: u16,
+    audit: u16,
+}
+
+/// The caller's organization, its plan and settings.
+#[utoipa::path(get, path = "/api/v1/organizations/me", responses(
+    (status = 200, description = "`data` is the organization", body = Envelope<Organization>),
+    (status = 401, description = "AUTH_INVALID_CREDENTIALS or AUTH_TOKEN_EXPIRED", body = ErrorBody),
+    (status = 403, description = "AUTH_INSUFFICIENT_SCOPE (admin:organization)", body = ErrorBody),
+))]
+async fn organization(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let principal = caller(&state, &req, Some(Scope::AdminOrganization)).await?;
+    let mut conn = state.db.acquire().await?;
+    let found = db::organizations::find(conn.conn(), principal.organization_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let settings = found.settings.0;
+    let organization = Organization {
+        id: found.id.to_string(),
+        name: found.name,
+        slug: found.slug,
+        plan: found.plan,
+        default_key_expiry_days: settings.default_key_expiry_days,
+        retention: Retention {
+            request_logs: settings.log_retention_days,
+            usage: settings.rollup_retention_days,
+            audit: settings.audit_retention_days,
+        },
+        created_at: found.created_at,
+    };
+    Ok(answer(&req, &state, organization, None))
+}
+
+/// A member of the caller's organization.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Member {
+    id: String,
+    email: String,
+    /// `admin`, `developer` or `viewer`.
+    role: String,
+    active: bool,
+    last_login_at: Option<chrono::DateTime<chrono::Utc>>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The members of the caller's organization, by email.
+#[utoipa::path(get, path = "/api/v1/organizations/me/users", params(Page), responses(
+    (status = 200, description = "`data` is a page of members", body = Envelope<Vec<Member>>),
+    (status = 400, description = "VALIDATION_ERROR (limit or cursor)", body = ErrorBody),
+    (status = 401, description = "AUTH_INVALID_CREDENTIALS or AUTH_TOKEN_EXPIRED", body = ErrorBody),
+    (status = 403, description = "AUTH_INSUFFICIENT_SCOPE (admin:users)", body = ErrorBody),
+))]
+async fn members(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    page: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = caller(&state, &req, Some(Scope::AdminUsers)).await?;
+    let mut conn = state.db.acquire().await?;
+    let listed: Vec<Member> = db::users::list_members(conn.conn(), principal.organization_id)
+        .await?
+        .into_iter()
+        .map(|user| Member {
+            id: user.id.to_string(),
+            email: user.email,
+            role: user.role.as_str().to_owned(),
+            active: user.is_active,
+            last_login_at: user.last_login_at,
+            created_at: user.created_at,
+        })
+        .collect();
+    let (page, next) = paged(listed, &page, |m| &m.id)?;
+    Ok(answer(&req, &state, page, next))
 }

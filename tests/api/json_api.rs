@@ -103,6 +103,34 @@ async fn the_api_answers_keys_in_its_envelope_and_pages_services(backend: Backen
     let (status, body) = get(&app, "/api/v1/no-such-thing", Some(&key)).await;
     assert_eq!((status, code(&body)), (404, "RESOURCE_NOT_FOUND"));
 
+    // The organization and its members, for keys of an admin with the admin scopes; a
+    // developer's key holds none of them, whatever it was made with.
+    let admin = app.create_user(org, Role::Admin).await;
+    let admin_key = api_key(&app, org, &admin, "admin:users admin:organization").await;
+    let (status, body) = get(&app, "/api/v1/organizations/me", Some(&admin_key)).await;
+    assert_eq!(status, 200);
+    assert_eq!((body["data"]["name"].as_str(), body["data"]["plan"].as_str()), (Some("Acme"), Some("free")));
+    assert_eq!(body["data"]["retention"]["requestLogs"], 90);
+    let wishful = api_key(&app, org, &developer, "admin:users admin:organization").await;
+    for path in ["/api/v1/organizations/me", "/api/v1/organizations/me/users"] {
+        let (status, body) = get(&app, path, Some(&wishful)).await;
+        assert_eq!((status, code(&body)), (403, "AUTH_INSUFFICIENT_SCOPE"), "{path}");
+    }
+    let (_, first) = get(&app, "/api/v1/organizations/me/users?limit=1", Some(&admin_key)).await;
+    let cursor = first["meta"]["nextCursor"].as_str().unwrap().to_owned();
+    let (_, rest) =
+        get(&app, &format!("/api/v1/organizations/me/users?cursor={cursor}"), Some(&admin_key)).await;
+    let mut emails: Vec<&str> = [&first, &rest]
+        .iter()
+        .flat_map(|page| page["data"].as_array().unwrap())
+        .map(|member| member["email"].as_str().unwrap())
+        .collect();
+    emails.sort();
+    let mut expected = vec![developer.email.as_str(), admin.email.as_str()];
+    expected.sort();
+    assert_eq!(emails, expected, "each member once, over two pages");
+    assert!(rest["meta"].get("nextCursor").is_none());
+
     // An expired key says so.
     app.clock.advance(chrono::Duration::days(31));
     let (status, body) = get(&app, "/api/v1/users/me", Some(&key)).await;
@@ -111,7 +139,13 @@ async fn the_api_answers_keys_in_its_envelope_and_pages_services(backend: Backen
     // The OpenAPI 3.1 document describes these operations and the bearer key.
     let document: Value = reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap().json().await.unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3.1"), "{document}");
-    for path in ["/api/v1/users/me", "/api/v1/mcp/services", "/api/v1/mcp/services/{id}"] {
+    for path in [
+        "/api/v1/users/me",
+        "/api/v1/mcp/services",
+        "/api/v1/mcp/services/{id}",
+        "/api/v1/organizations/me",
+        "/api/v1/organizations/me/users",
+    ] {
         assert!(document["paths"][path]["get"].is_object(), "{path} in {document}");
     }
     assert_eq!(document["components"]["securitySchemes"]["apiKey"]["scheme"], "bearer");
