@@ -28,13 +28,7 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     pub fn of(req: &HttpRequest) -> ClientInfo {
-        let trust_proxy =
-            req.app_data::<web::Data<AppState>>().is_some_and(|state| state.settings.trust_proxy);
-        let ip = if trust_proxy {
-            req.connection_info().realip_remote_addr().and_then(parse_ip)
-        } else {
-            req.peer_addr().map(|a| a.ip())
-        };
+        let ip = ClientInfo::ip_of(req);
         // Stored with sessions, audit rows and request logs: redacted like a body.
         let user_agent = req
             .headers()
@@ -42,6 +36,17 @@ impl ClientInfo {
             .and_then(|v| v.to_str().ok())
             .map(|s| redact_text(s, &[]).chars().take(256).collect());
         ClientInfo { ip, user_agent }
+    }
+
+    /// The client's address alone: the proxy's word for it only when the proxy is trusted.
+    pub fn ip_of(req: &HttpRequest) -> Option<IpAddr> {
+        let trust_proxy =
+            req.app_data::<web::Data<AppState>>().is_some_and(|state| state.settings.trust_proxy);
+        if trust_proxy {
+            req.connection_info().realip_remote_addr().and_then(parse_ip)
+        } else {
+            req.peer_addr().map(|a| a.ip())
+        }
     }
 
     pub fn ip_string(&self) -> Option<String> {

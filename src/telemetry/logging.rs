@@ -135,7 +135,8 @@ pub async fn observe(
     let logged = tracing::enabled!(target: ACCESS, tracing::Level::INFO) && !QUIET.contains(&req.path());
     let access = logged.then(|| {
         // The client's address as the request log has it (the proxy's word only when trusted).
-        let client = crate::auth::ClientInfo::of(req.request()).ip_string().unwrap_or_default();
+        let client =
+            crate::auth::ClientInfo::ip_of(req.request()).map(|ip| ip.to_string()).unwrap_or_default();
         (client, req.method().to_string(), loggable_path(req.path()).into_owned())
     });
     let started = Instant::now();

@@ -129,13 +129,7 @@ pub async fn save(
     )
     .await?;
     tx.commit().await?;
-    state
-        .changed(Change::Token {
-            organization_id: user.organization_id,
-            user_id: user.id,
-            name: name.to_string(),
-        })
-        .await;
+    token_changed(&state, &user, &name).await;
     let notice = format!("Your {name} token is saved.");
     render(
         StatusCode::OK,
@@ -205,13 +199,14 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
-    state
-        .changed(Change::Token {
-            organization_id: user.organization_id,
-            user_id: user.id,
-            name: name.to_string(),
-        })
-        .await;
+    token_changed(&state, &user, &name).await;
     session.put_notice(format!("Your {name} token was deleted."))?;
     Ok(see_other("/tokens"))
+}
+
+/// Says that the member's token `name` changed: the gateway's copies of it go.
+async fn token_changed(state: &AppState, user: &CurrentUser, name: &impl std::fmt::Display) {
+    let change =
+        Change::Token { organization_id: user.organization_id, user_id: user.id, name: name.to_string() };
+    state.changed(change).await;
 }
