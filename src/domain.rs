@@ -57,19 +57,30 @@ pub enum Scope {
     McpRead,
     McpWrite,
     LogsRead,
+    KeysWrite,
+    TokensWrite,
     AdminUsers,
     AdminOrganization,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] =
-        [Scope::McpRead, Scope::McpWrite, Scope::LogsRead, Scope::AdminUsers, Scope::AdminOrganization];
+    pub const ALL: [Scope; 7] = [
+        Scope::McpRead,
+        Scope::McpWrite,
+        Scope::LogsRead,
+        Scope::KeysWrite,
+        Scope::TokensWrite,
+        Scope::AdminUsers,
+        Scope::AdminOrganization,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::McpRead => "mcp:read",
             Scope::McpWrite => "mcp:write",
             Scope::LogsRead => "logs:read",
+            Scope::KeysWrite => "keys:write",
+            Scope::TokensWrite => "tokens:write",
             Scope::AdminUsers => "admin:users",
             Scope::AdminOrganization => "admin:organization",
         }
@@ -82,7 +93,9 @@ impl Scope {
     /// The least role whose keys may hold this scope; viewers hold no keys at all.
     pub fn needs(self) -> Role {
         match self {
-            Scope::McpRead | Scope::McpWrite | Scope::LogsRead => Role::Developer,
+            Scope::McpRead | Scope::McpWrite | Scope::LogsRead | Scope::KeysWrite | Scope::TokensWrite => {
+                Role::Developer
+            }
             Scope::AdminUsers | Scope::AdminOrganization => Role::Admin,
         }
     }
@@ -292,7 +305,10 @@ mod tests {
         assert!(!Scope::AdminUsers.allowed_for(Role::Developer));
         assert!(Scope::AdminOrganization.allowed_for(Role::Admin));
         let all = Scopes::new(Scope::ALL);
-        assert_eq!(all.limited_to(Role::Developer).to_string(), "mcp:read mcp:write logs:read");
+        assert_eq!(
+            all.limited_to(Role::Developer).to_string(),
+            "mcp:read mcp:write logs:read keys:write tokens:write"
+        );
         assert_eq!(Scopes::parse("mcp:write mcp:read".split(' ')).unwrap().to_string(), "mcp:read mcp:write");
         assert!(Scopes::parse(["root"]).is_err());
     }

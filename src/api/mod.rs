@@ -2,8 +2,14 @@
 //! key (`Authorization: Bearer mcp_sk_…`) and may do what its scopes allow, as at the gateway.
 //! Every answer is one envelope: `{success: true, data, meta}`, or `{success: false, error:
 //! {code, message, details}}` with the status the code implies. Lists are paged by cursor
-//! (`limit` 20 by default, at most 100; `meta.nextCursor` while there is more). The OpenAPI 3.1
-//! document at `/api/v1/openapi.json` is generated from these handlers (`utoipa`).
+//! (`limit` 20 by default, at most 100; `meta.nextCursor` while there is more). Changes go
+//! through the same functions as the dashboard's forms, audited as the key's owner. The OpenAPI
+//! 3.1 document at `/api/v1/openapi.json` is generated from these handlers (`utoipa`).
+
+mod account;
+mod logs;
+mod organization;
+mod services;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -13,33 +19,93 @@ use serde_json::{Value, json};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::app::AppState;
+use crate::auth::ClientInfo;
 use crate::auth::api_key::{KeyPrincipal, KeyRejection};
 use crate::db;
-use crate::domain::Scope;
+use crate::domain::{Role, Scope};
+use crate::error::AppError;
 use crate::gateway::admit;
-use crate::ids::ServiceId;
+use crate::ids::{OrgId, UserId};
 use crate::telemetry::logging::Correlation;
+use crate::web::{Actor, FieldErrors};
+
+/// The largest request body the API reads.
+const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Another method on a known path: 405 naming the one it takes.
-    let only_get = || web::to(|| async { Err::<HttpResponse, _>(ApiError::method_not_allowed()) });
+    let json = web::JsonConfig::default()
+        .limit(BODY_LIMIT)
+        .error_handler(|error, _| ApiError::unreadable_body(&error).into());
+    let query = web::QueryConfig::default()
+        .error_handler(|error, _| ApiError::invalid("query", &error.to_string()).into());
     cfg.service(
         web::scope("/api/v1")
-            .service(web::resource("/openapi.json").get(openapi).default_service(only_get()))
-            .service(web::resource("/users/me").get(me).default_service(only_get()))
-            .service(web::resource("/mcp/services").get(services).default_service(only_get()))
-            .service(web::resource("/mcp/services/{id}").get(service).default_service(only_get()))
-            .service(web::resource("/organizations/me").get(organization).default_service(only_get()))
-            .service(web::resource("/organizations/me/users").get(members).default_service(only_get()))
+            .app_data(json)
+            .app_data(query)
+            .service(web::resource("/openapi.json").get(openapi).default_service(only("GET")))
+            .service(web::resource("/users/me").get(account::me).default_service(only("GET")))
+            .service(
+                web::resource("/users/me/api-keys")
+                    .get(account::keys)
+                    .post(account::create_key)
+                    .default_service(only("GET, POST")),
+            )
+            .service(
+                web::resource("/users/me/api-keys/{id}")
+                    .delete(account::revoke_key)
+                    .default_service(only("DELETE")),
+            )
+            .service(web::resource("/mcp/services").get(services::list).default_service(only("GET")))
+            .service(web::resource("/mcp/services/{id}").get(services::one).default_service(only("GET")))
+            .service(
+                web::resource("/mcp/services/{id}/configure")
+                    .post(services::configure)
+                    .default_service(only("POST")),
+            )
+            .service(web::resource("/mcp/execute/tool").post(services::execute).default_service(only("POST")))
+            .service(web::resource("/logs/requests").get(logs::requests).default_service(only("GET")))
+            .service(web::resource("/logs/requests/{id}").get(logs::request).default_service(only("GET")))
+            .service(web::resource("/usage").get(logs::usage).default_service(only("GET")))
+            .service(
+                web::resource("/organizations/me")
+                    .get(organization::show)
+                    .patch(organization::update)
+                    .default_service(only("GET, PATCH")),
+            )
+            .service(
+                web::resource("/organizations/me/users")
+                    .get(organization::members)
+                    .default_service(only("GET")),
+            )
+            .service(
+                web::resource("/organizations/me/users/{id}")
+                    .patch(organization::change_role)
+                    .default_service(only("PATCH")),
+            )
+            .service(
+                web::resource("/organizations/me/invitations")
+                    .post(organization::invite)
+                    .default_service(only("POST")),
+            )
             .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::not_found()) })),
     );
 }
 
+/// Another method on a known path: 405 naming the ones it takes.
+fn only(allowed: &'static str) -> actix_web::Route {
+    web::to(move || async move { Err::<HttpResponse, _>(ApiError::method_not_allowed(allowed)) })
+}
+
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "MCP Platform API", description = "Automation for MCP Platform: the caller's account and the services they reach."),
-    paths(me, services, service, organization, members),
-    components(schemas(Me, ServiceSummary, Organization, Retention, Member, ErrorBody, ErrorDetail, Meta)),
+    info(title = "MCP Platform API", description = "Automation for MCP Platform: the caller's account and keys, the services they reach and their tokens, tool calls, the request log and usage, and (admins) the organization and its members."),
+    paths(
+        account::me, account::keys, account::create_key, account::revoke_key,
+        services::list, services::one, services::configure, services::execute,
+        logs::requests, logs::request, logs::usage,
+        organization::show, organization::update, organization::members, organization::change_role, organization::invite,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, Meta)),
     modifiers(&BearerKey)
 )]
 struct ApiDoc;
@@ -80,14 +146,25 @@ struct Envelope<T> {
     meta: Meta,
 }
 
+/// 200 with `data`.
 fn answer<T: Serialize>(
     req: &HttpRequest,
     state: &AppState,
     data: T,
     next_cursor: Option<String>,
 ) -> HttpResponse {
+    answer_with(StatusCode::OK, req, state, data, next_cursor)
+}
+
+fn answer_with<T: Serialize>(
+    status: StatusCode,
+    req: &HttpRequest,
+    state: &AppState,
+    data: T,
+    next_cursor: Option<String>,
+) -> HttpResponse {
     let meta = Meta { request_id: Correlation::of(req, state.clock.now()).to_string(), next_cursor };
-    HttpResponse::Ok().json(Envelope { success: true, data, meta })
+    HttpResponse::build(status).json(Envelope { success: true, data, meta })
 }
 
 /// A refusal, as the envelope says it.
@@ -97,6 +174,10 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Value,
+    /// The methods a path takes (`Allow`), for a 405.
+    allow: Option<&'static str>,
+    /// Seconds after which trying again may work (`Retry-After`).
+    retry_after: Option<String>,
 }
 
 /// `{success: false, error}`.
@@ -109,40 +190,101 @@ struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 struct ErrorDetail {
     /// AUTH_INVALID_CREDENTIALS, AUTH_TOKEN_EXPIRED, AUTH_INSUFFICIENT_SCOPE, RESOURCE_NOT_FOUND,
-    /// VALIDATION_ERROR, METHOD_NOT_ALLOWED, SERVICE_UNAVAILABLE.
+    /// VALIDATION_ERROR, CONFLICT, METHOD_NOT_ALLOWED, MCP_SERVICE_ERROR, MCP_SERVICE_UNCONFIGURED,
+    /// RATE_LIMIT_EXCEEDED, SERVICE_UNAVAILABLE.
     code: String,
     message: String,
+    /// For VALIDATION_ERROR: `field` (the first) and `fields` (each field's message).
     details: Value,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), details: json!({}) }
+        ApiError { status, code, message: message.into(), details: json!({}), allow: None, retry_after: None }
+    }
+
+    fn with_details(mut self, details: Value) -> ApiError {
+        self.details = details;
+        self
     }
 
     fn not_found() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "There is nothing here")
     }
 
-    /// Every path of the API takes GET only, so far.
-    fn method_not_allowed() -> ApiError {
+    fn method_not_allowed(allowed: &'static str) -> ApiError {
+        let methods: Vec<&str> = allowed.split(", ").collect();
         ApiError {
-            details: json!({ "allowed": ["GET"] }),
-            ..ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "Only GET is allowed here")
+            allow: Some(allowed),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                format!("Only {allowed} is allowed here"),
+            )
+            .with_details(json!({ "allowed": methods }))
         }
     }
 
+    /// Bad input at one field (or part of the request: `query`, `body`).
     fn invalid(field: &str, message: &str) -> ApiError {
-        ApiError {
-            details: json!({ "field": field }),
-            ..ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("{field}: {message}"))
-        }
+        ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("{field}: {message}"))
+            .with_details(json!({ "field": field, "fields": { field: message } }))
+    }
+
+    /// The errors a dashboard form would show at its fields, named as the API's fields.
+    fn fields(errors: &FieldErrors) -> ApiError {
+        let fields: serde_json::Map<String, Value> =
+            errors.iter().map(|(field, message)| (camel_case(field), Value::from(message))).collect();
+        let (first, message) = fields
+            .iter()
+            .next()
+            .map_or(("body".to_owned(), ""), |(f, m)| (f.clone(), m.as_str().unwrap_or("")));
+        ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("{first}: {message}"))
+            .with_details(json!({ "field": first, "fields": fields }))
+    }
+
+    /// A body that is not the JSON the operation takes (malformed, a wrong type, an unknown or
+    /// missing field, too large, not JSON at all).
+    fn unreadable_body(error: &actix_web::error::JsonPayloadError) -> ApiError {
+        use actix_web::error::JsonPayloadError;
+        let message = match error {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                format!("the body is larger than {BODY_LIMIT} bytes")
+            }
+            JsonPayloadError::ContentType => "send the body as application/json".to_owned(),
+            JsonPayloadError::Deserialize(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::invalid("body", &message)
     }
 
     fn unavailable(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "the API cannot reach the database");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Try again in a moment")
     }
+
+    fn insufficient_scope(scope: Scope) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "AUTH_INSUFFICIENT_SCOPE",
+            format!("This API key lacks the {} scope", scope.as_str()),
+        )
+        .with_details(json!({ "required": scope.as_str() }))
+    }
+}
+
+/// `default_key_expiry_days` → `defaultKeyExpiryDays`.
+fn camel_case(field: &str) -> String {
+    let mut parts = field.split('_');
+    let mut name = parts.next().unwrap_or_default().to_owned();
+    for part in parts {
+        let mut chars = part.chars();
+        if let Some(first) = chars.next() {
+            name.extend(first.to_uppercase());
+            name.push_str(chars.as_str());
+        }
+    }
+    name
 }
 
 impl std::fmt::Display for ApiError {
@@ -161,11 +303,15 @@ impl ResponseError for ApiError {
             "success": false,
             "error": { "code": self.code, "message": self.message, "details": self.details },
         }));
+        let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+        if let Some(allow) = self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(seconds) = self.retry_after.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+            headers.insert(header::RETRY_AFTER, seconds);
         }
         response
     }
@@ -173,7 +319,21 @@ impl ResponseError for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> ApiError {
-        ApiError::unavailable(e)
+        ApiError::from(AppError::from(e))
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> ApiError {
+        match e {
+            AppError::NotFound => ApiError::not_found(),
+            AppError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", message),
+            AppError::TooManyRequests { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs.to_string()),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED", "Too many requests")
+            },
+            other => ApiError::unavailable(format!("{other:?}")),
+        }
     }
 }
 
@@ -192,73 +352,48 @@ async fn caller(state: &AppState, req: &HttpRequest, scope: Option<Scope>) -> Re
         other => unauthorized(format!("Unauthorized: {other}")),
     })?;
     match scope {
-        Some(scope) if !principal.scopes.contains(scope) => Err(ApiError {
-            details: json!({ "required": scope.as_str() }),
-            ..ApiError::new(
-                StatusCode::FORBIDDEN,
-                "AUTH_INSUFFICIENT_SCOPE",
-                format!("This API key lacks the {} scope", scope.as_str()),
-            )
-        }),
+        Some(scope) if !principal.scopes.contains(scope) => Err(ApiError::insufficient_scope(scope)),
         _ => Ok(principal),
     }
 }
 
-/// The caller's account.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct Me {
-    id: String,
+/// The owner of the presented key, who the audit trail names for what the request changes.
+struct KeyOwner {
+    principal: KeyPrincipal,
     email: String,
-    role: String,
-    organization_id: String,
-    /// The scopes the presented key holds (as the owner's role allows today).
-    scopes: Vec<String>,
+    client: ClientInfo,
 }
 
-/// The caller's account and the presented key's scopes.
-#[utoipa::path(get, path = "/api/v1/users/me", responses(
-    (status = 200, description = "`data` is the caller", body = Envelope<Me>),
-    (status = 401, description = "AUTH_INVALID_CREDENTIALS or AUTH_TOKEN_EXPIRED", body = ErrorBody),
-))]
-async fn me(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let principal = caller(&state, &req, None).await?;
+impl Actor for KeyOwner {
+    fn organization_id(&self) -> OrgId {
+        self.principal.organization_id
+    }
+
+    fn user_id(&self) -> UserId {
+        self.principal.user_id
+    }
+
+    fn email(&self) -> &str {
+        &self.email
+    }
+
+    fn client(&self) -> &ClientInfo {
+        &self.client
+    }
+
+    fn role(&self) -> Role {
+        self.principal.role
+    }
+}
+
+/// The caller as one who changes something: their key must hold `scope`.
+async fn owner(state: &AppState, req: &HttpRequest, scope: Scope) -> Result<KeyOwner, ApiError> {
+    let principal = caller(state, req, Some(scope)).await?;
     let mut conn = state.db.acquire().await?;
-    let user = db::users::find_member(conn.conn(), principal.organization_id, principal.user_id)
+    let member = db::users::find_member(conn.conn(), principal.organization_id, principal.user_id)
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let me = Me {
-        id: user.id.to_string(),
-        email: user.email,
-        role: user.role.as_str().to_owned(),
-        organization_id: user.organization_id.to_string(),
-        scopes: Scope::ALL
-            .into_iter()
-            .filter(|s| principal.scopes.contains(*s))
-            .map(|s| s.as_str().to_owned())
-            .collect(),
-    };
-    Ok(answer(&req, &state, me, None))
-}
-
-/// A service the caller's organization offers.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct ServiceSummary {
-    id: String,
-    name: String,
-    description: String,
-    version: String,
-    /// `http` or `stdio`.
-    kind: String,
-    /// The operator's service (for every organization) or the organization's own.
-    system: bool,
-    /// Where MCP clients reach it.
-    path: String,
-    /// The name of the caller's own token it needs, if any.
-    token_name: Option<String>,
-    /// Whether the caller has stored that token (always true when none is needed).
-    configured: bool,
+    Ok(KeyOwner { principal, email: member.email, client: ClientInfo::of(req) })
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -269,22 +404,16 @@ struct Page {
     cursor: Option<String>,
 }
 
-/// The services the caller's organization offers, system services first, by name.
-#[utoipa::path(get, path = "/api/v1/mcp/services", params(Page), responses(
-    (status = 200, description = "`data` is a page of services", body = Envelope<Vec<ServiceSummary>>),
-    (status = 400, description = "VALIDATION_ERROR (limit or cursor)", body = ErrorBody),
-    (status = 401, description = "AUTH_INVALID_CREDENTIALS or AUTH_TOKEN_EXPIRED", body = ErrorBody),
-    (status = 403, description = "AUTH_INSUFFICIENT_SCOPE (mcp:read)", body = ErrorBody),
-))]
-async fn services(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    page: web::Query<Page>,
-) -> Result<HttpResponse, ApiError> {
-    let principal = caller(&state, &req, Some(Scope::McpRead)).await?;
-    let listed = summaries(&state, &principal).await?;
-    let (page, next) = paged(listed, &page, |s| &s.id)?;
-    Ok(answer(&req, &state, page, next))
+impl Page {
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit.as_deref() {
+            None => Ok(20),
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=100).contains(&n) => Ok(n),
+                _ => Err(ApiError::invalid("limit", "a whole number from 1 to 100")),
+            },
+        }
+    }
 }
 
 /// The page of `items` (ordered, each with an id) that `page` asks for, and the next page's
@@ -294,13 +423,7 @@ fn paged<T>(
     page: &Page,
     id: impl Fn(&T) -> &str,
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let limit = match page.limit.as_deref() {
-        None => 20,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => return Err(ApiError::invalid("limit", "a whole number from 1 to 100")),
-        },
-    };
+    let limit = page.limit()?;
     let start = match page.cursor.as_deref() {
         None => 0,
         Some(after) => items
@@ -320,146 +443,7 @@ fn paged<T>(
     Ok((page, next))
 }
 
-/// One service the caller's organization offers, with whether the caller has its token.
-#[utoipa::path(get, path = "/api/v1/mcp/services/{id}", params(("id" = uuid::Uuid, Path, description = "The service's id")), responses(
-    (status = 200, description = "`data` is the service", body = Envelope<ServiceSummary>),
-    (status = 400, description = "VALIDATION_ERROR (id)", body = ErrorBody),
-    (status = 401, description = "AUTH_INVALID_CREDENTIALS or AUTH_TOKEN_EXPIRED", body = ErrorBody),
-    (status = 403, description = "AUTH_INSUFFICIENT_SCOPE (mcp:read)", body = ErrorBody),
-    (status = 404, description = "RESOURCE_NOT_FOUND (unknown, or not the caller's organization's)", body = ErrorBody),
-))]
-async fn service(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let principal = caller(&state, &req, Some(Scope::McpRead)).await?;
-    let id = ServiceId::parse(&id).ok_or_else(|| ApiError::invalid("id", "not a service id"))?;
-    let found = summaries(&state, &principal).await?.into_iter().find(|s| s.id == id.to_string());
-    Ok(answer(&req, &state, found.ok_or_else(ApiError::not_found)?, None))
-}
-
-/// Every service the caller's organization offers, as the caller sees it.
-async fn summaries(state: &AppState, principal: &KeyPrincipal) -> Result<Vec<ServiceSummary>, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let catalog = db::services::catalog(conn.conn(), principal.organization_id).await?;
-    let tokens =
-        db::user_tokens::list_for_user(conn.conn(), principal.organization_id, principal.user_id).await?;
-    let origin = &state.settings.origin;
-    Ok(catalog
-        .into_iter()
-        .filter(|row| principal.reach.allows_service(&row.name))
-        .map(|row| {
-            let configured = row
-                .token_service_name
-                .as_ref()
-                .is_none_or(|name| tokens.iter().any(|t| &t.service_name == name));
-            ServiceSummary {
-                id: row.id.to_string(),
-                path: format!("{origin}/mcp/{}", row.name),
-                system: row.organization_id.is_none(),
-                kind: row.transport.as_str().to_owned(),
-                token_name: row.token_service_name,
-                configured,
-                name: row.name,
-                description: row.description,
-                version: row.version,
-            }
-        })
-        .collect())
-}
-
-/// The caller's organization.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct Organization {
-    id: String,
-    name: String,
-    slug: String,
-    plan: String,
-    /// Preselected expiry of new API keys, in days.
-    default_key_expiry_days: u16,
-    retention: Retention,
-    created_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// How long the organization keeps what it records, in days.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct Retention {
-    request_logs: u16,
-    usage: u16,
-    audit: u16,
-}
-
-/// The caller's organization, its plan and settings.
-#[utoipa::path(get, path = "/api/v1/organizations/me", responses(
-    (status = 200, description = "`data` is the organization", body = Envelope<Organization>),
-    (status = 401, description = "AUTH_INVALID_CREDENTIALS or AUTH_TOKEN_EXPIRED", body = ErrorBody),
-    (status = 403, description = "AUTH_INSUFFICIENT_SCOPE (admin:organization)", body = ErrorBody),
-))]
-async fn organization(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let principal = caller(&state, &req, Some(Scope::AdminOrganization)).await?;
-    let mut conn = state.db.acquire().await?;
-    let found = db::organizations::find(conn.conn(), principal.organization_id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    let settings = found.settings.0;
-    let organization = Organization {
-        id: found.id.to_string(),
-        name: found.name,
-        slug: found.slug,
-        plan: found.plan,
-        default_key_expiry_days: settings.default_key_expiry_days,
-        retention: Retention {
-            request_logs: settings.log_retention_days,
-            usage: settings.rollup_retention_days,
-            audit: settings.audit_retention_days,
-        },
-        created_at: found.created_at,
-    };
-    Ok(answer(&req, &state, organization, None))
-}
-
-/// A member of the caller's organization.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct Member {
-    id: String,
-    email: String,
-    /// `admin`, `developer` or `viewer`.
-    role: String,
-    active: bool,
-    last_login_at: Option<chrono::DateTime<chrono::Utc>>,
-    created_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// The members of the caller's organization, by email.
-#[utoipa::path(get, path = "/api/v1/organizations/me/users", params(Page), responses(
-    (status = 200, description = "`data` is a page of members", body = Envelope<Vec<Member>>),
-    (status = 400, description = "VALIDATION_ERROR (limit or cursor)", body = ErrorBody),
-    (status = 401, description = "AUTH_INVALID_CREDENTIALS or AUTH_TOKEN_EXPIRED", body = ErrorBody),
-    (status = 403, description = "AUTH_INSUFFICIENT_SCOPE (admin:users)", body = ErrorBody),
-))]
-async fn members(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    page: web::Query<Page>,
-) -> Result<HttpResponse, ApiError> {
-    let principal = caller(&state, &req, Some(Scope::AdminUsers)).await?;
-    let mut conn = state.db.acquire().await?;
-    let listed: Vec<Member> = db::users::list_members(conn.conn(), principal.organization_id)
-        .await?
-        .into_iter()
-        .map(|user| Member {
-            id: user.id.to_string(),
-            email: user.email,
-            role: user.role.as_str().to_owned(),
-            active: user.is_active,
-            last_login_at: user.last_login_at,
-            created_at: user.created_at,
-        })
-        .collect();
-    let (page, next) = paged(listed, &page, |m| &m.id)?;
-    Ok(answer(&req, &state, page, next))
+/// An id in a path.
+fn path_id<T: crate::ids::Id>(raw: &str) -> Result<T, ApiError> {
+    crate::web::parse_id(raw).map_err(|_| ApiError::invalid("id", "not an id"))
 }

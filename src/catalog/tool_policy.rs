@@ -172,6 +172,18 @@ impl KeyReach {
         })
     }
 
+    /// Whether everything this reaches, `wider` reaches too.
+    pub fn within(&self, wider: &KeyReach) -> bool {
+        let Some(wider) = &wider.0 else { return true };
+        let Some(mine) = &self.0 else { return false };
+        mine.iter().all(|(service, tools)| match (wider.get(service), tools) {
+            (None, _) => false,
+            (Some(None), _) => true,
+            (Some(Some(_)), None) => false,
+            (Some(Some(allowed)), Some(tools)) => tools.is_subset(allowed),
+        })
+    }
+
     /// Whether the key leaves out some tools of `service`.
     pub fn narrows_tools_of(&self, service: &str) -> bool {
         self.0.as_ref().is_some_and(|reach| reach.get(service).is_some_and(Option::is_some))
@@ -238,6 +250,12 @@ mod tests {
         assert!(some.narrows_tools_of("tools") && !some.narrows_tools_of("github"));
         assert_eq!(KeyReach::from_stored(some.to_stored().as_deref()), some);
         assert_eq!(some.describe(), "github; tools (add, echo)");
+        assert!(KeyReach::from_input("github").unwrap().within(&some));
+        assert!(KeyReach::from_input("tools/echo").unwrap().within(&some));
+        assert!(!KeyReach::from_input("tools").unwrap().within(&some), "all of tools is wider than two");
+        assert!(!KeyReach::from_input("tools/big").unwrap().within(&some));
+        assert!(!KeyReach::from_input("jira").unwrap().within(&some));
+        assert!(!everything.within(&some) && some.within(&everything) && everything.within(&everything));
         assert!(KeyReach::from_input("/echo").is_err());
         assert!(KeyReach::from_input("a/b/c").is_err());
     }

@@ -78,7 +78,92 @@ async fn relay_post(
     record.user_id = Some(principal.user_id);
     record.api_key_id = Some(principal.key_id);
     let body = admit::read_body(payload).await?;
-    let mut call = admit::message(state, Caller::from(&principal), name, body, req.headers(), record).await?;
+    relay_message(req, state, name, &principal, body, req.headers(), record, headroom).await
+}
+
+/// A tool call made for the JSON API (`POST /api/v1/mcp/execute/tool`): a 2026-07-28 request
+/// that declares no client capabilities, through every phase of a client's message from the
+/// checks of the message on (the API checked the key), recorded like any other. The call's
+/// JSON-RPC answer: its `result`, or the service's `error`.
+pub async fn call_tool(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    principal: &KeyPrincipal,
+    name: &str,
+    tool: &str,
+    arguments: serde_json::Value,
+) -> Result<Result<serde_json::Value, serde_json::Value>, Refusal> {
+    let Ok(slot) = state.log_writer.reserve() else {
+        state.metrics.refused_unrecordable();
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            jsonrpc::INTERNAL_ERROR,
+            "The platform cannot record calls right now; try again in a moment",
+        ));
+    };
+    let now = state.clock.now();
+    let mut record = CallRecord::new(Correlation::of(req, now), req, name, slot, now);
+    record.organization_id = Some(principal.organization_id);
+    record.user_id = Some(principal.user_id);
+    record.api_key_id = Some(principal.key_id);
+    let request = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": tool,
+        "arguments": arguments,
+        "_meta": {
+            era::META_VERSION: era::MODERN_VERSION,
+            era::META_CAPABILITIES: {},
+            era::META_CLIENT_INFO: { "name": "mcp-platform api", "version": env!("CARGO_PKG_VERSION") },
+        },
+    } });
+    let mut headers = header::HeaderMap::new();
+    let mirrored = [
+        (PROTOCOL_HEADER, era::MODERN_VERSION.to_owned()),
+        (era::METHOD_HEADER, "tools/call".to_owned()),
+        (era::NAME_HEADER, era::encoded(tool)),
+    ];
+    for (name, value) in mirrored {
+        // The encoded name is visible ASCII: a valid header value.
+        if let (Ok(name), Ok(value)) =
+            (header::HeaderName::try_from(name), header::HeaderValue::try_from(value))
+        {
+            headers.insert(name, value);
+        }
+    }
+    let body = web::Bytes::from(request.to_string());
+    let mut headroom = None;
+    let relayed =
+        relay_message(req, state, name, principal, body, &headers, &mut record, &mut headroom).await;
+    let relayed = match relayed {
+        Ok((relayed, _)) => relayed,
+        Err(refusal) => {
+            answer::record_refusal(&refusal, record, state);
+            return Err(refusal);
+        }
+    };
+    let messages = answer::collect(relayed, record, state).await.ok_or_else(|| {
+        Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The upstream broke off its answer")
+    })?;
+    let reply = messages.into_iter().find(|m| m["id"] == 1 && m.get("method").is_none());
+    match reply {
+        Some(mut reply) if reply.get("error").is_some() => Ok(Err(reply["error"].take())),
+        Some(mut reply) if reply.get("result").is_some() => Ok(Ok(reply["result"].take())),
+        _ => Err(Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The upstream did not answer the call")),
+    }
+}
+
+/// Every phase of one message from its checks on, for the caller the request's key named.
+#[allow(clippy::too_many_arguments)]
+async fn relay_message(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    name: &str,
+    principal: &KeyPrincipal,
+    body: web::Bytes,
+    headers: &header::HeaderMap,
+    record: &mut CallRecord,
+    headroom: &mut Option<Headroom>,
+) -> Result<(Relayed, Option<String>), Refusal> {
+    let mut call = admit::message(state, Caller::from(principal), name, body, headers, record).await?;
     let id = call.message.id().cloned().unwrap_or_default();
     let relayed = async {
         // A stateless (2026-07-28) request belongs to no client session, whatever it sends.

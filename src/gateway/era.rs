@@ -197,7 +197,7 @@ pub fn mirrored_headers(message: &Message) -> Vec<(&'static str, String)> {
 
 /// A value as a 2026-07-28 request's header carries it: as it is when it is plain visible
 /// ASCII, otherwise in the Base64 sentinel form `=?base64?...?=`.
-fn encoded(value: &str) -> String {
+pub fn encoded(value: &str) -> String {
     let visible = value.bytes().all(|b| (0x21..=0x7e).contains(&b) || b == b' ');
     let padded = value.starts_with(' ') || value.ends_with(' ');
     let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");

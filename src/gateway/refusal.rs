@@ -82,6 +82,11 @@ impl Refusal {
         self
     }
 
+    /// Seconds after which trying again may work, when the refusal says so.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     /// The same refusal, with the `data` its error code defines.
     pub fn with_data(mut self, data: Value) -> Refusal {
         self.error.data = Some(Box::new(data));

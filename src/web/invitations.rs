@@ -14,7 +14,7 @@ use crate::ids::UserId;
 
 use super::confirm::{self, Confirm};
 use super::members::{InviteForm, PageParts, members_page};
-use super::{FieldErrors, Layout, PasswordTwice, audited, parse_id, public_base, render, see_other};
+use super::{Actor, FieldErrors, Layout, PasswordTwice, audited, parse_id, public_base, render, see_other};
 use crate::app::AppState;
 use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
@@ -155,9 +155,9 @@ const MAX_CSV_LINES: usize = 500;
 
 /// One invitation link, shown once right after it is made.
 pub struct NewLink {
-    email: String,
-    role: Role,
-    url: String,
+    pub email: String,
+    pub role: Role,
+    pub url: String,
 }
 
 #[derive(Template)]
@@ -171,14 +171,14 @@ pub struct InvitedPage {
 /// Accounts of other organizations are not looked at: the answer must not reveal them.
 async fn check_invitee(
     tx: &mut Tx,
-    user: &CurrentUser,
+    user: &impl Actor,
     email: &Email,
     now: DateTime<Utc>,
 ) -> Result<Result<(), String>, AppError> {
-    if db::users::member_email_exists(tx.conn(), user.organization_id, email.as_str()).await? {
+    if db::users::member_email_exists(tx.conn(), user.organization_id(), email.as_str()).await? {
         return Ok(Err(format!("{email} is already a member of your organization.")));
     }
-    if db::invitations::pending_for_email(tx.conn(), user.organization_id, email.as_str(), now).await? {
+    if db::invitations::pending_for_email(tx.conn(), user.organization_id(), email.as_str(), now).await? {
         return Ok(Err(format!("{email} already has a pending invitation.")));
     }
     Ok(Ok(()))
@@ -187,7 +187,7 @@ async fn check_invitee(
 /// Creates one invitation in `tx` and returns its link.
 async fn create_invitation(
     tx: &mut Tx,
-    user: &CurrentUser,
+    user: &impl Actor,
     base: &str,
     email: &Email,
     role: Role,
@@ -199,11 +199,11 @@ async fn create_invitation(
     let expires_at = now + Duration::days(INVITATION_DAYS);
     let invitation = db::invitations::NewInvitation {
         id,
-        organization_id: user.organization_id,
+        organization_id: user.organization_id(),
         email: email.as_str(),
         role,
         token_hash: &hash,
-        invited_by: user.id,
+        invited_by: user.user_id(),
         expires_at,
     };
     db::invitations::insert(tx.conn(), invitation, now).await?;
@@ -227,6 +227,27 @@ pub async fn invite(
     form: web::Form<InviteForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
+    let link = match invite_one(&state, &user, &public_base(&state, &req), &form).await? {
+        Ok(link) => link,
+        Err(errors) => {
+            let parts = PageParts { invite: form, invite_errors: errors, ..PageParts::default() };
+            return render(StatusCode::UNPROCESSABLE_ENTITY, &members_page(&state, &user, parts).await?);
+        }
+    };
+    let page = InvitedPage {
+        layout: Layout::signed_in("Invitation created", "/members", &user, &state),
+        links: vec![link],
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// Invites one person (audited) and returns their link; or what is wrong at each field.
+pub async fn invite_one(
+    state: &AppState,
+    user: &impl Actor,
+    base: &str,
+    form: &InviteForm,
+) -> Result<Result<NewLink, FieldErrors>, AppError> {
     let now = state.clock.now();
     let mut errors = FieldErrors::default();
     let email = Email::parse(&form.email).map_err(|e| errors.add("email", e)).ok();
@@ -234,26 +255,18 @@ pub async fn invite(
         Role::parse(&form.role).map_err(|_| errors.add("role", "Choose admin, developer or viewer.")).ok();
     let mut tx = state.db.begin().await?;
     if let Some(email) = &email
-        && let Err(message) = check_invitee(&mut tx, &user, email, now).await?
+        && let Err(message) = check_invitee(&mut tx, user, email, now).await?
     {
         errors.add("email", message);
     }
-    let (plan, used) = super::organization::plan_and_use(&mut tx, &state, user.organization_id).await?;
+    let (plan, used) = super::organization::plan_and_use(&mut tx, state, user.organization_id()).await?;
     if let Some(message) = super::organization::over_limit(&plan, "members", plan.members, used.members, 1) {
         errors.add("email", message);
     }
-    let (Some(email), Some(role), true) = (email, role, errors.is_empty()) else {
-        drop(tx);
-        let parts = PageParts { invite: form, invite_errors: errors, ..PageParts::default() };
-        return render(StatusCode::UNPROCESSABLE_ENTITY, &members_page(&state, &user, parts).await?);
-    };
-    let link = create_invitation(&mut tx, &user, &public_base(&state, &req), &email, role, now).await?;
+    let (Some(email), Some(role), true) = (email, role, errors.is_empty()) else { return Ok(Err(errors)) };
+    let link = create_invitation(&mut tx, user, base, &email, role, now).await?;
     tx.commit().await?;
-    let page = InvitedPage {
-        layout: Layout::signed_in("Invitation created", "/members", &user, &state),
-        links: vec![link],
-    };
-    render(StatusCode::OK, &page)
+    Ok(Ok(link))
 }
 
 #[derive(Deserialize)]

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::confirm::{self, Confirm};
 use super::connect::{self, Snippet};
 use super::filters;
-use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
+use super::{Actor, FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
 use crate::catalog::tool_policy::KeyReach;
 
@@ -146,6 +146,17 @@ pub async fn list(user: CurrentUser, state: web::Data<AppState>) -> Result<HttpR
     render(StatusCode::OK, &keys_page(&state, &user, form, FieldErrors::default(), None).await?)
 }
 
+/// A key's name (trimmed) is between 1 and 100 printable characters.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("Give the key a name, e.g. the machine or tool that uses it.")
+    } else if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        Err("Use at most 100 printable characters.")
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks the form; the result is the key's name, scopes and expiry, or the errors to show.
 fn validate(
     form: &KeyForm,
@@ -164,10 +175,8 @@ fn validate(
         },
     };
     let name = form.name.trim();
-    if name.is_empty() {
-        errors.add("name", "Give the key a name, e.g. the machine or tool that uses it.");
-    } else if name.chars().count() > 100 || name.chars().any(char::is_control) {
-        errors.add("name", "Use at most 100 printable characters.");
+    if let Err(e) = check_name(name) {
+        errors.add("name", e);
     }
     let scopes = match Scopes::parse(form.scopes.iter().map(String::as_str)) {
         Err(e) => {
@@ -245,36 +254,54 @@ pub async fn create(
             );
         }
     };
-    let reach = reach.to_stored();
+    let spec = KeySpec { name, scopes, expires_at, rate_limit, reach: reach.to_stored() };
+    let (_, key) = issue(&state, &user, &spec).await?;
+    let new =
+        NewKey { name: spec.name, sealed_key: String::new(), expires_at, rolled: false, reach: spec.reach };
+    show_once(&state, &session, &user, new, &key)
+}
+
+/// A new key as checked, by the dashboard's form or the API.
+pub struct KeySpec {
+    pub name: String,
+    pub scopes: Scopes,
+    pub expires_at: DateTime<Utc>,
+    /// Requests per minute; `None`: the plan's.
+    pub rate_limit: Option<i32>,
+    /// The services and tools it is narrowed to, as stored (`KeyReach::to_stored`).
+    pub reach: Option<String>,
+}
+
+/// Makes the key `spec` describes for `owner`, audited, in one transaction. The key itself is
+/// returned: the one time it exists in clear.
+pub async fn issue(
+    state: &AppState,
+    owner: &impl Actor,
+    spec: &KeySpec,
+) -> Result<(KeyId, ApiKey), AppError> {
+    let now = state.clock.now();
     let key = ApiKey::generate();
     let id = KeyId::new();
     let display = key.display();
     let mut tx = state.db.begin().await?;
     let row = db::api_keys::NewKey {
         id,
-        organization_id: user.organization_id,
-        user_id: user.id,
-        name: &name,
+        organization_id: owner.organization_id(),
+        user_id: owner.user_id(),
+        name: &spec.name,
         key_hash: &key.hash(),
         display_key: &display,
-        scopes: &scopes.to_string(),
-        expires_at: Some(expires_at),
+        scopes: &spec.scopes.to_string(),
+        expires_at: Some(spec.expires_at),
         rolled_from_id: None,
-        rate_limit_per_minute: rate_limit,
-        reach: reach.as_deref(),
+        rate_limit_per_minute: spec.rate_limit,
+        reach: spec.reach.as_deref(),
     };
     db::api_keys::insert(tx.conn(), row, now).await?;
-    audited(tx.conn(), &user, Action::ApiKeyCreated, id, None, Some(
-            json!({ "name": name, "display": display, "scopes": scopes.to_string(), "expires_at": expires_at, "rate_limit_per_minute": rate_limit, "reach": reach }),
-        ), now).await?;
+    let after = json!({ "name": spec.name, "display": display, "scopes": spec.scopes.to_string(), "expires_at": spec.expires_at, "rate_limit_per_minute": spec.rate_limit, "reach": spec.reach });
+    audited(tx.conn(), owner, Action::ApiKeyCreated, id, None, Some(after), now).await?;
     tx.commit().await?;
-    show_once(
-        &state,
-        &session,
-        &user,
-        NewKey { name, sealed_key: String::new(), expires_at, rolled: false, reach },
-        &key,
-    )
+    Ok((id, key))
 }
 
 /// The services and tools the form narrows the key to, each service one the member can use; or
@@ -284,17 +311,26 @@ async fn reachable(
     user: &CurrentUser,
     form: &KeyForm,
 ) -> Result<Result<KeyReach, FieldErrors>, AppError> {
-    let reach = match KeyReach::from_input(&form.reach) {
+    Ok(check_reach(state, user.organization_id, &form.reach).await?.map_err(|e| FieldErrors::one("reach", e)))
+}
+
+/// The services and tools `text` names (`KeyReach::from_input`), each service one the
+/// organization offers; or what is wrong with it.
+pub async fn check_reach(
+    state: &AppState,
+    organization_id: crate::ids::OrgId,
+    text: &str,
+) -> Result<Result<KeyReach, String>, AppError> {
+    let reach = match KeyReach::from_input(text) {
         Ok(reach) => reach,
         Err(e) => {
-            let message = format!("{e}. Write services, or service/tool, separated by spaces or commas.");
-            return Ok(Err(FieldErrors::one("reach", message)));
+            return Ok(Err(format!("{e}. Write services, or service/tool, separated by spaces or commas.")));
         }
     };
     let mut conn = state.db.acquire().await?;
     for service in reach.services().into_iter().flatten() {
-        if db::services::find_for_organization(conn.conn(), user.organization_id, service).await?.is_none() {
-            return Ok(Err(FieldErrors::one("reach", format!("There is no service named \"{service}\"."))));
+        if db::services::find_for_organization(conn.conn(), organization_id, service).await?.is_none() {
+            return Ok(Err(format!("There is no service named \"{service}\".")));
         }
     }
     Ok(Ok(reach))
@@ -362,7 +398,7 @@ pub async fn created(
 
 /// Whose keys a revocation may reach: the user's own, or (admins) any of the organization's.
 #[derive(Clone, Copy)]
-enum Whose {
+pub enum Whose {
     Mine,
     Organization,
 }
@@ -370,28 +406,29 @@ enum Whose {
 /// The key, if it is one the user may manage this way; 404 otherwise.
 async fn find_key(
     conn: db::Conn<'_>,
-    user: &CurrentUser,
+    user: &impl Actor,
     whose: Whose,
     id: KeyId,
 ) -> Result<KeyRow, AppError> {
+    let organization_id = user.organization_id();
     let key = match whose {
-        Whose::Mine => db::api_keys::find_mine(conn, user.organization_id, user.id, id).await?,
-        Whose::Organization => db::api_keys::find_in_organization(conn, user.organization_id, id).await?,
+        Whose::Mine => db::api_keys::find_mine(conn, organization_id, user.user_id(), id).await?,
+        Whose::Organization => db::api_keys::find_in_organization(conn, organization_id, id).await?,
     };
     key.ok_or(AppError::NotFound)
 }
 
 /// Revokes the key and returns it as it was.
-async fn revoke_key(
+pub async fn revoke_key(
     state: &AppState,
-    user: &CurrentUser,
+    user: &impl Actor,
     whose: Whose,
     id: KeyId,
 ) -> Result<KeyRow, AppError> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let key = find_key(tx.conn(), user, whose, id).await?;
-    if db::api_keys::revoke(tx.conn(), user.organization_id, id, now).await? {
+    if db::api_keys::revoke(tx.conn(), user.organization_id(), id, now).await? {
         let before = json!({ "name": key.name, "display": key.display_key, "owner": key.owner_email, "status": key.status(now) });
         let after = json!({ "status": "revoked" });
         audited(tx.conn(), user, Action::ApiKeyRevoked, id, Some(before), Some(after), now).await?;

@@ -11,7 +11,7 @@ use askama_web::WebTemplate;
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 
-use super::{FieldErrors, Layout, filters, parse_id, render};
+use super::{Actor, FieldErrors, Layout, filters, parse_id, render};
 use crate::app::AppState;
 use crate::auth::gate::CurrentUser;
 use crate::db::request_logs::{LogRow, LogSearch, Outcome};
@@ -19,7 +19,7 @@ use crate::db::usage::Dimensions;
 use crate::db::{self, PooledConn};
 use crate::domain::Role;
 use crate::error::AppError;
-use crate::ids::{Id, KeyId, LogId, UserId};
+use crate::ids::{Id, KeyId, LogId, OrgId, UserId};
 
 /// Rows on a page.
 const PAGE: i64 = 50;
@@ -102,10 +102,10 @@ pub struct LogsPage {
 }
 
 /// A search made from a query: what to run, or why nothing can match.
-struct Resolved {
-    search: LogSearch,
+pub struct Resolved {
+    pub search: LogSearch,
     /// A pasted correlation id: that call alone is looked up.
-    correlation: Option<LogId>,
+    pub correlation: Option<LogId>,
 }
 
 fn parse_moment(raw: &str, end_of_day: bool) -> Result<Option<DateTime<Utc>>, &'static str> {
@@ -138,14 +138,14 @@ fn parse_name(raw: &str) -> Result<Option<String>, &'static str> {
 }
 
 /// The member whose calls a user may read: their own, unless they are an admin.
-fn own(user: &CurrentUser) -> Option<UserId> {
-    (!user.role.allows(Role::Admin)).then_some(user.id)
+pub fn own(user: &impl Actor) -> Option<UserId> {
+    (!user.role().allows(Role::Admin)).then_some(user.user_id())
 }
 
 /// Turns the query into a search, with an error at each field that cannot be read.
-async fn resolve(
+pub async fn resolve(
     conn: &mut PooledConn,
-    user: &CurrentUser,
+    user: &impl Actor,
     query: &LogsQuery,
     errors: &mut FieldErrors,
     notices: &mut Vec<String>,
@@ -153,14 +153,14 @@ async fn resolve(
     let mut search = LogSearch { own: own(user), ..LogSearch::default() };
     let service = query.service.trim();
     if !service.is_empty() {
-        match db::services::find_for_organization(conn.conn(), user.organization_id, service).await? {
+        match db::services::find_for_organization(conn.conn(), user.organization_id(), service).await? {
             Some(found) => search.service = Some(found.id),
             None => errors.add("service", format!("There is no service named \"{service}\".")),
         }
     }
     if !query.member.trim().is_empty() {
         match uuid::Uuid::parse_str(query.member.trim()) {
-            Ok(id) if user.role.allows(Role::Admin) => search.member = Some(UserId::from_uuid(id)),
+            Ok(id) if user.role().allows(Role::Admin) => search.member = Some(UserId::from_uuid(id)),
             Ok(_) => errors.add("member", "You can read your own calls only."),
             Err(_) => errors.add("member", "Choose a member from the list."),
         }
@@ -226,14 +226,14 @@ async fn resolve(
     Ok(Resolved { search, correlation })
 }
 
-/// One page of the search: its rows, the cursor of the next page, and how far back a
-/// filtered search looked when its budget ran out first.
-async fn page(
+/// One page of the search (`size` rows at most): its rows, the cursor of the next page, and how
+/// far back a filtered search looked when its budget ran out first.
+pub async fn page(
     conn: &mut PooledConn,
-    user: &CurrentUser,
+    organization_id: OrgId,
     mut search: LogSearch,
+    size: i64,
 ) -> Result<(Vec<LogRow>, Option<LogId>, Option<DateTime<Utc>>), AppError> {
-    let organization_id = user.organization_id;
     if search.filters() && !search.only_unsuccessful() {
         // Skip the hours in which the roll-ups count no matching call.
         let dims = Dimensions {
@@ -259,9 +259,9 @@ async fn page(
         if let Some(boundary) = boundary {
             bounded.from = Some(bounded.from.map_or(boundary, |f| f.max(boundary)));
         }
-        let mut rows = db::request_logs::search(conn.conn(), organization_id, &bounded, PAGE + 1).await?;
-        if rows.len() as i64 > PAGE {
-            rows.truncate(PAGE as usize);
+        let mut rows = db::request_logs::search(conn.conn(), organization_id, &bounded, size + 1).await?;
+        if rows.len() as i64 > size {
+            rows.truncate(size as usize);
             let next = rows.last().map(|r| r.id);
             return Ok((rows, next, None));
         }
@@ -271,9 +271,9 @@ async fn page(
             None => (rows, None, None),
         });
     }
-    let mut rows = db::request_logs::search(conn.conn(), organization_id, &search, PAGE + 1).await?;
-    let next = if rows.len() as i64 > PAGE {
-        rows.truncate(PAGE as usize);
+    let mut rows = db::request_logs::search(conn.conn(), organization_id, &search, size + 1).await?;
+    let next = if rows.len() as i64 > size {
+        rows.truncate(size as usize);
         rows.last().map(|r| r.id)
     } else {
         None
@@ -299,7 +299,7 @@ pub async fn list(
         }
         (found.into_iter().collect(), None, None)
     } else if errors.is_empty() {
-        page(&mut conn, &user, resolved.search).await?
+        page(&mut conn, user.organization_id, resolved.search, PAGE).await?
     } else {
         (Vec::new(), None, None)
     };

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::confirm::{self, Confirm};
 use super::filters;
-use super::{FieldErrors, Layout, audited, parse_id, render, see_other};
+use super::{Actor, FieldErrors, Layout, audited, parse_id, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
@@ -25,7 +25,7 @@ use crate::error::AppError;
 use crate::gateway::cache::Change;
 
 const PAGE_SIZE: i64 = 50;
-const LAST_ADMIN: &str = "This is the last active admin: make someone else admin first.";
+pub const LAST_ADMIN: &str = "This is the last active admin: make someone else admin first.";
 #[derive(Deserialize, Default)]
 pub struct DirectoryQuery {
     #[serde(default)]
@@ -41,9 +41,9 @@ pub struct DirectoryQuery {
 #[derive(Deserialize, Default)]
 pub struct InviteForm {
     #[serde(default)]
-    pub(super) email: String,
+    pub email: String,
     #[serde(default)]
-    pub(super) role: String,
+    pub role: String,
 }
 
 #[derive(Template)]
@@ -135,11 +135,11 @@ pub async fn list(
 }
 
 /// Refuses a change that would leave the organization without an active admin.
-async fn keeps_an_admin(tx: &mut Tx, user: &CurrentUser, member: &User) -> Result<bool, AppError> {
+async fn keeps_an_admin(tx: &mut Tx, user: &impl Actor, member: &User) -> Result<bool, AppError> {
     if member.role != Role::Admin || !member.is_active {
         return Ok(true);
     }
-    Ok(db::users::count_active_admins(tx.conn(), user.organization_id).await? > 1)
+    Ok(db::users::count_active_admins(tx.conn(), user.organization_id()).await? > 1)
 }
 
 pub(super) async fn refuse_on_row(
@@ -207,39 +207,35 @@ pub async fn confirm_role(
     confirm::page(&user, &state, confirm)
 }
 
-pub async fn change_role(
-    user: CurrentUser,
-    state: web::Data<AppState>,
-    session: WebSession,
-    id: web::Path<String>,
-    form: web::Form<RoleForm>,
-) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&id)?;
+/// Gives the member `role` (as typed; audited): the member as they were, their new role and how
+/// many of their keys were revoked with it; or why not.
+pub async fn set_role(
+    state: &AppState,
+    user: &impl Actor,
+    id: UserId,
+    role: &str,
+) -> Result<Result<(User, Role, u64), &'static str>, AppError> {
     let now = state.clock.now();
+    let organization_id = user.organization_id();
     let mut tx = state.db.begin().await?;
-    db::organizations::lock(tx.conn(), user.organization_id).await?;
-    let member =
-        db::users::find_member(tx.conn(), user.organization_id, id).await?.ok_or(AppError::NotFound)?;
-    let Ok(role) = Role::parse(&form.role) else {
-        drop(tx);
-        return refuse_on_row(&state, &user, id, "Choose admin, developer or viewer.").await;
-    };
+    db::organizations::lock(tx.conn(), organization_id).await?;
+    let member = db::users::find_member(tx.conn(), organization_id, id).await?.ok_or(AppError::NotFound)?;
+    let Ok(role) = Role::parse(role) else { return Ok(Err("Choose admin, developer or viewer.")) };
     if role == member.role {
-        return Ok(see_other("/members"));
+        return Ok(Ok((member, role, 0)));
     }
-    if role != Role::Admin && !keeps_an_admin(&mut tx, &user, &member).await? {
-        drop(tx);
-        return refuse_on_row(&state, &user, id, LAST_ADMIN).await;
+    if role != Role::Admin && !keeps_an_admin(&mut tx, user, &member).await? {
+        return Ok(Err(LAST_ADMIN));
     }
-    db::users::set_role(tx.conn(), user.organization_id, id, role, now).await?;
+    db::users::set_role(tx.conn(), organization_id, id, role, now).await?;
     // A viewer holds no keys: theirs are revoked, so a later promotion does not bring them back.
     let revoked = match role {
-        Role::Viewer => db::api_keys::revoke_all_for_user(tx.conn(), user.organization_id, id, now).await?,
+        Role::Viewer => db::api_keys::revoke_all_for_user(tx.conn(), organization_id, id, now).await?,
         _ => 0,
     };
     audited(
         tx.conn(),
-        &user,
+        user,
         Action::MemberRoleChanged,
         id,
         Some(json!({ "email": member.email, "role": member.role.as_str() })),
@@ -249,6 +245,24 @@ pub async fn change_role(
     .await?;
     tx.commit().await?;
     state.changed(Change::Member(id)).await;
+    Ok(Ok((member, role, revoked)))
+}
+
+pub async fn change_role(
+    user: CurrentUser,
+    state: web::Data<AppState>,
+    session: WebSession,
+    id: web::Path<String>,
+    form: web::Form<RoleForm>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let (member, role, revoked) = match set_role(&state, &user, id, &form.role).await? {
+        Ok(changed) => changed,
+        Err(message) => return refuse_on_row(&state, &user, id, message).await,
+    };
+    if role == member.role {
+        return Ok(see_other("/members"));
+    }
     let revoked = match revoked {
         0 => String::new(),
         n => format!("; {} revoked", confirm::counted(n as i64, "API key")),

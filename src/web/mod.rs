@@ -27,12 +27,14 @@ use askama::Template;
 use chrono::{DateTime, Utc};
 
 use crate::app::AppState;
+use crate::auth::ClientInfo;
 use crate::auth::gate::CurrentUser;
 use crate::auth::session::WebSession;
 use crate::db::Conn;
 use crate::db::audit::{self, Action};
+use crate::domain::Role;
 use crate::error::AppError;
-use crate::ids::Id;
+use crate::ids::{Id, OrgId, UserId};
 use crate::routes::{NavLink, nav_for};
 
 /// What the base layout needs: the page title, the CSRF token for forms and htmx, and for
@@ -189,6 +191,11 @@ impl FieldErrors {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Each field with its error, in the order they were found.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.0.iter().map(|(field, message)| (*field, message.as_str()))
+    }
 }
 
 /// An id from a URL; anything that is not one names nothing here.
@@ -201,12 +208,43 @@ pub fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish()
 }
 
-/// An audit entry for something `user` did from `client`.
-/// Records that the signed-in user did `action` to `target`, with the thing as it was and as it
-/// is (secrets are removed on the way); `conn` is the transaction of the change itself.
+/// Whoever does what the audit trail records: a signed-in member, or the owner of the API key a
+/// request of the JSON API presents.
+pub trait Actor {
+    fn organization_id(&self) -> OrgId;
+    fn user_id(&self) -> UserId;
+    fn email(&self) -> &str;
+    fn client(&self) -> &ClientInfo;
+    fn role(&self) -> Role;
+}
+
+impl Actor for CurrentUser {
+    fn organization_id(&self) -> OrgId {
+        self.organization_id
+    }
+
+    fn user_id(&self) -> UserId {
+        self.id
+    }
+
+    fn email(&self) -> &str {
+        &self.email
+    }
+
+    fn client(&self) -> &ClientInfo {
+        &self.client
+    }
+
+    fn role(&self) -> Role {
+        self.role
+    }
+}
+
+/// Records that `user` did `action` to `target`, with the thing as it was and as it is (secrets
+/// are removed on the way); `conn` is the transaction of the change itself.
 pub async fn audited(
     conn: Conn<'_>,
-    user: &CurrentUser,
+    user: &impl Actor,
     action: Action,
     target: impl std::fmt::Display,
     before: Option<serde_json::Value>,
@@ -214,14 +252,14 @@ pub async fn audited(
     now: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     let entry = audit::Entry {
-        organization_id: Some(user.organization_id),
-        actor_user_id: Some(user.id),
-        actor_email: Some(&user.email),
+        organization_id: Some(user.organization_id()),
+        actor_user_id: Some(user.user_id()),
+        actor_email: Some(user.email()),
         target_id: Some(target.to_string()),
         before,
         after,
-        ip: user.client.ip_string(),
-        user_agent: user.client.user_agent.clone(),
+        ip: user.client().ip_string(),
+        user_agent: user.client().user_agent.clone(),
         ..audit::Entry::new(action)
     };
     audit::record(conn, entry, now).await

@@ -7,7 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{FieldErrors, Layout, audited, filters, render};
+use super::{Actor, FieldErrors, Layout, audited, filters, render};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
@@ -26,17 +26,17 @@ const LONG_RETENTION_RANGE: std::ops::RangeInclusive<u16> = 30..=3650;
 #[derive(Deserialize, Default)]
 pub struct SettingsForm {
     #[serde(default)]
-    name: String,
+    pub name: String,
     #[serde(default)]
-    contact_email: String,
+    pub contact_email: String,
     #[serde(default)]
-    default_key_expiry_days: String,
+    pub default_key_expiry_days: String,
     #[serde(default)]
-    log_retention_days: String,
+    pub log_retention_days: String,
     #[serde(default)]
-    rollup_retention_days: String,
+    pub rollup_retention_days: String,
     #[serde(default)]
-    audit_retention_days: String,
+    pub audit_retention_days: String,
 }
 
 #[derive(Template)]
@@ -51,7 +51,8 @@ pub struct SettingsPage {
     notice: Option<&'static str>,
 }
 
-fn form_of(org: &Organization) -> SettingsForm {
+/// The form as the organization's settings fill it.
+pub fn form_of(org: &Organization) -> SettingsForm {
     SettingsForm {
         name: org.name.clone(),
         contact_email: org.contact_email.clone().unwrap_or_default(),
@@ -122,6 +123,24 @@ pub async fn save(
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     let org = organization(&state, &user).await?;
+    if let Err(errors) = update(&state, &user, &org, &form).await? {
+        return render(StatusCode::UNPROCESSABLE_ENTITY, &page(&state, &user, &org, form, errors).await?);
+    }
+    let org = organization(&state, &user).await?;
+    // The signed-in user's layout shows the new name at once.
+    let user = CurrentUser { organization_name: org.name.clone(), ..user };
+    let mut saved = page(&state, &user, &org, form_of(&org), FieldErrors::default()).await?;
+    saved.notice = Some("Settings saved.");
+    render(StatusCode::OK, &saved)
+}
+
+/// Saves the settings as typed (audited), or says what is wrong at each field.
+pub async fn update(
+    state: &AppState,
+    user: &impl Actor,
+    org: &Organization,
+    form: &SettingsForm,
+) -> Result<Result<(), FieldErrors>, AppError> {
     let mut errors = FieldErrors::default();
     let name = OrganizationName::parse(&form.name).map_err(|e| errors.add("name", e)).ok();
     let contact = Email::parse(&form.contact_email).map_err(|e| errors.add("contact_email", e)).ok();
@@ -143,7 +162,7 @@ pub async fn save(
     let (Some(name), Some(contact), Some(expiry), Some(retention), Some(rollups), Some(audit)) =
         (name, contact, expiry, retention, rollups, audit)
     else {
-        return render(StatusCode::UNPROCESSABLE_ENTITY, &page(&state, &user, &org, form, errors).await?);
+        return Ok(Err(errors));
     };
     let settings = Settings {
         default_key_expiry_days: expiry,
@@ -156,7 +175,7 @@ pub async fn save(
     db::organizations::update(tx.conn(), org.id, name.as_str(), contact.as_str(), settings, now).await?;
     audited(
         tx.conn(),
-        &user,
+        user,
         Action::OrganizationUpdated,
         org.id,
         Some(json!({ "name": org.name, "contact_email": org.contact_email, "settings": *org.settings })),
@@ -165,10 +184,5 @@ pub async fn save(
     )
     .await?;
     tx.commit().await?;
-    let org = organization(&state, &user).await?;
-    // The signed-in user's layout shows the new name at once.
-    let user = CurrentUser { organization_name: org.name.clone(), ..user };
-    let mut saved = page(&state, &user, &org, form_of(&org), FieldErrors::default()).await?;
-    saved.notice = Some("Settings saved.");
-    render(StatusCode::OK, &saved)
+    Ok(Ok(()))
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::confirm::{self, Confirm};
 use super::filters;
-use super::{FieldErrors, Layout, audited, render, see_other};
+use super::{Actor, FieldErrors, Layout, audited, render, see_other};
 use crate::app::AppState;
 
 use crate::auth::gate::CurrentUser;
@@ -90,28 +90,51 @@ pub async fn save(
     let mut errors = FieldErrors::default();
     let name = ServiceName::parse(&service_name).map_err(|e| errors.add("service_name", e)).ok();
     let token = token.trim();
-    if token.is_empty() {
-        errors.add("token", "Paste the token.");
-    } else if token.len() > MAX_TOKEN_LEN {
-        errors.add("token", format!("A token can be at most {MAX_TOKEN_LEN} bytes."));
-    } else if token.chars().any(char::is_control) {
-        errors.add("token", "The token cannot contain line breaks or control characters.");
+    if let Err(e) = check_token(token) {
+        errors.add("token", e);
     }
     let (Some(name), true) = (name, errors.is_empty()) else {
         // The token itself is never sent back.
         let page = tokens_page(&state, &user, service_name, errors, None).await?;
         return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };
+    store(&state, &user, &name, token).await?;
+    let notice = format!("Your {name} token is saved.");
+    render(
+        StatusCode::OK,
+        &tokens_page(&state, &user, String::new(), FieldErrors::default(), Some(notice)).await?,
+    )
+}
 
+/// What is wrong with a token as pasted (trimmed), if anything.
+pub fn check_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        Err("Paste the token.".to_owned())
+    } else if token.len() > MAX_TOKEN_LEN {
+        Err(format!("A token can be at most {MAX_TOKEN_LEN} bytes."))
+    } else if token.chars().any(char::is_control) {
+        Err("The token cannot contain line breaks or control characters.".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sets or replaces `user`'s token `name` (sealed, audited); whether one was replaced.
+pub async fn store(
+    state: &AppState,
+    user: &impl Actor,
+    name: &ServiceName,
+    token: &str,
+) -> Result<bool, AppError> {
     let now = state.clock.now();
-    let binding =
-        Binding { organization_id: user.organization_id, user_id: user.id, service_name: name.as_str() };
+    let (organization_id, user_id) = (user.organization_id(), user.user_id());
+    let binding = Binding { organization_id, user_id, service_name: name.as_str() };
     let sealed = state.keyring.seal(&state.db, now, token, binding).await?;
     let last4 = visible_tail(token);
     let mut tx = state.db.begin().await?;
     let row = db::user_tokens::NewToken {
-        organization_id: user.organization_id,
-        user_id: user.id,
+        organization_id,
+        user_id,
         service_name: name.as_str(),
         ciphertext: &sealed.bytes,
         key_id: &sealed.key_id,
@@ -120,21 +143,17 @@ pub async fn save(
     let replaced = db::user_tokens::upsert(tx.conn(), row, now).await?;
     audited(
         tx.conn(),
-        &user,
+        user,
         if replaced { Action::ServiceTokenReplaced } else { Action::ServiceTokenCreated },
-        &name,
+        name,
         None,
         Some(json!({ "service_name": name.as_str() })),
         now,
     )
     .await?;
     tx.commit().await?;
-    token_changed(&state, &user, &name).await;
-    let notice = format!("Your {name} token is saved.");
-    render(
-        StatusCode::OK,
-        &tokens_page(&state, &user, String::new(), FieldErrors::default(), Some(notice)).await?,
-    )
+    token_changed(state, user, name).await;
+    Ok(replaced)
 }
 
 pub async fn confirm_delete(
@@ -205,8 +224,11 @@ pub async fn delete(
 }
 
 /// Says that the member's token `name` changed: the gateway's copies of it go.
-async fn token_changed(state: &AppState, user: &CurrentUser, name: &impl std::fmt::Display) {
-    let change =
-        Change::Token { organization_id: user.organization_id, user_id: user.id, name: name.to_string() };
+async fn token_changed(state: &AppState, user: &impl Actor, name: &impl std::fmt::Display) {
+    let change = Change::Token {
+        organization_id: user.organization_id(),
+        user_id: user.user_id(),
+        name: name.to_string(),
+    };
     state.changed(change).await;
 }
