@@ -93,14 +93,7 @@ pub async fn call_tool(
     tool: &str,
     arguments: serde_json::Value,
 ) -> Result<Result<serde_json::Value, serde_json::Value>, Refusal> {
-    let Ok(slot) = state.log_writer.reserve() else {
-        state.metrics.refused_unrecordable();
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            jsonrpc::INTERNAL_ERROR,
-            "The platform cannot record calls right now; try again in a moment",
-        ));
-    };
+    let Ok(slot) = state.log_writer.reserve() else { return Err(cannot_record(state)) };
     let now = state.clock.now();
     let mut record = CallRecord::new(Correlation::of(req, now), req, name, slot, now);
     record.organization_id = Some(principal.organization_id);
@@ -295,6 +288,11 @@ fn kept_open(
 /// A call refused because the request-log queue is full: every accepted call is recorded, so
 /// none is accepted that could not be.
 fn unrecordable(req: &HttpRequest, state: &AppState) -> HttpResponse {
+    cannot_record(state).response(&Correlation::of(req, state.clock.now()).to_string())
+}
+
+/// The refusal of a call the request-log queue has no room for, counted.
+fn cannot_record(state: &AppState) -> Refusal {
     state.metrics.refused_unrecordable();
     state.metrics.message(Observed {
         kind: "none",
@@ -303,14 +301,12 @@ fn unrecordable(req: &HttpRequest, state: &AppState) -> HttpResponse {
         status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
         seconds: 0.0,
     });
-    let refusal = Refusal::new(
+    Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
         jsonrpc::INTERNAL_ERROR,
         "The platform cannot record calls right now; try again in a moment",
-    );
-    let mut response = refusal.response(&Correlation::of(req, state.clock.now()).to_string());
-    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    response
+    )
+    .retry_after(1)
 }
 
 /// The client's session named by the request, of this key and service; 400 without one.
