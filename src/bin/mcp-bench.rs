@@ -377,13 +377,15 @@ async fn main() -> anyhow::Result<()> {
         let pace = 0.7 * through_rps.min(stateless_rps).min(bridged_rps);
         let mut paced = [Duration::ZERO; 3];
         if concurrency > 1 {
-            for _ in 0..rounds {
-                for (cpu, (url, stateless)) in
-                    paced.iter_mut().zip([(&gateway_url, false), (&gateway_url, true), (&bridged_url, true)])
-                {
+            let arms = [(&gateway_url, false), (&gateway_url, true), (&bridged_url, true)];
+            for r in 0..rounds {
+                // Each round starts with another path, so that none always follows the same one
+                // (and meets the request-log writes of its calls).
+                for arm in (0..arms.len()).map(|i| (i + r) % arms.len()) {
+                    let (url, stateless) = arms[arm];
                     let before = cpu_time(pid);
                     round(url, Some(&key), calls, concurrency, stateless, Some(pace)).await?;
-                    *cpu += cpu_time(pid) - before;
+                    paced[arm] += cpu_time(pid) - before;
                 }
                 gateway_messages += calls + 2 * concurrency + calls + calls;
             }
