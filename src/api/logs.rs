@@ -120,8 +120,7 @@ pub(super) async fn requests(
 ) -> Result<HttpResponse, ApiError> {
     let reader = owner(&state, &req, Scope::LogsRead).await?;
     let filters = filters.into_inner();
-    let page = super::Page { limit: filters.limit, cursor: None };
-    let limit = page.limit()?;
+    let limit = super::page_size(filters.limit.as_deref())?;
     let cursor = match filters.cursor.as_deref() {
         None => String::new(),
         Some(raw) => match uuid::Uuid::parse_str(raw) {

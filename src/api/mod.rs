@@ -235,10 +235,11 @@ impl ApiError {
     fn fields(errors: &FieldErrors) -> ApiError {
         let fields: serde_json::Map<String, Value> =
             errors.iter().map(|(field, message)| (camel_case(field), Value::from(message))).collect();
-        let (first, message) = fields
+        // The first error found, whatever order the map keeps.
+        let (first, message) = errors
             .iter()
             .next()
-            .map_or(("body".to_owned(), ""), |(f, m)| (f.clone(), m.as_str().unwrap_or("")));
+            .map_or(("body".to_owned(), ""), |(field, message)| (camel_case(field), message));
         ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("{first}: {message}"))
             .with_details(json!({ "field": first, "fields": fields }))
     }
@@ -404,15 +405,14 @@ struct Page {
     cursor: Option<String>,
 }
 
-impl Page {
-    fn limit(&self) -> Result<usize, ApiError> {
-        match self.limit.as_deref() {
-            None => Ok(20),
-            Some(raw) => match raw.parse::<usize>() {
-                Ok(n) if (1..=100).contains(&n) => Ok(n),
-                _ => Err(ApiError::invalid("limit", "a whole number from 1 to 100")),
-            },
-        }
+/// How many items a page holds: `limit` as asked (1 to 100), 20 by default.
+fn page_size(limit: Option<&str>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(20),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid("limit", "a whole number from 1 to 100")),
+        },
     }
 }
 
@@ -423,7 +423,7 @@ fn paged<T>(
     page: &Page,
     id: impl Fn(&T) -> &str,
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let limit = page.limit()?;
+    let limit = page_size(page.limit.as_deref())?;
     let start = match page.cursor.as_deref() {
         None => 0,
         Some(after) => items

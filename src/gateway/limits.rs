@@ -243,15 +243,15 @@ fn headroom(per_day: u64, used: Option<u64>, now: DateTime<Utc>) -> Result<Headr
     let reset_seconds = until_midnight(now);
     let Some(used) = used else {
         return Err(Limited {
-                limit: "daily_quota",
-                refusal: Box::new(Refusal::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    RATE_LIMITED,
-                    format!("Daily quota reached: the organization's plan allows {per_day} requests a day; it starts again at 00:00 UTC, in {reset_seconds} s"),
-                )
-                .retry_after(reset_seconds)),
-                headroom: Headroom { limit: per_day, remaining: 0, reset_seconds },
-            });
+            limit: "daily_quota",
+            refusal: Box::new(Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMITED,
+                format!("Daily quota reached: the organization's plan allows {per_day} requests a day; it starts again at 00:00 UTC, in {reset_seconds} s"),
+            )
+            .retry_after(reset_seconds)),
+            headroom: Headroom { limit: per_day, remaining: 0, reset_seconds },
+        });
     };
     Ok(Headroom { limit: per_day, remaining: per_day.saturating_sub(used), reset_seconds })
 }
