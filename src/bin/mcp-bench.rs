@@ -35,6 +35,8 @@ use uuid::Uuid;
 /// are, bridged to the upstream pinned to 2025-11-25, and sessions with that upstream.
 const PATHS: [&str; 4] = ["session", "relayed", "bridged", "session-to-legacy"];
 const PATH_PACE: f64 = 4000.0;
+/// The fewest rounds of the paced comparison of the paths.
+const PACED_ROUNDS: usize = 5;
 
 struct Killed(Child);
 
@@ -153,6 +155,12 @@ async fn round(
     }
     let rps = calls as f64 / started.elapsed().as_secs_f64();
     Ok(Round { rps, latencies })
+}
+
+/// The middle of the figures (0 for none).
+fn median(mut figures: Vec<f64>) -> f64 {
+    figures.sort_by(f64::total_cmp);
+    figures.get(figures.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -375,22 +383,24 @@ async fn main() -> anyhow::Result<()> {
         // spends more on a stateless request, and fewer calls a second share each wake-up of
         // the platform): compared again at one pace below the slowest.
         let pace = 0.7 * through_rps.min(stateless_rps).min(bridged_rps);
-        let mut paced = [Duration::ZERO; 3];
+        // Each path's CPU per call in each round; the median round is reported, as this
+        // machine's speed drifts from one round to the next.
+        let mut paced: [Vec<f64>; 3] = Default::default();
         if concurrency > 1 {
             let arms = [(&gateway_url, false), (&gateway_url, true), (&bridged_url, true)];
-            for r in 0..rounds {
+            for r in 0..rounds.max(PACED_ROUNDS) {
                 // Each round starts with another path, so that none always follows the same one
                 // (and meets the request-log writes of its calls).
                 for arm in (0..arms.len()).map(|i| (i + r) % arms.len()) {
                     let (url, stateless) = arms[arm];
                     let before = cpu_time(pid);
                     round(url, Some(&key), calls, concurrency, stateless, Some(pace)).await?;
-                    paced[arm] += cpu_time(pid) - before;
+                    paced[arm].push((cpu_time(pid) - before).as_secs_f64() * 1e6 / calls as f64);
                 }
                 gateway_messages += calls + 2 * concurrency + calls + calls;
             }
         }
-        let [paced_session_us, paced_relayed_us, paced_bridged_us] = paced.map(per_call);
+        let [paced_session_us, paced_relayed_us, paced_bridged_us] = paced.map(median);
         let (platform_us, upstream_us) = (per_call(platform_cpu), per_call(upstream_cpu));
         let (stateless_us, bridged_us) = (per_call(stateless_cpu), per_call(bridged_cpu));
         println!(
@@ -406,7 +416,8 @@ async fn main() -> anyhow::Result<()> {
         );
         if concurrency > 1 {
             println!(
-                "               all at {pace:.0} req/s: platform CPU per call: session {paced_session_us:.0} us, relayed {paced_relayed_us:.0} us, bridged {paced_bridged_us:.0} us"
+                "               all at {pace:.0} req/s, median of {} rounds: platform CPU per call: session {paced_session_us:.0} us, relayed {paced_relayed_us:.0} us, bridged {paced_bridged_us:.0} us",
+                rounds.max(PACED_ROUNDS)
             );
         }
         report.insert(

@@ -193,7 +193,7 @@ pub async fn message(
     headers: &header::HeaderMap,
     record: &mut CallRecord,
 ) -> Result<Call, Refusal> {
-    record.request_body = Some(String::from_utf8_lossy(&body).into_owned());
+    record.request_body = Some(super::record::lossy(&body).into_owned());
     let message = jsonrpc::parse(&body).map_err(Refusal::malformed)?;
     let id = message.id().cloned().unwrap_or(Value::Null);
     record.method = message.method().map(str::to_owned);

@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use serde_json::Value;
 
 use super::jsonrpc;
-use super::record::{BODY_LIMIT, CallRecord, Ending, ending_of, messages_in};
+use super::record::{BODY_LIMIT, CallRecord, Ending, ending_of, lossy, messages_in};
 use super::refusal::{CORRELATION_HEADER, Refusal, SESSION_HEADER, SSE, UPSTREAM_FAILED};
 use super::sessions::UpstreamSession;
 use crate::app::AppState;
@@ -147,7 +147,7 @@ pub(super) async fn collect(relayed: Relayed, record: CallRecord, state: &AppSta
             while let Some(chunk) = chunks.next().await {
                 body.extend_from_slice(&chunk.ok()?);
             }
-            String::from_utf8_lossy(&body).into_owned()
+            lossy(&body).into_owned()
         }
     };
     capture.keep(text.as_bytes());
@@ -227,7 +227,7 @@ impl Capture {
 
     pub(super) fn done(&mut self) {
         let Some(record) = self.record.take() else { return };
-        let text = String::from_utf8_lossy(&self.captured).into_owned();
+        let text = lossy(&self.captured).into_owned();
         let ending = ending_of(&text, &record.rpc_id, self.status);
         let body = (!text.is_empty()).then_some(text.as_str());
         record.finish(ending, body, &self.writer);
@@ -260,7 +260,7 @@ pub(super) async fn text_of(body: Body) -> Option<String> {
             while let Some(chunk) = chunks.next().await {
                 text.extend_from_slice(&chunk.ok()?);
             }
-            Some(String::from_utf8_lossy(&text).into_owned())
+            Some(lossy(&text).into_owned())
         }
     }
 }

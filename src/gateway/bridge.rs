@@ -10,17 +10,16 @@
 //! it declared. Wires the relay and answer phases, like `endpoint` and `probe`.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use actix_web::http::StatusCode;
 use actix_web::web;
-use base64::Engine;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use memchr::memmem::Finder;
 use serde_json::{Value, json};
-use sha2::Digest;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::answer::{
@@ -30,7 +29,7 @@ use super::cache::LoadedService;
 use super::call::{Call, Caller, Credential};
 use super::era::{self, BRIDGED_VERSION, Era, Modern};
 use super::jsonrpc::{self, Message};
-use super::record::{CallRecord, texts_in};
+use super::record::{CallRecord, lossy, texts_in};
 use super::refusal::{NOT_FOUND, Refusal, SSE};
 use super::relay::{self, Streamed};
 use super::sessions::{
@@ -41,6 +40,9 @@ use crate::catalog::definition::Transport;
 
 /// The gateway's own request ids in its sessions for stateless clients.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Digests the capabilities a stateless client declares, for the id of its session upstream.
+static CAPABILITIES_DIGEST: LazyLock<std::hash::RandomState> = LazyLock::new(std::hash::RandomState::new);
 
 /// What the service's upstream speaks. A stdio service is taken to speak 2025-11-25 (its child
 /// would have to be started to ask).
@@ -59,8 +61,7 @@ pub(super) async fn speaks(
     let probe = json!({ "jsonrpc": "2.0", "id": "mcp-platform-discover", "method": "server/discover",
         "params": { "_meta": { era::META_VERSION: era::MODERN_VERSION, era::META_CAPABILITIES: {},
             era::META_CLIENT_INFO: gateway_info() } } });
-    let modern =
-        Modern { version: era::MODERN_VERSION.to_owned(), capabilities: json!({}), client_info: None };
+    let modern = Modern { version: era::MODERN_VERSION, capabilities: json!({}), client_info: None };
     let probe_call = stateless_call(own_call(call, &probe)?, modern);
     // Not reachable now: nothing is remembered, and it is asked again next time.
     let relayed = relay::post(state, &probe_call, credential, None, record).await?;
@@ -238,7 +239,7 @@ fn declared_call(
     let body = era::with_modern_meta(body, &declared.capabilities, &declared.client_info)
         .ok_or_else(|| invalid_params("params must be an object"))?;
     let modern = Modern {
-        version: era::MODERN_VERSION.to_owned(),
+        version: era::MODERN_VERSION,
         capabilities: declared.capabilities.clone(),
         client_info: Some(declared.client_info.clone()),
     };
@@ -502,7 +503,7 @@ pub(super) async fn relay(
     credential: &Credential,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
-    let method = call.message.method().unwrap_or_default().to_owned();
+    let method = call.message.method().unwrap_or_default();
     let id = call.message.id().cloned().unwrap_or(Value::Null);
     if method == "server/discover" {
         let initialized = match state.gateway.discovered(call.service.id) {
@@ -549,10 +550,17 @@ pub(super) async fn relay(
     let bridged_id = json!(format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
     let (message, body) = match &call.message {
         Message::Request { method, params, .. } => {
-            let params = params.as_ref().map(|params| era::for_legacy_upstream(params, &bridged_id));
-            let request = Request { jsonrpc: "2.0", id: &bridged_id, method, params: params.as_ref() };
+            let params = params.as_ref().map(|params| era::ForLegacyUpstream { params, token: &bridged_id });
+            let request = Request { jsonrpc: "2.0", id: &bridged_id, method, params };
             let body = serde_json::to_vec(&request).expect("a JSON value serializes");
-            (Message::Request { id: bridged_id.clone(), method: method.clone(), params }, body.into())
+            // Of the params, the relay reads only the progress token (a stdio child's
+            // notifications find their request by it): the body has the rest.
+            let progress = era::progress_token(&call.message)
+                .map(|_| json!({ "_meta": { "progressToken": bridged_id } }));
+            (
+                Message::Request { id: bridged_id.clone(), method: method.clone(), params: progress },
+                body.into(),
+            )
         }
         _ => (call.message.clone(), call.body.clone()),
     };
@@ -723,12 +731,12 @@ async fn read_notifications(streamed: Streamed, sender: tokio::sync::broadcast::
 
 /// A request as the gateway writes it.
 #[derive(serde::Serialize)]
-struct Request<'a> {
+struct Request<'a, P> {
     jsonrpc: &'static str,
     id: &'a Value,
     method: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    params: Option<&'a Value>,
+    params: Option<P>,
 }
 
 /// The gateway's session for this caller, service and declared capabilities: the one open, or
@@ -747,16 +755,16 @@ async fn open(
             "An API key is required",
         ));
     };
-    // Capabilities are the client's to write: they enter the id as a digest.
-    let declared = sha2::Sha256::digest(serde_json::to_vec(&modern.capabilities).unwrap_or_default());
-    let declared = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&declared[..12]);
+    // Capabilities are the client's to write: they enter the id as a digest, keyed by this
+    // process (the ids live in its session table only), so that no client can choose one.
+    let declared = CAPABILITIES_DIGEST.hash_one(serde_json::to_vec(&modern.capabilities).unwrap_or_default());
+    let service = call.service.id;
     // A stdio child serves its user whichever key they call with (the cap per user counts
     // children); an HTTP upstream's session is the key's.
-    let owner = match call.service.transport {
-        Transport::Stdio => format!("user:{}", call.caller.user_id),
-        Transport::Http => format!("key:{key}"),
+    let id = match call.service.transport {
+        Transport::Stdio => format!("bridge:user:{}:{service}:{declared:016x}", call.caller.user_id),
+        Transport::Http => format!("bridge:key:{key}:{service}:{declared:016x}"),
     };
-    let id = format!("bridge:{owner}:{}:{declared}", call.service.id);
     if let Some(bridged) = state.gateway.bridged(&id) {
         return Ok(bridged);
     }
@@ -854,7 +862,7 @@ async fn finish(
     status: StatusCode,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
-    let method = call.message.method().unwrap_or_default().to_owned();
+    let method = call.message.method().unwrap_or_default();
     let id = call.message.id().cloned().unwrap_or(Value::Null);
     loop {
         match reader.next().await? {
@@ -897,7 +905,7 @@ async fn finish(
             Stop::Done(texts) => {
                 // The one answer of most calls is written as it came, under the client's id.
                 if let [text] = texts.as_slice()
-                    && !era::is_cacheable(&method)
+                    && !era::is_cacheable(method)
                     && let Some(answer) = era::answer_as_modern(text, &bridged_id, &id)
                 {
                     return Ok(json_answer(answer).with_status(status));
@@ -921,7 +929,7 @@ async fn finish(
                 if call.filters_tools() {
                     keep_offered(&mut messages, |tool| call.offers(tool));
                 }
-                return Ok(stamped(messages, &method, status));
+                return Ok(stamped(messages, method, status));
             }
         }
     }
@@ -997,7 +1005,7 @@ impl Reader {
                 continue;
             }
             if let Some(end) = EVENT_END.find(&self.pending) {
-                let event = String::from_utf8_lossy(&self.pending[..end + 2]);
+                let event = lossy(&self.pending[..end + 2]);
                 let texts: Vec<String> = texts_in(&event).into_iter().map(str::to_owned).collect();
                 self.pending.drain(..end + 2);
                 self.queued.extend(texts);
@@ -1005,7 +1013,7 @@ impl Reader {
             }
             let Some(chunks) = self.chunks.as_mut() else {
                 let rest = std::mem::take(&mut self.pending);
-                self.queue(&String::from_utf8_lossy(&rest));
+                self.queue(&lossy(&rest));
                 return Ok(self.queued.pop_front());
             };
             match chunks.next().await {

@@ -4,12 +4,14 @@
 //! headers that must match the body. This module tells the eras apart, applies the 2026-07-28
 //! transport rules, and stamps the results a modern client gets.
 
+use std::fmt::Write;
 use std::sync::LazyLock;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use base64::Engine;
 use memchr::memmem::Finder;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -44,6 +46,10 @@ pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub const METHOD_HEADER: &str = "Mcp-Method";
 pub const NAME_HEADER: &str = "Mcp-Name";
+/// The same three headers, as a request's headers are looked up by (built once, not per request).
+const PROTOCOL_KEY: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const METHOD_KEY: HeaderName = HeaderName::from_static("mcp-method");
+const NAME_KEY: HeaderName = HeaderName::from_static("mcp-name");
 
 pub const INVALID_PARAMS: i64 = -32602;
 pub const HEADER_MISMATCH: i64 = -32020;
@@ -76,7 +82,8 @@ const CACHEABLE: [&str; 6] = [
 /// What a 2026-07-28 request declares about its client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Modern {
-    pub version: String,
+    /// Always `MODERN_VERSION`: no other is served per request.
+    pub version: &'static str,
     /// The client's capabilities (`{}` when none are declared).
     pub capabilities: Value,
     pub client_info: Option<Value>,
@@ -127,9 +134,11 @@ pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
         Some(Value::Object(meta)) => Some(meta),
         Some(_) => return Err(invalid_params("params._meta must be an object")),
     };
-    let header = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| invalid_header(name)));
-    let version = match (declared, header(PROTOCOL_HEADER).transpose()?) {
-        (Some(Value::String(declared)), Some(header)) if declared == header => declared.clone(),
+    let header = |key: &HeaderName, name: &str| {
+        headers.get(key).map(|v| v.to_str().map_err(|_| invalid_header(name))).transpose()
+    };
+    let version = match (declared, header(&PROTOCOL_KEY, PROTOCOL_HEADER)?) {
+        (Some(Value::String(declared)), Some(header)) if declared == header => declared.as_str(),
         (Some(Value::String(declared)), Some(header)) => {
             return Err(mismatch(format!(
                 "MCP-Protocol-Version header value '{header}' does not match body value '{declared}'"
@@ -138,12 +147,12 @@ pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
         (Some(Value::String(_)), None) => return Err(missing(PROTOCOL_HEADER)),
         (Some(_), _) => return Err(invalid_params(&format!("_meta[\"{META_VERSION}\"] must be a string"))),
         // `server/discover` without a version in its `_meta`: the header says which.
-        (None, header) => header.unwrap_or(MODERN_VERSION).to_owned(),
+        (None, header) => header.unwrap_or(MODERN_VERSION),
     };
     if version != MODERN_VERSION {
-        return Err(unsupported(&version));
+        return Err(unsupported(version));
     }
-    match header(METHOD_HEADER).transpose()? {
+    match header(&METHOD_KEY, METHOD_HEADER)? {
         Some(header) if header == method => {}
         Some(header) => {
             return Err(mismatch(format!(
@@ -156,7 +165,7 @@ pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
         let Some(body) = params.and_then(|p| p.get(field)).and_then(Value::as_str) else {
             return Err(invalid_params(&format!("params.{field} must be a string")));
         };
-        let header = header(NAME_HEADER).transpose()?.ok_or_else(|| missing(NAME_HEADER))?;
+        let header = header(&NAME_KEY, NAME_HEADER)?.ok_or_else(|| missing(NAME_HEADER))?;
         let header = decoded(header).ok_or_else(|| invalid_header(NAME_HEADER))?;
         if header != body {
             return Err(mismatch(format!(
@@ -180,7 +189,7 @@ pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
         Some(_) => return Err(invalid_params(&format!("_meta[\"{META_CAPABILITIES}\"] must be an object"))),
     };
     let client_info = meta.and_then(|m| m.get(META_CLIENT_INFO)).filter(|v| v.is_object()).cloned();
-    Ok(Era::Modern(Modern { version, capabilities, client_info }))
+    Ok(Era::Modern(Modern { version: MODERN_VERSION, capabilities, client_info }))
 }
 
 /// The headers a 2026-07-28 request mirrors its body in: `Mcp-Method`, and `Mcp-Name` where the
@@ -258,13 +267,13 @@ fn named_by(method: &str) -> Option<&'static str> {
 }
 
 /// A header value as sent, or decoded from the Base64 sentinel form `=?base64?...?=`.
-fn decoded(value: &str) -> Option<String> {
+fn decoded(value: &str) -> Option<std::borrow::Cow<'_, str>> {
     match value.strip_prefix("=?base64?").and_then(|v| v.strip_suffix("?=")) {
         Some(encoded) => {
             let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-            String::from_utf8(bytes).ok()
+            String::from_utf8(bytes).ok().map(std::borrow::Cow::Owned)
         }
-        None => Some(value.to_owned()),
+        None => Some(std::borrow::Cow::Borrowed(value)),
     }
 }
 
@@ -290,29 +299,52 @@ fn unsupported(requested: &str) -> Refusal {
 }
 
 /// A request's params as a legacy upstream gets them in the gateway's session: without the
-/// `_meta` keys only 2026-07-28 defines, and with the gateway's `token` for the progress token
-/// the client chose (the clients that share the session choose theirs alike).
-pub fn for_legacy_upstream(params: &Value, token: &Value) -> Value {
-    let Some(params) = params.as_object() else { return params.clone() };
-    // Copied without what is left out (the client's capabilities are most of a `_meta`).
-    let mut relayed = Map::new();
-    for (key, value) in params {
-        let Some(meta) = value.as_object().filter(|_| key == "_meta") else {
-            relayed.insert(key.clone(), value.clone());
-            continue;
-        };
-        let kept: Map<String, Value> = meta
+/// `_meta` keys only 2026-07-28 defines (the client's capabilities are most of a `_meta`), and
+/// with the gateway's `token` for the progress token the client chose (the clients that share
+/// the session choose theirs alike). Written from the client's params, not copied.
+pub struct ForLegacyUpstream<'a> {
+    pub params: &'a Value,
+    pub token: &'a Value,
+}
+
+impl Serialize for ForLegacyUpstream<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some(params) = self.params.as_object() else { return self.params.serialize(serializer) };
+        let mut relayed = serializer.serialize_map(None)?;
+        for (key, value) in params {
+            match value.as_object().filter(|_| key == "_meta") {
+                Some(meta) => {
+                    let kept = KeptMeta { meta, token: self.token };
+                    if kept.entries().next().is_some() {
+                        relayed.serialize_entry(key, &kept)?;
+                    }
+                }
+                None => relayed.serialize_entry(key, value)?,
+            }
+        }
+        relayed.end()
+    }
+}
+
+/// What a legacy upstream gets of a request's `_meta`.
+struct KeptMeta<'a> {
+    meta: &'a Map<String, Value>,
+    token: &'a Value,
+}
+
+impl KeptMeta<'_> {
+    fn entries(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.meta
             .iter()
             .filter(|(key, _)| !META_MODERN_KEYS.contains(&key.as_str()))
-            .map(|(key, value)| {
-                (key.clone(), if key == "progressToken" { token.clone() } else { value.clone() })
-            })
-            .collect();
-        if !kept.is_empty() {
-            relayed.insert(key.clone(), Value::Object(kept));
-        }
+            .map(|(key, value)| (key, if key == "progressToken" { self.token } else { value }))
     }
-    Value::Object(relayed)
+}
+
+impl Serialize for KeptMeta<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.entries())
+    }
 }
 
 /// The progress token a request's `_meta` carries.
@@ -389,7 +421,8 @@ pub fn stamp(message: &mut Value, method: &str) {
 pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Answer<'a> {
-        id: Value,
+        #[serde(borrow)]
+        id: &'a RawValue,
         #[serde(borrow)]
         result: Option<&'a RawValue>,
         #[serde(borrow)]
@@ -397,10 +430,18 @@ pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<Strin
         method: Option<serde::de::IgnoredAny>,
     }
     let answer: Answer = serde_json::from_str(text).ok()?;
-    if answer.id != *sent_id || answer.method.is_some() {
+    // The gateway's ids are plain strings, compared as written; any other id is read.
+    let written = answer.id.get();
+    let plain = sent_id
+        .as_str()
+        .is_some_and(|sent| written.strip_prefix('"').and_then(|w| w.strip_suffix('"')) == Some(sent));
+    let same = plain || serde_json::from_str::<Value>(written).is_ok_and(|written| written == *sent_id);
+    if !same || answer.method.is_some() {
         return None;
     }
-    let id = serde_json::to_string(id).ok()?;
+    let mut modern = String::with_capacity(text.len() + 32);
+    // (Writing to a `String` cannot fail.)
+    let _ = write!(modern, r#"{{"jsonrpc":"2.0","id":{id},"#);
     match (answer.result, answer.error) {
         (Some(result), None) => {
             let members = result.get().trim_start().strip_prefix('{')?;
@@ -408,13 +449,14 @@ pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<Strin
                 return None;
             }
             let comma = if members.trim_start().starts_with('}') { "" } else { "," };
-            Some(format!(
-                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"complete"{comma}{members}}}"#
-            ))
+            let _ = write!(modern, r#""result":{{"resultType":"complete"{comma}{members}}}"#);
         }
-        (None, Some(error)) => Some(format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{}}}"#, error.get())),
-        _ => None,
+        (None, Some(error)) => {
+            let _ = write!(modern, r#""error":{}}}"#, error.get());
+        }
+        _ => return None,
     }
+    Some(modern)
 }
 
 /// The `requestState` of the gateway's own question for a missing token.
@@ -627,11 +669,12 @@ mod tests {
         stamp(&mut call, "tools/call");
         assert_eq!(call["result"], json!({"content":[],"resultType":"complete"}));
 
+        let for_legacy = |params: &Value| json!(ForLegacyUpstream { params, token: &json!("g-1") });
         let params = json!({"name":"echo", "_meta":{META_VERSION: MODERN_VERSION, "progressToken": 3}});
-        let relayed = for_legacy_upstream(&params, &json!("g-1"));
-        assert_eq!(relayed, json!({"name":"echo", "_meta":{"progressToken":"g-1"}}));
-        let params = json!({"_meta":{META_VERSION: MODERN_VERSION}});
-        assert_eq!(for_legacy_upstream(&params, &json!("g-1")), json!({}));
+        assert_eq!(for_legacy(&params), json!({"name":"echo", "_meta":{"progressToken":"g-1"}}));
+        assert_eq!(for_legacy(&json!({"_meta":{META_VERSION: MODERN_VERSION}})), json!({}));
+        assert_eq!(for_legacy(&json!({"_meta":{"x":1}, "a":[1]})), json!({"_meta":{"x":1}, "a":[1]}));
+        assert_eq!(for_legacy(&json!([1, 2])), json!([1, 2]));
     }
 
     #[test]
@@ -642,6 +685,8 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":"mcp-platform-7","result":{"content":[{"type":"text","text":"a \"method\""}]}}"#,
             r#"{"result": {} ,"id":"mcp-platform-7","jsonrpc":"2.0"}"#,
             r#"{"jsonrpc":"2.0","id":"mcp-platform-7","error":{"code":-32602,"message":"bad"}}"#,
+            // The same id written with an escape.
+            r#"{"jsonrpc":"2.0","id":"\u006dcp-platform-7","result":{"a":1}}"#,
         ] {
             let mut expected: Value = serde_json::from_str(text).unwrap();
             expected["id"] = json!(42);
@@ -652,6 +697,8 @@ mod tests {
         // What it cannot write as it is: another request's answer, a request, a stamped result.
         for text in [
             r#"{"jsonrpc":"2.0","id":"mcp-platform-8","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-77","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{}}"#,
             r#"{"jsonrpc":"2.0","id":"mcp-platform-7","method":"roots/list"}"#,
             r#"{"jsonrpc":"2.0","id":"mcp-platform-7","result":{"resultType":"input_required"}}"#,
             r#"{"jsonrpc":"2.0","id":"mcp-platform-7","result":[]}"#,

@@ -164,6 +164,14 @@ impl CallRecord {
     }
 }
 
+/// Bytes as text, with what is not UTF-8 replaced (checked the fast way first: nearly all is).
+pub fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// The messages of a captured answer (plain JSON or SSE events).
 pub fn messages_in(captured: &str) -> Vec<Value> {
     texts_in(captured).into_iter().filter_map(|text| serde_json::from_str(text).ok()).collect()
