@@ -61,6 +61,15 @@ impl Refusal {
         Refusal::new(status, UPSTREAM_FAILED, message)
     }
 
+    /// A stdio session whose child is gone: 404, so the client starts a new session.
+    pub fn process_ended() -> Refusal {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            NOT_FOUND,
+            "The session's service process has ended; initialize a new session",
+        )
+    }
+
     /// A tenant upstream at an address the platform may not reach (SSRF).
     pub fn not_allowed(refused: &Refused) -> Refusal {
         Refusal::new(

@@ -449,11 +449,7 @@ pub(super) fn session(
                 && process.has_ended()
             {
                 sessions.remove(id);
-                return Err(Refusal::new(
-                    StatusCode::NOT_FOUND,
-                    NOT_FOUND,
-                    "The session's service process has ended; initialize a new session",
-                ));
+                return Err(Refusal::process_ended());
             }
             s.last_used = std::time::Instant::now();
             Ok(Some((id.to_owned(), s.clone())))

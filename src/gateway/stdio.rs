@@ -306,7 +306,12 @@ impl Process {
             stdin.flush().await
         }
         .await;
-        written.map_err(|_| SendError::Ended)?;
+        if written.is_err() {
+            // The child reads no more (it has exited, or closed its stdin): it is ended, and
+            // its session with it.
+            self.stop.notify_one();
+            return Err(SendError::Ended);
+        }
         Ok(waiting)
     }
 
@@ -538,6 +543,8 @@ async fn read_stderr(mut stderr: BufReader<tokio::process::ChildStderr>, process
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     #[test]
@@ -556,5 +563,32 @@ mod tests {
         let names: Vec<&str> = environment.iter().map(|(name, _)| name.to_str().unwrap()).collect();
         assert_eq!(names, ["PATH", "HOME", "GITHUB_TOKEN"]);
         assert_eq!(environment[2].1, "ghp_users_own", "the service's variable wins, with the user's token");
+    }
+
+    #[tokio::test]
+    async fn a_child_that_reads_no_more_is_told_to_end_when_a_message_finds_it_so() {
+        let (args, env) = (["-c".to_owned(), "exec 0<&-; exec sleep 30".to_owned()], BTreeMap::new());
+        let launch = Launch {
+            service: "closer",
+            user_id: UserId::new(),
+            command: "sh",
+            args: &args,
+            env: &env,
+            token: None,
+        };
+        let (_child, process) = start(&launch).unwrap();
+        let stdin = format!("/proc/{}/fd/0", process.pid.unwrap());
+        for _ in 0..5000 {
+            if !std::path::Path::new(&stdin).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(!std::path::Path::new(&stdin).exists(), "the shell closed its stdin");
+        let request = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let sent = process.send(request.as_bytes(), Some((&Value::from(1), None))).await;
+        assert!(matches!(sent, Err(SendError::Ended)), "the write found no reader");
+        assert!(process.routes.lock().unwrap().pending.is_empty(), "nothing waits for an answer");
+        assert!(process.stop.notified().now_or_never().is_some(), "the child's supervisor is told to end it");
     }
 }

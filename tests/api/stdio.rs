@@ -27,8 +27,9 @@ on_both_backends!(
 
 const TOOLS_LIST: &str = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
 
-/// Two system services running the test upstream: directly, and behind a shell that stays its
-/// parent (as `npx` does), with the caller's token on the command line.
+/// System services running the test upstream: directly, and behind a shell that stays its
+/// parent (as `npx` does), with the caller's token on the command line; the last one's shell
+/// lives on after its server, reading nothing.
 fn services_file(dir: &Path) -> PathBuf {
     let text = format!(
         r#"
@@ -53,6 +54,13 @@ name = "wrapped-tools"
 kind = "stdio"
 command = "sh"
 args = ["-c", "\"$0\" --stdio --credential \"$1\"; exit 0", {UPSTREAM:?}, "{{token}}"]
+token = "github"
+
+[[service]]
+name = "lingering-tools"
+kind = "stdio"
+command = "sh"
+args = ["-c", "\"$0\" --stdio --credential \"$1\"; exec 0<&- sleep 60", {UPSTREAM:?}, "{{token}}"]
 token = "github"
 "#
     );
@@ -218,6 +226,19 @@ async fn stdio_children_end_on_delete_on_exit_when_idle_and_at_stop(backend: Bac
     eventually("the killed child's reaping", || is_reaped(children[0])).await;
     let (status, code, message) = error_of(post_in(&app, path, &key, &session, TOOLS_LIST).await).await;
     assert_eq!((status, code), (404, -32004), "{message}");
+
+    // A child that lives on but reads no more is as good as gone: its session ends at the next
+    // message, and the child with it.
+    let lingering = "/mcp/lingering-tools";
+    let (session, children) = open_tracked(&app, lingering, &key, &token).await;
+    let comm = |pid: &u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let (shell, server): (Vec<u32>, Vec<u32>) = children.iter().partition(|pid| comm(pid) == "sh\n");
+    std::process::Command::new("kill").args(["-9", &server[0].to_string()]).status().unwrap();
+    let shell_stdin = format!("/proc/{}/fd/0", shell[0]);
+    eventually("the shell's closing of its stdin", || !Path::new(&shell_stdin).exists()).await;
+    let (status, code, message) = error_of(post_in(&app, lingering, &key, &session, TOOLS_LIST).await).await;
+    assert_eq!((status, code), (404, -32004), "{message}");
+    eventually("the lingering child's end", || is_reaped(shell[0])).await;
 
     // A call that outlasts the service's timeout is a 504; the session goes on.
     let impatient = "/mcp/impatient-tools";

@@ -15,7 +15,7 @@ use crate::gateway::call::Call;
 use crate::gateway::call::Credential;
 use crate::gateway::jsonrpc::{self, Message};
 use crate::gateway::record::CallRecord;
-use crate::gateway::refusal::{NOT_FOUND, Refusal, SESSION_LIMIT, SSE};
+use crate::gateway::refusal::{Refusal, SESSION_LIMIT, SSE};
 use crate::gateway::sessions::UpstreamSession;
 use crate::gateway::stdio::{Launch, Process, SendError, SpawnError, Waiting};
 
@@ -53,7 +53,9 @@ pub(super) async fn post(
     if let Some(secret) = process.secret() {
         record.secrets.push(secret.to_owned());
     }
-    let Some(waiting) = send_to_child(process, call).await? else {
+    // A child found gone before the message reached it has ended the session, even when its
+    // supervisor has not yet said so.
+    let Some(waiting) = send_to_child(process, call, Refusal::process_ended).await? else {
         return Ok(Relayed {
             status: StatusCode::ACCEPTED,
             content_type: None,
@@ -101,9 +103,7 @@ pub(super) async fn post(
 
 /// The session's server-to-client stream: what the child says outside any request.
 pub(super) fn stream(process: &Process) -> Result<Streamed, Refusal> {
-    let messages = process.open_stream().ok_or_else(|| {
-        Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "The session's service process has ended")
-    })?;
+    let messages = process.open_stream().ok_or_else(Refusal::process_ended)?;
     let events = futures_util::stream::unfold(messages, |mut messages| async move {
         let message = messages.recv().await?;
         Some((Ok::<_, actix_web::Error>(sse_event(&message).into()), messages))
@@ -125,7 +125,7 @@ async fn initialize(
     }
     let deadline = tokio::time::Instant::now() + call.timeout();
     let handshake = async {
-        let mut waiting = send_to_child(&process, call).await?.ok_or_else(child_ended)?;
+        let mut waiting = send_to_child(&process, call, child_ended).await?.ok_or_else(child_ended)?;
         let mut messages = Vec::new();
         loop {
             let message = tokio::time::timeout_at(deadline, waiting.messages.recv())
@@ -155,7 +155,12 @@ async fn initialize(
 }
 
 /// Writes the client's message to the child; for a request, the place its answer arrives.
-async fn send_to_child(process: &Arc<Process>, call: &Call) -> Result<Option<Waiting>, Refusal> {
+/// `ended` is the refusal when the child is gone.
+async fn send_to_child(
+    process: &Arc<Process>,
+    call: &Call,
+    ended: fn() -> Refusal,
+) -> Result<Option<Waiting>, Refusal> {
     let request = match &call.message {
         Message::Request { id, params, .. } => {
             let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
@@ -167,7 +172,7 @@ async fn send_to_child(process: &Arc<Process>, call: &Call) -> Result<Option<Wai
         SendError::DuplicateId => {
             Refusal::new(StatusCode::BAD_REQUEST, jsonrpc::INVALID_REQUEST, e.to_string())
         }
-        SendError::Ended => child_ended(),
+        SendError::Ended => ended(),
     })
 }
 
