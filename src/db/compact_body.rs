@@ -34,21 +34,38 @@ data: {"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":""}],"s
 
 {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"","arguments":{"text":"","query":"","limit":10},"_meta":{"progressToken":1}}}"#;
 
+/// What the 2026-07-28 revision adds to most bodies: each request's `_meta`, each result's
+/// `resultType`, caching hints, and the multi round-trip answer (format 3's dictionary is made
+/// from it and `FRAMING`; only that tool reads it).
+#[cfg(test)]
+const MODERN_FRAMING: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"","arguments":{"text":""},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}
+{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"","arguments":{"query":"","limit":10},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{"form":{},"url":{}},"sampling":{},"roots":{"listChanged":true}},"io.modelcontextprotocol/clientInfo":{"name":"","version":""},"progressToken":1}}}
+{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"elicitation":{}},"io.modelcontextprotocol/clientInfo":{"name":"","version":""},"io.modelcontextprotocol/logLevel":"info"}}}
+{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}
+{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[{"type":"text","text":""}]}}
+{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[{"type":"text","text":""}],"structuredContent":{},"isError":false}}
+{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","tools":[{"name":"","description":"","inputSchema":{"type":"object","properties":{},"required":[]}}],"ttlMs":60000,"cacheScope":"private"}}
+{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{"upstream":{"method":"elicitation/create","params":{"mode":"url","url":"","message":""}}},"requestState":""}}
+{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","supportedVersions":["2026-07-28","2025-11-25","2025-06-18"],"capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"","version":""}}}
+{"jsonrpc":"2.0","id":1,"error":{"code":-32020,"message":"Mcp-Method header value '' does not match body value ''"}}"#;
+
 /// Format 2's dictionary: zstd's trainer over variations of `FRAMING` (`make_a_dictionary` below),
 /// so that it carries entropy tables as well: compressing takes half the time of format 1's plain
 /// content, and bodies come out a little smaller.
-const TRAINED: &[u8] = include_bytes!("body-dictionary-2.zdict");
+const TRAINED_2: &[u8] = include_bytes!("body-dictionary-2.zdict");
+/// Format 3's: the same over `FRAMING` and `MODERN_FRAMING`, for the bodies of both eras.
+const TRAINED_3: &[u8] = include_bytes!("body-dictionary-3.zdict");
 
 /// The first byte of a compressed body: which dictionary it was made with. Bodies are written
-/// with `FORMAT`; format 1 (`FRAMING` as plain content) is still read.
-const FORMAT: u8 = 2;
+/// with `FORMAT`; formats 1 (`FRAMING` as plain content) and 2 are still read.
+const FORMAT: u8 = 3;
 const LEVEL: i32 = 3;
 /// Bodies are cut at `gateway::record::BODY_LIMIT` before they are stored; this leaves room.
 const MAX_BODY: usize = 1024 * 1024;
 
 thread_local! {
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-    static DECOMPRESSORS: RefCell<[Option<zstd::bulk::Decompressor<'static>>; 2]> = const { RefCell::new([None, None]) };
+    static DECOMPRESSORS: RefCell<[Option<zstd::bulk::Decompressor<'static>>; 3]> = const { RefCell::new([None, None, None]) };
 }
 
 impl<'a> CompactBody<'a> {
@@ -72,7 +89,7 @@ impl<'a> CompactBody<'a> {
 
     fn unpacked(bytes: &[u8]) -> Result<CompactBody<'static>, BoxDynError> {
         let (format, compressed) = match bytes.split_first() {
-            Some((&format @ (1 | 2), compressed)) => (format, compressed),
+            Some((&format @ 1..=FORMAT, compressed)) => (format, compressed),
             _ => return Err("a stored body of an unknown format".into()),
         };
         let text = DECOMPRESSORS.with(|cell| {
@@ -88,7 +105,11 @@ impl<'a> CompactBody<'a> {
 }
 
 fn dictionary(format: u8) -> &'static [u8] {
-    if format == 1 { FRAMING } else { TRAINED }
+    match format {
+        1 => FRAMING,
+        2 => TRAINED_2,
+        _ => TRAINED_3,
+    }
 }
 
 /// Writes `FORMAT`: the dictionary's id is left out of each body (the format byte says it).
@@ -164,15 +185,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_json_rpc_bodies_shrink_to_less_than_half_and_come_back_whole() {
+    fn small_json_rpc_bodies_of_both_eras_shrink_and_come_back_whole() {
         let request = r#"{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"echo","arguments":{"text":"bench"}}}"#;
         let body = CompactBody::borrowed(request);
         let packed = body.packed().expect("it shrinks");
-        assert_eq!(packed[0], 2);
+        assert_eq!(packed[0], 3);
         assert!(packed.len() * 2 < request.len(), "{} of {}", packed.len(), request.len());
         assert_eq!(CompactBody::unpacked(&packed).unwrap(), body);
+        // A 2026-07-28 request, with the `_meta` each one carries, to less than a quarter.
+        let modern = r#"{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"name":"echo","arguments":{"text":"bench"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        let packed = CompactBody::borrowed(modern).packed().expect("it shrinks");
+        assert!(packed.len() * 4 < modern.len(), "{} of {}", packed.len(), modern.len());
+        assert_eq!(CompactBody::unpacked(&packed).unwrap().0, modern);
         let big = CompactBody("é".repeat(10_000).into());
         assert_eq!(CompactBody::unpacked(&big.packed().unwrap()).unwrap(), big);
+    }
+
+    #[test]
+    fn bodies_written_with_the_second_dictionary_still_read() {
+        let text = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"3 results"}]}}"#;
+        let mut compressor = zstd::bulk::Compressor::with_dictionary(LEVEL, TRAINED_2).unwrap();
+        compressor.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false)).unwrap();
+        let mut stored = vec![2];
+        stored.extend(compressor.compress(text.as_bytes()).unwrap());
+        assert_eq!(CompactBody::unpacked(&stored).unwrap().0, text);
     }
 
     #[test]
@@ -191,7 +227,8 @@ mod tests {
     #[test]
     fn stored_dictionaries_never_change() {
         assert_eq!(crc32fast::hash(FRAMING), 0x61d1_0a86, "format 1's dictionary changed");
-        assert_eq!(crc32fast::hash(TRAINED), 0xf62e_350a, "format 2's dictionary changed");
+        assert_eq!(crc32fast::hash(TRAINED_2), 0xf62e_350a, "format 2's dictionary changed");
+        assert_eq!(crc32fast::hash(TRAINED_3), 0xb98b_7782, "format 3's dictionary changed");
     }
 
     #[test]
@@ -203,8 +240,9 @@ mod tests {
         assert!(CompactBody::unpacked(&[]).is_err());
     }
 
-    /// Makes a new dictionary from variations of `FRAMING` (ids, names, texts and numbers
-    /// changed), written to `target/body-dictionary.zdict`. A new dictionary gets a new format.
+    /// Makes a new dictionary from variations of `FRAMING` and `MODERN_FRAMING` (ids, names,
+    /// texts and numbers changed), written to `target/body-dictionary.zdict`. A new dictionary
+    /// gets a new format.
     #[test]
     #[ignore = "a tool: run it to make a new dictionary"]
     fn make_a_dictionary() {
@@ -229,7 +267,7 @@ mod tests {
         let mut samples = Vec::new();
         let mut filler = 0;
         for n in 0..400usize {
-            for template in FRAMING.split(|&b| b == b'\n') {
+            for template in [FRAMING, MODERN_FRAMING].iter().flat_map(|lines| lines.split(|&b| b == b'\n')) {
                 let mut sample = String::from_utf8(template.to_vec())
                     .unwrap()
                     .replace("\"id\":0", &format!("\"id\":{}", n * 37 % 100_000))
@@ -244,7 +282,7 @@ mod tests {
             }
         }
         let sizes: Vec<usize> = samples.iter().map(String::len).collect();
-        let dictionary = zstd::dict::from_continuous(samples.concat().as_bytes(), &sizes, 2048).unwrap();
+        let dictionary = zstd::dict::from_continuous(samples.concat().as_bytes(), &sizes, 4096).unwrap();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/body-dictionary.zdict");
         std::fs::write(path, &dictionary).unwrap();
         println!("{} bytes written to {path}", dictionary.len());
