@@ -10,6 +10,7 @@
 //! it declared. Wires the relay and answer phases, like `endpoint` and `probe`.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -761,10 +762,13 @@ async fn open(
     let service = call.service.id;
     // A stdio child serves its user whichever key they call with (the cap per user counts
     // children); an HTTP upstream's session is the key's.
-    let id = match call.service.transport {
-        Transport::Stdio => format!("bridge:user:{}:{service}:{declared:016x}", call.caller.user_id),
-        Transport::Http => format!("bridge:key:{key}:{service}:{declared:016x}"),
+    let (owner, owner_id) = match call.service.transport {
+        Transport::Stdio => ("user", call.caller.user_id.as_uuid()),
+        Transport::Http => ("key", key.as_uuid()),
     };
+    // (Written into a string made large enough at once.)
+    let mut id = String::with_capacity(128);
+    let _ = write!(id, "bridge:{owner}:{owner_id}:{service}:{declared:016x}");
     if let Some(bridged) = state.gateway.bridged(&id) {
         return Ok(bridged);
     }
@@ -1005,15 +1009,18 @@ impl Reader {
                 continue;
             }
             if let Some(end) = EVENT_END.find(&self.pending) {
+                // (An event without data, as a stream's priming event, holds no message.)
                 let event = lossy(&self.pending[..end + 2]);
-                let texts: Vec<String> = texts_in(&event).into_iter().map(str::to_owned).collect();
+                let data = event.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim);
+                self.queued.extend(data.filter(|text| !text.is_empty()).map(str::to_owned));
                 self.pending.drain(..end + 2);
-                self.queued.extend(texts);
                 continue;
             }
             let Some(chunks) = self.chunks.as_mut() else {
-                let rest = std::mem::take(&mut self.pending);
-                self.queue(&lossy(&rest));
+                if !self.pending.is_empty() {
+                    let rest = std::mem::take(&mut self.pending);
+                    self.queue(&lossy(&rest));
+                }
                 return Ok(self.queued.pop_front());
             };
             match chunks.next().await {

@@ -80,10 +80,11 @@ pub fn error_body(id: &Value, code: i64, message: &str) -> Value {
 pub fn parse(body: &[u8]) -> Result<Message, RpcError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| RpcError::new(PARSE_ERROR, format!("Parse error: {e}")))?;
-    let Value::Object(object) = value else {
+    let Value::Object(mut object) = value else {
         return Err(RpcError::new(INVALID_REQUEST, "Invalid Request: expected a JSON-RPC 2.0 object"));
     };
-    let id = object.get("id").cloned();
+    // The parts are taken out of the object, not copied: the params can be large.
+    let id = object.remove("id");
     let shown_id = id.clone().unwrap_or(Value::Null);
     let invalid =
         |message: &str| RpcError { id: shown_id.clone(), ..RpcError::new(INVALID_REQUEST, message) };
@@ -93,11 +94,11 @@ pub fn parse(body: &[u8]) -> Result<Message, RpcError> {
     if id.as_ref().is_some_and(|id| !(id.is_string() || id.is_i64() || id.is_u64())) {
         return Err(invalid("Invalid Request: \"id\" must be a string or an integer"));
     }
-    match (object.get("method"), id) {
+    match (object.remove("method"), id) {
         (Some(Value::String(method)), Some(id)) => {
-            Ok(Message::Request { id, method: method.clone(), params: object.get("params").cloned() })
+            Ok(Message::Request { id, method, params: object.remove("params") })
         }
-        (Some(Value::String(method)), None) => Ok(Message::Notification { method: method.clone() }),
+        (Some(Value::String(method)), None) => Ok(Message::Notification { method }),
         (Some(_), _) => Err(invalid("Invalid Request: \"method\" must be a string")),
         (None, Some(id)) if object.contains_key("result") || object.contains_key("error") => {
             Ok(Message::Response { id })

@@ -188,32 +188,57 @@ pub fn texts_in(captured: &str) -> Vec<&str> {
     }
 }
 
-/// The message answering request `id` in a captured answer.
-pub fn message_in(captured: &str, id: &Value) -> Option<Value> {
-    messages_in(captured).into_iter().find(|m| &m["id"] == id && m.get("method").is_none())
+/// What the record reads of a message: the rest (a result above all) is skipped, not built.
+#[derive(serde::Deserialize)]
+struct AnswerParts<'a> {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    method: Given<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Given<Value>,
+    #[serde(default, borrow)]
+    result: Option<&'a serde_json::value::RawValue>,
 }
 
-/// The JSON-RPC error, if any, in a captured answer to request `id`.
-pub fn error_in(captured: &str, id: &Value) -> Option<(i64, String)> {
-    let answer = message_in(captured, id)?;
-    error_of(&answer)
+/// A member that is there, whatever its value (`null` too), as opposed to one left out.
+struct Given<T>(Option<T>);
+
+impl<T> Default for Given<T> {
+    fn default() -> Self {
+        Given(None)
+    }
 }
 
-fn error_of(answer: &Value) -> Option<(i64, String)> {
-    let error = answer.get("error")?;
-    Some((error["code"].as_i64().unwrap_or(0), error["message"].as_str().unwrap_or("").to_owned()))
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Given<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(deserializer).map(|value| Given(Some(value)))
+    }
 }
 
 /// How a captured answer with HTTP status `http_status` to request `id` ended: its JSON-RPC
 /// error, or whether it is a tool's result with `isError: true`.
 pub fn ending_of(captured: &str, id: &Value, http_status: u16) -> Ending {
-    let answer = message_in(captured, id);
-    let error = answer.as_ref().and_then(error_of);
-    let tool_error = answer.as_ref().is_some_and(|a| a["result"]["isError"] == Value::Bool(true));
+    let answer = texts_in(captured).into_iter().find_map(|text| {
+        let parts: AnswerParts = serde_json::from_str(text).ok()?;
+        (parts.id == *id && parts.method.0.is_none()).then_some(parts)
+    });
+    let error = answer.as_ref().and_then(|a| a.error.0.as_ref());
+    // Only a result that names `isError` (or could, escaped) is read again, for that alone.
+    let tool_error = answer.as_ref().and_then(|a| a.result).is_some_and(|result| {
+        #[derive(serde::Deserialize)]
+        struct Flagged {
+            #[serde(rename = "isError")]
+            is_error: bool,
+        }
+        let text = result.get();
+        (text.contains("isError") || text.contains("\\u"))
+            && serde_json::from_str::<Flagged>(text).is_ok_and(|r| r.is_error)
+    });
     Ending {
         http_status,
-        error_code: error.as_ref().map(|(code, _)| *code),
-        error_message: error.map(|(_, message)| message),
+        error_code: error.map(|e| e["code"].as_i64().unwrap_or(0)),
+        error_message: error.map(|e| e["message"].as_str().unwrap_or("").to_owned()),
         tool_error,
     }
 }
@@ -230,6 +255,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn error_in(captured: &str, id: &Value) -> Option<(i64, String)> {
+        let ending = ending_of(captured, id, 200);
+        Some((ending.error_code?, ending.error_message?))
+    }
+
     #[test]
     fn errors_are_found_in_json_and_in_sse() {
         let plain = r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"Method not found"}}"#;
@@ -238,6 +268,14 @@ mod tests {
         assert_eq!(error_in(sse, &json!("a")), Some((-32000, "boom".into())));
         let ok = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
         assert_eq!(error_in(ok, &json!(1)), None);
+        // The server's own request under the same id is not the answer.
+        let asked = r#"{"jsonrpc":"2.0","id":1,"method":"roots/list","error":{"code":1}}"#;
+        assert_eq!(error_in(asked, &json!(1)), None);
+        // An error that is there is one, whatever it holds.
+        let odd = r#"{"jsonrpc":"2.0","id":1,"error":null}"#;
+        assert_eq!(error_in(odd, &json!(1)), Some((0, String::new())));
+        let odd = r#"{"jsonrpc":"2.0","id":1,"error":{"code":"x","message":7}}"#;
+        assert_eq!(error_in(odd, &json!(1)), Some((0, String::new())));
     }
 
     #[test]
@@ -252,5 +290,16 @@ mod tests {
         assert_eq!(ending_of("", &json!(1), 502).outcome(), Outcome::Failure);
         // Another request's result says nothing about this one.
         assert_eq!(ending_of(tool_error, &json!(2), 200).outcome(), Outcome::Success);
+        // The flag counts however it is written, and only as `true` in a result.
+        let escaped = r#"{"jsonrpc":"2.0","id":1,"result":{"\u0069sError":true}}"#;
+        assert_eq!(ending_of(escaped, &json!(1), 200).outcome(), Outcome::ToolError);
+        let text = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"isError"}]}}"#;
+        assert_eq!(ending_of(text, &json!(1), 200).outcome(), Outcome::Success);
+        let odd = r#"{"jsonrpc":"2.0","id":1,"result":7}"#;
+        assert_eq!(ending_of(odd, &json!(1), 200).outcome(), Outcome::Success);
+        let odd = r#"{"jsonrpc":"2.0","id":1,"result":{"isError":"true"}}"#;
+        assert_eq!(ending_of(odd, &json!(1), 200).outcome(), Outcome::Success);
+        let said = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"isError":true}],"isError":false}}"#;
+        assert_eq!(ending_of(said, &json!(1), 200).outcome(), Outcome::Success);
     }
 }

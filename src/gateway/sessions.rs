@@ -2,8 +2,8 @@
 //! lookups, and the live client sessions, each bound to the key and service that opened it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use tokio::sync::{broadcast, watch};
@@ -147,8 +147,10 @@ pub struct Gateway {
     pub lookups: Lookups,
     /// Each service's latest `initialize` result, for `server/discover`.
     discovered: moka::sync::Cache<ServiceId, Initialized>,
-    /// What each HTTP service's upstream speaks, from its answer to `server/discover`.
-    speaks: moka::sync::Cache<ServiceId, Speaks>,
+    /// What each HTTP service's upstream speaks, from its answer to `server/discover`, and when
+    /// it answered. Read on every call of a 2026-07-28 client: a plain map (one entry per
+    /// service asked) costs a fraction of a cache that counts its reads.
+    speaks: RwLock<HashMap<ServiceId, (Instant, Speaks)>>,
     /// For each service of 2026-07-28 only: its tools that mark parameters for headers.
     marked_tools: moka::sync::Cache<ServiceId, MarkedTools>,
     pub stdio: StdioPool,
@@ -186,7 +188,7 @@ impl Gateway {
             notifications: Mutex::new(HashMap::new()),
             lookups: Lookups::new(clock),
             discovered: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
-            speaks: moka::sync::Cache::builder().time_to_live(super::era::DISCOVER_TTL).build(),
+            speaks: RwLock::default(),
             marked_tools: moka::sync::Cache::builder().time_to_live(MARKED_TOOLS_TTL).build(),
             stdio: StdioPool::new(limits),
             stopping: watch::Sender::new(false),
@@ -367,7 +369,7 @@ impl Gateway {
         self.lookups.forget(change);
         if let Change::Service { .. } = change {
             // Kept by service id, which the change does not carry; changes of services are rare.
-            self.speaks.invalidate_all();
+            self.speaks.write().expect("speaks lock").clear();
             self.discovered.invalidate_all();
             self.marked_tools.invalidate_all();
         }
@@ -376,7 +378,7 @@ impl Gateway {
     /// Drops every copy: announcements of changes may have been missed.
     pub fn forget_everything(&self) {
         self.lookups.forget_everything();
-        self.speaks.invalidate_all();
+        self.speaks.write().expect("speaks lock").clear();
         self.discovered.invalidate_all();
         self.marked_tools.invalidate_all();
     }
@@ -384,7 +386,7 @@ impl Gateway {
     /// What the service's upstream was found to speak, in words for its page; `None` when it
     /// has not been asked within `era::DISCOVER_TTL`.
     pub fn speaks_in_words(&self, service_id: ServiceId) -> Option<&'static str> {
-        Some(match self.speaks.get(&service_id)? {
+        Some(match self.speaks(service_id)? {
             Speaks::Legacy => "2025-11-25 and earlier only (the gateway bridges 2026-07-28 clients)",
             Speaks::Modern { dual: true, .. } => "2026-07-28 and 2025-11-25",
             Speaks::Modern { dual: false, .. } => "2026-07-28 only (the gateway bridges 2025-11-25 clients)",
@@ -393,11 +395,13 @@ impl Gateway {
 
     /// What the service's upstream was found to speak within `era::DISCOVER_TTL`.
     pub(super) fn speaks(&self, service_id: ServiceId) -> Option<Speaks> {
-        self.speaks.get(&service_id)
+        let speaks = self.speaks.read().expect("speaks lock");
+        let (asked, speaks) = speaks.get(&service_id)?;
+        (asked.elapsed() < super::era::DISCOVER_TTL).then(|| speaks.clone())
     }
 
     pub(super) fn remember_speaks(&self, service_id: ServiceId, speaks: Speaks) {
-        self.speaks.insert(service_id, speaks);
+        self.speaks.write().expect("speaks lock").insert(service_id, (Instant::now(), speaks));
     }
 
     /// The input schemas of the service's tools that mark parameters for `Mcp-Param-*` headers,

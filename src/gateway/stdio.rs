@@ -389,7 +389,7 @@ impl Process {
                     }
                 }
             } else {
-                let token = message.pointer("/params/progressToken");
+                let token = message.get("params").and_then(|p| p.get("progressToken"));
                 let by_token =
                     token.and_then(|t| routes.pending.iter().find(|p| p.progress_token.as_ref() == Some(t)));
                 match by_token.or(routes.pending.first()) {

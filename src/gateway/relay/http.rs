@@ -4,6 +4,7 @@
 
 use actix_web::http::StatusCode;
 use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 
 use super::Streamed;
@@ -15,10 +16,14 @@ use crate::gateway::call::Call;
 use crate::gateway::call::Credential;
 use crate::gateway::era;
 use crate::gateway::record::CallRecord;
-use crate::gateway::refusal::{
-    LAST_EVENT_ID_HEADER, NOT_FOUND, PROTOCOL_HEADER, Refusal, SESSION_HEADER, SSE,
-};
+use crate::gateway::refusal::{LAST_EVENT_ID_HEADER, NOT_FOUND, Refusal, SESSION_HEADER, SSE};
 use crate::gateway::sessions::UpstreamSession;
+
+/// What every upstream request carries, made once rather than parsed per call.
+const PROTOCOL_NAME: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const SESSION_NAME: HeaderName = HeaderName::from_static("mcp-session-id");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const JSON_OR_SSE: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
 
 pub(super) async fn post(
     state: &AppState,
@@ -48,9 +53,7 @@ pub(super) async fn send(
     if !call.is_listen() {
         request = request.timeout(call.timeout());
     }
-    let request = request
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
+    let request = request.header(CONTENT_TYPE, JSON).header(ACCEPT, JSON_OR_SSE);
     let mut request =
         with_headers(request, service, credential, call.protocol_version.as_deref(), upstream_session);
     // A 2026-07-28 request mirrors its method and name in headers.
@@ -76,7 +79,7 @@ pub(super) async fn send(
         return Err(Refusal::new(StatusCode::NOT_FOUND, NOT_FOUND, "Session expired; initialize a new one"));
     }
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = header(&answer, reqwest::header::CONTENT_TYPE.as_str());
+    let content_type = header(&answer, CONTENT_TYPE.as_str());
     let opened = (call.is_initialize() && status.is_success())
         .then(|| UpstreamSession::Http(header(&answer, SESSION_HEADER)));
     let is_sse = content_type.as_deref().is_some_and(|v| v.starts_with(SSE));
@@ -102,14 +105,14 @@ pub(super) async fn stream(
         None => Refusal::upstream_failed(StatusCode::BAD_GATEWAY, "The upstream cannot be reached"),
     })?;
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = header(&answer, reqwest::header::CONTENT_TYPE.as_str());
+    let content_type = header(&answer, CONTENT_TYPE.as_str());
     let chunks = answer.bytes_stream().map(|chunk| chunk.map_err(actix_web::error::ErrorBadGateway));
     Ok(Streamed { status, content_type, chunks: chunks.boxed() })
 }
 
 pub(super) async fn end(state: &AppState, service: &LoadedService, upstream_session: &str) {
     if let Ok(request) = request(state, service, reqwest::Method::DELETE) {
-        let _ = request.header(SESSION_HEADER, upstream_session).send().await;
+        let _ = request.header(SESSION_NAME, upstream_session).send().await;
     }
 }
 
@@ -135,7 +138,7 @@ fn with_headers(
     upstream_session: Option<&str>,
 ) -> reqwest::RequestBuilder {
     if let Some(version) = protocol_version {
-        request = request.header(PROTOCOL_HEADER, version);
+        request = request.header(PROTOCOL_NAME, version);
     }
     for (name, value) in &service.headers {
         request = request.header(name, value.expose_secret());
@@ -144,7 +147,7 @@ fn with_headers(
         request = request.header(name, value);
     }
     if let Some(session) = upstream_session {
-        request = request.header(SESSION_HEADER, session);
+        request = request.header(SESSION_NAME, session);
     }
     request
 }

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::gateway::answer::{Body, Broken, Relayed, is_answer, sse_event, whole_answer};
 use crate::gateway::call::Call;
 use crate::gateway::call::Credential;
+use crate::gateway::era;
 use crate::gateway::jsonrpc::{self, Message};
 use crate::gateway::record::CallRecord;
 use crate::gateway::refusal::{Refusal, SESSION_LIMIT, SSE};
@@ -162,10 +163,7 @@ async fn send_to_child(
     ended: fn() -> Refusal,
 ) -> Result<Option<Waiting>, Refusal> {
     let request = match &call.message {
-        Message::Request { id, params, .. } => {
-            let progress = params.as_ref().and_then(|p| p.pointer("/_meta/progressToken")).cloned();
-            Some((id, progress))
-        }
+        Message::Request { id, .. } => Some((id, era::progress_token(&call.message).cloned())),
         _ => None,
     };
     process.send(&call.body, request).await.map_err(|e| match e {
