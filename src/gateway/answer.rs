@@ -226,9 +226,12 @@ impl Capture {
     }
 
     pub(super) fn done(&mut self) {
-        let Some(record) = self.record.take() else { return };
+        let Some(mut record) = self.record.take() else { return };
         let text = lossy(&self.captured).into_owned();
-        let ending = ending_of(&text, &record.rpc_id, self.status);
+        let ending = match record.answered.take() {
+            Some(answered) => answered.ending(self.status),
+            None => ending_of(&text, &record.rpc_id, self.status),
+        };
         let body = (!text.is_empty()).then_some(text.as_str());
         record.finish(ending, body, &self.writer);
     }

@@ -910,8 +910,9 @@ async fn finish(
                 // The one answer of most calls is written as it came, under the client's id.
                 if let [text] = texts.as_slice()
                     && !era::is_cacheable(method)
-                    && let Some(answer) = era::answer_as_modern(text, &bridged_id, &id)
+                    && let Some((answer, answered)) = era::answer_as_modern(text, &bridged_id, &id)
                 {
+                    record.answered = Some(answered);
                     return Ok(json_answer(answer).with_status(status));
                 }
                 let mut messages: Vec<Value> =

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::jsonrpc::{self, Message};
+use super::record::Answered;
 use super::refusal::{PROTOCOL_HEADER, Refusal};
 use crate::catalog::definition::is_header_name;
 
@@ -418,8 +419,9 @@ pub fn stamp(message: &mut Value, method: &str) {
 /// A legacy upstream's answer (JSON text) to the request the gateway sent under `sent_id`, as
 /// the modern client that sent it under `id` gets it, written around the upstream's text rather
 /// than parsed and written again: a result is stamped as `stamp` does for a method that carries
-/// no caching hints. `None` when the text is not such an answer, or its result is stamped already.
-pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<String> {
+/// no caching hints; with how it ended, for the record. `None` when the text is not such an
+/// answer, or its result is stamped already.
+pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<(String, Answered)> {
     #[derive(serde::Deserialize)]
     struct Answer<'a> {
         #[serde(borrow)]
@@ -457,7 +459,8 @@ pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<Strin
         }
         _ => return None,
     }
-    Some(modern)
+    let error = answer.error.and_then(|error| serde_json::from_str::<Value>(error.get()).ok());
+    Some((modern, Answered::of(error.as_ref(), answer.result)))
 }
 
 /// The `requestState` of the gateway's own question for a missing token.
@@ -681,7 +684,7 @@ mod tests {
     #[test]
     fn an_answer_written_around_the_upstreams_text_is_the_stamped_answer() {
         let sent = json!("mcp-platform-7");
-        let modern = |text: &str| answer_as_modern(text, &sent, &json!(42));
+        let modern = |text: &str| answer_as_modern(text, &sent, &json!(42)).map(|(text, _)| text);
         for text in [
             r#"{"jsonrpc":"2.0","id":"mcp-platform-7","result":{"content":[{"type":"text","text":"a \"method\""}]}}"#,
             r#"{"result": {} ,"id":"mcp-platform-7","jsonrpc":"2.0"}"#,
@@ -694,6 +697,17 @@ mod tests {
             stamp(&mut expected, "tools/call");
             let written = modern(text).unwrap_or_else(|| panic!("not written: {text}"));
             assert_eq!(serde_json::from_str::<Value>(&written).unwrap(), expected, "{text}");
+        }
+        // How each ended goes to the record as reading the written answer would find it.
+        for text in [
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-7","error":{"code":-32602,"message":"bad"}}"#,
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-7","result":{"content":[],"isError":true}}"#,
+            r#"{"jsonrpc":"2.0","id":"mcp-platform-7","result":{"content":[],"isError":false}}"#,
+        ] {
+            let (written, answered) = answer_as_modern(text, &sent, &json!(42)).unwrap();
+            let read = crate::gateway::record::ending_of(&written, &json!(42), 200);
+            assert_eq!(answered.ending(200), read, "{text}");
+            assert!(read.error_code.is_some() || read.tool_error == text.contains("true"), "{text}");
         }
         // What it cannot write as it is: another request's answer, a request, a stamped result.
         for text in [

@@ -40,12 +40,16 @@ pub struct CallRecord {
     pub request_body: Option<String>,
     /// Values that must never be stored: the credential injected for this call.
     pub secrets: Vec<String>,
+    /// How the answer ended, when the gateway learnt it writing the answer itself: then the
+    /// answer is not read again for the record.
+    pub answered: Option<Answered>,
     client: ClientInfo,
     /// The writer's room for this call's row, taken when the call was admitted.
     slot: Slot,
 }
 
 /// How a call ended, as far as the gateway can tell.
+#[derive(Debug, PartialEq)]
 pub struct Ending {
     pub http_status: u16,
     pub error_code: Option<i64>,
@@ -94,6 +98,7 @@ impl CallRecord {
             rpc_id: Value::Null,
             request_body: None,
             secrets: Vec::new(),
+            answered: None,
             client: ClientInfo::of(req),
             slot,
         }
@@ -219,27 +224,42 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Given<T> {
 /// How a captured answer with HTTP status `http_status` to request `id` ended: its JSON-RPC
 /// error, or whether it is a tool's result with `isError: true`.
 pub fn ending_of(captured: &str, id: &Value, http_status: u16) -> Ending {
-    let answer = texts_in(captured).into_iter().find_map(|text| {
+    let answered = texts_in(captured).into_iter().find_map(|text| {
         let parts: AnswerParts = serde_json::from_str(text).ok()?;
-        (parts.id == *id && parts.method.0.is_none()).then_some(parts)
+        (parts.id == *id && parts.method.0.is_none())
+            .then(|| Answered::of(parts.error.0.as_ref(), parts.result))
     });
-    let error = answer.as_ref().and_then(|a| a.error.0.as_ref());
-    // Only a result that names `isError` (or could, escaped) is read again, for that alone.
-    let tool_error = answer.as_ref().and_then(|a| a.result).is_some_and(|result| {
-        #[derive(serde::Deserialize)]
-        struct Flagged {
-            #[serde(rename = "isError")]
-            is_error: bool,
-        }
-        let text = result.get();
-        (text.contains("isError") || text.contains("\\u"))
-            && serde_json::from_str::<Flagged>(text).is_ok_and(|r| r.is_error)
-    });
-    Ending {
-        http_status,
-        error_code: error.map(|e| e["code"].as_i64().unwrap_or(0)),
-        error_message: error.map(|e| e["message"].as_str().unwrap_or("").to_owned()),
-        tool_error,
+    answered.unwrap_or_default().ending(http_status)
+}
+
+/// How an answer ended, from its error and its result.
+#[derive(Debug, Default, PartialEq)]
+pub struct Answered {
+    error: Option<(i64, String)>,
+    tool_error: bool,
+}
+
+impl Answered {
+    pub fn of(error: Option<&Value>, result: Option<&serde_json::value::RawValue>) -> Answered {
+        // Only a result that names `isError` (or could, escaped) is read again, for that alone.
+        let tool_error = result.is_some_and(|result| {
+            #[derive(serde::Deserialize)]
+            struct Flagged {
+                #[serde(rename = "isError")]
+                is_error: bool,
+            }
+            let text = result.get();
+            (text.contains("isError") || text.contains("\\u"))
+                && serde_json::from_str::<Flagged>(text).is_ok_and(|r| r.is_error)
+        });
+        let error =
+            error.map(|e| (e["code"].as_i64().unwrap_or(0), e["message"].as_str().unwrap_or("").to_owned()));
+        Answered { error, tool_error }
+    }
+
+    pub fn ending(self, http_status: u16) -> Ending {
+        let (error_code, error_message) = self.error.unzip();
+        Ending { http_status, error_code, error_message, tool_error: self.tool_error }
     }
 }
 

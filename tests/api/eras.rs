@@ -101,6 +101,22 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     )
     .await;
     assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
+    // A tool's own failure and the upstream's error come back as they ended, and are recorded so.
+    let failed = result_of(
+        modern(&url, &key, 40, "tools/call", json!({ "name": "fail", "arguments": {} }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((failed["isError"].clone(), failed["resultType"].clone()), (json!(true), json!("complete")));
+    let unknown = modern(&url, &key, 41, "tools/call", json!({ "name": "nope", "arguments": {} }))
+        .send()
+        .await
+        .unwrap();
+    let unknown: Value = unknown.json().await.unwrap();
+    assert_eq!(unknown["id"], 41, "{unknown}");
+    let unknown_code = unknown["error"]["code"].as_i64().unwrap_or_else(|| panic!("no error in {unknown}"));
     // One gateway session served all of them.
     assert_eq!(gauge(&app, r#"gateway_sessions{kind="bridged"}"#).await, 1);
     // A subscription: acknowledged with what the upstream offers of what it asked for, then
@@ -170,7 +186,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     assert!(text.contains("\"echo\"") && !text.contains("resultType"), "{text}");
 
     // Every message is recorded with its era; the gateway's own handshakes are not calls.
-    let rows = settled_rows(&app, 18).await;
+    let rows = settled_rows(&app, 20).await;
     let methods: Vec<&str> = rows.iter().map(|r| r.method.as_str()).filter(|m| *m != "tools/call").collect();
     assert_eq!(
         methods,
@@ -183,14 +199,18 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
             "tools/list"
         ]
     );
-    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 12);
-    assert!(rows.iter().all(|r| r.outcome == Outcome::Success), "{methods:?}");
+    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 14);
+    let ended = |tool: &str| rows.iter().find(|r| r.tool == tool).map(|r| (r.outcome, r.error_code)).unwrap();
+    assert_eq!(ended("fail"), (Outcome::ToolError, None));
+    assert_eq!(ended("nope"), (Outcome::Failure, Some(unknown_code as i32)));
+    let mut others = rows.iter().filter(|r| r.tool != "fail" && r.tool != "nope");
+    assert!(others.all(|r| r.outcome == Outcome::Success), "{methods:?}");
     let listened = rows.iter().find(|r| r.method == "subscriptions/listen").unwrap();
     assert!(listened.response.contains("notifications/tools/list_changed"), "{}", listened.response);
     let flags = stateless_flags(&app).await;
     assert_eq!(
         (flags.len(), flags.iter().filter(|s| **s).count()),
-        (18, 15),
+        (20, 17),
         "the session's 3 are not stateless"
     );
     let whoami_row = rows.iter().find(|r| r.tool == "whoami").unwrap();
