@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::cache::LoadedService;
 use super::call::{Call, Caller};
-use super::era::{self, Era};
+use super::era;
 use super::jsonrpc;
 use super::record::CallRecord;
 use super::refusal::{Challenge, FORBIDDEN, NOT_FOUND, PROTOCOL_HEADER, Refusal, SSE};
@@ -224,15 +224,8 @@ pub async fn message(
         Ok(service)
     };
     let service = checked.await.map_err(|r| r.with_id(&id))?;
-    let param_headers = match &era {
-        Era::Modern(_) => headers
-            .iter()
-            .filter(|(name, _)| name.as_str().starts_with("mcp-param-"))
-            .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
-            .collect(),
-        Era::Legacy => Vec::new(),
-    };
-    let call = Call { caller, service, message, body, protocol_version, era, param_headers };
+    // (The client's `Mcp-Param-*` headers are taken where they are relayed: `era::client_param_headers`.)
+    let call = Call { caller, service, message, body, protocol_version, era, param_headers: Vec::new() };
     if let Some(tool) = call.message.tool_name()
         && !call.offers(tool)
     {

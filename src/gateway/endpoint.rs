@@ -214,6 +214,7 @@ async fn relay_message(
         if let Era::Modern(modern) = &call.era {
             let mut relayed = match bridge::speaks(state, &call, &credential, record).await? {
                 Speaks::Modern { discovered, .. } => {
+                    call.param_headers = era::client_param_headers(headers);
                     bridge::relay_stateless(state, &call, &discovered, &credential, record).await?
                 }
                 Speaks::Legacy => bridge::relay(state, &call, modern, &credential, record).await?,

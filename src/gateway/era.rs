@@ -205,6 +205,16 @@ pub fn mirrored_headers(message: &Message) -> Vec<(&'static str, String)> {
     headers
 }
 
+/// The `Mcp-Param-*` headers a 2026-07-28 client sent, for an upstream of that revision (one of
+/// 2025-11-25 only has no use for them).
+pub fn client_param_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("mcp-param-"))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
 /// A value as a 2026-07-28 request's header carries it: as it is when it is plain visible
 /// ASCII, otherwise in the Base64 sentinel form `=?base64?...?=`.
 pub fn encoded(value: &str) -> String {
