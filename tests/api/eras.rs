@@ -36,6 +36,12 @@ async fn developer_of_tools(app: &TestApp, upstream: &HttpUpstream) -> (OrgId, S
     (org, api_key(app, org, &developer, "mcp:read mcp:write").await, app.url("/mcp/tools"))
 }
 
+/// The result of a stateless call of the tool `name`.
+async fn call_tool(url: &str, key: &str, id: u64, name: &str, arguments: Value) -> Value {
+    let call = modern(url, key, id, "tools/call", json!({ "name": name, "arguments": arguments }));
+    result_of(call.send().await.unwrap()).await
+}
+
 fn text_of(result: &Value) -> &str {
     result["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text in {result}"))
 }
@@ -84,31 +90,13 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
         (json!("complete"), json!("private"))
     );
     assert!(tools["ttlMs"].is_u64());
-    let echoed = result_of(
-        modern(&url, &key, 3, "tools/call", json!({ "name": "echo", "arguments": { "text": "stateless" } }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let echoed = call_tool(&url, &key, 3, "echo", json!({ "text": "stateless" })).await;
     assert_eq!((text_of(&echoed), echoed["resultType"].clone()), ("stateless", json!("complete")));
     // The upstream got the caller's own token, as a session's calls do.
-    let whoami = result_of(
-        modern(&url, &key, 4, "tools/call", json!({ "name": "whoami", "arguments": {} }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let whoami = call_tool(&url, &key, 4, "whoami", json!({})).await;
     assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
     // A tool's own failure and the upstream's error come back as they ended, and are recorded so.
-    let failed = result_of(
-        modern(&url, &key, 40, "tools/call", json!({ "name": "fail", "arguments": {} }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let failed = call_tool(&url, &key, 40, "fail", json!({})).await;
     assert_eq!((failed["isError"].clone(), failed["resultType"].clone()), (json!(true), json!("complete")));
     let unknown = modern(&url, &key, 41, "tools/call", json!({ "name": "nope", "arguments": {} }))
         .send()
@@ -167,13 +155,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     // The subscription ends with a result as the upstream's stream ends.
     read_until(r#""resultType":"complete""#, &mut seen).await;
     upstream = HttpUpstream::start_legacy_on(&format!("127.0.0.1:{port}"));
-    let again = result_of(
-        modern(&url, &key, 5, "tools/call", json!({ "name": "add", "arguments": { "a": 2, "b": 3 } }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let again = call_tool(&url, &key, 5, "add", json!({ "a": 2, "b": 3 })).await;
     assert_eq!(text_of(&again), "5");
     assert_eq!(gauge(&app, r#"gateway_sessions{kind="bridged"}"#).await, 1);
 
@@ -232,13 +214,7 @@ async fn a_stateless_client_of_an_upstream_that_speaks_2026_07_28_is_relayed_as_
     let tools = result_of(modern(&url, &key, 2, "tools/list", json!({})).send().await.unwrap()).await;
     assert_eq!(tools["tools"].as_array().unwrap().len(), 8);
     assert_eq!(tools["cacheScope"], "private", "what the gateway relays for a caller is theirs");
-    let whoami = result_of(
-        modern(&url, &key, 3, "tools/call", json!({ "name": "whoami", "arguments": {} }))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let whoami = call_tool(&url, &key, 3, "whoami", json!({})).await;
     assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
     assert_eq!(whoami["resultType"], "complete");
     // No session anywhere: the upstream serves the requests as they come.
