@@ -121,6 +121,21 @@ impl Tx {
     }
 }
 
+/// The rows cut into runs for multi-row statements: runs of `max`, then of the powers of two
+/// below it, largest first. A batch of any size is written with statements of a few texts,
+/// each prepared once per connection and kept, instead of one text per batch size prepared
+/// anew each time (for SQLite, preparing a roll-up statement of a dozen rows cost more than
+/// running it).
+pub(crate) fn runs<T>(rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let len = if rest.len() >= max { max } else { 1 << rest.len().checked_ilog2()? };
+        let (run, tail) = rest.split_at(len);
+        rest = tail;
+        Some(run)
+    })
+}
+
 /// A LIKE pattern (used with `ESCAPE '\\'`) matching `text` literally: anywhere, or at the start.
 pub(crate) fn like_pattern(text: &str, prefix_only: bool) -> String {
     let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
@@ -339,5 +354,31 @@ impl Db {
             from = to;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    fn lengths(rows: usize, max: usize) -> Vec<usize> {
+        runs(&vec![(); rows], max).map(<[()]>::len).collect()
+    }
+
+    #[test]
+    fn runs_are_of_max_then_powers_of_two_and_cover_every_row_once() {
+        assert_eq!(lengths(0, 500), Vec::<usize>::new());
+        assert_eq!(lengths(1, 500), [1]);
+        assert_eq!(lengths(23, 500), [16, 4, 2, 1]);
+        assert_eq!(lengths(1234, 500), [500, 500, 128, 64, 32, 8, 2]);
+        assert_eq!(lengths(200, 200), [200]);
+        let rows: Vec<usize> = (0..777).collect();
+        let cut: Vec<usize> = runs(&rows, 200).flatten().copied().collect();
+        assert_eq!(cut, rows);
+        // A batch of any size uses one of a few statement texts.
+        let mut sizes: Vec<usize> = (0..=1000).flat_map(|n| lengths(n, 500)).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        assert_eq!(sizes, [1, 2, 4, 8, 16, 32, 64, 128, 256, 500]);
     }
 }

@@ -118,8 +118,8 @@ impl NewRequestLog {
 /// Rows per INSERT statement: 22 parameters each stays within both databases' limits.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// Inserts the rows with one multi-row statement per `ROWS_PER_STATEMENT`. The next statement's
-/// values are bound (bodies compressed) while the database runs the one before.
+/// Inserts the rows with multi-row statements of at most `ROWS_PER_STATEMENT` (`db::runs`). The
+/// next statement's values are bound (bodies compressed) while the database runs the one before.
 pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result<()> {
     on_conn!(conn, c => {
         let statement = |chunk: &[NewRequestLog]| {
@@ -154,15 +154,14 @@ pub async fn insert_many(conn: Conn<'_>, rows: &[NewRequestLog]) -> sqlx::Result
                     .push_bind(CompactTime(row.created_at))
                     .push_bind(row.stateless);
             });
-            // Full chunks repeat one statement (worth keeping prepared); the last one varies.
-            (insert, chunk.len() == ROWS_PER_STATEMENT)
+            insert
         };
-        let mut chunks = rows.chunks(ROWS_PER_STATEMENT);
+        let mut chunks = super::runs(rows, ROWS_PER_STATEMENT);
         let mut next = chunks.next().map(statement);
-        while let Some((mut insert, full)) = next {
+        while let Some(mut insert) = next {
             // The statement is handed to the database on the first poll, before the next is bound.
             let (done, following) = futures_util::join!(
-                insert.build().persistent(full).execute(&mut *c),
+                insert.build().execute(&mut *c),
                 async { chunks.next().map(statement) },
             );
             done?;

@@ -78,7 +78,7 @@ pub async fn add_rollups(conn: Conn<'_>, rollups: &BTreeMap<RollupKey, Counts>) 
     let added: String =
         (0..BUCKETS).map(|b| format!(", b{b} = usage_rollups.b{b} + excluded.b{b}")).collect();
     on_conn!(conn, c => {
-        for chunk in rollups.chunks(ROLLUPS_PER_STATEMENT) {
+        for chunk in super::runs(&rollups, ROLLUPS_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::new(format!(
                 "INSERT INTO usage_rollups (organization_id, level, grain, period_start, mcp_service_id, tool_name, \
                  api_key_id, user_id, requests, tool_errors, failures, duration_ms, last_success_at{buckets}) "
@@ -112,8 +112,7 @@ pub async fn add_rollups(conn: Conn<'_>, rollups: &BTreeMap<RollupKey, Counts>) 
                  OR excluded.last_success_at > usage_rollups.last_success_at \
                  THEN excluded.last_success_at ELSE usage_rollups.last_success_at END{added}"
             ));
-            // Batches differ in size: their statements are not worth keeping prepared.
-            insert.build().persistent(false).execute(&mut *c).await?;
+            insert.build().execute(&mut *c).await?;
         }
         Ok(())
     })
