@@ -10,13 +10,14 @@
 //! it declared. Wires the relay and answer phases, like `endpoint` and `probe`.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use actix_web::http::StatusCode;
 use actix_web::web;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use memchr::memmem::Finder;
@@ -553,7 +554,9 @@ pub(super) async fn relay(
         Message::Request { method, params, .. } => {
             let params = params.as_ref().map(|params| era::ForLegacyUpstream { params, token: &bridged_id });
             let request = Request { jsonrpc: "2.0", id: &bridged_id, method, params };
-            let body = serde_json::to_vec(&request).expect("a JSON value serializes");
+            // (About the client's body in size: the `_meta` it loses, the gateway's id it gains.)
+            let mut body = Vec::with_capacity(call.body.len() + 16);
+            serde_json::to_writer(&mut body, &request).expect("a JSON value serializes");
             // Of the params, the relay reads only the progress token (a stdio child's
             // notifications find their request by it): the body has the rest.
             let progress = era::progress_token(&call.message)
@@ -766,11 +769,18 @@ async fn open(
         Transport::Stdio => ("user", call.caller.user_id.as_uuid()),
         Transport::Http => ("key", key.as_uuid()),
     };
-    // (Written into a string made large enough at once.)
-    let mut id = String::with_capacity(128);
-    let _ = write!(id, "bridge:{owner}:{owner_id}:{service}:{declared:016x}");
-    if let Some(bridged) = state.gateway.bridged(&id) {
-        return Ok(bridged);
+    // The three parts in Base64 (written once per call, so without the formatting machinery).
+    let mut parts = [0u8; 40];
+    parts[..16].copy_from_slice(owner_id.as_bytes());
+    parts[16..32].copy_from_slice(service.as_uuid().as_bytes());
+    parts[32..].copy_from_slice(&declared.to_be_bytes());
+    let mut id = String::with_capacity(72);
+    id.push_str("bridge:");
+    id.push_str(owner);
+    id.push(':');
+    URL_SAFE_NO_PAD.encode_string(parts, &mut id);
+    if let Some((upstream, initialized)) = state.gateway.bridged(&id) {
+        return Ok(Bridged { id, upstream, initialized });
     }
 
     let capabilities = bridged_capabilities(&modern.capabilities);

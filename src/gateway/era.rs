@@ -4,7 +4,6 @@
 //! headers that must match the body. This module tells the eras apart, applies the 2026-07-28
 //! transport rules, and stamps the results a modern client gets.
 
-use std::fmt::Write;
 use std::sync::LazyLock;
 
 use actix_web::http::StatusCode;
@@ -452,25 +451,31 @@ pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<(Stri
     if !same || answer.method.is_some() {
         return None;
     }
-    let mut modern = String::with_capacity(text.len() + 32);
-    // (Writing to a `String` cannot fail.)
-    let _ = write!(modern, r#"{{"jsonrpc":"2.0","id":{id},"#);
+    // (Put together piece by piece: this runs on every bridged call.)
+    let mut modern = Vec::with_capacity(text.len() + 48);
+    modern.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    serde_json::to_writer(&mut modern, id).ok()?;
     match (answer.result, answer.error) {
         (Some(result), None) => {
             let members = result.get().trim_start().strip_prefix('{')?;
             if RESULT_TYPE_KEY.find(members.as_bytes()).is_some() {
                 return None;
             }
-            let comma = if members.trim_start().starts_with('}') { "" } else { "," };
-            let _ = write!(modern, r#""result":{{"resultType":"complete"{comma}{members}}}"#);
+            modern.extend_from_slice(br#","result":{"resultType":"complete""#);
+            if !members.trim_start().starts_with('}') {
+                modern.push(b',');
+            }
+            modern.extend_from_slice(members.as_bytes());
         }
         (None, Some(error)) => {
-            let _ = write!(modern, r#""error":{}}}"#, error.get());
+            modern.extend_from_slice(br#","error":"#);
+            modern.extend_from_slice(error.get().as_bytes());
         }
         _ => return None,
     }
+    modern.push(b'}');
     let error = answer.error.and_then(|error| serde_json::from_str::<Value>(error.get()).ok());
-    Some((modern, Answered::of(error.as_ref(), answer.result)))
+    Some((String::from_utf8(modern).ok()?, Answered::of(error.as_ref(), answer.result)))
 }
 
 /// The `requestState` of the gateway's own question for a missing token.

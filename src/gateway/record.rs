@@ -2,6 +2,7 @@
 //! gateway learns it, redacted (including the credential it injected), cut at 16 KiB, and handed
 //! to the batched writer, off the response path.
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use crate::auth::ClientInfo;
@@ -12,6 +13,7 @@ use crate::telemetry::metrics::Observed;
 use crate::telemetry::redact::{redact_body, redact_text, truncate};
 use crate::telemetry::writer::{RequestLogWriter, Slot};
 use actix_web::HttpRequest;
+use memchr::memmem::Finder;
 use serde_json::Value;
 
 /// Bodies are stored up to this size and marked as cut beyond it.
@@ -239,6 +241,10 @@ pub struct Answered {
     tool_error: bool,
 }
 
+/// What `Answered::of` looks for in a result, each searcher built once.
+static IS_ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("isError"));
+static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\\u"));
+
 impl Answered {
     pub fn of(error: Option<&Value>, result: Option<&serde_json::value::RawValue>) -> Answered {
         // Only a result that names `isError` (or could, escaped) is read again, for that alone.
@@ -249,7 +255,7 @@ impl Answered {
                 is_error: bool,
             }
             let text = result.get();
-            (text.contains("isError") || text.contains("\\u"))
+            (IS_ERROR_KEY.find(text.as_bytes()).is_some() || ESCAPE.find(text.as_bytes()).is_some())
                 && serde_json::from_str::<Flagged>(text).is_ok_and(|r| r.is_error)
         });
         let error =

@@ -414,8 +414,9 @@ impl Gateway {
         self.marked_tools.insert(service_id, marked);
     }
 
-    /// The gateway's own session for 2026-07-28 clients under `id`, while its upstream is there.
-    pub(super) fn bridged(&self, id: &str) -> Option<Bridged> {
+    /// The gateway's own session for 2026-07-28 clients under `id`, while its upstream is there:
+    /// its upstream session and `initialize` result.
+    pub(super) fn bridged(&self, id: &str) -> Option<(UpstreamSession, Initialized)> {
         let mut sessions = self.sessions.lock().expect("session table lock");
         let session = sessions.get_mut(id)?;
         if session.upstream.process().is_some_and(|process| process.has_ended()) {
@@ -424,7 +425,7 @@ impl Gateway {
         }
         session.last_used = std::time::Instant::now();
         let initialized = session.initialized.clone()?;
-        Some(Bridged { id: id.to_owned(), upstream: session.upstream.clone(), initialized })
+        Some((session.upstream.clone(), initialized))
     }
 
     /// The service's `initialize` result seen within `era::DISCOVER_TTL`.
