@@ -23,6 +23,7 @@ use futures_util::stream::BoxStream;
 use memchr::memmem::Finder;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::answer::{
     Body, Relayed, broken_off, json_answer, keep_offered, messages_of, sse_event, text_of, whole_answer,
@@ -66,7 +67,7 @@ pub(super) async fn speaks(
     let modern = Modern { version: era::MODERN_VERSION, capabilities: json!({}), client_info: None };
     let probe_call = stateless_call(own_call(call, &probe)?, modern);
     // Not reachable now: nothing is remembered, and it is asked again next time.
-    let relayed = relay::post(state, &probe_call, credential, None, record).await?;
+    let relayed = relay::post(state, &probe_call, credential, None, &mut record.secrets).await?;
     let messages = messages_of(relayed.body).await.unwrap_or_default();
     let discovered = messages.iter().find_map(|m| m.get("result")?.as_object().cloned());
     let versions: Vec<&str> = discovered
@@ -108,7 +109,7 @@ pub(super) async fn relay_stateless(
         result.insert("cacheScope".to_owned(), json!("private"));
         return Ok(whole_answer(&[json!({ "jsonrpc": "2.0", "id": id, "result": result })], None));
     }
-    let relayed = relay::post(state, call, credential, None, record).await?;
+    let relayed = relay::post(state, call, credential, None, &mut record.secrets).await?;
     if !era::is_cacheable(&method) {
         return Ok(relayed);
     }
@@ -193,7 +194,7 @@ pub(super) async fn relay_for_legacy(
     loop {
         let param_headers = param_headers(state, call, declared, credential, record, listed_again).await?;
         let stateless = declared_call(call, declared, &call.message, &call.body, param_headers)?;
-        let relayed = relay::post(state, &stateless, credential, None, record).await?;
+        let relayed = relay::post(state, &stateless, credential, None, &mut record.secrets).await?;
         let status = relayed.status;
         let mut messages = messages_of(relayed.body).await.ok_or_else(broken_off)?;
         // The tool's schema may have changed since its list was read: read again, once.
@@ -293,7 +294,7 @@ async fn list_marked(
         }
         let own = own_call(call, &request)?;
         let listing = declared_call(call, declared, &own.message, &own.body, Vec::new())?;
-        let relayed = relay::post(state, &listing, credential, None, record).await?;
+        let relayed = relay::post(state, &listing, credential, None, &mut record.secrets).await?;
         let messages = messages_of(relayed.body).await.unwrap_or_default();
         let Some(result) = messages.iter().find_map(|m| m.get("result")) else { break };
         add_marked(result, &mut marked);
@@ -499,7 +500,7 @@ fn no_subscriptions(reason: &str) -> Refusal {
 
 /// Relays a modern client's request to a legacy upstream in the gateway's own session.
 pub(super) async fn relay(
-    state: &AppState,
+    state: &web::Data<AppState>,
     call: &Call,
     modern: &Modern,
     credential: &Credential,
@@ -541,11 +542,19 @@ pub(super) async fn relay(
                     jsonrpc::error_body(upstream_id, jsonrpc::INTERNAL_ERROR, "The client gave no answer")
                 }
             };
-            relay::post(state, &own_call(call, &answer)?, credential, Some(&awaiting.upstream), record)
-                .await?;
+            relay::post(
+                state,
+                &own_call(call, &answer)?,
+                credential,
+                Some(&awaiting.upstream),
+                &mut record.secrets,
+            )
+            .await?;
         }
-        let Awaiting { upstream, bridged_id, reader, status, .. } = awaiting;
-        return finish(state, call, modern, credential, &upstream, reader, bridged_id, status, record).await;
+        let Awaiting { upstream, bridged_id, mut reader, status, .. } = awaiting;
+        let stop = reader.next().await?;
+        return finish(state, call, modern, credential, &upstream, reader, stop, bridged_id, status, record)
+            .await;
     }
     // Stateless clients share the gateway's session, and each numbers its requests its own way:
     // the request goes under an id of the gateway's, and its answer comes back under the client's.
@@ -568,14 +577,16 @@ pub(super) async fn relay(
         }
         _ => (call.message.clone(), call.body.clone()),
     };
-    let relayed_call = legacy_call(call, message, body);
+    let mut relayed_call = legacy_call(call, message, body);
     let mut forgotten = false;
     loop {
         let bridged = open(state, call, modern, credential, record).await?;
-        match relay::post(state, &relayed_call, credential, Some(&bridged.upstream), record).await {
-            Ok(relayed) => {
-                let status = relayed.status;
-                let reader = Reader::new(relayed.body);
+        let exchange =
+            exchange(state.clone(), relayed_call, credential.clone(), bridged.upstream.clone()).await?;
+        relayed_call = exchange.call;
+        record.secrets.extend(exchange.secrets);
+        match exchange.answered {
+            Ok((status, reader, stop)) => {
                 return finish(
                     state,
                     call,
@@ -583,6 +594,7 @@ pub(super) async fn relay(
                     credential,
                     &bridged.upstream,
                     reader,
+                    stop,
                     bridged_id,
                     status,
                     record,
@@ -597,6 +609,39 @@ pub(super) async fn relay(
             Err(refusal) => return Err(refusal),
         }
     }
+}
+
+/// A bridged request's exchange with its upstream, as far as the answer's first stop.
+struct Exchange {
+    call: Call,
+    /// The credentials sent, for the record.
+    secrets: Vec<String>,
+    answered: Result<(StatusCode, Reader, Stop), Refusal>,
+}
+
+/// Sends the request in the gateway's session and reads the answer to its end, or to the
+/// upstream's first request of the client, in a task of its own: the upstream's answer wakes
+/// that task, and the client's connection (which actix-web polls whole on every wake-up, its
+/// request decoder included) only once, when it is read. The task ends with the call, should
+/// the client go away first.
+async fn exchange(
+    state: web::Data<AppState>,
+    call: Call,
+    credential: Credential,
+    upstream: UpstreamSession,
+) -> Result<Exchange, Refusal> {
+    let task = actix_web::rt::spawn(async move {
+        let mut secrets = Vec::new();
+        let answered = async {
+            let relayed = relay::post(&state, &call, &credential, Some(&upstream), &mut secrets).await?;
+            let mut reader = Reader::new(relayed.body);
+            let stop = reader.next().await?;
+            Ok((relayed.status, reader, stop))
+        }
+        .await;
+        Exchange { call, secrets, answered }
+    });
+    AbortOnDropHandle::new(task).await.map_err(|_| broken_off())
 }
 
 /// A modern client's subscription to an upstream of 2025-11-25 only: acknowledged with what
@@ -636,9 +681,14 @@ async fn listen(
     for uri in uris.filter(|_| offers("/resources/subscribe")) {
         let request = json!({ "jsonrpc": "2.0", "id": format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             "method": "resources/subscribe", "params": { "uri": uri } });
-        let relayed =
-            relay::post(state, &own_call(call, &request)?, credential, Some(&bridged.upstream), record)
-                .await?;
+        let relayed = relay::post(
+            state,
+            &own_call(call, &request)?,
+            credential,
+            Some(&bridged.upstream),
+            &mut record.secrets,
+        )
+        .await?;
         if messages_of(relayed.body).await.unwrap_or_default().iter().any(|m| m.get("result").is_some()) {
             subscribed.push(Value::String(uri.to_owned()));
         }
@@ -787,7 +837,8 @@ async fn open(
     let client_info = modern.client_info.clone().unwrap_or_else(gateway_info);
     let initialize = json!({ "jsonrpc": "2.0", "id": "mcp-platform-bridge", "method": "initialize",
         "params": { "protocolVersion": BRIDGED_VERSION, "capabilities": capabilities, "clientInfo": client_info } });
-    let mut relayed = relay::post(state, &own_call(call, &initialize)?, credential, None, record).await?;
+    let mut relayed =
+        relay::post(state, &own_call(call, &initialize)?, credential, None, &mut record.secrets).await?;
     let Some(upstream) = relayed.opened.take() else {
         let messages = messages_of(relayed.body).await.unwrap_or_default();
         return Err(refused_initialize(&messages));
@@ -799,7 +850,7 @@ async fn open(
     };
     let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
     if let Err(refusal) =
-        relay::post(state, &own_call(call, &note)?, credential, Some(&upstream), record).await
+        relay::post(state, &own_call(call, &note)?, credential, Some(&upstream), &mut record.secrets).await
     {
         relay::end(state, &call.service, &upstream).await;
         return Err(refusal);
@@ -872,14 +923,16 @@ async fn finish(
     credential: &Credential,
     upstream: &UpstreamSession,
     mut reader: Reader,
+    first: Stop,
     bridged_id: Value,
     status: StatusCode,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
     let method = call.message.method().unwrap_or_default();
     let id = call.message.id().cloned().unwrap_or(Value::Null);
+    let mut stop = first;
     loop {
-        match reader.next().await? {
+        match stop {
             Stop::Asks(request) => {
                 let asked = request["method"].as_str().unwrap_or_default();
                 let declared =
@@ -888,6 +941,7 @@ async fn finish(
                     matches!(declared, Some(capability) if modern.capabilities.get(capability).is_some());
                 if !may_ask {
                     decline(state, call, credential, upstream, &request, record).await?;
+                    stop = reader.next().await?;
                     continue;
                 }
                 let state_id = format!("{RESUMED}{}", crate::crypto::random_token());
@@ -1083,7 +1137,9 @@ async fn decline(
         jsonrpc::METHOD_NOT_FOUND,
         &format!("{asked}: the {} client behind the gateway cannot answer it", era::MODERN_VERSION),
     );
-    relay::post(state, &own_call(call, &answer)?, credential, Some(upstream), record).await.map(drop)
+    relay::post(state, &own_call(call, &answer)?, credential, Some(upstream), &mut record.secrets)
+        .await
+        .map(drop)
 }
 
 /// The messages as the modern client gets them, each result stamped.

@@ -93,7 +93,7 @@ impl Call {
 }
 
 /// The caller's token for a service, when the service takes one.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Credential {
     pub(super) token: Option<SecretString>,
 }

@@ -242,7 +242,7 @@ async fn relay_message(
             record.session_tag = Some(session_tag(&session_id));
             return Ok((relayed, Some(session_id)));
         }
-        match relay::post(state, &call, &credential, upstream, record).await {
+        match relay::post(state, &call, &credential, upstream, &mut record.secrets).await {
             Ok(mut relayed) => {
                 if call.filters_tools() {
                     relayed = answer::offered_only(relayed, |tool| call.offers(tool)).await?;

@@ -123,7 +123,7 @@ impl Probe<'_> {
         );
         let relayed =
             match admit::message(state, self.caller.clone(), self.name, body, &headers, &mut record).await {
-                Ok(call) => relay::post(state, &call, self.credential, session, &mut record).await,
+                Ok(call) => relay::post(state, &call, self.credential, session, &mut record.secrets).await,
                 Err(refusal) => Err(refusal),
             };
         let mut relayed = match relayed {

@@ -15,7 +15,6 @@ use crate::gateway::cache::LoadedService;
 use crate::gateway::call::Call;
 use crate::gateway::call::Credential;
 use crate::gateway::era;
-use crate::gateway::record::CallRecord;
 use crate::gateway::refusal::{LAST_EVENT_ID_HEADER, NOT_FOUND, Refusal, SESSION_HEADER, SSE};
 use crate::gateway::sessions::UpstreamSession;
 
@@ -30,12 +29,11 @@ pub(super) async fn post(
     call: &Call,
     credential: &Credential,
     upstream_session: Option<&str>,
-    record: &mut CallRecord,
+    secrets: &mut Vec<String>,
 ) -> Result<Relayed, Refusal> {
-    // The caller's token, and the service's own header values: credentials all, should the
-    // upstream echo them.
-    record.secrets.extend(credential.secret().map(str::to_owned));
-    record.secrets.extend(call.service.headers.iter().map(|(_, value)| value.expose_secret().to_owned()));
+    // The caller's token, and the service's own header values: credentials all.
+    secrets.extend(credential.secret().map(str::to_owned));
+    secrets.extend(call.service.headers.iter().map(|(_, value)| value.expose_secret().to_owned()));
     send(state, call, credential, upstream_session).await
 }
 

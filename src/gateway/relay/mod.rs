@@ -13,7 +13,6 @@ use super::answer::Relayed;
 use super::cache::LoadedService;
 use super::call::Call;
 use super::call::Credential;
-use super::record::CallRecord;
 use super::refusal::Refusal;
 use super::sessions::UpstreamSession;
 use crate::app::AppState;
@@ -27,21 +26,22 @@ pub(super) struct Streamed {
 }
 
 /// Relays one message in the session (if any); an `initialize` that succeeds brings back the
-/// upstream session it opened.
+/// upstream session it opened. The credentials it sends go into `secrets`, for the record to
+/// redact should the upstream echo them.
 pub(super) async fn post(
     state: &AppState,
     call: &Call,
     credential: &Credential,
     session: Option<&UpstreamSession>,
-    record: &mut CallRecord,
+    secrets: &mut Vec<String>,
 ) -> Result<Relayed, Refusal> {
     let started = std::time::Instant::now();
     let relayed = match call.service.transport {
         Transport::Http => {
-            http::post(state, call, credential, session.and_then(UpstreamSession::http_id), record).await
+            http::post(state, call, credential, session.and_then(UpstreamSession::http_id), secrets).await
         }
         Transport::Stdio => {
-            stdio::post(state, call, credential, session.and_then(UpstreamSession::process), record).await
+            stdio::post(state, call, credential, session.and_then(UpstreamSession::process), secrets).await
         }
     };
     if relayed.is_ok() {

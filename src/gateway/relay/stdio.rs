@@ -15,7 +15,6 @@ use crate::gateway::call::Call;
 use crate::gateway::call::Credential;
 use crate::gateway::era;
 use crate::gateway::jsonrpc::{self, Message};
-use crate::gateway::record::CallRecord;
 use crate::gateway::refusal::{Refusal, SESSION_LIMIT, SSE};
 use crate::gateway::sessions::UpstreamSession;
 use crate::gateway::stdio::{Launch, Process, SendError, SpawnError, Waiting};
@@ -25,10 +24,10 @@ pub(super) async fn post(
     call: &Call,
     credential: &Credential,
     process: Option<&Arc<Process>>,
-    record: &mut CallRecord,
+    secrets: &mut Vec<String>,
 ) -> Result<Relayed, Refusal> {
     if call.is_initialize() {
-        return initialize(state, call, credential, record).await;
+        return initialize(state, call, credential, secrets).await;
     }
     // An HTTP upstream refuses a revision it does not serve; a stdio child has no header to
     // check, so the gateway does it (Streamable HTTP: 400).
@@ -52,7 +51,7 @@ pub(super) async fn post(
         ));
     };
     if let Some(secret) = process.secret() {
-        record.secrets.push(secret.to_owned());
+        secrets.push(secret.to_owned());
     }
     // A child found gone before the message reached it has ended the session, even when its
     // supervisor has not yet said so.
@@ -118,11 +117,11 @@ async fn initialize(
     state: &AppState,
     call: &Call,
     credential: &Credential,
-    record: &mut CallRecord,
+    secrets: &mut Vec<String>,
 ) -> Result<Relayed, Refusal> {
     let process = start_process(state, call, credential).await?;
     if let Some(secret) = process.secret() {
-        record.secrets.push(secret.to_owned());
+        secrets.push(secret.to_owned());
     }
     let deadline = tokio::time::Instant::now() + call.timeout();
     let handshake = async {
