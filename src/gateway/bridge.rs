@@ -542,14 +542,7 @@ pub(super) async fn relay(
                     jsonrpc::error_body(upstream_id, jsonrpc::INTERNAL_ERROR, "The client gave no answer")
                 }
             };
-            relay::post(
-                state,
-                &own_call(call, &answer)?,
-                credential,
-                Some(&awaiting.upstream),
-                &mut record.secrets,
-            )
-            .await?;
+            post_own(state, call, &answer, credential, Some(&awaiting.upstream), record).await?;
         }
         let Awaiting { upstream, bridged_id, mut reader, status, .. } = awaiting;
         let stop = reader.next().await?;
@@ -681,14 +674,7 @@ async fn listen(
     for uri in uris.filter(|_| offers("/resources/subscribe")) {
         let request = json!({ "jsonrpc": "2.0", "id": format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             "method": "resources/subscribe", "params": { "uri": uri } });
-        let relayed = relay::post(
-            state,
-            &own_call(call, &request)?,
-            credential,
-            Some(&bridged.upstream),
-            &mut record.secrets,
-        )
-        .await?;
+        let relayed = post_own(state, call, &request, credential, Some(&bridged.upstream), record).await?;
         if messages_of(relayed.body).await.unwrap_or_default().iter().any(|m| m.get("result").is_some()) {
             subscribed.push(Value::String(uri.to_owned()));
         }
@@ -837,8 +823,7 @@ async fn open(
     let client_info = modern.client_info.clone().unwrap_or_else(gateway_info);
     let initialize = json!({ "jsonrpc": "2.0", "id": "mcp-platform-bridge", "method": "initialize",
         "params": { "protocolVersion": BRIDGED_VERSION, "capabilities": capabilities, "clientInfo": client_info } });
-    let mut relayed =
-        relay::post(state, &own_call(call, &initialize)?, credential, None, &mut record.secrets).await?;
+    let mut relayed = post_own(state, call, &initialize, credential, None, record).await?;
     let Some(upstream) = relayed.opened.take() else {
         let messages = messages_of(relayed.body).await.unwrap_or_default();
         return Err(refused_initialize(&messages));
@@ -849,9 +834,7 @@ async fn open(
         return Err(refused_initialize(&messages));
     };
     let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-    if let Err(refusal) =
-        relay::post(state, &own_call(call, &note)?, credential, Some(&upstream), &mut record.secrets).await
-    {
+    if let Err(refusal) = post_own(state, call, &note, credential, Some(&upstream), record).await {
         relay::end(state, &call.service, &upstream).await;
         return Err(refusal);
     }
@@ -891,6 +874,18 @@ fn own_call(call: &Call, message: &Value) -> Result<Call, Refusal> {
     let body = message.to_string();
     let parsed = jsonrpc::parse(body.as_bytes()).map_err(Refusal::malformed)?;
     Ok(legacy_call(call, parsed, body.into()))
+}
+
+/// Relays a message of the gateway's own in its session with the call's upstream (or to open one).
+async fn post_own(
+    state: &AppState,
+    call: &Call,
+    message: &Value,
+    credential: &Credential,
+    upstream: Option<&UpstreamSession>,
+    record: &mut CallRecord,
+) -> Result<Relayed, Refusal> {
+    relay::post(state, &own_call(call, message)?, credential, upstream, &mut record.secrets).await
 }
 
 /// The same call sent as a 2026-07-28 request by a client that declared `modern`.
@@ -1137,9 +1132,7 @@ async fn decline(
         jsonrpc::METHOD_NOT_FOUND,
         &format!("{asked}: the {} client behind the gateway cannot answer it", era::MODERN_VERSION),
     );
-    relay::post(state, &own_call(call, &answer)?, credential, Some(upstream), &mut record.secrets)
-        .await
-        .map(drop)
+    post_own(state, call, &answer, credential, Some(upstream), record).await.map(drop)
 }
 
 /// The messages as the modern client gets them, each result stamped.
