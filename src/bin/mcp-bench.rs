@@ -11,9 +11,10 @@
 //! (build every binary: the benchmark starts the platform and the upstream from beside itself)
 //!
 //! `--path session|relayed|bridged|session-to-legacy` measures one path alone instead, at 4,000
-//! requests a second with 16 clients, and prints the platform's CPU per call: the figure to
-//! compare across builds or paths, in several runs taken in turn (the machine's spread between
-//! runs is 10-20%).
+//! requests a second with 16 clients, and prints the platform's CPU per call, in user space and
+//! in the kernel (the instructions a profiler counts are the first only): the figure to compare
+//! across builds or paths, in several runs taken in turn (the machine's spread between runs is
+//! 10-20%).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -170,11 +171,17 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 /// CPU time a process has used so far (user and system), from /proc (clock ticks of 10 ms).
 fn cpu_time(pid: u32) -> Duration {
+    let (user, system) = cpu_times(pid);
+    user + system
+}
+
+/// CPU time a process has used so far in user space, and in the kernel for it.
+fn cpu_times(pid: u32) -> (Duration, Duration) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(") ").map_or(vec![], |(_, rest)| rest.split(' ').collect());
     // After the command name: state is field 3, utime 14 and stime 15.
-    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-    Duration::from_millis(ticks * 10)
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (Duration::from_millis(ticks(11) * 10), Duration::from_millis(ticks(12) * 10))
 }
 
 fn peak_memory_kib(pid: u32) -> Option<u64> {
@@ -323,13 +330,18 @@ async fn main() -> anyhow::Result<()> {
         };
         // A first round to warm up, not counted.
         for counted in [false, true] {
-            let before = cpu_time(pid);
+            let (user, system) = cpu_times(pid);
             for _ in 0..if counted { rounds } else { 1 } {
                 round(url, Some(&key), calls, 16, stateless, Some(PATH_PACE)).await?;
             }
             if counted {
-                let per_call = (cpu_time(pid) - before).as_secs_f64() * 1e6 / (calls * rounds) as f64;
-                println!("{path} at {PATH_PACE} req/s: platform CPU per call {per_call:.1} us");
+                let (user_after, system_after) = cpu_times(pid);
+                let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (calls * rounds) as f64;
+                let (user, system) = (per_call(user_after - user), per_call(system_after - system));
+                println!(
+                    "{path} at {PATH_PACE} req/s: platform CPU per call {:.1} us (user {user:.1}, system {system:.1})",
+                    user + system
+                );
             }
         }
         return Ok(());
