@@ -105,15 +105,20 @@ impl Scope {
     }
 }
 
-/// A set of scopes, stored space-separated.
+/// A set of scopes, stored space-separated; held as one bit per scope (each key's caller is
+/// made on every call, so copying it costs nothing).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Scopes(std::collections::BTreeSet<Scope>);
+pub struct Scopes(u8);
 
 impl Scopes {
     pub const DEFAULT: [Scope; 2] = [Scope::McpRead, Scope::McpWrite];
 
     pub fn new(scopes: impl IntoIterator<Item = Scope>) -> Scopes {
-        Scopes(scopes.into_iter().collect())
+        Scopes(scopes.into_iter().fold(0, |bits, scope| bits | Scopes::bit(scope)))
+    }
+
+    fn bit(scope: Scope) -> u8 {
+        1 << scope as u8
     }
 
     /// Parses a stored or submitted list; unknown names are an error naming them.
@@ -121,32 +126,33 @@ impl Scopes {
         let mut scopes = Scopes::default();
         for name in names {
             let scope = Scope::parse(name).ok_or_else(|| format!("unknown scope \"{name}\""))?;
-            scopes.0.insert(scope);
+            scopes.0 |= Scopes::bit(scope);
         }
         Ok(scopes)
     }
 
     pub fn contains(&self, scope: Scope) -> bool {
-        self.0.contains(&scope)
+        self.0 & Scopes::bit(scope) != 0
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0 == 0
     }
 
+    /// In the order of `Scope::ALL`.
     pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
-        self.0.iter().copied()
+        Scope::ALL.into_iter().filter(|&scope| self.contains(scope))
     }
 
     /// Only the scopes `role` may hold.
     pub fn limited_to(&self, role: Role) -> Scopes {
-        Scopes(self.0.iter().copied().filter(|s| s.allowed_for(role)).collect())
+        Scopes::new(self.iter().filter(|s| s.allowed_for(role)))
     }
 }
 
 impl fmt::Display for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.0.iter().map(|s| s.as_str()).collect();
+        let names: Vec<&str> = self.iter().map(|s| s.as_str()).collect();
         f.write_str(&names.join(" "))
     }
 }
@@ -309,7 +315,11 @@ mod tests {
             all.limited_to(Role::Developer).to_string(),
             "mcp:read mcp:write logs:read keys:write tokens:write"
         );
-        assert_eq!(Scopes::parse("mcp:write mcp:read".split(' ')).unwrap().to_string(), "mcp:read mcp:write");
+        let mcp = Scopes::parse("mcp:write mcp:read".split(' ')).unwrap();
+        assert_eq!(mcp.to_string(), "mcp:read mcp:write");
+        assert!(mcp.contains(Scope::McpWrite) && !mcp.contains(Scope::LogsRead));
+        assert!(Scopes::default().is_empty() && !mcp.is_empty());
+        assert_eq!(mcp, Scopes::new(Scopes::DEFAULT));
         assert!(Scopes::parse(["root"]).is_err());
     }
 
