@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::cache::LoadedService;
 use super::call::{Call, Caller};
-use super::era;
+use super::era::{self, Era};
 use super::jsonrpc;
 use super::record::CallRecord;
 use super::refusal::{Challenge, FORBIDDEN, NOT_FOUND, PROTOCOL_HEADER, Refusal, SSE};
@@ -193,15 +193,17 @@ pub async fn message(
     headers: &header::HeaderMap,
     record: &mut CallRecord,
 ) -> Result<Call, Refusal> {
-    record.request_body = Some(super::record::lossy(&body).into_owned());
+    record.request_body = Some(body.clone());
     let message = jsonrpc::parse(&body).map_err(Refusal::malformed)?;
     let id = message.id().cloned().unwrap_or(Value::Null);
     record.method = message.method().map(str::to_owned);
     record.tool = message.tool_name().map(str::to_owned);
     record.rpc_id = id.clone();
-    record.modern = era::declares_modern(&message);
-    let era = era::of(&message, headers).map_err(|r| r.with_id(&id))?;
-    let protocol_version = header_str_of(headers, PROTOCOL_HEADER).map(str::to_owned);
+    let era = era::of(&message, headers);
+    // (`of` refuses only requests that declare 2026-07-28.)
+    record.modern = !matches!(era, Ok(Era::Legacy));
+    let era = era.map_err(|r| r.with_id(&id))?;
+    let protocol_version = header_str_of(headers, PROTOCOL_HEADER).map(|v| v.to_owned().into());
     let checked = async {
         let service = service(state, caller.organization_id, name).await?;
         record.service_id = Some(service.id);

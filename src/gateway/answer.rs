@@ -14,6 +14,7 @@ use super::record::{BODY_LIMIT, CallRecord, Ending, ending_of, lossy, messages_i
 use super::refusal::{CORRELATION_HEADER, Refusal, SESSION_HEADER, SSE, UPSTREAM_FAILED};
 use super::sessions::UpstreamSession;
 use crate::app::AppState;
+use crate::telemetry::redact::truncate;
 
 /// What the gateway sends back for a relayed message.
 pub(super) struct Relayed {
@@ -88,8 +89,7 @@ pub(super) async fn answer(
         }
         Body::Whole(text) => {
             let mut capture = capture;
-            capture.keep(text.as_bytes());
-            capture.done();
+            capture.done_with(&text);
             response.body(text)
         }
         Body::Stream { is_sse, mut chunks } => {
@@ -150,8 +150,7 @@ pub(super) async fn collect(relayed: Relayed, record: CallRecord, state: &AppSta
             lossy(&body).into_owned()
         }
     };
-    capture.keep(text.as_bytes());
-    capture.done();
+    capture.done_with(&text);
     Some(messages_in(&text))
 }
 
@@ -225,15 +224,21 @@ impl Capture {
         self.captured.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
+    /// Records the call with what was kept of its answer.
     pub(super) fn done(&mut self) {
+        let captured = std::mem::take(&mut self.captured);
+        self.done_with(&lossy(&captured));
+    }
+
+    /// Records the call with `answer`, of which it keeps what `keep` would have.
+    fn done_with(&mut self, answer: &str) {
         let Some(mut record) = self.record.take() else { return };
-        let text = lossy(&self.captured).into_owned();
+        let (text, _) = truncate(answer, BODY_LIMIT + 1);
         let ending = match record.answered.take() {
             Some(answered) => answered.ending(self.status),
-            None => ending_of(&text, &record.rpc_id, self.status),
+            None => ending_of(text, &record.rpc_id, self.status),
         };
-        let body = (!text.is_empty()).then_some(text.as_str());
-        record.finish(ending, body, &self.writer);
+        record.finish(ending, (!text.is_empty()).then_some(text), &self.writer);
     }
 }
 

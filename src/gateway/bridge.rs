@@ -10,7 +10,7 @@
 //! it declared. Wires the relay and answer phases, like `endpoint` and `probe`.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
@@ -551,14 +551,22 @@ pub(super) async fn relay(
     }
     // Stateless clients share the gateway's session, and each numbers its requests its own way:
     // the request goes under an id of the gateway's, and its answer comes back under the client's.
-    let bridged_id = json!(format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+    let bridged_id = Value::String(own_id());
     let (message, body) = match &call.message {
         Message::Request { method, params, .. } => {
-            let params = params.as_ref().map(|params| era::ForLegacyUpstream { params, token: &bridged_id });
-            let request = Request { jsonrpc: "2.0", id: &bridged_id, method, params };
-            // (About the client's body in size: the `_meta` it loses, the gateway's id it gains.)
+            // Written piece by piece (this runs on every bridged call); about the client's body
+            // in size: the `_meta` it loses, the gateway's id it gains.
             let mut body = Vec::with_capacity(call.body.len() + 16);
-            serde_json::to_writer(&mut body, &request).expect("a JSON value serializes");
+            body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+            serde_json::to_writer(&mut body, &bridged_id).expect("a string serializes");
+            body.extend_from_slice(br#","method":"#);
+            serde_json::to_writer(&mut body, method).expect("a string serializes");
+            if let Some(params) = params {
+                body.extend_from_slice(br#","params":"#);
+                let params = era::ForLegacyUpstream { params, token: &bridged_id };
+                serde_json::to_writer(&mut body, &params).expect("a JSON value serializes");
+            }
+            body.push(b'}');
             // Of the params, the relay reads only the progress token (a stdio child's
             // notifications find their request by it): the body has the rest.
             let progress = era::progress_token(&call.message)
@@ -672,7 +680,7 @@ async fn listen(
     let uris = uris.into_iter().flatten().filter_map(Value::as_str).take(SUBSCRIBED_MAX);
     let mut subscribed = Vec::new();
     for uri in uris.filter(|_| offers("/resources/subscribe")) {
-        let request = json!({ "jsonrpc": "2.0", "id": format!("mcp-platform-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+        let request = json!({ "jsonrpc": "2.0", "id": own_id(),
             "method": "resources/subscribe", "params": { "uri": uri } });
         let relayed = post_own(state, call, &request, credential, Some(&bridged.upstream), record).await?;
         if messages_of(relayed.body).await.unwrap_or_default().iter().any(|m| m.get("result").is_some()) {
@@ -769,14 +777,12 @@ async fn read_notifications(streamed: Streamed, sender: tokio::sync::broadcast::
     }
 }
 
-/// A request as the gateway writes it.
-#[derive(serde::Serialize)]
-struct Request<'a, P> {
-    jsonrpc: &'static str,
-    id: &'a Value,
-    method: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    params: Option<P>,
+/// A new id for a request of the gateway's own in one of its sessions.
+fn own_id() -> String {
+    let mut id = String::with_capacity(32);
+    id.push_str("mcp-platform-");
+    id.push_str(itoa::Buffer::new().format(NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+    id
 }
 
 /// The gateway's session for this caller, service and declared capabilities: the one open, or
@@ -797,7 +803,11 @@ async fn open(
     };
     // Capabilities are the client's to write: they enter the id as a digest, keyed by this
     // process (the ids live in its session table only), so that no client can choose one.
-    let declared = CAPABILITIES_DIGEST.hash_one(serde_json::to_vec(&modern.capabilities).unwrap_or_default());
+    let declared = {
+        let mut hasher = CAPABILITIES_DIGEST.build_hasher();
+        serde_json::to_writer(Digesting(&mut hasher), &modern.capabilities).expect("a JSON value serializes");
+        hasher.finish()
+    };
     let service = call.service.id;
     // A stdio child serves its user whichever key they call with (the cap per user counts
     // children); an HTTP upstream's session is the key's.
@@ -810,11 +820,13 @@ async fn open(
     parts[..16].copy_from_slice(owner_id.as_bytes());
     parts[16..32].copy_from_slice(service.as_uuid().as_bytes());
     parts[32..].copy_from_slice(&declared.to_be_bytes());
+    let mut encoded = [0u8; 54];
+    let written = URL_SAFE_NO_PAD.encode_slice(parts, &mut encoded).expect("40 bytes take 54 in Base64");
     let mut id = String::with_capacity(72);
     id.push_str("bridge:");
     id.push_str(owner);
     id.push(':');
-    URL_SAFE_NO_PAD.encode_string(parts, &mut id);
+    id.push_str(std::str::from_utf8(&encoded[..written]).expect("Base64 is ASCII"));
     if let Some((upstream, initialized)) = state.gateway.bridged(&id) {
         return Ok(Bridged { id, upstream, initialized });
     }
@@ -849,6 +861,20 @@ async fn open(
     }
 }
 
+/// Feeds what is written to a hasher (a value is digested as its JSON text, without keeping it).
+struct Digesting<'a, H>(&'a mut H);
+
+impl<H: Hasher> std::io::Write for Digesting<'_, H> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.write(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The client's declared capabilities as the gateway declares them upstream (all of them: what
 /// the upstream asks of the client mid-call reaches it as an `InputRequiredResult`).
 fn bridged_capabilities(declared: &Value) -> Value {
@@ -862,7 +888,7 @@ fn legacy_call(call: &Call, message: Message, body: actix_web::web::Bytes) -> Ca
         service: call.service.clone(),
         message,
         body,
-        protocol_version: Some(BRIDGED_VERSION.to_owned()),
+        protocol_version: Some(BRIDGED_VERSION.into()),
         era: Era::Legacy,
         param_headers: Vec::new(),
     }
@@ -890,7 +916,7 @@ async fn post_own(
 
 /// The same call sent as a 2026-07-28 request by a client that declared `modern`.
 fn stateless_call(call: Call, modern: Modern) -> Call {
-    Call { protocol_version: Some(era::MODERN_VERSION.to_owned()), era: Era::Modern(modern), ..call }
+    Call { protocol_version: Some(era::MODERN_VERSION.into()), era: Era::Modern(modern), ..call }
 }
 
 fn refused_initialize(messages: &[Value]) -> Refusal {
@@ -1068,12 +1094,11 @@ impl Reader {
                 self.queue(&text_of(body).await.ok_or_else(broken_off)?);
                 continue;
             }
-            if let Some(end) = EVENT_END.find(&self.pending) {
-                // (An event without data, as a stream's priming event, holds no message.)
-                let event = lossy(&self.pending[..end + 2]);
-                let data = event.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim);
-                self.queued.extend(data.filter(|text| !text.is_empty()).map(str::to_owned));
-                self.pending.drain(..end + 2);
+            if EVENT_END.find(&self.pending).is_some() {
+                let mut pending = std::mem::take(&mut self.pending);
+                let read = self.queue_events(&pending);
+                pending.drain(..read);
+                self.pending = pending;
                 continue;
             }
             let Some(chunks) = self.chunks.as_mut() else {
@@ -1085,13 +1110,28 @@ impl Reader {
             };
             match chunks.next().await {
                 Some(Ok(chunk)) if memchr::memchr(b'\r', &chunk).is_none() => {
-                    self.pending.extend_from_slice(&chunk)
+                    // The whole events a chunk begins with are read from it; the rest is kept.
+                    let read = if self.pending.is_empty() { self.queue_events(&chunk) } else { 0 };
+                    self.pending.extend_from_slice(&chunk[read..]);
                 }
                 Some(Ok(chunk)) => self.pending.extend(chunk.iter().filter(|&&b| b != b'\r')),
                 Some(Err(_)) => return Err(broken_off()),
                 None => self.chunks = None,
             }
         }
+    }
+
+    /// Queues the messages of the whole events `bytes` begins with; how many bytes they take.
+    fn queue_events(&mut self, bytes: &[u8]) -> usize {
+        let mut read = 0;
+        while let Some(end) = EVENT_END.find(&bytes[read..]) {
+            // (An event without data, as a stream's priming event, holds no message.)
+            let event = lossy(&bytes[read..read + end + 2]);
+            let data = event.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim);
+            self.queued.extend(data.filter(|text| !text.is_empty()).map(str::to_owned));
+            read += end + 2;
+        }
+        read
     }
 
     fn queue(&mut self, captured: &str) {

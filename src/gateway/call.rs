@@ -2,6 +2,7 @@
 //! checked message and its service (from `admit`), and the caller's credential (from
 //! `credential`). Later phases read it; none of them reaches back into an earlier one.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ pub struct Call {
     pub message: Message,
     pub body: web::Bytes,
     /// The MCP revision the client says it speaks, passed on to an HTTP upstream.
-    pub protocol_version: Option<String>,
+    pub protocol_version: Option<Cow<'static, str>>,
     /// Whether the client speaks 2026-07-28 (stateless) or an earlier revision.
     pub era: Era,
     /// A 2026-07-28 client's `Mcp-Param-*` headers, passed on to an upstream of that revision.
@@ -92,10 +93,11 @@ impl Call {
     }
 }
 
-/// The caller's token for a service, when the service takes one.
+/// The caller's token for a service, when the service takes one (shared, not copied, with a
+/// task that relays for the call).
 #[derive(Default, Clone)]
 pub struct Credential {
-    pub(super) token: Option<SecretString>,
+    pub(super) token: Option<Arc<SecretString>>,
 }
 
 impl Credential {
@@ -105,7 +107,7 @@ impl Credential {
     }
 
     pub fn token(&self) -> Option<&SecretString> {
-        self.token.as_ref()
+        self.token.as_deref()
     }
 
     /// The token as a value to redact from everything recorded about the call.

@@ -1,6 +1,8 @@
 //! The second phase: the caller's own credential for the service (e.g. their GitHub token),
 //! opened once for the call that needs it, and never kept.
 
+use std::sync::Arc;
+
 use super::cache::LoadedService;
 use super::call::{Caller, Credential};
 use super::refusal::{Refusal, TOKEN_MISSING};
@@ -65,5 +67,5 @@ pub async fn open(
         service_name: &row.service_name,
     };
     let token = state.keyring.open(&state.db, &row.ciphertext, binding).await.map_err(|e| unavailable(&e))?;
-    Ok(Credential { token: Some(token) })
+    Ok(Credential { token: Some(Arc::new(token)) })
 }

@@ -110,16 +110,9 @@ pub fn supported_versions() -> Vec<&'static str> {
     std::iter::once(MODERN_VERSION).chain(jsonrpc::PROTOCOL_VERSIONS).collect()
 }
 
-/// Whether a message says it is a 2026-07-28 request (its `_meta` names a protocol version, or
-/// it is `server/discover`), before any of its rules is checked.
-pub fn declares_modern(message: &Message) -> bool {
-    let Message::Request { method, params, .. } = message else { return false };
-    method == "server/discover"
-        || params.as_ref().and_then(|p| p.get("_meta")).is_some_and(|m| m.get(META_VERSION).is_some())
-}
-
 /// The era of a client message, checked against the request's headers under the 2026-07-28
-/// rules when it declares that revision (or is `server/discover`, which only it has).
+/// rules when it declares that revision (its `_meta` names a protocol version, or it is
+/// `server/discover`, which only that revision has). Only such a request is refused.
 pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
     // 2026-07-28 defines no client notifications over HTTP, and no client responses at all.
     let Message::Request { method, params, .. } = message else { return Ok(Era::Legacy) };

@@ -39,7 +39,7 @@ pub struct CallRecord {
     /// A 2026-07-28 (stateless) request.
     pub modern: bool,
     pub rpc_id: Value,
-    pub request_body: Option<String>,
+    pub request_body: Option<actix_web::web::Bytes>,
     /// Values that must never be stored: the credential injected for this call.
     pub secrets: Vec<String>,
     /// How the answer ended, when the gateway learnt it writing the answer itself: then the
@@ -116,12 +116,16 @@ impl CallRecord {
         let organization_id = self.organization_id?;
         let secrets = self.secrets();
         let cut = |text: &str| {
-            let redacted = redact_body(text, &secrets);
+            let mut redacted = redact_body(text, &secrets);
             let (kept, was_cut) = truncate(&redacted, BODY_LIMIT);
-            (kept.to_owned(), was_cut)
+            redacted.truncate(kept.len());
+            (redacted, was_cut)
         };
-        let (request_body, request_truncated) =
-            self.request_body.as_deref().map(cut).map_or((None, false), |(b, c)| (Some(b), c));
+        let (request_body, request_truncated) = self
+            .request_body
+            .as_deref()
+            .map(|body| cut(&lossy(body)))
+            .map_or((None, false), |(b, c)| (Some(b), c));
         let (response_body, response_truncated) =
             response_body.map(cut).map_or((None, false), |(b, c)| (Some(b), c));
         Some(NewRequestLog {

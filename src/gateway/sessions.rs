@@ -83,8 +83,8 @@ pub(super) struct Bridged {
 
 #[derive(Clone)]
 pub(super) enum UpstreamSession {
-    /// An HTTP upstream's own session id, if it uses one.
-    Http(Option<String>),
+    /// An HTTP upstream's own session id, if it uses one (shared by each call in the session).
+    Http(Option<Arc<str>>),
     /// The child process serving this session.
     Stdio(Arc<Process>),
     /// No session upstream: a 2025-11-25 client's session with an upstream of 2026-07-28 only,

@@ -95,6 +95,9 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     // The upstream got the caller's own token, as a session's calls do.
     let whoami = call_tool(&url, &key, 4, "whoami", json!({})).await;
     assert_eq!(text_of(&whoami), format!("Bearer {TOKEN}"));
+    // A large answer, read upstream in many pieces, comes back whole.
+    let big = call_tool(&url, &key, 6, "big", json!({})).await;
+    assert_eq!((text_of(&big).len(), big["resultType"].clone()), (1024 * 1024, json!("complete")));
     // A tool's own failure and the upstream's error come back as they ended, and are recorded so.
     let failed = call_tool(&url, &key, 40, "fail", json!({})).await;
     assert_eq!((failed["isError"].clone(), failed["resultType"].clone()), (json!(true), json!("complete")));
@@ -168,7 +171,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     assert!(text.contains("\"echo\"") && !text.contains("resultType"), "{text}");
 
     // Every message is recorded with its era; the gateway's own handshakes are not calls.
-    let rows = settled_rows(&app, 20).await;
+    let rows = settled_rows(&app, 21).await;
     let methods: Vec<&str> = rows.iter().map(|r| r.method.as_str()).filter(|m| *m != "tools/call").collect();
     assert_eq!(
         methods,
@@ -181,7 +184,7 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
             "tools/list"
         ]
     );
-    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 14);
+    assert_eq!(rows.iter().filter(|r| r.method == "tools/call").count(), 15);
     let ended = |tool: &str| rows.iter().find(|r| r.tool == tool).map(|r| (r.outcome, r.error_code)).unwrap();
     assert_eq!(ended("fail"), (Outcome::ToolError, None));
     assert_eq!(ended("nope"), (Outcome::Failure, Some(unknown_code as i32)));
@@ -192,11 +195,15 @@ async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_
     let flags = stateless_flags(&app).await;
     assert_eq!(
         (flags.len(), flags.iter().filter(|s| **s).count()),
-        (20, 17),
+        (21, 18),
         "the session's 3 are not stateless"
     );
     let whoami_row = rows.iter().find(|r| r.tool == "whoami").unwrap();
     assert!(!whoami_row.response.contains(TOKEN), "the token was stored");
+    // Its record keeps the answer's first 16 KiB, and says that it was cut.
+    let big_row = rows.iter().find(|r| r.tool == "big").unwrap();
+    assert!(big_row.response_truncated && big_row.response.len() <= 16 * 1024, "{}", big_row.response.len());
+    assert!(big_row.response.starts_with(r#"{"jsonrpc":"2.0","id":6,"result":{"resultType":"complete""#));
     drop(upstream);
 }
 

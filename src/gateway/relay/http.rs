@@ -2,6 +2,8 @@
 //! the service's own headers, the caller's token where the service says and the upstream's
 //! session id; the answer comes back as it arrives.
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
@@ -79,7 +81,7 @@ pub(super) async fn send(
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = header(&answer, CONTENT_TYPE.as_str());
     let opened = (call.is_initialize() && status.is_success())
-        .then(|| UpstreamSession::Http(header(&answer, SESSION_HEADER)));
+        .then(|| UpstreamSession::Http(header(&answer, SESSION_HEADER).map(Arc::from)));
     let is_sse = content_type.as_deref().is_some_and(|v| v.starts_with(SSE));
     let chunks = answer.bytes_stream().map(|chunk| chunk.map_err(|e| Broken { timeout: e.is_timeout() }));
     Ok(Relayed { status, content_type, opened, body: Body::Stream { is_sse, chunks: chunks.boxed() } })

@@ -31,8 +31,8 @@ pub(super) async fn post(
     }
     // An HTTP upstream refuses a revision it does not serve; a stdio child has no header to
     // check, so the gateway does it (Streamable HTTP: 400).
-    if let Some(version) = &call.protocol_version
-        && !jsonrpc::PROTOCOL_VERSIONS.contains(&version.as_str())
+    if let Some(version) = call.protocol_version.as_deref()
+        && !jsonrpc::PROTOCOL_VERSIONS.contains(&version)
     {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
