@@ -16,8 +16,6 @@ use std::sync::{Arc, LazyLock};
 
 use actix_web::http::StatusCode;
 use actix_web::web;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use memchr::memmem::Finder;
@@ -36,7 +34,8 @@ use super::record::{CallRecord, lossy, texts_in};
 use super::refusal::{NOT_FOUND, Refusal, SSE};
 use super::relay::{self, Streamed};
 use super::sessions::{
-    Awaiting, Bridged, Declared, Initialized, MarkedTools, Speaks, Subscriptions, UpstreamSession,
+    Awaiting, BridgeKey, Bridged, Declared, Initialized, MarkedTools, Owner, Speaks, Subscriptions,
+    UpstreamSession,
 };
 use crate::app::AppState;
 use crate::catalog::definition::Transport;
@@ -604,7 +603,7 @@ pub(super) async fn relay(
             }
             // The upstream forgot the session: once, the gateway opens another.
             Err(refusal) if refusal.error.code == NOT_FOUND && !forgotten => {
-                state.gateway.forget(&bridged.id);
+                state.gateway.forget_bridge(&bridged.key);
                 forgotten = true;
             }
             Err(refusal) => return Err(refusal),
@@ -690,7 +689,7 @@ async fn listen(
     if !subscribed.is_empty() {
         honored.insert("resourceSubscriptions".to_owned(), Value::Array(subscribed));
     }
-    let receiver = match state.gateway.notifications(&bridged.id) {
+    let receiver = match state.gateway.notifications(&bridged.key) {
         Some(receiver) => receiver,
         None => {
             let streamed = relay::stream(
@@ -709,7 +708,7 @@ async fn listen(
                 ));
             }
             let (sender, receiver) = tokio::sync::broadcast::channel(NOTIFICATIONS_KEPT);
-            state.gateway.share_notifications(&bridged.id, &sender);
+            state.gateway.share_notifications(&bridged.key, &sender);
             tokio::spawn(read_notifications(streamed, sender));
             receiver
         }
@@ -801,34 +800,22 @@ async fn open(
             "An API key is required",
         ));
     };
-    // Capabilities are the client's to write: they enter the id as a digest, keyed by this
-    // process (the ids live in its session table only), so that no client can choose one.
+    // Capabilities are the client's to write: they are told apart by a digest keyed by this
+    // process, so that no client can choose one.
     let declared = {
         let mut hasher = CAPABILITIES_DIGEST.build_hasher();
         serde_json::to_writer(Digesting(&mut hasher), &modern.capabilities).expect("a JSON value serializes");
         hasher.finish()
     };
-    let service = call.service.id;
     // A stdio child serves its user whichever key they call with (the cap per user counts
     // children); an HTTP upstream's session is the key's.
-    let (owner, owner_id) = match call.service.transport {
-        Transport::Stdio => ("user", call.caller.user_id.as_uuid()),
-        Transport::Http => ("key", key.as_uuid()),
+    let owner = match call.service.transport {
+        Transport::Stdio => Owner::User(call.caller.user_id),
+        Transport::Http => Owner::Key(key),
     };
-    // The three parts in Base64 (written once per call, so without the formatting machinery).
-    let mut parts = [0u8; 40];
-    parts[..16].copy_from_slice(owner_id.as_bytes());
-    parts[16..32].copy_from_slice(service.as_uuid().as_bytes());
-    parts[32..].copy_from_slice(&declared.to_be_bytes());
-    let mut encoded = [0u8; 54];
-    let written = URL_SAFE_NO_PAD.encode_slice(parts, &mut encoded).expect("40 bytes take 54 in Base64");
-    let mut id = String::with_capacity(72);
-    id.push_str("bridge:");
-    id.push_str(owner);
-    id.push(':');
-    id.push_str(std::str::from_utf8(&encoded[..written]).expect("Base64 is ASCII"));
-    if let Some((upstream, initialized)) = state.gateway.bridged(&id) {
-        return Ok(Bridged { id, upstream, initialized });
+    let key = BridgeKey { owner, service_id: call.service.id, declared };
+    if let Some(bridged) = state.gateway.bridged(key) {
+        return Ok(bridged);
     }
 
     let capabilities = bridged_capabilities(&modern.capabilities);
@@ -850,9 +837,9 @@ async fn open(
         relay::end(state, &call.service, &upstream).await;
         return Err(refusal);
     }
-    let bridged = Bridged { id, upstream, initialized: Arc::new(initialized) };
+    let bridged = Bridged { key, upstream, initialized: Arc::new(initialized) };
     // Two first requests at once may both have opened one: the first registered is used.
-    match state.gateway.open_bridge(key, call.service.id, bridged.clone()) {
+    match state.gateway.open_bridge(bridged.clone()) {
         Ok(()) => Ok(bridged),
         Err(registered) => {
             relay::end(state, &call.service, &bridged.upstream).await;

@@ -19,7 +19,7 @@ use crate::catalog::egress::{GuardedResolver, Refused, UpstreamPolicy};
 use crate::catalog::tool_policy::ToolPolicy;
 use crate::clock::SharedClock;
 use crate::db::services::ServiceRow;
-use crate::ids::{KeyId, ServiceId};
+use crate::ids::{KeyId, ServiceId, UserId};
 
 /// A client session of the gateway, bound to the API key that opened it.
 #[derive(Clone)]
@@ -28,8 +28,30 @@ pub(super) struct GatewaySession {
     pub(super) service_id: ServiceId,
     pub(super) upstream: UpstreamSession,
     pub(super) last_used: std::time::Instant,
-    /// For the gateway's own session for a 2026-07-28 client: the upstream's `initialize` result.
-    pub(super) initialized: Option<Initialized>,
+}
+
+/// Whose the gateway's own session for 2026-07-28 clients is, for which service, and for which
+/// declared capabilities (a digest keyed by this process, so that no client can choose one):
+/// one per key for an HTTP upstream, one per member for a stdio child (the cap per member
+/// counts children). No client can name it: it is not in the client sessions' table.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(super) struct BridgeKey {
+    pub(super) owner: Owner,
+    pub(super) service_id: ServiceId,
+    pub(super) declared: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(super) enum Owner {
+    Key(KeyId),
+    User(UserId),
+}
+
+/// The gateway's own session with a legacy upstream, and that upstream's `initialize` result.
+struct OwnSession {
+    upstream: UpstreamSession,
+    initialized: Initialized,
+    last_used: std::time::Instant,
 }
 
 /// A bridged call whose upstream asked the client something: kept, with its answer half read,
@@ -72,11 +94,10 @@ const MARKED_TOOLS_TTL: Duration = Duration::from_secs(10 * 60);
 /// instructions.
 pub(super) type Initialized = Arc<serde_json::Map<String, serde_json::Value>>;
 
-/// The gateway's own session with a legacy upstream for a 2026-07-28 client (`bridge`), kept
-/// in the session table under an id no client session has.
+/// The gateway's own session with a legacy upstream for 2026-07-28 clients (`bridge`).
 #[derive(Clone)]
 pub(super) struct Bridged {
-    pub(super) id: String,
+    pub(super) key: BridgeKey,
     pub(super) upstream: UpstreamSession,
     pub(super) initialized: Initialized,
 }
@@ -139,11 +160,13 @@ pub struct Gateway {
     tenant_client: reqwest::Client,
     policy: Arc<UpstreamPolicy>,
     pub(super) sessions: Mutex<HashMap<String, GatewaySession>>,
+    /// The gateway's own sessions for 2026-07-28 clients of legacy upstreams.
+    bridges: Mutex<HashMap<BridgeKey, OwnSession>>,
     /// Bridged calls waiting for their clients' answers, by the `requestState` they were given.
     awaiting: Mutex<HashMap<String, Awaiting>>,
     /// What the upstreams of the gateway's own sessions send outside any request (their GET
-    /// streams), by session id, for the subscriptions of the clients of those sessions.
-    notifications: Mutex<HashMap<String, broadcast::WeakSender<Arc<serde_json::Value>>>>,
+    /// streams), by session, for the subscriptions of the clients of those sessions.
+    notifications: Mutex<HashMap<BridgeKey, broadcast::WeakSender<Arc<serde_json::Value>>>>,
     pub lookups: Lookups,
     /// Each service's latest `initialize` result, for `server/discover`.
     discovered: moka::sync::Cache<ServiceId, Initialized>,
@@ -184,6 +207,7 @@ impl Gateway {
             tenant_client,
             policy,
             sessions: Mutex::new(HashMap::new()),
+            bridges: Mutex::new(HashMap::new()),
             awaiting: Mutex::new(HashMap::new()),
             notifications: Mutex::new(HashMap::new()),
             lookups: Lookups::new(clock),
@@ -199,11 +223,14 @@ impl Gateway {
     /// calls whose clients did not come back with their answers, so the tables stay bounded.
     pub fn forget_idle_sessions(&self) {
         self.awaiting.lock().expect("awaiting lock").retain(|_, a| a.since.elapsed() < AWAIT_LIMIT);
-        let mut sessions = self.sessions.lock().expect("session table lock");
-        sessions.retain(|_, s| match &s.upstream {
+        let live = |upstream: &UpstreamSession, last_used: Instant| match upstream {
             UpstreamSession::Stdio(process) => !process.has_ended(),
-            UpstreamSession::Http(_) | UpstreamSession::Stateless(_) => s.last_used.elapsed() < SESSION_IDLE,
-        });
+            UpstreamSession::Http(_) | UpstreamSession::Stateless(_) => last_used.elapsed() < SESSION_IDLE,
+        };
+        let mut sessions = self.sessions.lock().expect("session table lock");
+        sessions.retain(|_, s| live(&s.upstream, s.last_used));
+        drop(sessions);
+        self.bridges.lock().expect("bridges lock").retain(|_, s| live(&s.upstream, s.last_used));
     }
 
     /// Keeps a call until its client answers what its upstream asked; `false` (and the call
@@ -232,31 +259,37 @@ impl Gateway {
         if mine { waiting.remove(state) } else { None }
     }
 
-    /// A subscription to what the upstream of the gateway's session `id` sends outside any
+    /// A subscription to what the upstream of the gateway's session `key` sends outside any
     /// request, while its stream is read; else `None`, and the caller reads it and shares it.
-    pub(super) fn notifications(&self, id: &str) -> Option<broadcast::Receiver<Arc<serde_json::Value>>> {
+    pub(super) fn notifications(
+        &self,
+        key: &BridgeKey,
+    ) -> Option<broadcast::Receiver<Arc<serde_json::Value>>> {
         let mut shared = self.notifications.lock().expect("notifications lock");
-        let read = shared.get(id).and_then(broadcast::WeakSender::upgrade);
+        let read = shared.get(key).and_then(broadcast::WeakSender::upgrade);
         if read.is_none() {
-            shared.remove(id);
+            shared.remove(key);
         }
         read.map(|sender| sender.subscribe())
     }
 
-    /// Shares what the upstream of session `id` sends, as its reader sends it into `sender`
+    /// Shares what the upstream of session `key` sends, as its reader sends it into `sender`
     /// (the stream ends for its subscribers when the reader drops it).
-    pub(super) fn share_notifications(&self, id: &str, sender: &broadcast::Sender<Arc<serde_json::Value>>) {
+    pub(super) fn share_notifications(
+        &self,
+        key: &BridgeKey,
+        sender: &broadcast::Sender<Arc<serde_json::Value>>,
+    ) {
         let mut shared = self.notifications.lock().expect("notifications lock");
         shared.retain(|_, s| s.strong_count() > 0);
-        shared.insert(id.to_owned(), sender.downgrade());
+        shared.insert(*key, sender.downgrade());
     }
 
     /// Open sessions, for the metrics: clients' own, and the gateway's own for stateless
     /// clients of legacy upstreams (those keep the upstream's `initialize` result).
     pub fn session_counts(&self) -> (usize, usize) {
-        let sessions = self.sessions.lock().expect("session table lock");
-        let bridged = sessions.values().filter(|s| s.initialized.is_some()).count();
-        (sessions.len() - bridged, bridged)
+        let clients = self.sessions.lock().expect("session table lock").len();
+        (clients, self.bridges.lock().expect("bridges lock").len())
     }
 
     /// Ends the open server-to-client streams; called first when the platform stops.
@@ -323,44 +356,29 @@ impl Gateway {
     pub(super) fn open(&self, key_id: KeyId, service_id: ServiceId, upstream: UpstreamSession) -> String {
         // The instance's name first: a load balancer sends the session's requests here.
         let gateway_id = format!("{}.{}", self.instance, crate::crypto::random_token());
-        let entry = GatewaySession {
-            key_id,
-            service_id,
-            upstream,
-            last_used: std::time::Instant::now(),
-            initialized: None,
-        };
+        let entry = GatewaySession { key_id, service_id, upstream, last_used: std::time::Instant::now() };
         self.sessions.lock().expect("session table lock").insert(gateway_id.clone(), entry);
         gateway_id
     }
 
-    /// Registers the gateway's own session for a 2026-07-28 client, unless one was registered
-    /// under its id meanwhile: then that one, to use instead.
-    pub(super) fn open_bridge(
-        &self,
-        key_id: KeyId,
-        service_id: ServiceId,
-        bridged: Bridged,
-    ) -> Result<(), Bridged> {
-        self.discovered.insert(service_id, bridged.initialized.clone());
-        let mut sessions = self.sessions.lock().expect("session table lock");
-        if let Some(existing) = sessions.get(&bridged.id)
-            && let Some(initialized) = &existing.initialized
-        {
+    /// Registers the gateway's own session for 2026-07-28 clients, unless one was registered
+    /// under its key meanwhile: then that one, to use instead.
+    pub(super) fn open_bridge(&self, bridged: Bridged) -> Result<(), Bridged> {
+        self.discovered.insert(bridged.key.service_id, bridged.initialized.clone());
+        let mut bridges = self.bridges.lock().expect("bridges lock");
+        if let Some(existing) = bridges.get(&bridged.key) {
             return Err(Bridged {
-                id: bridged.id,
+                key: bridged.key,
                 upstream: existing.upstream.clone(),
-                initialized: initialized.clone(),
+                initialized: existing.initialized.clone(),
             });
         }
-        let entry = GatewaySession {
-            key_id,
-            service_id,
+        let entry = OwnSession {
             upstream: bridged.upstream,
+            initialized: bridged.initialized,
             last_used: std::time::Instant::now(),
-            initialized: Some(bridged.initialized),
         };
-        sessions.insert(bridged.id, entry);
+        bridges.insert(bridged.key, entry);
         Ok(())
     }
 
@@ -414,18 +432,17 @@ impl Gateway {
         self.marked_tools.insert(service_id, marked);
     }
 
-    /// The gateway's own session for 2026-07-28 clients under `id`, while its upstream is there:
-    /// its upstream session and `initialize` result.
-    pub(super) fn bridged(&self, id: &str) -> Option<(UpstreamSession, Initialized)> {
-        let mut sessions = self.sessions.lock().expect("session table lock");
-        let session = sessions.get_mut(id)?;
+    /// The gateway's own session for 2026-07-28 clients under `key`, while its upstream is
+    /// there.
+    pub(super) fn bridged(&self, key: BridgeKey) -> Option<Bridged> {
+        let mut bridges = self.bridges.lock().expect("bridges lock");
+        let session = bridges.get_mut(&key)?;
         if session.upstream.process().is_some_and(|process| process.has_ended()) {
-            sessions.remove(id);
+            bridges.remove(&key);
             return None;
         }
         session.last_used = std::time::Instant::now();
-        let initialized = session.initialized.clone()?;
-        Some((session.upstream.clone(), initialized))
+        Some(Bridged { key, upstream: session.upstream.clone(), initialized: session.initialized.clone() })
     }
 
     /// The service's `initialize` result seen within `era::DISCOVER_TTL`.
@@ -435,6 +452,11 @@ impl Gateway {
 
     pub(super) fn forget(&self, gateway_id: &str) {
         self.sessions.lock().expect("session table lock").remove(gateway_id);
+    }
+
+    /// Forgets the gateway's own session under `key` (its upstream forgot it).
+    pub(super) fn forget_bridge(&self, key: &BridgeKey) {
+        self.bridges.lock().expect("bridges lock").remove(key);
     }
 }
 
