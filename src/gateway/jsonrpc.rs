@@ -78,32 +78,146 @@ pub fn error_body(id: &Value, code: i64, message: &str) -> Value {
 /// Reads one client message: malformed JSON is -32700, anything that is not a JSON-RPC 2.0
 /// object is -32600.
 pub fn parse(body: &[u8]) -> Result<Message, RpcError> {
-    let value: Value =
+    let envelope: Envelope =
         serde_json::from_slice(body).map_err(|e| RpcError::new(PARSE_ERROR, format!("Parse error: {e}")))?;
-    let Value::Object(mut object) = value else {
+    let Envelope::Object { version_is_2_0, id, method, params, answers } = envelope else {
         return Err(RpcError::new(INVALID_REQUEST, "Invalid Request: expected a JSON-RPC 2.0 object"));
     };
-    // The parts are taken out of the object, not copied: the params can be large.
-    let id = object.remove("id");
     let shown_id = id.clone().unwrap_or(Value::Null);
     let invalid =
         |message: &str| RpcError { id: shown_id.clone(), ..RpcError::new(INVALID_REQUEST, message) };
-    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    if !version_is_2_0 {
         return Err(invalid("Invalid Request: \"jsonrpc\" must be \"2.0\""));
     }
     if id.as_ref().is_some_and(|id| !(id.is_string() || id.is_i64() || id.is_u64())) {
         return Err(invalid("Invalid Request: \"id\" must be a string or an integer"));
     }
-    match (object.remove("method"), id) {
-        (Some(Value::String(method)), Some(id)) => {
-            Ok(Message::Request { id, method, params: object.remove("params") })
-        }
+    match (method, id) {
+        (Some(Value::String(method)), Some(id)) => Ok(Message::Request { id, method, params }),
         (Some(Value::String(method)), None) => Ok(Message::Notification { method }),
         (Some(_), _) => Err(invalid("Invalid Request: \"method\" must be a string")),
-        (None, Some(id)) if object.contains_key("result") || object.contains_key("error") => {
-            Ok(Message::Response { id })
-        }
+        (None, Some(id)) if answers => Ok(Message::Response { id }),
         (None, _) => Err(invalid("Invalid Request: neither a request, a notification nor a response")),
+    }
+}
+
+/// A message's members as `parse` reads them, straight from the text: the top-level object is
+/// not built as a map first (each message costs its keys' allocations otherwise). As in a map,
+/// a member given twice counts as its last.
+enum Envelope {
+    Object {
+        version_is_2_0: bool,
+        id: Option<Value>,
+        method: Option<Value>,
+        params: Option<Value>,
+        /// It has a `result` or an `error`.
+        answers: bool,
+    },
+    /// Any other JSON value.
+    Other,
+}
+
+/// The members of a message that mean something to the gateway.
+enum Member {
+    Version,
+    Id,
+    Method,
+    Params,
+    Answer,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Envelope, D::Error> {
+        deserializer.deserialize_any(EnvelopeVisitor)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Member {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Member, D::Error> {
+        deserializer.deserialize_str(MemberVisitor)
+    }
+}
+
+struct MemberVisitor;
+
+impl serde::de::Visitor<'_> for MemberVisitor {
+    type Value = Member;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Member, E> {
+        Ok(match name {
+            "jsonrpc" => Member::Version,
+            "id" => Member::Id,
+            "method" => Member::Method,
+            "params" => Member::Params,
+            "result" | "error" => Member::Answer,
+            _ => Member::Other,
+        })
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Envelope, A::Error> {
+        use serde::de::IgnoredAny;
+        let (mut version_is_2_0, mut id, mut method, mut params, mut answers) =
+            (false, None, None, None, false);
+        while let Some(member) = members.next_key::<Member>()? {
+            match member {
+                Member::Version => version_is_2_0 = members.next_value::<Value>()? == "2.0",
+                Member::Id => id = Some(members.next_value()?),
+                Member::Method => method = Some(members.next_value()?),
+                Member::Params => params = Some(members.next_value()?),
+                Member::Answer => {
+                    members.next_value::<IgnoredAny>()?;
+                    answers = true;
+                }
+                Member::Other => {
+                    members.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Envelope::Object { version_is_2_0, id, method, params, answers })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Envelope, A::Error> {
+        while items.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Envelope::Other)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Envelope, E> {
+        Ok(Envelope::Other)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Envelope, E> {
+        Ok(Envelope::Other)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Envelope, E> {
+        Ok(Envelope::Other)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Envelope, E> {
+        Ok(Envelope::Other)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Envelope, E> {
+        Ok(Envelope::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Envelope, E> {
+        Ok(Envelope::Other)
     }
 }
 
@@ -212,5 +326,40 @@ mod tests {
         assert_eq!((no_method.code, no_method.id.clone()), (INVALID_REQUEST, json!(3)));
         assert_eq!(no_method.body()["error"]["code"], INVALID_REQUEST);
         assert_eq!(parse(br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#).unwrap_err().code, INVALID_REQUEST);
+        assert_eq!(parse(br#"{"jsonrpc":2,"id":1,"method":"ping"}"#).unwrap_err().code, INVALID_REQUEST);
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#).unwrap_err().code,
+            INVALID_REQUEST
+        );
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1,"method":7}"#).unwrap_err().code, INVALID_REQUEST);
+        assert_eq!(parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"} x"#).unwrap_err().code, PARSE_ERROR);
+        assert_eq!(parse(b"null").unwrap_err().code, INVALID_REQUEST);
+    }
+
+    #[test]
+    fn members_are_read_as_a_map_would_hold_them() {
+        // Escaped names, members given twice (the last counts), members of no meaning here.
+        let request = parse(
+            br#"{"jsonrpc":"1.0","\u006aso\u006erpc":"2.0","x":[1,{"y":null}],"id":1,"id":"b","method":"tools/call","params":{"name":"echo"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            request,
+            Message::Request {
+                id: json!("b"),
+                method: "tools/call".into(),
+                params: Some(json!({"name":"echo"}))
+            }
+        );
+        // A null result is still a result; null params are still params.
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":2,"result":null}"#).unwrap(),
+            Message::Response { id: json!(2) }
+        );
+        let null_params = parse(br#"{"jsonrpc":"2.0","id":3,"method":"ping","params":null}"#).unwrap();
+        assert_eq!(
+            null_params,
+            Message::Request { id: json!(3), method: "ping".into(), params: Some(Value::Null) }
+        );
     }
 }
