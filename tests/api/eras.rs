@@ -55,15 +55,6 @@ async fn stateless_flags(app: &TestApp) -> Vec<bool> {
     }
 }
 
-async fn gauge(app: &TestApp, name: &str) -> i64 {
-    let metrics = app.get(&crate::helpers::client(), "/metrics").await.text().await.unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("mcp_platform_{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-}
-
 async fn a_stateless_client_reaches_a_legacy_http_upstream_through_the_gateways_own_session(
     backend: Backend,
 ) {

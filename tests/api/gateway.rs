@@ -255,6 +255,18 @@ async fn a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row(backend: 
 
     // Calls in flight when the server is told to stop still finish, and all are recorded.
     let session = open_session(&app, "/mcp/tools", &key).await;
+    // (Each call holds room for its row from its start: the queue counts the calls in flight
+    // once the rows before them are written.)
+    let queued = async |wanted: fn(i64) -> bool| {
+        for _ in 0..1000 {
+            if wanted(gauge(&app, "request_log_queue").await) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the request-log queue never came to what was wanted");
+    };
+    queued(|rows| rows == 0).await;
     let in_flight: Vec<_> = (0..8)
         .map(|i| {
             let url = app.url("/mcp/tools");
@@ -265,7 +277,7 @@ async fn a_slow_upstream_times_out_and_a_graceful_stop_keeps_every_row(backend: 
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    queued(|rows| rows >= 8).await;
     app.stop().await;
     for call in in_flight {
         assert!(call.await.unwrap().contains("slept 300 ms"), "a call in flight was cut off");

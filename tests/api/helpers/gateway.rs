@@ -245,3 +245,13 @@ pub async fn result_of(response: reqwest::Response) -> Value {
         .unwrap_or_else(|| panic!("no answer in {text}"));
     answer.get("result").cloned().unwrap_or_else(|| panic!("not a result: {answer}"))
 }
+
+/// A gauge of the platform's `/metrics`, as it reads now.
+pub async fn gauge(app: &TestApp, name: &str) -> i64 {
+    let metrics = app.get(&crate::helpers::client(), "/metrics").await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("mcp_platform_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
