@@ -30,7 +30,7 @@ use super::cache::LoadedService;
 use super::call::{Call, Caller, Credential};
 use super::era::{self, BRIDGED_VERSION, Era, Modern};
 use super::jsonrpc::{self, Message};
-use super::record::{CallRecord, lossy, texts_in};
+use super::record::{CallRecord, ESCAPE, lossy, texts_in};
 use super::refusal::{NOT_FOUND, Refusal, SSE};
 use super::relay::{self, Streamed};
 use super::sessions::{
@@ -1027,10 +1027,10 @@ fn resumed_state(call: &Call) -> Option<String> {
     Some(params.get("requestState")?.as_str().unwrap_or_default().to_owned())
 }
 
-/// What `Reader` looks for, each built once: the end of an event, and what a request holds.
+/// What `Reader` looks for, each built once: the end of an event, and what a request holds (with
+/// `record::ESCAPE`).
 static EVENT_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
 static METHOD_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"method\""));
-static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
 
 /// An upstream's answer read message by message, kept while its client is asked something.
 pub(super) struct Reader {
@@ -1081,11 +1081,9 @@ impl Reader {
                 self.queue(&text_of(body).await.ok_or_else(broken_off)?);
                 continue;
             }
-            if EVENT_END.find(&self.pending).is_some() {
-                let mut pending = std::mem::take(&mut self.pending);
-                let read = self.queue_events(&pending);
-                pending.drain(..read);
-                self.pending = pending;
+            let read = queue_events(&self.pending, &mut self.queued);
+            if read > 0 {
+                self.pending.drain(..read);
                 continue;
             }
             let Some(chunks) = self.chunks.as_mut() else {
@@ -1098,7 +1096,8 @@ impl Reader {
             match chunks.next().await {
                 Some(Ok(chunk)) if memchr::memchr(b'\r', &chunk).is_none() => {
                     // The whole events a chunk begins with are read from it; the rest is kept.
-                    let read = if self.pending.is_empty() { self.queue_events(&chunk) } else { 0 };
+                    let read =
+                        if self.pending.is_empty() { queue_events(&chunk, &mut self.queued) } else { 0 };
                     self.pending.extend_from_slice(&chunk[read..]);
                 }
                 Some(Ok(chunk)) => self.pending.extend(chunk.iter().filter(|&&b| b != b'\r')),
@@ -1106,19 +1105,6 @@ impl Reader {
                 None => self.chunks = None,
             }
         }
-    }
-
-    /// Queues the messages of the whole events `bytes` begins with; how many bytes they take.
-    fn queue_events(&mut self, bytes: &[u8]) -> usize {
-        let mut read = 0;
-        while let Some(end) = EVENT_END.find(&bytes[read..]) {
-            // (An event without data, as a stream's priming event, holds no message.)
-            let event = lossy(&bytes[read..read + end + 2]);
-            let data = event.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim);
-            self.queued.extend(data.filter(|text| !text.is_empty()).map(str::to_owned));
-            read += end + 2;
-        }
-        read
     }
 
     fn queue(&mut self, captured: &str) {
@@ -1142,6 +1128,19 @@ impl Reader {
         }
         Ok(Stop::Done(std::mem::take(&mut self.read)))
     }
+}
+
+/// Queues the messages of the whole events `bytes` begins with; how many bytes they take.
+fn queue_events(bytes: &[u8], queued: &mut VecDeque<String>) -> usize {
+    let mut read = 0;
+    while let Some(end) = EVENT_END.find(&bytes[read..]) {
+        // (An event without data, as a stream's priming event, holds no message.)
+        let event = lossy(&bytes[read..read + end + 2]);
+        let data = event.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim);
+        queued.extend(data.filter(|text| !text.is_empty()).map(str::to_owned));
+        read += end + 2;
+    }
+    read
 }
 
 /// Answers an upstream's request of the client with an error.

@@ -245,9 +245,10 @@ pub struct Answered {
     tool_error: bool,
 }
 
-/// What `Answered::of` looks for in a result, each searcher built once.
+/// What `Answered::of` looks for in a result, each searcher built once: a key, and an escape
+/// (which could spell one).
 static IS_ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("isError"));
-static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\\u"));
+pub(super) static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\\u"));
 
 impl Answered {
     pub fn of(error: Option<&Value>, result: Option<&serde_json::value::RawValue>) -> Answered {

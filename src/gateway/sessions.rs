@@ -286,7 +286,7 @@ impl Gateway {
     }
 
     /// Open sessions, for the metrics: clients' own, and the gateway's own for stateless
-    /// clients of legacy upstreams (those keep the upstream's `initialize` result).
+    /// clients of legacy upstreams.
     pub fn session_counts(&self) -> (usize, usize) {
         let clients = self.sessions.lock().expect("session table lock").len();
         (clients, self.bridges.lock().expect("bridges lock").len())
