@@ -56,9 +56,10 @@ static PATTERNS: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// `user:password@` in URLs.
-static URL_CREDENTIALS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@:]+:[^\s/@]+@").expect("URL pattern compiles")
-});
+const URL_CREDENTIAL: &str = r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@:]+:[^\s/@]+@";
+
+static URL_CREDENTIALS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(URL_CREDENTIAL).expect("URL pattern compiles"));
 
 /// Whether a key name names a secret: one of its words is a sensitive word, or its words
 /// joined hold a sensitive pair. Every key of every recorded body is asked, so a short ASCII
@@ -130,7 +131,7 @@ fn split_words(key: &str) -> Vec<String> {
 pub fn redact_text<'a>(text: &'a str, known: &[&str]) -> Cow<'a, str> {
     let mut out = Cow::Borrowed(text);
     for secret in known.iter().filter(|s| s.len() >= 4) {
-        if out.contains(secret) {
+        if holds(&out, secret) {
             out = Cow::Owned(out.replace(secret, REDACTED));
         }
     }
@@ -200,22 +201,43 @@ fn is_event_stream(body: &str) -> bool {
     ["data:", "id:", "event:", "retry:", ":"].iter().any(|field| first.starts_with(field))
 }
 
-/// What in a body's text may make redaction change it: a sensitive word in any case (each
-/// sensitive key holds one, and each sensitive pair ends in "key"), an escape or a non-ASCII
-/// character (which could spell one), a credential format or a URL credential (which the
-/// text's JSON strings could hold). Without any of these or a known secret, there is nothing to
-/// redact.
+/// What in a body's text may make redaction change it, looked for in one pass: a sensitive
+/// word in any case (each sensitive key holds one, and each sensitive pair ends in "key"), an
+/// escape or a non-ASCII character (which could spell one), a credential format or a URL
+/// credential (which the text's JSON strings could hold). Without any of these or a known
+/// secret, there is nothing to redact. The text is read as ASCII: one with any other byte is
+/// looked at in full anyway, and in ASCII text the formats' word boundaries, spaces and letters
+/// of either case are what they are in Unicode.
 static MAY_NEED_REDACTION: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
     let words: Vec<&str> = SENSITIVE_WORDS.iter().copied().chain(["key"]).collect();
-    regex::bytes::Regex::new(&format!(r"(?i-u){}|\\|[\x80-\xff]", words.join("|")))
+    let formats = FORMATS.iter().map(|(_, pattern)| *pattern).chain([URL_CREDENTIAL]);
+    let alternatives: Vec<String> = [format!("(?i:{})", words.join("|")), r"\\|[\x80-\xff]".to_owned()]
+        .into_iter()
+        .chain(formats.map(|pattern| format!("(?:{pattern})")))
+        .collect();
+    regex::bytes::Regex::new(&format!("(?-u){}", alternatives.join("|")))
         .expect("the redaction pre-check compiles")
 });
 
 fn holds_nothing_to_redact(body: &str, known: &[&str]) -> bool {
     !MAY_NEED_REDACTION.is_match(body.as_bytes())
-        && !known.iter().any(|secret| secret.len() >= 4 && body.contains(secret))
-        && !PATTERNS.is_match(body)
-        && !URL_CREDENTIALS.is_match(body)
+        && !known.iter().any(|secret| secret.len() >= 4 && holds(body, secret))
+}
+
+/// Above this length, a text is searched for a secret with a searcher built for it.
+const LONG_TEXT: usize = 4096;
+
+/// Whether `text` holds `secret`. Each text is searched once for each secret, and most are a
+/// few hundred bytes: then the places of the secret's first byte, which `memchr` finds many
+/// bytes at a time, are all there is to compare, and `str::contains` would spend several times
+/// the search on building its Two-Way searcher for a 40-byte token first.
+fn holds(text: &str, secret: &str) -> bool {
+    let (text, secret) = (text.as_bytes(), secret.as_bytes());
+    if text.len() > LONG_TEXT {
+        return memchr::memmem::find(text, secret).is_some();
+    }
+    let Some(&first) = secret.first() else { return true };
+    memchr::memchr_iter(first, text).any(|at| text[at..].starts_with(secret))
 }
 
 /// A header's value as it may be recorded.
@@ -468,6 +490,13 @@ mod tests {
         ];
         for body in looked_at {
             assert!(!holds_nothing_to_redact(body, &["injected-secret"]), "{body}");
+        }
+        // A known secret at either end of a text, short or long.
+        for filler in [1, LONG_TEXT] {
+            let text = "a".repeat(filler);
+            assert!(holds(&format!("injected-secret{text}"), "injected-secret"));
+            assert!(holds(&format!("{text}injected-secret"), "injected-secret"));
+            assert!(!holds(&format!("{text}injected-secre"), "injected-secret"));
         }
         assert_eq!(redact_body(r#"{"\u0074oken":"x"}"#, &[]), format!(r#"{{"token":"{REDACTED}"}}"#));
         assert_eq!(redact_body(r#"{"a":"http://x","b":"y:z@w"}"#, &[]), r#"{"a":"http://x","b":"y:z@w"}"#);
