@@ -211,8 +211,10 @@ async fn setup(db: &Db, master: &MasterKey, upstream: &str, legacy_upstream: &st
     };
     db::users::insert(tx.conn(), new_user, now).await?;
     let headers = Vec::new();
+    // The services' names are as long as each other, as routing and recording a call cost by
+    // the byte: the paths differ only in what the gateway does.
     let service = db::services::ServiceFields {
-        name: "echo",
+        name: "either-echo",
         description: "",
         version: "",
         is_public: false,
@@ -318,7 +320,7 @@ async fn main() -> anyhow::Result<()> {
         Db::connect(&DatabaseUrl::parse(&format!("sqlite://{}", dir.join("mcp-platform.db").display()))?)
             .await?;
     let key = setup(&db, &master, &upstream_url, &legacy_url).await?;
-    let gateway_url = format!("{base}/mcp/echo");
+    let gateway_url = format!("{base}/mcp/either-echo");
     let bridged_url = format!("{base}/mcp/legacy-echo");
 
     if let Some(path) = path {

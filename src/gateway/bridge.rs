@@ -169,7 +169,7 @@ pub(super) async fn relay_for_legacy(
     credential: &Credential,
     record: &mut CallRecord,
 ) -> Result<Relayed, Refusal> {
-    let Message::Request { id, method, params } = &call.message else {
+    let Message::Request { id, method, params, .. } = &call.message else {
         return Ok(Relayed {
             status: StatusCode::ACCEPTED,
             content_type: None,
@@ -571,7 +571,12 @@ pub(super) async fn relay(
             let progress = era::progress_token(&call.message)
                 .map(|_| json!({ "_meta": { "progressToken": bridged_id } }));
             (
-                Message::Request { id: bridged_id.clone(), method: method.clone(), params: progress },
+                Message::Request {
+                    id: bridged_id.clone(),
+                    method: method.clone(),
+                    params: progress,
+                    declared: None,
+                },
                 body.into(),
             )
         }

@@ -28,9 +28,7 @@ pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
-/// The `_meta` keys only the 2026-07-28 revision defines; a legacy upstream does not get them.
-const META_MODERN_KEYS: [&str; 4] =
-    [META_VERSION, META_CAPABILITIES, META_CLIENT_INFO, "io.modelcontextprotocol/logLevel"];
+pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 
 /// How long a `server/discover` answer may be reused, by the client and by the gateway.
 pub const DISCOVER_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -115,18 +113,16 @@ pub fn supported_versions() -> Vec<&'static str> {
 /// `server/discover`, which only that revision has). Only such a request is refused.
 pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
     // 2026-07-28 defines no client notifications over HTTP, and no client responses at all.
-    let Message::Request { method, params, .. } = message else { return Ok(Era::Legacy) };
-    let (method, params) = (method.as_str(), params.as_ref());
-    let meta = params.and_then(|p| p.get("_meta"));
-    let declared = meta.and_then(|m| m.get(META_VERSION));
+    let Message::Request { method, params, declared: meta, .. } = message else { return Ok(Era::Legacy) };
+    let (method, params, meta) = (method.as_str(), params.as_ref(), meta.as_deref());
+    let declared = meta.and_then(|m| m.version.as_ref());
     if declared.is_none() && method != "server/discover" {
         return Ok(Era::Legacy);
     }
-    let meta = match meta {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(meta)) => Some(meta),
-        Some(_) => return Err(invalid_params("params._meta must be an object")),
-    };
+    // (A `_meta` that is an object had what it declares taken out, and may be gone.)
+    if params.and_then(|p| p.get("_meta")).is_some_and(|m| !(m.is_object() || m.is_null())) {
+        return Err(invalid_params("params._meta must be an object"));
+    }
     let header = |key: &HeaderName, name: &str| {
         headers.get(key).map(|v| v.to_str().map_err(|_| invalid_header(name))).transpose()
     };
@@ -176,12 +172,12 @@ pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
     if method == LISTEN && !params.and_then(|p| p.get("notifications")).is_some_and(Value::is_object) {
         return Err(invalid_params("subscriptions/listen needs a notifications filter (an object)"));
     }
-    let capabilities = match meta.and_then(|m| m.get(META_CAPABILITIES)) {
+    let capabilities = match meta.and_then(|m| m.capabilities.as_ref()) {
         None | Some(Value::Null) => json!({}),
         Some(capabilities @ Value::Object(_)) => capabilities.clone(),
         Some(_) => return Err(invalid_params(&format!("_meta[\"{META_CAPABILITIES}\"] must be an object"))),
     };
-    let client_info = meta.and_then(|m| m.get(META_CLIENT_INFO)).filter(|v| v.is_object()).cloned();
+    let client_info = meta.and_then(|m| m.client_info.as_ref()).filter(|v| v.is_object()).cloned();
     Ok(Era::Modern(Modern { version: MODERN_VERSION, capabilities, client_info }))
 }
 
@@ -302,9 +298,9 @@ fn unsupported(requested: &str) -> Refusal {
 }
 
 /// A request's params as a legacy upstream gets them in the gateway's session: without the
-/// `_meta` keys only 2026-07-28 defines (the client's capabilities are most of a `_meta`), and
-/// with the gateway's `token` for the progress token the client chose (the clients that share
-/// the session choose theirs alike). Written from the client's params, not copied.
+/// `_meta` keys only 2026-07-28 defines (`jsonrpc::parse` took them out), and with the
+/// gateway's `token` for the progress token the client chose (the clients that share the
+/// session choose theirs alike). Written from the client's params, not copied.
 pub struct ForLegacyUpstream<'a> {
     pub params: &'a Value,
     pub token: &'a Value,
@@ -316,12 +312,8 @@ impl Serialize for ForLegacyUpstream<'_> {
         let mut relayed = serializer.serialize_map(None)?;
         for (key, value) in params {
             match value.as_object().filter(|_| key == "_meta") {
-                Some(meta) => {
-                    let kept = KeptMeta { meta, token: self.token };
-                    if kept.entries().next().is_some() {
-                        relayed.serialize_entry(key, &kept)?;
-                    }
-                }
+                Some(meta) if meta.is_empty() => {}
+                Some(meta) => relayed.serialize_entry(key, &KeptMeta { meta, token: self.token })?,
                 None => relayed.serialize_entry(key, value)?,
             }
         }
@@ -335,18 +327,10 @@ struct KeptMeta<'a> {
     token: &'a Value,
 }
 
-impl KeptMeta<'_> {
-    fn entries(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.meta
-            .iter()
-            .filter(|(key, _)| !META_MODERN_KEYS.contains(&key.as_str()))
-            .map(|(key, value)| (key, if key == "progressToken" { self.token } else { value }))
-    }
-}
-
 impl Serialize for KeptMeta<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.entries())
+        let token = |(key, value)| (key, if key == "progressToken" { self.token } else { value });
+        serializer.collect_map(self.meta.iter().map(token))
     }
 }
 
@@ -681,12 +665,23 @@ mod tests {
         stamp(&mut call, "tools/call");
         assert_eq!(call["result"], json!({"content":[],"resultType":"complete"}));
 
-        let for_legacy = |params: &Value| json!(ForLegacyUpstream { params, token: &json!("g-1") });
-        let params = json!({"name":"echo", "_meta":{META_VERSION: MODERN_VERSION, "progressToken": 3}});
-        assert_eq!(for_legacy(&params), json!({"name":"echo", "_meta":{"progressToken":"g-1"}}));
-        assert_eq!(for_legacy(&json!({"_meta":{META_VERSION: MODERN_VERSION}})), json!({}));
-        assert_eq!(for_legacy(&json!({"_meta":{"x":1}, "a":[1]})), json!({"_meta":{"x":1}, "a":[1]}));
-        assert_eq!(for_legacy(&json!([1, 2])), json!([1, 2]));
+        // The params of a request as the client sent it, as a legacy upstream gets them.
+        let for_legacy = |params: Value| {
+            let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":params});
+            let Message::Request { params: Some(params), .. } =
+                jsonrpc::parse(body.to_string().as_bytes()).unwrap()
+            else {
+                panic!("a request with params")
+            };
+            json!(ForLegacyUpstream { params: &params, token: &json!("g-1") })
+        };
+        let params = json!({"name":"echo", "_meta":{META_VERSION: MODERN_VERSION, "progressToken": 3,
+            META_CAPABILITIES: {}, META_CLIENT_INFO: {"name":"c"}, META_LOG_LEVEL: "info"}});
+        assert_eq!(for_legacy(params), json!({"name":"echo", "_meta":{"progressToken":"g-1"}}));
+        assert_eq!(for_legacy(json!({"_meta":{META_VERSION: MODERN_VERSION}})), json!({}));
+        assert_eq!(for_legacy(json!({"_meta":{}})), json!({}));
+        assert_eq!(for_legacy(json!({"_meta":{"x":1}, "a":[1]})), json!({"_meta":{"x":1}, "a":[1]}));
+        assert_eq!(for_legacy(json!([1, 2])), json!([1, 2]));
     }
 
     #[test]
