@@ -113,10 +113,10 @@ pub fn supported_versions() -> Vec<&'static str> {
 /// `server/discover`, which only that revision has). Only such a request is refused.
 pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
     // 2026-07-28 defines no client notifications over HTTP, and no client responses at all.
-    let Message::Request { method, params, declared: meta, .. } = message else { return Ok(Era::Legacy) };
-    let (method, params, meta) = (method.as_str(), params.as_ref(), meta.as_deref());
-    let declared = meta.and_then(|m| m.version.as_ref());
-    if declared.is_none() && method != "server/discover" {
+    let Message::Request { method, params, declared, .. } = message else { return Ok(Era::Legacy) };
+    let (method, params, declared) = (method.as_str(), params.as_ref(), declared.as_deref());
+    let asked = declared.and_then(|d| d.version.as_ref());
+    if asked.is_none() && method != "server/discover" {
         return Ok(Era::Legacy);
     }
     // (A `_meta` that is an object had what it declares taken out, and may be gone.)
@@ -126,11 +126,11 @@ pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
     let header = |key: &HeaderName, name: &str| {
         headers.get(key).map(|v| v.to_str().map_err(|_| invalid_header(name))).transpose()
     };
-    let version = match (declared, header(&PROTOCOL_KEY, PROTOCOL_HEADER)?) {
-        (Some(Value::String(declared)), Some(header)) if declared == header => declared.as_str(),
-        (Some(Value::String(declared)), Some(header)) => {
+    let version = match (asked, header(&PROTOCOL_KEY, PROTOCOL_HEADER)?) {
+        (Some(Value::String(asked)), Some(header)) if asked == header => asked.as_str(),
+        (Some(Value::String(asked)), Some(header)) => {
             return Err(mismatch(format!(
-                "MCP-Protocol-Version header value '{header}' does not match body value '{declared}'"
+                "MCP-Protocol-Version header value '{header}' does not match body value '{asked}'"
             )));
         }
         (Some(Value::String(_)), None) => return Err(missing(PROTOCOL_HEADER)),
@@ -172,12 +172,12 @@ pub fn of(message: &Message, headers: &HeaderMap) -> Result<Era, Refusal> {
     if method == LISTEN && !params.and_then(|p| p.get("notifications")).is_some_and(Value::is_object) {
         return Err(invalid_params("subscriptions/listen needs a notifications filter (an object)"));
     }
-    let capabilities = match meta.and_then(|m| m.capabilities.as_ref()) {
+    let capabilities = match declared.and_then(|d| d.capabilities.as_ref()) {
         None | Some(Value::Null) => json!({}),
         Some(capabilities @ Value::Object(_)) => capabilities.clone(),
         Some(_) => return Err(invalid_params(&format!("_meta[\"{META_CAPABILITIES}\"] must be an object"))),
     };
-    let client_info = meta.and_then(|m| m.client_info.as_ref()).filter(|v| v.is_object()).cloned();
+    let client_info = declared.and_then(|d| d.client_info.as_ref()).filter(|v| v.is_object()).cloned();
     Ok(Era::Modern(Modern { version: MODERN_VERSION, capabilities, client_info }))
 }
 
