@@ -186,7 +186,7 @@ async fn relay_message(
         };
         // The retry after that question: its answer was for the gateway, not for the service.
         if call.era.modern().is_some()
-            && let Some(body) = era::without_answers_for_gateway(&call.body)
+            && let Some(body) = era::take_answers_for_gateway(&mut call.message, &call.body)
         {
             call.body = body.into();
         }

@@ -457,8 +457,6 @@ pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<(Stri
 
 /// The `requestState` of the gateway's own question for a missing token.
 const ASKED_FOR_TOKEN: &str = "mcp-platform:token";
-static ASKED_FOR_TOKEN_FINDER: LazyLock<Finder<'static>> =
-    LazyLock::new(|| Finder::new(ASKED_FOR_TOKEN.as_bytes()));
 static RESULT_TYPE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"resultType\""));
 
 /// Whether the client declared that it can send its user to a URL (URL-mode elicitation).
@@ -477,18 +475,22 @@ pub fn asking_for_token(id: &Value, url: &str, message: &str) -> Value {
     } })
 }
 
-/// A retry that carries the answer to the gateway's own question, without that answer (the
-/// service did not ask); `None` for every other message.
-pub fn without_answers_for_gateway(body: &[u8]) -> Option<Vec<u8>> {
-    ASKED_FOR_TOKEN_FINDER.find(body)?;
-    let mut message: Value = serde_json::from_slice(body).ok()?;
-    let params = message.get_mut("params")?.as_object_mut()?;
+/// Takes the answer to the gateway's own question out of a retry that carries it (the service
+/// did not ask), from the message and from its body; the body without it, and `None` for every
+/// other message. (The body is what an upstream of 2026-07-28 gets, with the `_meta` the message
+/// no longer has; the message is what a legacy upstream's request is written from.)
+pub fn take_answers_for_gateway(message: &mut Message, body: &[u8]) -> Option<Vec<u8>> {
+    let Message::Request { params: Some(Value::Object(params)), .. } = message else { return None };
     if params.get("requestState").and_then(Value::as_str) != Some(ASKED_FOR_TOKEN) {
         return None;
     }
-    params.remove("requestState");
-    params.remove("inputResponses");
-    serde_json::to_vec(&message).ok()
+    let mut whole: Value = serde_json::from_slice(body).ok()?;
+    for params in [Some(params), whole.get_mut("params").and_then(Value::as_object_mut)].into_iter().flatten()
+    {
+        params.remove("requestState");
+        params.remove("inputResponses");
+    }
+    serde_json::to_vec(&whole).ok()
 }
 
 /// Whether the method's result carries caching hints.

@@ -362,36 +362,43 @@ async fn stateless_requests_follow_the_2026_07_28_rules_or_get_its_errors(backen
 
 async fn a_missing_token_is_asked_for_with_a_url_and_the_retry_succeeds_once_it_is_set(backend: Backend) {
     let app = spawn_app_with(backend, Settings::default()).await;
-    let upstream = HttpUpstream::start();
+    // The same question and retry whether the gateway relays the request as it is, or sends it
+    // in its own session to an upstream of 2025-11-25 only.
+    let (upstream, legacy) = (HttpUpstream::start(), HttpUpstream::start_legacy());
     let org = app.create_organization("Acme").await;
     let developer = app.create_user(org, Role::Developer).await;
     http_service(&app, org, "tools", &upstream.url).await;
+    http_service(&app, org, "legacy-tools", &legacy.url).await;
     let key = api_key(&app, org, &developer, "mcp:read mcp:write").await;
-    let url = app.url("/mcp/tools");
+    let (url, legacy_url) = (app.url("/mcp/tools"), app.url("/mcp/legacy-tools"));
     let tokens_page = app.url("/tokens");
     // A 2026-07-28 client that can send its user to a URL.
-    let call = |params: Value| {
+    let call = |url: &str, params: Value| {
         let mut params = params;
         params["name"] = json!("whoami");
         params["arguments"] = json!({});
         params["_meta"] = json!({ "io.modelcontextprotocol/protocolVersion": MODERN,
             "io.modelcontextprotocol/clientCapabilities": { "elicitation": { "url": {} } } });
         let body = json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params });
-        request(&url, &key, None, &body.to_string())
+        request(url, &key, None, &body.to_string())
             .header("mcp-protocol-version", MODERN)
             .header("mcp-method", "tools/call")
             .header("mcp-name", "whoami")
     };
 
-    let asked = result_of(call(json!({})).send().await.unwrap()).await;
-    assert_eq!(asked["resultType"], "input_required", "{asked}");
-    let question = &asked["inputRequests"]["token"];
-    assert_eq!(
-        (question["method"].clone(), question["params"]["mode"].clone()),
-        (json!("elicitation/create"), json!("url"))
-    );
-    assert_eq!(question["params"]["url"], tokens_page);
-    assert!(question["params"]["message"].as_str().unwrap().contains("\"github\" token"));
+    let mut states = Vec::new();
+    for url in [&url, &legacy_url] {
+        let asked = result_of(call(url, json!({})).send().await.unwrap()).await;
+        assert_eq!(asked["resultType"], "input_required", "{url}: {asked}");
+        let question = &asked["inputRequests"]["token"];
+        assert_eq!(
+            (question["method"].clone(), question["params"]["mode"].clone()),
+            (json!("elicitation/create"), json!("url"))
+        );
+        assert_eq!(question["params"]["url"], tokens_page);
+        assert!(question["params"]["message"].as_str().unwrap().contains("\"github\" token"));
+        states.push(asked["requestState"].clone());
+    }
 
     // Clients that cannot open a URL keep the error, which names the page.
     let plain = modern(&url, &key, 8, "tools/call", json!({ "name": "whoami", "arguments": {} }));
@@ -403,12 +410,15 @@ async fn a_missing_token_is_asked_for_with_a_url_and_the_retry_succeeds_once_it_
     assert_eq!((status, code), (403, -32005));
     assert!(message.contains(&tokens_page), "{message}");
 
-    // The user sets the token; the retry, with the answer and the state, goes through.
+    // The user sets the token; the retry, with the answer and the state, goes through (the
+    // answer was the gateway's: no upstream gets it).
     app.set_token(&developer, "github", TOKEN).await;
-    let retry = json!({ "inputResponses": { "token": { "action": "accept" } }, "requestState": asked["requestState"] });
-    let done = result_of(call(retry).send().await.unwrap()).await;
-    assert_eq!(text_of(&done), format!("Bearer {TOKEN}"));
-    assert_eq!(done["resultType"], "complete");
+    for (url, state) in [&url, &legacy_url].into_iter().zip(states) {
+        let retry = json!({ "inputResponses": { "token": { "action": "accept" } }, "requestState": state });
+        let done = result_of(call(url, retry).send().await.unwrap()).await;
+        assert_eq!(text_of(&done), format!("Bearer {TOKEN}"), "{url}");
+        assert_eq!(done["resultType"], "complete");
+    }
 }
 
 async fn what_a_legacy_upstream_asks_mid_call_reaches_a_stateless_client_as_an_input_request(
