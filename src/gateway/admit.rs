@@ -203,7 +203,11 @@ pub async fn message(
     // (`of` refuses only requests that declare 2026-07-28.)
     record.modern = !matches!(era, Ok(Era::Legacy));
     let era = era.map_err(|r| r.with_id(&id))?;
-    let protocol_version = header_str_of(headers, PROTOCOL_HEADER).map(|v| v.to_owned().into());
+    let protocol_version = match &era {
+        // (Its header was checked against the body: it names this revision.)
+        Era::Modern(modern) => Some(modern.version.into()),
+        Era::Legacy => header_str_of(headers, PROTOCOL_HEADER).map(|v| v.to_owned().into()),
+    };
     let checked = async {
         let service = service(state, caller.organization_id, name).await?;
         record.service_id = Some(service.id);

@@ -554,11 +554,12 @@ pub(super) async fn relay(
     let (message, body) = match &call.message {
         Message::Request { method, params, .. } => {
             // Written piece by piece (this runs on every bridged call); about the client's body
-            // in size: the `_meta` it loses, the gateway's id it gains.
+            // in size: the `_meta` it loses, the gateway's id it gains (plain ASCII, written as
+            // it is).
             let mut body = Vec::with_capacity(call.body.len() + 16);
-            body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-            serde_json::to_writer(&mut body, &bridged_id).expect("a string serializes");
-            body.extend_from_slice(br#","method":"#);
+            body.extend_from_slice(br#"{"jsonrpc":"2.0","id":""#);
+            body.extend_from_slice(bridged_id.as_str().unwrap_or_default().as_bytes());
+            body.extend_from_slice(br#"","method":"#);
             serde_json::to_writer(&mut body, method).expect("a string serializes");
             if let Some(params) = params {
                 body.extend_from_slice(br#","params":"#);
@@ -635,7 +636,8 @@ async fn exchange(
     credential: Credential,
     upstream: UpstreamSession,
 ) -> Result<Exchange, Refusal> {
-    let task = actix_web::rt::spawn(async move {
+    // (Boxed, so that the task moves a pointer as it starts and ends, not the whole future.)
+    let task = actix_web::rt::spawn(Box::pin(async move {
         let mut secrets = Vec::new();
         let answered = async {
             let relayed = relay::post(&state, &call, &credential, Some(&upstream), &mut secrets).await?;
@@ -645,7 +647,7 @@ async fn exchange(
         }
         .await;
         Exchange { call, secrets, answered }
-    });
+    }));
     AbortOnDropHandle::new(task).await.map_err(|_| broken_off())
 }
 
@@ -1139,10 +1141,21 @@ impl Reader {
 fn queue_events(bytes: &[u8], queued: &mut VecDeque<String>) -> usize {
     let mut read = 0;
     while let Some(end) = EVENT_END.find(&bytes[read..]) {
-        // (An event without data, as a stream's priming event, holds no message.)
-        let event = lossy(&bytes[read..read + end + 2]);
-        let data = event.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim);
-        queued.extend(data.filter(|text| !text.is_empty()).map(str::to_owned));
+        // Only its data lines are read as text. (An event without data, as a stream's priming
+        // event, holds no message.)
+        let mut lines = &bytes[read..read + end];
+        while !lines.is_empty() {
+            let (line, rest) = match memchr::memchr(b'\n', lines) {
+                Some(at) => (&lines[..at], &lines[at + 1..]),
+                None => (lines, &[][..]),
+            };
+            if let Some(data) = line.strip_prefix(b"data:").map(<[u8]>::trim_ascii)
+                && !data.is_empty()
+            {
+                queued.push_back(lossy(data).into_owned());
+            }
+            lines = rest;
+        }
         read += end + 2;
     }
     read
@@ -1172,4 +1185,22 @@ fn stamped(mut messages: Vec<Value>, method: &str, status: StatusCode) -> Relaye
         era::stamp(message, method);
     }
     whole_answer(&messages, None).with_status(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_events_are_queued_by_their_data_lines_and_the_rest_is_left() {
+        let bytes = b"data: \nid: 0/0\nretry: 3000\n\nevent: message\ndata: {\"id\":1}\nid: 1/0\n\n\
+            data:{\"a\":2}  \ndata: {\"b\":3}\n\ndata: {\"cut";
+        let mut queued = VecDeque::new();
+        let read = queue_events(bytes, &mut queued);
+        // The priming event holds no message; each data line of an event is one.
+        assert_eq!(queued, [r#"{"id":1}"#, r#"{"a":2}"#, r#"{"b":3}"#]);
+        assert_eq!(&bytes[read..], b"data: {\"cut");
+        assert_eq!(queue_events(b"data: {}", &mut queued), 0);
+        assert_eq!(queued.len(), 3);
+    }
 }

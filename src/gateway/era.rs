@@ -428,31 +428,32 @@ pub fn answer_as_modern(text: &str, sent_id: &Value, id: &Value) -> Option<(Stri
     if !same || answer.method.is_some() {
         return None;
     }
-    // (Put together piece by piece: this runs on every bridged call.)
-    let mut modern = Vec::with_capacity(text.len() + 48);
-    modern.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    serde_json::to_writer(&mut modern, id).ok()?;
+    // (Put together piece by piece, as text that is not checked to be UTF-8 again as a whole:
+    // this runs on every bridged call.)
+    let mut modern = String::with_capacity(text.len() + 48);
+    modern.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    modern.push_str(&serde_json::to_string(id).ok()?);
     match (answer.result, answer.error) {
         (Some(result), None) => {
             let members = result.get().trim_start().strip_prefix('{')?;
             if RESULT_TYPE_KEY.find(members.as_bytes()).is_some() {
                 return None;
             }
-            modern.extend_from_slice(br#","result":{"resultType":"complete""#);
+            modern.push_str(r#","result":{"resultType":"complete""#);
             if !members.trim_start().starts_with('}') {
-                modern.push(b',');
+                modern.push(',');
             }
-            modern.extend_from_slice(members.as_bytes());
+            modern.push_str(members);
         }
         (None, Some(error)) => {
-            modern.extend_from_slice(br#","error":"#);
-            modern.extend_from_slice(error.get().as_bytes());
+            modern.push_str(r#","error":"#);
+            modern.push_str(error.get());
         }
         _ => return None,
     }
-    modern.push(b'}');
+    modern.push('}');
     let error = answer.error.and_then(|error| serde_json::from_str::<Value>(error.get()).ok());
-    Some((String::from_utf8(modern).ok()?, Answered::of(error.as_ref(), answer.result)))
+    Some((modern, Answered::of(error.as_ref(), answer.result)))
 }
 
 /// The `requestState` of the gateway's own question for a missing token.
