@@ -347,8 +347,7 @@ async fn main() -> anyhow::Result<()> {
                 let (user_after, system_after) = cpu_times(pid);
                 let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (calls * rounds) as f64;
                 let (user, system) = (per_call(user_after - user), per_call(system_after - system));
-                // The upstream's figure shows what the platform competes with for the machine's
-                // cores: an upstream that spends more per call leaves it fewer calls per wake-up.
+                // (What the platform competes with for the machine's cores.)
                 let upstream = per_call(cpu_time(upstream_pid) - upstream_cpu);
                 println!(
                     "{path} at {PATH_PACE} req/s (reached {rps:.0}): platform CPU per call {:.1} us (user {user:.1}, system {system:.1}); upstream CPU per call {upstream:.1} us",
